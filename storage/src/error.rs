@@ -1,0 +1,160 @@
+//! Errors of the storage crate.
+
+use std::path::PathBuf;
+
+/// Why a byte string is not a valid record batch.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// Fewer bytes than a batch header.
+    #[error("batch of {len} bytes is shorter than a batch header")]
+    TooShort {
+        /// Bytes available.
+        len: usize,
+    },
+    /// The length field disagrees with the bytes given.
+    #[error("batch declares {declared} bytes but {actual} were given")]
+    LengthMismatch {
+        /// Total length the header declares.
+        declared: usize,
+        /// Bytes actually present.
+        actual: usize,
+    },
+    /// A format version this build does not know.
+    #[error("unsupported batch format version {magic}")]
+    UnsupportedMagic {
+        /// The version byte found.
+        magic: u8,
+    },
+    /// The stored CRC does not match the bytes.
+    #[error("batch CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    CrcMismatch {
+        /// CRC in the header.
+        stored: u32,
+        /// CRC of the bytes.
+        computed: u32,
+    },
+    /// A batch with no records.
+    #[error("batch has no records")]
+    Empty,
+    /// A compression codec this build does not know.
+    #[error("unknown compression codec {codec}")]
+    UnknownCodec {
+        /// The codec bits found.
+        codec: u16,
+    },
+    /// Compressing or decompressing the records section failed.
+    #[error("snappy: {source}")]
+    Compression {
+        /// The codec's error.
+        #[source]
+        source: snap::Error,
+    },
+    /// The records section does not decode.
+    #[error("malformed records: {reason}")]
+    MalformedRecords {
+        /// What was wrong.
+        reason: &'static str,
+    },
+}
+
+/// Errors of [`crate::PartitionLog`] and the files under it.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// A file system call failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The disk is full: the append was refused and nothing was written.
+    #[error("no space left on device while extending {path}")]
+    DiskFull {
+        /// The file that could not grow.
+        path: PathBuf,
+    },
+    /// The offset is outside the stored range.
+    #[error("offset {requested} is out of range [{earliest}, {latest}]")]
+    OffsetOutOfRange {
+        /// Offset asked for.
+        requested: u64,
+        /// First stored offset.
+        earliest: u64,
+        /// Log end offset (the next offset to be written).
+        latest: u64,
+    },
+    /// A batch larger than the configured maximum.
+    #[error("batch of {size} bytes exceeds the maximum of {max} bytes")]
+    RecordTooLarge {
+        /// Batch size.
+        size: usize,
+        /// `max_batch_bytes`.
+        max: u32,
+    },
+    /// The batch handed to append is malformed.
+    #[error("invalid batch: {source}")]
+    InvalidBatch {
+        /// Why.
+        #[source]
+        source: BatchError,
+    },
+    /// Stored bytes fail validation: the partition will not serve them.
+    #[error("corrupt batch in {file} at byte {position}: {reason}")]
+    Corrupt {
+        /// Segment file.
+        file: PathBuf,
+        /// Byte position of the bad batch.
+        position: u64,
+        /// What was wrong.
+        reason: String,
+    },
+    /// Truncation must happen at a batch's first offset.
+    #[error("offset {offset} is inside the batch starting at {batch_base}")]
+    NotBatchBoundary {
+        /// Offset asked for.
+        offset: u64,
+        /// First offset of the batch that contains it.
+        batch_base: u64,
+    },
+    /// A replicated batch whose base offset is not the log end.
+    #[error("batch starts at offset {got} but the log ends at {expected}")]
+    UnexpectedOffset {
+        /// Log end offset.
+        expected: u64,
+        /// The batch's base offset.
+        got: u64,
+    },
+    /// An earlier fsync failed: the partition accepts no more writes.
+    #[error("partition {dir} stopped accepting writes after a failed fsync: {reason}")]
+    Failed {
+        /// Partition directory.
+        dir: PathBuf,
+        /// The original failure.
+        reason: String,
+    },
+    /// A configuration value is out of range.
+    #[error("invalid storage config {key}: {reason}")]
+    InvalidConfig {
+        /// Config key.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl StorageError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        let path = path.into();
+        if source.raw_os_error() == Some(libc::ENOSPC) {
+            return StorageError::DiskFull { path };
+        }
+        StorageError::Io { op, path, source }
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;

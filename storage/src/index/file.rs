@@ -1,0 +1,138 @@
+//! A file of fixed-width entries, reserved in steps and memory-mapped.
+//!
+//! Invariant: the first `entries` slots hold valid entries; every slot after
+//! them up to the file's length is zero. The file is only written through the
+//! map, and only within reserved space.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use memmap2::MmapMut;
+
+use crate::error::{Result, StorageError};
+use crate::prealloc;
+
+pub(crate) struct IndexFile {
+    path: PathBuf,
+    file: File,
+    map: Option<MmapMut>,
+    entry_len: usize,
+    entries: usize,
+    max_bytes: u64,
+    grow_step: u64,
+}
+
+impl IndexFile {
+    /// Opens (creating if missing) the index at `path`. The caller decides how
+    /// many slots are valid with [`IndexFile::set_entries`].
+    pub(crate) fn open(path: &Path, entry_len: usize, max_bytes: u64, grow_step: u64) -> Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| StorageError::io("open index", path, e))?;
+        let mut idx = IndexFile {
+            path: path.to_path_buf(),
+            file,
+            map: None,
+            entry_len,
+            entries: 0,
+            max_bytes: max_bytes - max_bytes % entry_len as u64,
+            grow_step: grow_step.max(entry_len as u64 * 64),
+        };
+        idx.remap()?;
+        Ok(idx)
+    }
+
+    fn remap(&mut self) -> Result<()> {
+        let len = self
+            .file
+            .metadata()
+            .map_err(|e| StorageError::io("stat index", &self.path, e))?
+            .len();
+        self.map = if len == 0 {
+            None
+        } else {
+            // SAFETY: the file is owned by this struct and only ever written
+            // through this map; other processes do not touch Strand's files.
+            Some(unsafe { MmapMut::map_mut(&self.file) }.map_err(|e| StorageError::io("mmap index", &self.path, e))?)
+        };
+        Ok(())
+    }
+
+    /// Every slot of the file, valid or not.
+    pub(crate) fn raw(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
+    }
+
+    /// The valid entries.
+    pub(crate) fn valid(&self) -> &[u8] {
+        &self.raw()[..self.entries * self.entry_len]
+    }
+
+    pub(crate) fn entries(&self) -> usize {
+        self.entries
+    }
+
+    /// Declares the first `n` slots valid and zeroes the rest of the slots
+    /// that were in use.
+    pub(crate) fn set_entries(&mut self, n: usize) {
+        let capacity = self.raw().len() / self.entry_len;
+        let n = n.min(capacity);
+        if let Some(map) = self.map.as_mut() {
+            let end = map.len() - map.len() % self.entry_len;
+            // Zero everything after the valid slots, so stale entries never
+            // come back after a crash.
+            let from = n * self.entry_len;
+            if map[from..end].iter().any(|&b| b != 0) {
+                map[from..end].fill(0);
+            }
+        }
+        self.entries = n;
+    }
+
+    pub(crate) fn is_full(&self) -> bool {
+        ((self.entries + 1) * self.entry_len) as u64 > self.max_bytes
+    }
+
+    /// Appends one entry, reserving more file space first if needed.
+    pub(crate) fn push(&mut self, entry: &[u8]) -> Result<()> {
+        debug_assert_eq!(entry.len(), self.entry_len);
+        let need = (self.entries + 1) * self.entry_len;
+        if need > self.raw().len() {
+            let target = (self.raw().len() as u64 + self.grow_step).min(self.max_bytes).max(need as u64);
+            prealloc::reserve(&self.file, &self.path, target)?;
+            self.remap()?;
+        }
+        let at = self.entries * self.entry_len;
+        if let Some(map) = self.map.as_mut() {
+            map[at..at + self.entry_len].copy_from_slice(entry);
+        }
+        self.entries += 1;
+        Ok(())
+    }
+
+    /// Writes dirty pages of the map to disk.
+    pub(crate) fn sync(&self) -> Result<()> {
+        if let Some(map) = &self.map {
+            map.flush().map_err(|e| StorageError::io("msync index", &self.path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Syncs and shrinks the file to its valid entries (for a sealed segment).
+    pub(crate) fn seal(&mut self) -> Result<()> {
+        self.sync()?;
+        self.map = None;
+        self.file
+            .set_len((self.entries * self.entry_len) as u64)
+            .map_err(|e| StorageError::io("truncate index", &self.path, e))?;
+        self.remap()
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}

@@ -1,0 +1,585 @@
+//! One segment of a partition: `<base_offset:020>.log` with its sparse
+//! `.index` (offset → position) and `.timeindex` (timestamp → offset).
+//!
+//! Invariants:
+//! - bytes `[0, size)` of the log file are whole, valid batches with
+//!   contiguous offsets starting at `base_offset`; bytes from `size` to the
+//!   end of the file are zero (reserved, not yet written);
+//! - the log is written only with `pwrite` and only inside reserved space, and
+//!   read only through a read-only map, so readers hold `Bytes` slices of the
+//!   map that stay valid while the log grows, rolls or deletes the segment;
+//! - a sealed segment's files are synced and shrunk to their exact sizes.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use memmap2::Mmap;
+
+use crate::batch::header::{self, BatchRef, HEADER_LEN};
+use crate::batch::{DecodedRecords, framed_len};
+use crate::config::LogConfig;
+use crate::error::{Result, StorageError};
+use crate::index::file::IndexFile;
+use crate::index::{self, OFFSET_ENTRY, TIME_ENTRY};
+use crate::prealloc;
+
+/// What the log needs to know about a batch it stores.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BatchInfo {
+    pub base: u64,
+    pub next: u64,
+    pub len: u64,
+    pub max_timestamp_ms: i64,
+    pub append_ms: i64,
+}
+
+impl BatchInfo {
+    pub(crate) fn of(b: &BatchRef<'_>) -> Self {
+        BatchInfo {
+            base: b.base_offset(),
+            next: b.next_offset(),
+            len: b.len() as u64,
+            max_timestamp_ms: b.max_timestamp_ms(),
+            append_ms: b.append_time_ms(),
+        }
+    }
+}
+
+/// Reads the header of the batch at `pos` without checking its CRC.
+fn header_at(buf: &[u8], pos: u64, limit: u64) -> std::result::Result<BatchInfo, String> {
+    let p = pos as usize;
+    let avail = limit.saturating_sub(pos) as usize;
+    if avail < HEADER_LEN {
+        return Err(format!("{avail} bytes left, less than a batch header"));
+    }
+    let b = &buf[p..p + avail];
+    let len = framed_len(b).unwrap_or(0);
+    if len < HEADER_LEN || len > avail {
+        return Err(format!("batch length {len} does not fit in the {avail} bytes left"));
+    }
+    let count = header::u32_at(b, header::RECORD_COUNT);
+    if count == 0 {
+        return Err("batch with no records".into());
+    }
+    let base = header::u64_at(b, header::BASE_OFFSET);
+    Ok(BatchInfo {
+        base,
+        next: base.saturating_add(u64::from(count)),
+        len: len as u64,
+        max_timestamp_ms: header::i64_at(b, header::MAX_TIMESTAMP),
+        append_ms: header::i64_at(b, header::APPEND_TIME),
+    })
+}
+
+/// Validates the batch at `pos` fully (framing and CRC).
+fn validated_at(buf: &[u8], pos: u64, limit: u64) -> std::result::Result<BatchInfo, String> {
+    let info = header_at(buf, pos, limit)?;
+    let p = pos as usize;
+    BatchRef::validate(&buf[p..p + info.len as usize]).map_err(|e| e.to_string())?;
+    Ok(info)
+}
+
+/// Result of walking batches from some position.
+struct Walk {
+    /// Position after the last good batch.
+    end: u64,
+    /// Offset after the last good batch.
+    next_offset: u64,
+    /// Where and why the walk stopped early.
+    error: Option<(u64, String)>,
+}
+
+/// Walks batches in `buf[from..limit]`, expecting contiguous offsets from
+/// `expected`, calling `visit(position, info)` for each good one.
+fn walk(
+    buf: &[u8],
+    from: u64,
+    limit: u64,
+    expected: u64,
+    verify_crc: bool,
+    mut visit: impl FnMut(u64, &BatchInfo) -> Result<()>,
+) -> Result<Walk> {
+    let (mut pos, mut next) = (from, expected);
+    while pos < limit {
+        let r = if verify_crc {
+            validated_at(buf, pos, limit)
+        } else {
+            header_at(buf, pos, limit)
+        };
+        let info = match r {
+            Ok(i) if i.base == next => i,
+            Ok(i) => {
+                let reason = format!("batch starts at offset {} but {next} was expected", i.base);
+                return Ok(Walk { end: pos, next_offset: next, error: Some((pos, reason)) });
+            }
+            Err(reason) => return Ok(Walk { end: pos, next_offset: next, error: Some((pos, reason)) }),
+        };
+        visit(pos, &info)?;
+        pos += info.len;
+        next = info.next;
+    }
+    Ok(Walk { end: pos, next_offset: next, error: None })
+}
+
+struct MapOwner(Mmap);
+
+impl AsRef<[u8]> for MapOwner {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+fn map_read_only(file: &File, path: &Path) -> Result<Bytes> {
+    let len = file.metadata().map_err(|e| StorageError::io("stat", path, e))?.len();
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    // SAFETY: Strand's segment files are written only by this process with
+    // pwrite (never truncated below a live reader's range while mapped), so
+    // the mapped bytes below `size` never change under a reader.
+    let map = unsafe { Mmap::map(file) }.map_err(|e| StorageError::io("mmap", path, e))?;
+    Ok(Bytes::from_owner(MapOwner(map)))
+}
+
+/// File names of the segment starting at `base`.
+pub(crate) fn segment_paths(dir: &Path, base: u64) -> [PathBuf; 3] {
+    [
+        dir.join(format!("{base:020}.log")),
+        dir.join(format!("{base:020}.index")),
+        dir.join(format!("{base:020}.timeindex")),
+    ]
+}
+
+/// What opening an active segment found and repaired.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TailRepair {
+    pub truncated_at: Option<u64>,
+    pub bytes_truncated: u64,
+    pub reason: Option<String>,
+}
+
+pub(crate) struct Segment {
+    base_offset: u64,
+    log_path: PathBuf,
+    file: Arc<File>,
+    map: Bytes,
+    size: u64,
+    capacity: u64,
+    next_offset: u64,
+    offset_index: IndexFile,
+    time_index: IndexFile,
+    bytes_since_index: u64,
+    max_timestamp_ms: i64,
+    last_time_entry_ms: i64,
+    first_append_ms: Option<i64>,
+    max_append_ms: i64,
+    sealed: bool,
+    index_interval: u64,
+    grow_step: u64,
+}
+
+impl Segment {
+    fn open_files(dir: &Path, base: u64, cfg: &LogConfig, create: bool) -> Result<Self> {
+        let [log_path, idx_path, tidx_path] = segment_paths(dir, base);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(&log_path)
+            .map_err(|e| StorageError::io("open segment", &log_path, e))?;
+        let capacity = file.metadata().map_err(|e| StorageError::io("stat", &log_path, e))?.len();
+        let map = map_read_only(&file, &log_path)?;
+        let index_step = (cfg.index_max_bytes / 16).max(4096);
+        Ok(Segment {
+            base_offset: base,
+            offset_index: IndexFile::open(&idx_path, OFFSET_ENTRY, cfg.index_max_bytes, index_step)?,
+            time_index: IndexFile::open(&tidx_path, TIME_ENTRY, cfg.index_max_bytes, index_step)?,
+            log_path,
+            file: Arc::new(file),
+            map,
+            size: 0,
+            capacity,
+            next_offset: base,
+            bytes_since_index: 0,
+            max_timestamp_ms: i64::MIN,
+            last_time_entry_ms: i64::MIN,
+            first_append_ms: None,
+            max_append_ms: i64::MIN,
+            sealed: false,
+            index_interval: u64::from(cfg.index_interval_bytes),
+            grow_step: cfg.preallocate_bytes,
+        })
+    }
+
+    /// Creates a new, empty active segment starting at `base`.
+    pub(crate) fn create(dir: &Path, base: u64, cfg: &LogConfig) -> Result<Self> {
+        let mut s = Self::open_files(dir, base, cfg, true)?;
+        s.offset_index.set_entries(0);
+        s.time_index.set_entries(0);
+        Ok(s)
+    }
+
+    /// Opens the last segment of a log: validates every batch, cuts a torn or
+    /// corrupt tail and rebuilds both indexes from the log.
+    ///
+    /// # Errors
+    /// [`StorageError::Corrupt`] if a bad batch is followed by batches the
+    /// previous index knew about: that is damage in the middle of the log, not
+    /// a torn write, and truncating there would drop acknowledged data.
+    pub(crate) fn open_active(dir: &Path, base: u64, cfg: &LogConfig) -> Result<(Self, TailRepair)> {
+        let mut s = Self::open_files(dir, base, cfg, false)?;
+        let file_len = s.capacity;
+        let old_positions: Vec<u64> = {
+            let raw = s.offset_index.raw();
+            (0..raw.len() / OFFSET_ENTRY)
+                .map(|i| u64::from(index::read_offset_entry(raw, i).1))
+                .filter(|&p| p > 0 && p < file_len)
+                .collect()
+        };
+        s.offset_index.set_entries(0);
+        s.time_index.set_entries(0);
+        let map = s.map.clone();
+        let walk = walk(&map, 0, file_len, base, true, |pos, info| s.index_batch(pos, info))?;
+        let mut repair = TailRepair::default();
+        if let Some((pos, reason)) = walk.error {
+            let garbage = map[pos as usize..file_len as usize].iter().rposition(|&b| b != 0);
+            if let Some(last_nonzero) = garbage {
+                let later_batch = old_positions
+                    .iter()
+                    .find(|&&p| p > pos && validated_at(&map, p, file_len).is_ok());
+                if let Some(&p) = later_batch {
+                    return Err(StorageError::Corrupt {
+                        file: s.log_path.clone(),
+                        position: pos,
+                        reason: format!("{reason}; a valid batch follows at byte {p}"),
+                    });
+                }
+                let cut_to = pos + last_nonzero as u64 + 1;
+                prealloc::zero_range(&s.file, &s.log_path, pos, cut_to)?;
+                s.file.sync_data().map_err(|e| StorageError::io("fdatasync", &s.log_path, e))?;
+                tracing::warn!(
+                    file = %s.log_path.display(),
+                    position = pos,
+                    bytes = cut_to - pos,
+                    reason = %reason,
+                    "truncated a torn or corrupt tail while recovering the active segment"
+                );
+                repair = TailRepair { truncated_at: Some(pos), bytes_truncated: cut_to - pos, reason: Some(reason) };
+            }
+        }
+        s.size = walk.end;
+        s.next_offset = walk.next_offset;
+        Ok((s, repair))
+    }
+
+    /// Opens a sealed (non-last) segment. With `verify`, every batch's CRC is
+    /// checked; damaged or missing indexes are rebuilt from the log.
+    ///
+    /// # Errors
+    /// [`StorageError::Corrupt`] naming file and position if any batch is bad:
+    /// a sealed segment is never truncated on open.
+    pub(crate) fn open_sealed(dir: &Path, base: u64, cfg: &LogConfig, verify: bool) -> Result<(Self, bool)> {
+        let mut s = Self::open_files(dir, base, cfg, false)?;
+        s.sealed = true;
+        s.size = s.capacity;
+        let map = s.map.clone();
+        let size = s.size;
+        let corrupt = |pos: u64, reason: String, path: &Path| StorageError::Corrupt {
+            file: path.to_path_buf(),
+            position: pos,
+            reason,
+        };
+        let oi_len = s.offset_index.raw().len();
+        let ti_len = s.time_index.raw().len();
+        let mut index_ok = oi_len % OFFSET_ENTRY == 0 && ti_len % TIME_ENTRY == 0 && oi_len > 0;
+        if index_ok {
+            s.offset_index.set_entries(oi_len / OFFSET_ENTRY);
+            s.time_index.set_entries(ti_len / TIME_ENTRY);
+            index_ok = index::offset_entries_are_sane(s.offset_index.valid(), size);
+        }
+        let mut resume = (0u64, base);
+        if index_ok {
+            let (rel, pos) = index::read_offset_entry(s.offset_index.valid(), s.offset_index.entries() - 1);
+            match header_at(&map, u64::from(pos), size) {
+                Ok(info) if info.base == base + u64::from(rel) => resume = (u64::from(pos), info.base),
+                _ => index_ok = false,
+            }
+        }
+        let rebuild = !index_ok;
+        if rebuild {
+            s.offset_index.set_entries(0);
+            s.time_index.set_entries(0);
+            resume = (0, base);
+        } else if let Some(last) = s.time_index.entries().checked_sub(1) {
+            s.last_time_entry_ms = index::read_time_entry(s.time_index.valid(), last).0;
+            s.max_timestamp_ms = s.last_time_entry_ms;
+        }
+        let (from, expected) = if verify { (0, base) } else { resume };
+        let mut first_append = None;
+        let w = walk(&map, from, size, expected, verify, |pos, info| {
+            if pos == 0 {
+                first_append = Some(info.append_ms);
+            }
+            if rebuild {
+                s.index_batch(pos, info)
+            } else {
+                s.max_timestamp_ms = s.max_timestamp_ms.max(info.max_timestamp_ms);
+                s.max_append_ms = s.max_append_ms.max(info.append_ms);
+                Ok(())
+            }
+        })?;
+        if let Some((pos, reason)) = w.error {
+            return Err(corrupt(pos, reason, &s.log_path));
+        }
+        if size == 0 {
+            return Err(corrupt(0, "sealed segment is empty".into(), &s.log_path));
+        }
+        if !rebuild && !index::time_entries_are_sane(s.time_index.valid(), w.next_offset - base) {
+            // Offsets index fine, time index not: rebuild both from the log.
+            return Self::rebuild_sealed(dir, base, cfg);
+        }
+        s.next_offset = w.next_offset;
+        s.first_append_ms = first_append.or_else(|| header_at(&map, 0, size).ok().map(|i| i.append_ms));
+        if rebuild {
+            tracing::warn!(file = %s.offset_index.path().display(), "rebuilt a missing or damaged index from the log");
+            s.offset_index.seal()?;
+            s.time_index.seal()?;
+        }
+        Ok((s, rebuild))
+    }
+
+    fn rebuild_sealed(dir: &Path, base: u64, cfg: &LogConfig) -> Result<(Self, bool)> {
+        let [_, idx, tidx] = segment_paths(dir, base);
+        for p in [&idx, &tidx] {
+            std::fs::remove_file(p).map_err(|e| StorageError::io("remove index", p, e))?;
+        }
+        Self::open_sealed(dir, base, cfg, false)
+    }
+
+    /// Records `info` (a batch at `pos`) in the indexes and running maxima.
+    fn index_batch(&mut self, pos: u64, info: &BatchInfo) -> Result<()> {
+        self.max_timestamp_ms = self.max_timestamp_ms.max(info.max_timestamp_ms);
+        self.max_append_ms = self.max_append_ms.max(info.append_ms);
+        if self.offset_index.entries() == 0 || self.bytes_since_index >= self.index_interval {
+            let rel = (info.base - self.base_offset) as u32;
+            self.offset_index.push(&index::offset_entry(rel, pos as u32))?;
+            if self.max_timestamp_ms > self.last_time_entry_ms {
+                self.time_index.push(&index::time_entry(self.max_timestamp_ms, rel))?;
+                self.last_time_entry_ms = self.max_timestamp_ms;
+            }
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += info.len;
+        Ok(())
+    }
+
+    /// Whether a batch of `len` bytes fits under `segment_bytes`, and the
+    /// indexes have room for one more entry.
+    pub(crate) fn has_room_for(&self, len: u64, segment_bytes: u64) -> bool {
+        self.size + len <= segment_bytes && !self.offset_index.is_full() && !self.time_index.is_full()
+    }
+
+    /// Appends one stamped batch: `prefix` (the leader-owned header bytes)
+    /// then `rest`. Space is reserved first, so a full disk fails here with
+    /// nothing written.
+    pub(crate) fn append(&mut self, prefix: &[u8], rest: &[u8], info: &BatchInfo) -> Result<()> {
+        debug_assert!(!self.sealed);
+        let end = self.size + info.len;
+        if end > self.capacity {
+            let target = end.max(self.capacity + self.grow_step);
+            prealloc::reserve(&self.file, &self.log_path, target)?;
+            self.capacity = target;
+            self.map = map_read_only(&self.file, &self.log_path)?;
+        }
+        self.file
+            .write_all_at(prefix, self.size)
+            .and_then(|()| self.file.write_all_at(rest, self.size + prefix.len() as u64))
+            .map_err(|e| StorageError::io("write", &self.log_path, e))?;
+        self.index_batch(self.size, info)?;
+        self.first_append_ms.get_or_insert(info.append_ms);
+        self.size = end;
+        self.next_offset = info.next;
+        Ok(())
+    }
+
+    /// Syncs the log and indexes and shrinks all three files to their sizes.
+    pub(crate) fn seal(&mut self) -> Result<()> {
+        self.sync()?;
+        self.file
+            .set_len(self.size)
+            .map_err(|e| StorageError::io("truncate segment", &self.log_path, e))?;
+        self.capacity = self.size;
+        self.map = map_read_only(&self.file, &self.log_path)?;
+        self.offset_index.seal()?;
+        self.time_index.seal()?;
+        self.sealed = true;
+        Ok(())
+    }
+
+    /// `fdatasync` of the log file plus an `msync` of the indexes.
+    pub(crate) fn sync(&self) -> Result<()> {
+        self.file.sync_data().map_err(|e| StorageError::io("fdatasync", &self.log_path, e))?;
+        self.offset_index.sync()?;
+        self.time_index.sync()
+    }
+
+    pub(crate) fn file_handle(&self) -> Arc<File> {
+        Arc::clone(&self.file)
+    }
+
+    /// Position of the batch containing `offset`, or `None` if the segment
+    /// ends at or before it.
+    pub(crate) fn find_position(&self, offset: u64) -> Result<Option<(u64, BatchInfo)>> {
+        if offset < self.base_offset || offset >= self.next_offset {
+            return Ok(None);
+        }
+        let rel = (offset - self.base_offset) as u32;
+        let mut pos = index::lookup_offset(self.offset_index.valid(), rel).map_or(0, |(_, p)| u64::from(p));
+        while pos < self.size {
+            let info = header_at(&self.map, pos, self.size).map_err(|reason| self.corrupt(pos, reason))?;
+            if offset < info.next {
+                return Ok(Some((pos, info)));
+            }
+            pos += info.len;
+        }
+        Ok(None)
+    }
+
+    fn corrupt(&self, position: u64, reason: String) -> StorageError {
+        StorageError::Corrupt { file: self.log_path.clone(), position, reason }
+    }
+
+    /// Whole batches from `pos`: at least one (if any is below `upper`), then
+    /// more while the total stays within `max_bytes` and each batch ends at or
+    /// below `upper`. Every returned batch has passed its CRC check; the bytes
+    /// are a slice of the map, not a copy.
+    pub(crate) fn read(&self, pos: u64, max_bytes: usize, upper: u64) -> Result<Bytes> {
+        let mut end = pos;
+        while end < self.size {
+            let info = validated_at(&self.map, end, self.size).map_err(|reason| self.corrupt(end, reason))?;
+            if info.next > upper || (end > pos && (end - pos + info.len) as usize > max_bytes) {
+                break;
+            }
+            end += info.len;
+        }
+        Ok(self.map.slice(pos as usize..end as usize))
+    }
+
+    /// First offset in this segment whose record timestamp is `>= ts`.
+    pub(crate) fn lookup_timestamp(&self, ts: i64, upper: u64) -> Result<Option<u64>> {
+        if self.max_timestamp_ms < ts {
+            return Ok(None);
+        }
+        let start = index::lookup_time(self.time_index.valid(), ts).map_or(self.base_offset, |(_, rel)| self.base_offset + u64::from(rel));
+        let Some((mut pos, _)) = self.find_position(start)? else {
+            return Ok(None);
+        };
+        while pos < self.size {
+            let info = validated_at(&self.map, pos, self.size).map_err(|reason| self.corrupt(pos, reason))?;
+            if info.base >= upper {
+                return Ok(None);
+            }
+            if info.max_timestamp_ms >= ts {
+                let p = pos as usize;
+                let batch = BatchRef::validate(&self.map[p..p + info.len as usize]).map_err(|e| self.corrupt(pos, e.to_string()))?;
+                let records = DecodedRecords::new(&batch).map_err(|e| self.corrupt(pos, e.to_string()))?;
+                for r in records.iter() {
+                    let r = r.map_err(|e| self.corrupt(pos, e.to_string()))?;
+                    if r.timestamp_ms >= ts && r.offset < upper {
+                        return Ok(Some(r.offset));
+                    }
+                }
+            }
+            pos += info.len;
+        }
+        Ok(None)
+    }
+
+    /// Removes every batch from `offset` on; `offset` must start a batch.
+    /// The freed bytes are zeroed and synced before this returns, so a crash
+    /// cannot bring the removed batches back.
+    pub(crate) fn truncate_from(&mut self, offset: u64) -> Result<()> {
+        if offset >= self.next_offset {
+            return Ok(());
+        }
+        let (pos, info) = match self.find_position(offset)? {
+            Some(found) => found,
+            None => return Ok(()),
+        };
+        if info.base != offset {
+            return Err(StorageError::NotBatchBoundary { offset, batch_base: info.base });
+        }
+        prealloc::zero_range(&self.file, &self.log_path, pos, self.size)?;
+        self.file.sync_data().map_err(|e| StorageError::io("fdatasync", &self.log_path, e))?;
+        let rel = offset - self.base_offset;
+        let oi = self.offset_index.valid();
+        let keep_oi = (0..self.offset_index.entries()).take_while(|&i| u64::from(index::read_offset_entry(oi, i).1) < pos).count();
+        let ti = self.time_index.valid();
+        let keep_ti = (0..self.time_index.entries()).take_while(|&i| u64::from(index::read_time_entry(ti, i).1) < rel).count();
+        self.offset_index.set_entries(keep_oi);
+        self.time_index.set_entries(keep_ti);
+        self.last_time_entry_ms = keep_ti.checked_sub(1).map_or(i64::MIN, |i| index::read_time_entry(self.time_index.valid(), i).0);
+        self.max_timestamp_ms = self.last_time_entry_ms;
+        self.max_append_ms = i64::MIN;
+        let from = keep_oi.checked_sub(1).map_or(0, |i| u64::from(index::read_offset_entry(self.offset_index.valid(), i).1));
+        self.size = pos;
+        self.next_offset = offset;
+        self.bytes_since_index = 0;
+        let map = self.map.clone();
+        let mut last_append = i64::MIN;
+        let mut since = 0;
+        let mut max_ts = self.max_timestamp_ms;
+        walk(&map, from, pos, self.base_offset + u64::from(keep_oi.checked_sub(1).map_or(0, |i| index::read_offset_entry(self.offset_index.valid(), i).0)), false, |_, info| {
+            max_ts = max_ts.max(info.max_timestamp_ms);
+            last_append = last_append.max(info.append_ms);
+            since += info.len;
+            Ok(())
+        })?;
+        self.max_timestamp_ms = max_ts;
+        self.max_append_ms = last_append;
+        self.bytes_since_index = since;
+        if pos == 0 {
+            self.first_append_ms = None;
+        }
+        self.sealed = false;
+        Ok(())
+    }
+
+    /// Deletes the segment's three files.
+    pub(crate) fn delete(self, dir: &Path) -> Result<()> {
+        for p in segment_paths(dir, self.base_offset) {
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::io("remove segment file", &p, e)),
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn base_offset(&self) -> u64 {
+        self.base_offset
+    }
+    pub(crate) fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+    pub(crate) fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+    pub(crate) fn max_append_ms(&self) -> i64 {
+        self.max_append_ms
+    }
+    pub(crate) fn first_append_ms(&self) -> Option<i64> {
+        self.first_append_ms
+    }
+    pub(crate) fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+}
