@@ -81,12 +81,18 @@ impl LogConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |key: &'static str, reason: String| Err(StorageError::InvalidConfig { key, reason });
         if self.segment_bytes < 1024 || self.segment_bytes > u64::from(u32::MAX) {
-            return bad("segment_bytes", format!("{} is outside [1024, 4 GiB)", self.segment_bytes));
+            return bad(
+                "segment_bytes",
+                format!("{} is outside [1024, 4 GiB)", self.segment_bytes),
+            );
         }
         if u64::from(self.max_batch_bytes) > self.segment_bytes {
             return bad(
                 "max_batch_bytes",
-                format!("{} is larger than segment_bytes {}", self.max_batch_bytes, self.segment_bytes),
+                format!(
+                    "{} is larger than segment_bytes {}",
+                    self.max_batch_bytes, self.segment_bytes
+                ),
             );
         }
         if (self.max_batch_bytes as usize) < crate::batch::HEADER_LEN {

@@ -137,13 +137,15 @@ impl PartitionLog {
         }
         for pair in segments.windows(2) {
             if pair[0].next_offset() != pair[1].base_offset() {
+                // The earlier segment's contents decide where it ends; the
+                // later one's base is its file name.
                 return Err(StorageError::Corrupt {
-                    file: pair[1].log_path().to_path_buf(),
-                    position: 0,
+                    file: pair[0].log_path().to_path_buf(),
+                    position: pair[0].size(),
                     reason: format!(
-                        "segment starts at offset {} but the previous one ends at {}",
-                        pair[1].base_offset(),
-                        pair[0].next_offset()
+                        "segment ends at offset {} but the next segment file starts at {}",
+                        pair[0].next_offset(),
+                        pair[1].base_offset()
                     ),
                 });
             }
@@ -363,7 +365,11 @@ impl PartitionLog {
         self.check_writable()?;
         #[cfg(test)]
         if std::mem::take(&mut self.fail_next_sync) {
-            return Err(self.fail(StorageError::io("fdatasync", &self.dir, std::io::Error::from_raw_os_error(libc::EIO))));
+            return Err(self.fail(StorageError::io(
+                "fdatasync",
+                &self.dir,
+                std::io::Error::from_raw_os_error(libc::EIO),
+            )));
         }
         if let Err(e) = self.active().sync() {
             return Err(self.fail(e));
@@ -558,5 +564,38 @@ impl PartitionLog {
         let dir = self.dir.clone();
         drop(self);
         std::fs::remove_dir_all(&dir).map_err(|e| StorageError::io("remove dir", &dir, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BatchBuilder, Compression, NewRecord};
+
+    fn one_record() -> Vec<u8> {
+        let mut b = BatchBuilder::new(Compression::None);
+        b.push(&NewRecord {
+            timestamp_ms: 1,
+            key: None,
+            value: Some(b"v"),
+            headers: &[],
+        });
+        b.build().unwrap()
+    }
+
+    #[test]
+    fn a_failed_fsync_stops_the_partition_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        log.append(&one_record()).unwrap();
+        log.fail_next_sync = true;
+        assert!(log.flush().is_err());
+        assert!(log.failure().is_some());
+        // No retry that could pretend the lost pages are durable.
+        assert!(matches!(log.flush(), Err(StorageError::Failed { .. })));
+        assert!(matches!(log.append(&one_record()), Err(StorageError::Failed { .. })));
+        assert_eq!(log.durable_offset(), 0);
+        // Reads of what is there still work.
+        assert!(!log.read(0, 100).unwrap().is_empty());
     }
 }

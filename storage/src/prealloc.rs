@@ -12,10 +12,7 @@ use crate::error::{Result, StorageError};
 
 /// Extends `file` to at least `len` bytes with blocks reserved on disk.
 pub(crate) fn reserve(file: &File, path: &Path, len: u64) -> Result<()> {
-    let current = file
-        .metadata()
-        .map_err(|e| StorageError::io("stat", path, e))?
-        .len();
+    let current = file.metadata().map_err(|e| StorageError::io("stat", path, e))?.len();
     if current >= len {
         return Ok(());
     }
@@ -36,7 +33,11 @@ pub(crate) fn reserve(file: &File, path: &Path, len: u64) -> Result<()> {
         if rc == 0 {
             return Ok(());
         }
-        return Err(StorageError::io("posix_fallocate", path, std::io::Error::from_raw_os_error(rc)));
+        return Err(StorageError::io(
+            "posix_fallocate",
+            path,
+            std::io::Error::from_raw_os_error(rc),
+        ));
     }
     Err(StorageError::io("fallocate", path, err))
 }

@@ -113,15 +113,29 @@ fn walk(
             Ok(i) if i.base == next => i,
             Ok(i) => {
                 let reason = format!("batch starts at offset {} but {next} was expected", i.base);
-                return Ok(Walk { end: pos, next_offset: next, error: Some((pos, reason)) });
+                return Ok(Walk {
+                    end: pos,
+                    next_offset: next,
+                    error: Some((pos, reason)),
+                });
             }
-            Err(reason) => return Ok(Walk { end: pos, next_offset: next, error: Some((pos, reason)) }),
+            Err(reason) => {
+                return Ok(Walk {
+                    end: pos,
+                    next_offset: next,
+                    error: Some((pos, reason)),
+                });
+            }
         };
         visit(pos, &info)?;
         pos += info.len;
         next = info.next;
     }
-    Ok(Walk { end: pos, next_offset: next, error: None })
+    Ok(Walk {
+        end: pos,
+        next_offset: next,
+        error: None,
+    })
 }
 
 struct MapOwner(Mmap);
@@ -191,7 +205,10 @@ impl Segment {
             .truncate(false)
             .open(&log_path)
             .map_err(|e| StorageError::io("open segment", &log_path, e))?;
-        let capacity = file.metadata().map_err(|e| StorageError::io("stat", &log_path, e))?.len();
+        let capacity = file
+            .metadata()
+            .map_err(|e| StorageError::io("stat", &log_path, e))?
+            .len();
         let map = map_read_only(&file, &log_path)?;
         let index_step = (cfg.index_max_bytes / 16).max(4096);
         Ok(Segment {
@@ -260,7 +277,9 @@ impl Segment {
                 }
                 let cut_to = pos + last_nonzero as u64 + 1;
                 prealloc::zero_range(&s.file, &s.log_path, pos, cut_to)?;
-                s.file.sync_data().map_err(|e| StorageError::io("fdatasync", &s.log_path, e))?;
+                s.file
+                    .sync_data()
+                    .map_err(|e| StorageError::io("fdatasync", &s.log_path, e))?;
                 tracing::warn!(
                     file = %s.log_path.display(),
                     position = pos,
@@ -268,7 +287,11 @@ impl Segment {
                     reason = %reason,
                     "truncated a torn or corrupt tail while recovering the active segment"
                 );
-                repair = TailRepair { truncated_at: Some(pos), bytes_truncated: cut_to - pos, reason: Some(reason) };
+                repair = TailRepair {
+                    truncated_at: Some(pos),
+                    bytes_truncated: cut_to - pos,
+                    reason: Some(reason),
+                };
             }
         }
         s.size = walk.end;
@@ -388,6 +411,8 @@ impl Segment {
     /// nothing written.
     pub(crate) fn append(&mut self, prefix: &[u8], rest: &[u8], info: &BatchInfo) -> Result<()> {
         debug_assert!(!self.sealed);
+        self.offset_index.reserve_one()?;
+        self.time_index.reserve_one()?;
         let end = self.size + info.len;
         if end > self.capacity {
             let target = end.max(self.capacity + self.grow_step);
@@ -422,7 +447,9 @@ impl Segment {
 
     /// `fdatasync` of the log file plus an `msync` of the indexes.
     pub(crate) fn sync(&self) -> Result<()> {
-        self.file.sync_data().map_err(|e| StorageError::io("fdatasync", &self.log_path, e))?;
+        self.file
+            .sync_data()
+            .map_err(|e| StorageError::io("fdatasync", &self.log_path, e))?;
         self.offset_index.sync()?;
         self.time_index.sync()
     }
@@ -450,7 +477,11 @@ impl Segment {
     }
 
     fn corrupt(&self, position: u64, reason: String) -> StorageError {
-        StorageError::Corrupt { file: self.log_path.clone(), position, reason }
+        StorageError::Corrupt {
+            file: self.log_path.clone(),
+            position,
+            reason,
+        }
     }
 
     /// Whole batches from `pos`: at least one (if any is below `upper`), then
@@ -474,7 +505,8 @@ impl Segment {
         if self.max_timestamp_ms < ts {
             return Ok(None);
         }
-        let start = index::lookup_time(self.time_index.valid(), ts).map_or(self.base_offset, |(_, rel)| self.base_offset + u64::from(rel));
+        let start = index::lookup_time(self.time_index.valid(), ts)
+            .map_or(self.base_offset, |(_, rel)| self.base_offset + u64::from(rel));
         let Some((mut pos, _)) = self.find_position(start)? else {
             return Ok(None);
         };
@@ -485,7 +517,8 @@ impl Segment {
             }
             if info.max_timestamp_ms >= ts {
                 let p = pos as usize;
-                let batch = BatchRef::validate(&self.map[p..p + info.len as usize]).map_err(|e| self.corrupt(pos, e.to_string()))?;
+                let batch = BatchRef::validate(&self.map[p..p + info.len as usize])
+                    .map_err(|e| self.corrupt(pos, e.to_string()))?;
                 let records = DecodedRecords::new(&batch).map_err(|e| self.corrupt(pos, e.to_string()))?;
                 for r in records.iter() {
                     let r = r.map_err(|e| self.corrupt(pos, e.to_string()))?;
@@ -503,6 +536,8 @@ impl Segment {
     /// The freed bytes are zeroed and synced before this returns, so a crash
     /// cannot bring the removed batches back.
     pub(crate) fn truncate_from(&mut self, offset: u64) -> Result<()> {
+        // Whatever is left becomes the active segment again.
+        self.sealed = false;
         if offset >= self.next_offset {
             return Ok(());
         }
@@ -511,21 +546,34 @@ impl Segment {
             None => return Ok(()),
         };
         if info.base != offset {
-            return Err(StorageError::NotBatchBoundary { offset, batch_base: info.base });
+            return Err(StorageError::NotBatchBoundary {
+                offset,
+                batch_base: info.base,
+            });
         }
         prealloc::zero_range(&self.file, &self.log_path, pos, self.size)?;
-        self.file.sync_data().map_err(|e| StorageError::io("fdatasync", &self.log_path, e))?;
+        self.file
+            .sync_data()
+            .map_err(|e| StorageError::io("fdatasync", &self.log_path, e))?;
         let rel = offset - self.base_offset;
         let oi = self.offset_index.valid();
-        let keep_oi = (0..self.offset_index.entries()).take_while(|&i| u64::from(index::read_offset_entry(oi, i).1) < pos).count();
+        let keep_oi = (0..self.offset_index.entries())
+            .take_while(|&i| u64::from(index::read_offset_entry(oi, i).1) < pos)
+            .count();
         let ti = self.time_index.valid();
-        let keep_ti = (0..self.time_index.entries()).take_while(|&i| u64::from(index::read_time_entry(ti, i).1) < rel).count();
+        let keep_ti = (0..self.time_index.entries())
+            .take_while(|&i| u64::from(index::read_time_entry(ti, i).1) < rel)
+            .count();
         self.offset_index.set_entries(keep_oi);
         self.time_index.set_entries(keep_ti);
-        self.last_time_entry_ms = keep_ti.checked_sub(1).map_or(i64::MIN, |i| index::read_time_entry(self.time_index.valid(), i).0);
+        self.last_time_entry_ms = keep_ti
+            .checked_sub(1)
+            .map_or(i64::MIN, |i| index::read_time_entry(self.time_index.valid(), i).0);
         self.max_timestamp_ms = self.last_time_entry_ms;
         self.max_append_ms = i64::MIN;
-        let from = keep_oi.checked_sub(1).map_or(0, |i| u64::from(index::read_offset_entry(self.offset_index.valid(), i).1));
+        let from = keep_oi.checked_sub(1).map_or(0, |i| {
+            u64::from(index::read_offset_entry(self.offset_index.valid(), i).1)
+        });
         self.size = pos;
         self.next_offset = offset;
         self.bytes_since_index = 0;
@@ -533,19 +581,30 @@ impl Segment {
         let mut last_append = i64::MIN;
         let mut since = 0;
         let mut max_ts = self.max_timestamp_ms;
-        walk(&map, from, pos, self.base_offset + u64::from(keep_oi.checked_sub(1).map_or(0, |i| index::read_offset_entry(self.offset_index.valid(), i).0)), false, |_, info| {
-            max_ts = max_ts.max(info.max_timestamp_ms);
-            last_append = last_append.max(info.append_ms);
-            since += info.len;
-            Ok(())
-        })?;
+        walk(
+            &map,
+            from,
+            pos,
+            self.base_offset
+                + u64::from(
+                    keep_oi
+                        .checked_sub(1)
+                        .map_or(0, |i| index::read_offset_entry(self.offset_index.valid(), i).0),
+                ),
+            false,
+            |_, info| {
+                max_ts = max_ts.max(info.max_timestamp_ms);
+                last_append = last_append.max(info.append_ms);
+                since += info.len;
+                Ok(())
+            },
+        )?;
         self.max_timestamp_ms = max_ts;
         self.max_append_ms = last_append;
         self.bytes_since_index = since;
         if pos == 0 {
             self.first_append_ms = None;
         }
-        self.sealed = false;
         Ok(())
     }
 

@@ -131,9 +131,7 @@ impl<'a> BatchRef<'a> {
             });
         }
         if buf[MAGIC_POS] != MAGIC {
-            return Err(BatchError::UnsupportedMagic {
-                magic: buf[MAGIC_POS],
-            });
+            return Err(BatchError::UnsupportedMagic { magic: buf[MAGIC_POS] });
         }
         let payload = payload_crc(buf);
         let expected = combine(&buf[..PRODUCER_PART], &payload);
@@ -191,8 +189,7 @@ impl<'a> BatchRef<'a> {
     /// Codec of the records section.
     pub fn compression(&self) -> Compression {
         // Checked in `validate`.
-        Compression::from_attributes(u16_at(self.buf, ATTRIBUTES) & CODEC_MASK)
-            .unwrap_or(Compression::None)
+        Compression::from_attributes(u16_at(self.buf, ATTRIBUTES) & CODEC_MASK).unwrap_or(Compression::None)
     }
     /// Idempotent-producer identity, if the producer set one.
     pub fn producer(&self) -> Option<ProducerInfo> {

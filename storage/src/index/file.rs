@@ -97,15 +97,25 @@ impl IndexFile {
         ((self.entries + 1) * self.entry_len) as u64 > self.max_bytes
     }
 
-    /// Appends one entry, reserving more file space first if needed.
-    pub(crate) fn push(&mut self, entry: &[u8]) -> Result<()> {
-        debug_assert_eq!(entry.len(), self.entry_len);
+    /// Makes sure the file has room for one more entry, reserving a step of
+    /// space if not. Called before the log is written, so a full disk fails an
+    /// append before any of its bytes land.
+    pub(crate) fn reserve_one(&mut self) -> Result<()> {
         let need = (self.entries + 1) * self.entry_len;
         if need > self.raw().len() {
-            let target = (self.raw().len() as u64 + self.grow_step).min(self.max_bytes).max(need as u64);
+            let target = (self.raw().len() as u64 + self.grow_step)
+                .min(self.max_bytes)
+                .max(need as u64);
             prealloc::reserve(&self.file, &self.path, target)?;
             self.remap()?;
         }
+        Ok(())
+    }
+
+    /// Appends one entry, reserving more file space first if needed.
+    pub(crate) fn push(&mut self, entry: &[u8]) -> Result<()> {
+        debug_assert_eq!(entry.len(), self.entry_len);
+        self.reserve_one()?;
         let at = self.entries * self.entry_len;
         if let Some(map) = self.map.as_mut() {
             map[at..at + self.entry_len].copy_from_slice(entry);
@@ -117,7 +127,8 @@ impl IndexFile {
     /// Writes dirty pages of the map to disk.
     pub(crate) fn sync(&self) -> Result<()> {
         if let Some(map) = &self.map {
-            map.flush().map_err(|e| StorageError::io("msync index", &self.path, e))?;
+            map.flush()
+                .map_err(|e| StorageError::io("msync index", &self.path, e))?;
         }
         Ok(())
     }

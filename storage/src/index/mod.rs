@@ -132,7 +132,13 @@ mod tests {
     #[test]
     fn offset_lookup_finds_the_last_entry_at_or_below() {
         let e = offsets(&[(0, 0), (10, 4096), (25, 8192)]);
-        let cases = [(0, Some((0, 0))), (9, Some((0, 0))), (10, Some((10, 4096))), (24, Some((10, 4096))), (99, Some((25, 8192)))];
+        let cases = [
+            (0, Some((0, 0))),
+            (9, Some((0, 0))),
+            (10, Some((10, 4096))),
+            (24, Some((10, 4096))),
+            (99, Some((25, 8192))),
+        ];
         for (i, (rel, want)) in cases.into_iter().enumerate() {
             assert_eq!(lookup_offset(&e, rel), want, "#{i}: rel {rel}");
         }
@@ -141,8 +147,17 @@ mod tests {
 
     #[test]
     fn time_lookup_finds_the_last_entry_strictly_older() {
-        let e: Vec<u8> = [(100i64, 0u32), (200, 5), (300, 9)].iter().flat_map(|&(t, r)| time_entry(t, r)).collect();
-        let cases = [(50, None), (100, None), (101, Some((100, 0))), (300, Some((200, 5))), (301, Some((300, 9)))];
+        let e: Vec<u8> = [(100i64, 0u32), (200, 5), (300, 9)]
+            .iter()
+            .flat_map(|&(t, r)| time_entry(t, r))
+            .collect();
+        let cases = [
+            (50, None),
+            (100, None),
+            (101, Some((100, 0))),
+            (300, Some((200, 5))),
+            (301, Some((300, 9))),
+        ];
         for (i, (ts, want)) in cases.into_iter().enumerate() {
             assert_eq!(lookup_time(&e, ts), want, "#{i}: ts {ts}");
         }
@@ -151,8 +166,17 @@ mod tests {
     #[test]
     fn sanity_checks_reject_disorder_and_out_of_bounds() {
         assert!(offset_entries_are_sane(&offsets(&[(0, 0), (3, 100)]), 200));
-        assert!(!offset_entries_are_sane(&offsets(&[(0, 0), (3, 100)]), 100), "position past the log");
-        assert!(!offset_entries_are_sane(&offsets(&[(0, 0), (3, 100), (3, 150)]), 200), "repeated offset");
-        assert!(!offset_entries_are_sane(&offsets(&[(1, 0)]), 200), "first entry must be the segment start");
+        assert!(
+            !offset_entries_are_sane(&offsets(&[(0, 0), (3, 100)]), 100),
+            "position past the log"
+        );
+        assert!(
+            !offset_entries_are_sane(&offsets(&[(0, 0), (3, 100), (3, 150)]), 200),
+            "repeated offset"
+        );
+        assert!(
+            !offset_entries_are_sane(&offsets(&[(1, 0)]), 200),
+            "first entry must be the segment start"
+        );
     }
 }

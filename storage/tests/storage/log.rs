@@ -1,0 +1,408 @@
+//! PartitionLog behaviour: append/read, roll, lookups, truncation, retention,
+//! bad input (DESIGN.md, "Storage").
+
+use strand_storage::{LogConfig, PartitionLog, StorageError, batches};
+
+use crate::support::{batch, raw_log, read_all, segment_files, small_config};
+
+#[test]
+fn appends_get_contiguous_offsets_and_read_back_from_any_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small_config()).unwrap();
+    for i in 0..50 {
+        let info = log.append(&batch(&format!("b{i}"), 3, 1000 + i)).unwrap();
+        assert_eq!(info.base_offset, 3 * i as u64, "batch {i}");
+        assert_eq!(info.last_offset, 3 * i as u64 + 2, "batch {i}");
+    }
+    assert!(log.segment_count() > 3, "small segments roll: {}", log.segment_count());
+    assert_eq!((log.earliest(), log.latest()), (0, 150));
+    let all = read_all(&log);
+    assert_eq!(all.len(), 150);
+    for (i, (offset, _, value)) in all.iter().enumerate() {
+        assert_eq!(*offset, i as u64);
+        assert_eq!(value, format!("b{}-{}", i / 3, i % 3).as_bytes(), "offset {i}");
+    }
+    for offset in 0..150 {
+        let bytes = log.read(offset, 1).unwrap();
+        let first = batches(&bytes).next().unwrap().unwrap();
+        assert!(
+            first.base_offset() <= offset && offset <= first.last_offset(),
+            "offset {offset}"
+        );
+        assert_eq!(
+            batches(&bytes).count(),
+            1,
+            "max_bytes 1 still returns exactly one batch"
+        );
+    }
+}
+
+#[test]
+fn a_fetch_at_the_log_end_is_empty_and_outside_the_range_is_typed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small_config()).unwrap();
+    assert!(log.read(0, 1024).unwrap().is_empty(), "empty log, offset 0");
+    log.append(&batch("a", 4, 1)).unwrap();
+    assert!(log.read(4, 1024).unwrap().is_empty());
+    match log.read(5, 1024) {
+        Err(StorageError::OffsetOutOfRange {
+            requested: 5,
+            earliest: 0,
+            latest: 4,
+        }) => {}
+        other => panic!("expected OffsetOutOfRange, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_batch_over_the_maximum_is_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        max_batch_bytes: 200,
+        ..small_config()
+    };
+    let mut log = PartitionLog::open(dir.path(), cfg).unwrap();
+    let big = batch("big", 20, 1);
+    assert!(big.len() > 200);
+    match log.append(&big) {
+        Err(StorageError::RecordTooLarge { size, max: 200 }) => assert_eq!(size, big.len()),
+        other => panic!("expected RecordTooLarge, got {other:?}"),
+    }
+    assert_eq!(log.latest(), 0);
+    let mut bad = batch("x", 1, 1);
+    bad[40] ^= 1;
+    assert!(matches!(log.append(&bad), Err(StorageError::InvalidBatch { .. })));
+    assert_eq!(log.latest(), 0, "a corrupt batch writes nothing");
+    assert_eq!(log.append(&batch("ok", 1, 1)).unwrap().base_offset, 0);
+}
+
+#[test]
+fn reopen_after_a_clean_close_returns_identical_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small_config()).unwrap();
+    for i in 0..40 {
+        log.append(&batch(&format!("r{i}"), 2, i)).unwrap();
+    }
+    let before = raw_log(&log);
+    let latest = log.latest();
+    log.close().unwrap();
+    let log = PartitionLog::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.latest(), latest);
+    assert_eq!(raw_log(&log), before);
+    assert!(log.recovery_report().truncated.is_none());
+}
+
+#[test]
+fn timestamp_lookup_finds_the_first_offset_at_or_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small_config()).unwrap();
+    // 40 batches of 5 records, timestamps 1000, 1010, ...; record j of batch i at 1000 + 10 i + j.
+    for i in 0..40 {
+        log.append(&batch("t", 5, 1000 + 10 * i)).unwrap();
+    }
+    let cases = [
+        (0, Some(0)),
+        (1000, Some(0)),
+        (1003, Some(3)),
+        (1005, Some(5)),
+        (1010, Some(5)),
+        (1012, Some(7)),
+        (1394, Some(199)),
+        (1395, None),
+    ];
+    for (i, (ts, want)) in cases.into_iter().enumerate() {
+        assert_eq!(log.lookup_by_timestamp(ts).unwrap(), want, "#{i}: ts {ts}");
+    }
+}
+
+#[test]
+fn timestamp_lookup_with_out_of_order_timestamps_returns_the_first_match_in_log_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small_config()).unwrap();
+    for ts in [500, 100, 900, 200, 950] {
+        log.append(&batch("o", 1, ts)).unwrap();
+    }
+    assert_eq!(log.lookup_by_timestamp(150).unwrap(), Some(0));
+    assert_eq!(log.lookup_by_timestamp(600).unwrap(), Some(2));
+    assert_eq!(log.lookup_by_timestamp(920).unwrap(), Some(4));
+}
+
+#[test]
+fn truncate_then_append_reuses_the_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small_config()).unwrap();
+    for i in 0..30 {
+        log.append(&batch(&format!("old{i}"), 2, i)).unwrap();
+    }
+    let segments = log.segment_count();
+    assert!(segments > 2);
+    // Offset 13 is inside the batch [12, 13].
+    assert!(matches!(
+        log.truncate_from(13),
+        Err(StorageError::NotBatchBoundary {
+            offset: 13,
+            batch_base: 12
+        })
+    ));
+    log.truncate_from(12).unwrap();
+    assert_eq!(log.latest(), 12);
+    assert!(log.segment_count() < segments);
+    assert_eq!(log.append(&batch("new", 3, 99)).unwrap().base_offset, 12);
+    let all = read_all(&log);
+    assert_eq!(all.len(), 15);
+    assert_eq!(all[11].2, b"old5-1");
+    assert_eq!(all[12].2, b"new-0");
+    assert_eq!(all[14].2, b"new-2");
+    drop(log);
+    // The truncated batches never come back, even without a clean close.
+    let log = PartitionLog::open(dir.path(), small_config()).unwrap();
+    assert_eq!(read_all(&log), all);
+    assert!(matches!(
+        PartitionLog::open(dir.path(), small_config())
+            .unwrap()
+            .truncate_from(16),
+        Err(StorageError::OffsetOutOfRange { requested: 16, .. })
+    ));
+}
+
+#[test]
+fn truncating_to_a_segment_start_or_to_zero_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small_config()).unwrap();
+    let mut bases = Vec::new();
+    for i in 0..30 {
+        bases.push(log.append(&batch("s", 2, i)).unwrap().base_offset);
+    }
+    let files = segment_files(dir.path());
+    let second_base: u64 = files[1].file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    log.truncate_from(second_base).unwrap();
+    assert_eq!(log.latest(), second_base);
+    assert_eq!(log.segment_count(), 1);
+    log.append(&batch("again", 1, 5)).unwrap();
+    log.truncate_from(0).unwrap();
+    assert_eq!((log.earliest(), log.latest()), (0, 0));
+    assert_eq!(log.append(&batch("fresh", 1, 5)).unwrap().base_offset, 0);
+}
+
+#[test]
+fn deleted_index_files_are_rebuilt_with_the_same_lookups() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small_config()).unwrap();
+    for i in 0..60 {
+        log.append(&batch("i", 3, 10 * i)).unwrap();
+    }
+    let reads: Vec<_> = (0..180).map(|o| log.read(o, 300).unwrap()).collect();
+    let lookups: Vec<_> = (0..620)
+        .step_by(7)
+        .map(|ts| log.lookup_by_timestamp(ts).unwrap())
+        .collect();
+    log.close().unwrap();
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|e| e == "index" || e == "timeindex") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let log = PartitionLog::open(dir.path(), small_config()).unwrap();
+    assert!(!log.recovery_report().rebuilt_indexes.is_empty());
+    for (o, want) in reads.iter().enumerate() {
+        assert_eq!(&log.read(o as u64, 300).unwrap(), want, "read at {o}");
+    }
+    let again: Vec<_> = (0..620)
+        .step_by(7)
+        .map(|ts| log.lookup_by_timestamp(ts).unwrap())
+        .collect();
+    assert_eq!(again, lookups);
+}
+
+#[test]
+fn a_damaged_index_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small_config()).unwrap();
+    for i in 0..60 {
+        log.append(&batch("d", 3, i)).unwrap();
+    }
+    let want = read_all(&log);
+    log.close().unwrap();
+    let idx = segment_files(dir.path())[0].with_extension("index");
+    let mut bytes = std::fs::read(&idx).unwrap();
+    bytes[9] ^= 0x40; // second entry's position
+    std::fs::write(&idx, bytes).unwrap();
+    let log = PartitionLog::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.recovery_report().rebuilt_indexes.len(), 1);
+    assert_eq!(read_all(&log), want);
+}
+
+#[test]
+fn retention_by_size_deletes_whole_old_segments_but_never_the_active_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        retention_bytes: Some(4096),
+        ..small_config()
+    };
+    let mut log = PartitionLog::open(dir.path(), cfg).unwrap();
+    for i in 0..100 {
+        log.append(&batch("z", 3, i)).unwrap();
+    }
+    let before = log.size_bytes();
+    let report = log.apply_retention(strand_storage::now_ms()).unwrap();
+    assert!(report.deleted_segments > 0);
+    assert_eq!(before - report.deleted_bytes, log.size_bytes());
+    assert!(
+        log.size_bytes() >= 4096,
+        "keeps at least retention_bytes: {}",
+        log.size_bytes()
+    );
+    assert!(log.earliest() > 0);
+    assert_eq!(read_all(&log).len() as u64, log.latest() - log.earliest());
+    assert!(matches!(log.read(0, 100), Err(StorageError::OffsetOutOfRange { .. })));
+
+    let cfg = LogConfig {
+        retention_bytes: Some(0),
+        ..small_config()
+    };
+    log.set_config(cfg).unwrap();
+    log.apply_retention(strand_storage::now_ms()).unwrap();
+    assert_eq!(log.segment_count(), 1, "the active segment stays");
+    assert!(log.latest() > log.earliest(), "and keeps its data");
+}
+
+#[test]
+fn retention_by_time_uses_append_time_not_record_timestamps() {
+    let dir = tempfile::tempdir().unwrap();
+    let hour = 3_600_000i64;
+    let cfg = LogConfig {
+        retention_ms: Some(hour as u64),
+        ..small_config()
+    };
+    let mut log = PartitionLog::open(dir.path(), cfg).unwrap();
+    let t0 = 1_000_000_000_000i64;
+    // Old data appended at t0, with record timestamps far in the future.
+    for _ in 0..30 {
+        log.append_stamped(&batch("old", 3, t0 + 1000 * hour), 0, t0).unwrap();
+    }
+    log.roll().unwrap();
+    let old_end = log.latest();
+    // New data appended two hours later, stamped in the distant past.
+    for _ in 0..30 {
+        log.append_stamped(&batch("new", 3, 0), 0, t0 + 2 * hour).unwrap();
+    }
+    assert!(
+        log.apply_retention(t0 + 2 * hour).unwrap().deleted_segments > 0,
+        "old segments are > 1 h old"
+    );
+    assert_eq!(log.earliest(), old_end, "every old segment went, no new one");
+    let kept = log.latest() - log.earliest();
+    assert_eq!(
+        log.apply_retention(t0 + 2 * hour + 1).unwrap().deleted_segments,
+        0,
+        "past-stamped records are not expired"
+    );
+    assert_eq!(log.latest() - log.earliest(), kept);
+}
+
+#[test]
+fn append_time_never_goes_backwards_when_the_clock_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small_config()).unwrap();
+    let a = log.append_stamped(&batch("a", 1, 0), 0, 5_000).unwrap();
+    let b = log.append_stamped(&batch("b", 1, 0), 0, 1_000).unwrap();
+    assert_eq!(a.append_time_ms, 5_000);
+    assert_eq!(b.append_time_ms, 5_000);
+}
+
+#[test]
+fn segments_roll_by_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_ms: Some(1000),
+        ..small_config()
+    };
+    let mut log = PartitionLog::open(dir.path(), cfg).unwrap();
+    log.append_stamped(&batch("a", 1, 0), 0, 10_000).unwrap();
+    log.append_stamped(&batch("b", 1, 0), 0, 10_500).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    log.append_stamped(&batch("c", 1, 0), 0, 11_000).unwrap();
+    assert_eq!(log.segment_count(), 2);
+}
+
+#[test]
+fn a_replicated_batch_is_stored_byte_for_byte() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut leader = PartitionLog::open(a.path(), small_config()).unwrap();
+    let mut follower = PartitionLog::open(b.path(), small_config()).unwrap();
+    for i in 0..20 {
+        leader.append_stamped(&batch("r", 2, i), 7, 1_000 + i).unwrap();
+    }
+    let bytes = raw_log(&leader);
+    for bt in batches(&bytes) {
+        follower.append_replicated(bt.unwrap().as_bytes()).unwrap();
+    }
+    assert_eq!(raw_log(&follower), bytes);
+    let first = batches(&bytes).next().unwrap().unwrap();
+    assert_eq!(first.term(), 7);
+    assert!(matches!(
+        follower.append_replicated(first.as_bytes()),
+        Err(StorageError::UnexpectedOffset { expected: 40, got: 0 })
+    ));
+}
+
+#[test]
+fn invalid_config_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        max_batch_bytes: 1 << 30,
+        segment_bytes: 1 << 20,
+        ..LogConfig::default()
+    };
+    match PartitionLog::open(dir.path(), cfg) {
+        Err(StorageError::InvalidConfig {
+            key: "max_batch_bytes", ..
+        }) => {}
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
+}
+
+/// A full disk is a clean error at append, never SIGBUS, and nothing
+/// acknowledged before it is lost. Needs root to mount a small tmpfs.
+#[test]
+fn a_full_disk_fails_the_append_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(dir.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipping a_full_disk_fails_the_append_cleanly: cannot mount tmpfs (not root?)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(dir.path().to_path_buf());
+    let cfg = LogConfig {
+        segment_bytes: 64 * 1024,
+        max_batch_bytes: 8192,
+        ..small_config()
+    };
+    let logdir = dir.path().join("p-0");
+    let mut log = PartitionLog::open(&logdir, cfg.clone()).unwrap();
+    let mut acked = 0u64;
+    let err = loop {
+        match log.append(&batch("fill-the-disk-with-this-value", 50, 1)) {
+            Ok(info) => acked = info.last_offset + 1,
+            Err(e) => break e,
+        }
+        assert!(acked < 1_000_000, "disk never filled");
+    };
+    assert!(matches!(err, StorageError::DiskFull { .. }), "got {err:?}");
+    assert_eq!(log.latest(), acked);
+    assert_eq!(read_all(&log).len() as u64, acked);
+    drop(log);
+    let log = PartitionLog::open(&logdir, cfg).unwrap();
+    assert_eq!(log.latest(), acked, "everything acknowledged survives reopen");
+}
