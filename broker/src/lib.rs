@@ -1,1 +1,27 @@
-//! placeholder during bootstrap
+//! The Strand broker: serves produce, fetch, subscribe, offsets, metadata
+//! and topic administration over gRPC, on top of `strand-storage`.
+//!
+//! - [`server::run`] serves a bound listener until a shutdown future
+//!   completes; [`server::RunningBroker`] does the same on a background task
+//!   (tests bind `127.0.0.1:0`).
+//! - [`state::BrokerState`] owns topics and partitions;
+//!   [`partition::Partition`] owns one log, its high watermark and its
+//!   group-commit flusher.
+//! - [`service`] holds the gRPC services; [`error::BrokerError`] maps every
+//!   failure to a stable wire reason.
+//!
+//! A single broker today: every partition has one replica, and `acks=all`
+//! means fsynced on this broker.
+
+pub mod config;
+pub mod error;
+pub mod partition;
+pub mod registry;
+pub mod server;
+pub mod service;
+pub mod state;
+pub mod topic;
+
+pub use config::BrokerConfig;
+pub use error::BrokerError;
+pub use server::{RunningBroker, run};

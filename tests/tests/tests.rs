@@ -1,1 +1,5 @@
+//! Cross-crate integration tests: real brokers on ephemeral ports, real
+//! files, the real client. One binary (see STYLE.md, "Tests").
 
+mod bad_input;
+mod harness;

@@ -1,0 +1,148 @@
+//! Broker settings: a TOML file (`--config strand.toml`) whose keys the
+//! command-line flags override. Every field has a documented default.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use strand_storage::LogConfig;
+
+use crate::error::{BrokerError, Result};
+
+/// Settings of one broker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// This broker's id in the cluster. Default 1.
+    pub node_id: u64,
+    /// Where topic metadata and partition logs live. Default `./strand-data`.
+    pub data_dir: PathBuf,
+    /// Address the gRPC server binds. Default `127.0.0.1:9292`.
+    pub listen: String,
+    /// Address clients are told to use for this broker (metadata answers);
+    /// default: the bound listen address.
+    pub advertised_addr: Option<String>,
+    /// Limits that keep one client from exhausting the broker.
+    pub limits: Limits,
+    /// Log settings of new topics (topic configs override them per topic).
+    pub log: LogConfig,
+    /// How often retention runs over every partition (ms). Default 5 minutes.
+    pub retention_check_interval_ms: u64,
+    /// Smallest gap between two fsyncs of one partition (ms). 0 (default)
+    /// syncs as soon as the previous sync ends: group commit, where one
+    /// fsync covers every batch that arrived while the last one ran.
+    pub min_fsync_interval_ms: u64,
+}
+
+/// Resource limits of the gRPC server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest gRPC message decoded or encoded (bytes). Default 16 MiB.
+    pub max_message_bytes: usize,
+    /// Open client connections; more are closed at accept. Default 1024.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection. Default 256.
+    pub max_concurrent_streams: u32,
+    /// Deadline of a unary request (ms). Default 30 s.
+    pub request_timeout_ms: u64,
+    /// HTTP/2 keep-alive ping interval (ms). Default 10 s.
+    pub keepalive_interval_ms: u64,
+    /// Close a connection whose keep-alive ping is not answered in this long
+    /// (ms). Default 20 s.
+    pub keepalive_timeout_ms: u64,
+    /// Longest long-poll a fetch may ask for (ms). Default 10 s.
+    pub max_fetch_wait_ms: u64,
+    /// Refuse records stamped more than this far ahead of the broker clock
+    /// (ms). Default 1 hour.
+    pub max_future_timestamp_ms: u64,
+    /// Time a produce with acks=all waits for durability (ms) when the request
+    /// does not say. Default 30 s.
+    pub produce_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 16 << 20,
+            max_connections: 1024,
+            max_concurrent_streams: 256,
+            request_timeout_ms: 30_000,
+            keepalive_interval_ms: 10_000,
+            keepalive_timeout_ms: 20_000,
+            max_fetch_wait_ms: 10_000,
+            max_future_timestamp_ms: 3_600_000,
+            produce_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            node_id: 1,
+            data_dir: PathBuf::from("./strand-data"),
+            listen: "127.0.0.1:9292".into(),
+            advertised_addr: None,
+            limits: Limits::default(),
+            log: LogConfig {
+                // The broker owns durability with group commit (see
+                // `min_fsync_interval_ms`); the log itself never syncs per append.
+                fsync: strand_storage::FsyncPolicy::Never,
+                ..LogConfig::default()
+            },
+            retention_check_interval_ms: 300_000,
+            min_fsync_interval_ms: 0,
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Reads a TOML file; missing keys keep their defaults.
+    pub fn from_file(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| BrokerError::Metadata {
+            op: "read config",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| BrokerError::InvalidConfig {
+            key: path.display().to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Checks that the settings are consistent.
+    pub fn validate(&self) -> Result<()> {
+        self.log.validate()?;
+        let bad = |key: &str, reason: &str| {
+            Err(BrokerError::InvalidConfig {
+                key: key.into(),
+                reason: reason.into(),
+            })
+        };
+        let l = &self.limits;
+        if l.max_message_bytes < 1024 {
+            return bad("limits.max_message_bytes", "must be at least 1024");
+        }
+        if (l.max_message_bytes as u64) < u64::from(self.log.max_batch_bytes) {
+            return bad("limits.max_message_bytes", "must be at least log.max_batch_bytes");
+        }
+        if l.max_connections == 0 || l.max_concurrent_streams == 0 {
+            return bad("limits", "max_connections and max_concurrent_streams must be positive");
+        }
+        if l.request_timeout_ms == 0 || l.keepalive_interval_ms == 0 || l.keepalive_timeout_ms == 0 {
+            return bad("limits", "timeouts must be positive");
+        }
+        if l.max_fetch_wait_ms >= l.request_timeout_ms {
+            return bad("limits.max_fetch_wait_ms", "must be below limits.request_timeout_ms");
+        }
+        if self.retention_check_interval_ms == 0 {
+            return bad("retention_check_interval_ms", "must be positive");
+        }
+        Ok(())
+    }
+
+    pub(crate) fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.request_timeout_ms)
+    }
+}

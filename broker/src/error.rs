@@ -1,0 +1,183 @@
+//! Errors of the broker and their mapping to wire reasons at the gRPC edge.
+
+use strand_proto::v1::{self as pb, ErrorCode};
+use strand_storage::StorageError;
+
+/// Everything a broker request can fail with. Each variant has one stable
+/// wire reason ([`BrokerError::code`]).
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// No topic by that name.
+    #[error("unknown topic {topic:?}")]
+    UnknownTopic {
+        /// Topic asked for.
+        topic: String,
+    },
+    /// The topic exists but not this partition.
+    #[error("topic {topic:?} has no partition {partition} (it has {partitions})")]
+    UnknownPartition {
+        /// Topic.
+        topic: String,
+        /// Partition asked for.
+        partition: u32,
+        /// Partitions the topic has.
+        partitions: u32,
+    },
+    /// A topic name that is not allowed.
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopic {
+        /// The name given.
+        name: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// Creating a topic that exists.
+    #[error("topic {topic:?} already exists")]
+    TopicExists {
+        /// Topic.
+        topic: String,
+    },
+    /// A topic or broker setting that is unknown or out of range.
+    #[error("invalid config {key}: {reason}")]
+    InvalidConfig {
+        /// Setting name.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A record timestamp too far in the future.
+    #[error("record timestamp {timestamp_ms} is more than {max_future_ms} ms ahead of the broker clock ({now_ms})")]
+    InvalidTimestamp {
+        /// Largest record timestamp of the batch.
+        timestamp_ms: i64,
+        /// Broker's clock.
+        now_ms: i64,
+        /// Allowed lead (`max_future_timestamp_ms`).
+        max_future_ms: u64,
+    },
+    /// A malformed request.
+    #[error("invalid request: {reason}")]
+    InvalidRequest {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The acknowledgement level was not reached in time.
+    #[error("timed out after {waited_ms} ms waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: &'static str,
+        /// How long.
+        waited_ms: u64,
+    },
+    /// The broker is stopping.
+    #[error("broker is shutting down")]
+    ShuttingDown,
+    /// Storage refused or failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Persisting broker metadata failed.
+    #[error("{op} {path}: {source}")]
+    Metadata {
+        /// What was being done.
+        op: &'static str,
+        /// File.
+        path: std::path::PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The data directory belongs to another cluster or is unreadable.
+    #[error("data directory {path}: {reason}")]
+    DataDir {
+        /// Directory.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Binding or serving the listener failed.
+    #[error("serving {addr}: {source}")]
+    Serve {
+        /// Listen address.
+        addr: String,
+        /// Cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl BrokerError {
+    /// The stable wire reason.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            BrokerError::UnknownTopic { .. } => ErrorCode::UnknownTopic,
+            BrokerError::UnknownPartition { .. } => ErrorCode::UnknownPartition,
+            BrokerError::InvalidTopic { .. } => ErrorCode::InvalidTopic,
+            BrokerError::TopicExists { .. } => ErrorCode::TopicAlreadyExists,
+            BrokerError::InvalidConfig { .. } => ErrorCode::InvalidConfig,
+            BrokerError::InvalidTimestamp { .. } => ErrorCode::InvalidTimestamp,
+            BrokerError::InvalidRequest { .. } => ErrorCode::InvalidRequest,
+            BrokerError::Timeout { .. } => ErrorCode::RequestTimedOut,
+            BrokerError::ShuttingDown => ErrorCode::ShuttingDown,
+            BrokerError::Storage(e) => match e {
+                StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+                StorageError::RecordTooLarge { .. } => ErrorCode::RecordTooLarge,
+                StorageError::InvalidBatch { .. } => ErrorCode::CorruptBatch,
+                StorageError::InvalidConfig { .. } => ErrorCode::InvalidConfig,
+                _ => ErrorCode::StorageFailed,
+            },
+            BrokerError::Metadata { .. } | BrokerError::DataDir { .. } | BrokerError::Serve { .. } => {
+                ErrorCode::StorageFailed
+            }
+        }
+    }
+
+    fn grpc_code(&self) -> tonic::Code {
+        match self.code() {
+            ErrorCode::UnknownTopic | ErrorCode::UnknownPartition => tonic::Code::NotFound,
+            ErrorCode::TopicAlreadyExists => tonic::Code::AlreadyExists,
+            ErrorCode::OffsetOutOfRange => tonic::Code::OutOfRange,
+            ErrorCode::RequestTimedOut => tonic::Code::DeadlineExceeded,
+            ErrorCode::ShuttingDown | ErrorCode::NotLeader => tonic::Code::Unavailable,
+            ErrorCode::StorageFailed => tonic::Code::Internal,
+            _ => tonic::Code::InvalidArgument,
+        }
+    }
+
+    /// The per-partition error message of a batched response.
+    pub fn to_proto(&self) -> pb::Error {
+        let mut e = pb::Error {
+            code: self.code() as i32,
+            message: self.to_string(),
+            ..Default::default()
+        };
+        if let BrokerError::Storage(StorageError::OffsetOutOfRange { earliest, latest, .. }) = self {
+            e.earliest = *earliest;
+            e.latest = *latest;
+        }
+        e
+    }
+}
+
+/// Metadata key carrying the stable reason of a failed request.
+pub const REASON_KEY: &str = "strand-reason";
+
+impl From<BrokerError> for tonic::Status {
+    fn from(e: BrokerError) -> Self {
+        let mut status = tonic::Status::new(e.grpc_code(), e.to_string());
+        if let Ok(v) = e.code().as_str_name().parse() {
+            status.metadata_mut().insert(REASON_KEY, v);
+        }
+        if let BrokerError::Storage(StorageError::OffsetOutOfRange { earliest, latest, .. }) = &e {
+            if let Ok(v) = format!("{earliest}").parse() {
+                status.metadata_mut().insert("strand-earliest", v);
+            }
+            if let Ok(v) = format!("{latest}").parse() {
+                status.metadata_mut().insert("strand-latest", v);
+            }
+        }
+        status
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = BrokerError> = std::result::Result<T, E>;

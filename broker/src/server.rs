@@ -1,0 +1,260 @@
+//! The gRPC server: explicit limits, a bounded number of connections,
+//! background retention, graceful shutdown that flushes every log.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use strand_proto::v1::{admin_server::AdminServer, strand_server::StrandServer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use crate::config::BrokerConfig;
+use crate::error::{BrokerError, Result};
+use crate::service::{AdminService, StrandService};
+use crate::state::BrokerState;
+
+/// An accepted connection that holds one of the `max_connections` permits
+/// until it closes.
+pub struct LimitedConn {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connected for LimitedConn {
+    type ConnectInfo = TcpConnectInfo;
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for LimitedConn {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for LimitedConn {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// Accepts connections while permits last; a connection over the limit is
+/// closed at once (the client sees a reset and may try another broker).
+fn limited_incoming(
+    listener: TcpListener,
+    max_connections: usize,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<LimitedConn>> {
+    let permits = Arc::new(Semaphore::new(max_connections));
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                        tracing::warn!(%peer, max_connections, "connection limit reached; closing new connection");
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    if tx
+                        .send(Ok(LimitedConn {
+                            stream,
+                            _permit: permit,
+                        }))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+fn spawn_retention(state: Arc<BrokerState>) {
+    let every = Duration::from_millis(state.config.retention_check_interval_ms);
+    let mut stop = state.shutdown_signal();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let st = Arc::clone(&state);
+            let run = tokio::task::spawn_blocking(move || {
+                let now = strand_storage::now_ms();
+                for t in st.topics() {
+                    for p in &t.partitions {
+                        match p.apply_retention(now) {
+                            Ok(r) if r.deleted_segments > 0 => tracing::info!(
+                                topic = %t.meta.name, partition = p.id(),
+                                segments = r.deleted_segments, bytes = r.deleted_bytes, "retention"
+                            ),
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::error!(topic = %t.meta.name, partition = p.id(), error = %e, "retention failed")
+                            }
+                        }
+                    }
+                }
+            });
+            let _ = run.await;
+        }
+    });
+}
+
+/// Serves the broker on `listener` until `shutdown` completes, then stops
+/// accepting, ends long-lived requests and flushes every log.
+pub async fn run(listener: TcpListener, config: BrokerConfig, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+    let local = listener.local_addr().map_err(|e| BrokerError::Serve {
+        addr: config.listen.clone(),
+        source: Box::new(e),
+    })?;
+    let advertised = config.advertised_addr.clone().unwrap_or_else(|| local.to_string());
+    let cfg = config.clone();
+    let state = tokio::task::spawn_blocking(move || BrokerState::open(cfg, advertised))
+        .await
+        .map_err(|e| BrokerError::Serve {
+            addr: local.to_string(),
+            source: Box::new(e),
+        })??;
+    let state = Arc::new(state);
+    serve(listener, local, state, shutdown).await
+}
+
+async fn serve(
+    listener: TcpListener,
+    local: SocketAddr,
+    state: Arc<BrokerState>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    let limits = state.config.limits.clone();
+    spawn_retention(Arc::clone(&state));
+    let incoming = limited_incoming(listener, limits.max_connections, state.shutdown_signal());
+    let max = limits.max_message_bytes;
+    let strand = StrandServer::new(StrandService::new(Arc::clone(&state)))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let admin = AdminServer::new(AdminService::new(Arc::clone(&state)))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    tracing::info!(node = state.config.node_id, addr = %local, data_dir = %state.config.data_dir.display(), "broker serving");
+    let st = Arc::clone(&state);
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: ending subscriptions and long polls");
+        st.begin_shutdown();
+    };
+    let served = tonic::transport::Server::builder()
+        .timeout(state.config.request_timeout())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_keepalive_interval(Some(Duration::from_millis(limits.keepalive_interval_ms)))
+        .http2_keepalive_timeout(Some(Duration::from_millis(limits.keepalive_timeout_ms)))
+        .http2_max_pending_accept_reset_streams(Some(64))
+        .add_service(strand)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(incoming, signal)
+        .await;
+    state.begin_shutdown();
+    let st = Arc::clone(&state);
+    let _ = tokio::task::spawn_blocking(move || st.shutdown()).await;
+    tracing::info!("broker stopped; logs flushed");
+    served.map_err(|e| BrokerError::Serve {
+        addr: local.to_string(),
+        source: Box::new(e),
+    })
+}
+
+/// A broker running on a background task (for tests and embedding).
+pub struct RunningBroker {
+    /// The bound address.
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl RunningBroker {
+    /// Binds `config.listen` (use port 0 for an ephemeral port) and serves in
+    /// the background.
+    pub async fn start(config: BrokerConfig) -> Result<Self> {
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .map_err(|e| BrokerError::Serve {
+                addr: config.listen.clone(),
+                source: Box::new(e),
+            })?;
+        let addr = listener.local_addr().map_err(|e| BrokerError::Serve {
+            addr: config.listen.clone(),
+            source: Box::new(e),
+        })?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let state = {
+            let cfg = config.clone();
+            let advertised = config.advertised_addr.clone().unwrap_or_else(|| addr.to_string());
+            tokio::task::spawn_blocking(move || BrokerState::open(cfg, advertised))
+                .await
+                .map_err(|e| BrokerError::Serve {
+                    addr: addr.to_string(),
+                    source: Box::new(e),
+                })??
+        };
+        let task = tokio::spawn(serve(listener, addr, Arc::new(state), async move {
+            let _ = rx.await;
+        }));
+        Ok(RunningBroker {
+            addr,
+            stop: Some(tx),
+            task,
+        })
+    }
+
+    /// Stops gracefully (flushing every log) and waits for it.
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match (&mut self.task).await {
+            Ok(r) => r,
+            Err(e) => Err(BrokerError::Serve {
+                addr: self.addr.to_string(),
+                source: Box::new(e),
+            }),
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! gRPC services. Each file translates protobuf to broker operations and
+//! back; the tonic trait impls here only route.
+
+pub mod admin;
+pub mod fetch;
+pub mod offsets;
+pub mod produce;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use strand_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use crate::state::BrokerState;
+
+/// The `Strand` service (produce, fetch, subscribe, offsets, metadata).
+#[derive(Clone, Debug)]
+pub struct StrandService {
+    state: Arc<BrokerState>,
+}
+
+/// The `Admin` service (topics).
+#[derive(Clone, Debug)]
+pub struct AdminService {
+    state: Arc<BrokerState>,
+}
+
+impl StrandService {
+    /// A service over `state`.
+    pub fn new(state: Arc<BrokerState>) -> Self {
+        StrandService { state }
+    }
+}
+
+impl AdminService {
+    /// A service over `state`.
+    pub fn new(state: Arc<BrokerState>) -> Self {
+        AdminService { state }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::strand_server::Strand for StrandService {
+    async fn produce(&self, req: Request<pb::ProduceRequest>) -> Result<Response<pb::ProduceResponse>, Status> {
+        Ok(Response::new(produce::produce(&self.state, req.into_inner()).await?))
+    }
+
+    async fn fetch(&self, req: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
+        Ok(Response::new(fetch::fetch(&self.state, req.into_inner()).await?))
+    }
+
+    type SubscribeStream = Pin<Box<dyn Stream<Item = Result<pb::PartitionData, Status>> + Send>>;
+
+    async fn subscribe(&self, req: Request<pb::SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+        let rx = fetch::subscribe(&self.state, req.into_inner())?;
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn list_offsets(
+        &self,
+        req: Request<pb::ListOffsetsRequest>,
+    ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
+        Ok(Response::new(offsets::list_offsets(&self.state, req.into_inner())?))
+    }
+
+    async fn metadata(&self, req: Request<pb::MetadataRequest>) -> Result<Response<pb::MetadataResponse>, Status> {
+        Ok(Response::new(admin::metadata(&self.state, req.into_inner())))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    async fn create_topic(
+        &self,
+        req: Request<pb::CreateTopicRequest>,
+    ) -> Result<Response<pb::CreateTopicResponse>, Status> {
+        let topic = admin::create_topic(&self.state, req.into_inner()).await?;
+        Ok(Response::new(pb::CreateTopicResponse { topic: Some(topic) }))
+    }
+
+    async fn delete_topic(
+        &self,
+        req: Request<pb::DeleteTopicRequest>,
+    ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        admin::delete_topic(&self.state, req.into_inner().name).await?;
+        Ok(Response::new(pb::DeleteTopicResponse {}))
+    }
+
+    async fn list_topics(
+        &self,
+        _req: Request<pb::ListTopicsRequest>,
+    ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        Ok(Response::new(admin::list_topics(&self.state)))
+    }
+
+    async fn describe_topic(
+        &self,
+        req: Request<pb::DescribeTopicRequest>,
+    ) -> Result<Response<pb::TopicDescription>, Status> {
+        let t = self.state.topic(&req.into_inner().name)?;
+        Ok(Response::new(admin::describe(&self.state, &t)))
+    }
+}
