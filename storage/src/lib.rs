@@ -93,5 +93,5 @@ pub use batch::{
 };
 pub use config::{FsyncPolicy, LogConfig};
 pub use error::{BatchError, Result, StorageError};
-pub use log::{AppendInfo, PartitionLog, RetentionReport, SyncPoint, now_ms};
+pub use log::{AppendInfo, BatchLocation, PartitionLog, RetentionReport, SyncPoint, now_ms};
 pub use recovery::{RecoveryReport, Truncation};

@@ -30,6 +30,19 @@ pub struct AppendInfo {
     pub append_time_ms: i64,
 }
 
+/// Where a batch lies on disk (see [`PartitionLog::locate`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchLocation {
+    /// Base offset of the segment (its file name).
+    pub segment_base_offset: u64,
+    /// Byte position of the batch in the segment file.
+    pub position: u64,
+    /// The batch's first offset.
+    pub base_offset: u64,
+    /// The offset after the batch.
+    pub next_offset: u64,
+}
+
 /// What [`PartitionLog::apply_retention`] removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RetentionReport {
@@ -458,6 +471,22 @@ impl PartitionLog {
             }
         }
         Ok(Bytes::new())
+    }
+
+    /// Where the batch holding `offset` starts: an index lookup plus a walk of
+    /// batch headers (no CRC check, no copy). `None` at or past the log end or
+    /// below the earliest offset.
+    pub fn locate(&self, offset: u64) -> Result<Option<BatchLocation>> {
+        if offset < self.earliest() {
+            return Ok(None);
+        }
+        let seg = &self.segments[self.segment_for(offset)];
+        Ok(seg.find_position(offset)?.map(|(position, info)| BatchLocation {
+            segment_base_offset: seg.base_offset(),
+            position,
+            base_offset: info.base,
+            next_offset: info.next,
+        }))
     }
 
     /// The first offset whose record timestamp is `>= ts_ms`, or `None` if no

@@ -406,3 +406,19 @@ fn a_full_disk_fails_the_append_cleanly() {
     let log = PartitionLog::open(&logdir, cfg).unwrap();
     assert_eq!(log.latest(), acked, "everything acknowledged survives reopen");
 }
+
+#[test]
+fn locate_names_the_batch_holding_an_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small_config()).unwrap();
+    for i in 0..30 {
+        log.append(&batch("l", 3, i)).unwrap();
+    }
+    for offset in 0..90 {
+        let loc = log.locate(offset).unwrap().expect("inside the log");
+        assert_eq!(loc.base_offset, offset / 3 * 3, "offset {offset}");
+        assert_eq!(loc.next_offset, loc.base_offset + 3);
+        assert!(loc.segment_base_offset <= loc.base_offset);
+    }
+    assert_eq!(log.locate(90).unwrap(), None);
+}
