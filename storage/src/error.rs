@@ -33,8 +33,8 @@ pub enum BatchError {
         /// CRC of the bytes.
         computed: u32,
     },
-    /// A batch with no records.
-    #[error("batch has no records")]
+    /// A data batch with no records, or a control batch with some.
+    #[error("batch has no records (or is a control batch with records)")]
     Empty,
     /// A compression codec this build does not know.
     #[error("unknown compression codec {codec}")]

@@ -38,24 +38,28 @@
 //! | 8 | u32 | batch length: bytes after this field | producer |
 //! | 12 | u32 | CRC-32 (IEEE) of bytes `[0,12)` then `[16,end)` | producer, re-stamped by leader |
 //! | 16 | u64 | Raft term | leader |
-//! | 24 | i64 | append time, ms since the epoch (retention clock) | leader |
-//! | 32 | u8 | magic (format version) = 1 | producer |
-//! | 33 | u16 | attributes: bits 0-2 codec (0 none, 1 snappy) | producer |
-//! | 35 | u32 | record count (≥ 1) | producer |
-//! | 39 | i64 | first record timestamp, ms | producer |
-//! | 47 | i64 | max record timestamp, ms | producer |
-//! | 55 | i64 | producer id (-1 none) | producer |
-//! | 63 | i16 | producer epoch (-1 none) | producer |
-//! | 65 | i32 | base sequence (-1 none) | producer |
-//! | 69 | | records section, compressed as a whole if the codec says so | producer |
+//! | 24 | u64 | Raft index (0 when not replicated) | leader |
+//! | 32 | i64 | append time, ms since the epoch (retention clock) | leader |
+//! | 40 | u8 | magic (format version) = 1 | producer |
+//! | 41 | u16 | attributes: bits 0-2 codec (0 none, 1 snappy), bit 5 control | producer |
+//! | 43 | u32 | record count (≥ 1; 0 exactly for a control batch) | producer |
+//! | 47 | i64 | first record timestamp, ms | producer |
+//! | 55 | i64 | max record timestamp, ms | producer |
+//! | 63 | i64 | producer id (-1 none) | producer |
+//! | 71 | i16 | producer epoch (-1 none) | producer |
+//! | 73 | i32 | base sequence (-1 none) | producer |
+//! | 77 | | records section, compressed as a whole if the codec says so | producer |
 //!
 //! Each record: varlong length, u8 attributes, varlong timestamp delta, varlong
 //! offset delta, varlong key length (-1 null) + key, varlong value length (-1
 //! null) + value, varlong header count, then per header varlong key length +
 //! UTF-8 key, varlong value length (-1 null) + value. Varlongs are zig-zag.
 //!
+//! A control batch (bit 5) has no records and takes no offset; it stores a
+//! Raft entry that carries no data (a no-op, a configuration change).
+//!
 //! The CRC covers every byte but itself. The fields the leader sets come
-//! first, so re-stamping a batch hashes those 28 bytes and combines the result
+//! first, so re-stamping a batch hashes those 36 bytes and combines the result
 //! with the CRC of the producer's part, computed once during validation.
 //!
 //! # Files and durability
@@ -89,7 +93,7 @@ mod segment;
 
 pub use batch::{
     BatchBuilder, BatchRef, Compression, DecodedRecords, HEADER_LEN, Header, LENGTH_PREFIX, MAGIC, NewRecord,
-    ProducerInfo, RecordIter, RecordView, batches, encoded_len_estimate, framed_len,
+    ProducerInfo, RecordIter, RecordView, Stamp, batches, control_batch, encoded_len_estimate, framed_len,
 };
 pub use config::{FsyncPolicy, LogConfig};
 pub use error::{BatchError, Result, StorageError};

@@ -278,7 +278,12 @@ impl PartitionLog {
         let (b, payload) = BatchRef::validate_with(batch).map_err(|source| StorageError::InvalidBatch { source })?;
         let base = self.latest();
         let append_ms = now_ms.max(self.last_append_ms);
-        let prefix = header::stamped_prefix(batch, &payload, base, term, append_ms);
+        let stamp = header::Stamp {
+            term,
+            raft_index: 0,
+            append_time_ms: append_ms,
+        };
+        let prefix = header::stamped_prefix(batch, &payload, base, &stamp);
         let info = BatchInfo {
             base,
             next: base + u64::from(b.record_count()),
@@ -289,7 +294,7 @@ impl PartitionLog {
         self.write(&prefix, &batch[PRODUCER_PART..], &info, now_ms)?;
         Ok(AppendInfo {
             base_offset: base,
-            last_offset: info.next - 1,
+            last_offset: info.next.saturating_sub(1),
             append_time_ms: append_ms,
         })
     }
@@ -314,7 +319,7 @@ impl PartitionLog {
         self.last_append_ms = self.last_append_ms.max(info.append_ms);
         Ok(AppendInfo {
             base_offset: info.base,
-            last_offset: info.next - 1,
+            last_offset: info.next.saturating_sub(1),
             append_time_ms: info.append_ms,
         })
     }

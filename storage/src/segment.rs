@@ -61,8 +61,9 @@ fn header_at(buf: &[u8], pos: u64, limit: u64) -> std::result::Result<BatchInfo,
         return Err(format!("batch length {len} does not fit in the {avail} bytes left"));
     }
     let count = header::u32_at(b, header::RECORD_COUNT);
-    if count == 0 {
-        return Err("batch with no records".into());
+    let control = header::u16_at(b, header::ATTRIBUTES) & header::CONTROL_BIT != 0;
+    if control != (count == 0) {
+        return Err("record count does not match the control flag".into());
     }
     let base = header::u64_at(b, header::BASE_OFFSET);
     Ok(BatchInfo {
@@ -186,6 +187,7 @@ pub(crate) struct Segment {
     offset_index: IndexFile,
     time_index: IndexFile,
     bytes_since_index: u64,
+    last_index_rel: u32,
     max_timestamp_ms: i64,
     last_time_entry_ms: i64,
     first_append_ms: Option<i64>,
@@ -222,6 +224,7 @@ impl Segment {
             capacity,
             next_offset: base,
             bytes_since_index: 0,
+            last_index_rel: 0,
             max_timestamp_ms: i64::MIN,
             last_time_entry_ms: i64::MIN,
             first_append_ms: None,
@@ -387,8 +390,13 @@ impl Segment {
     fn index_batch(&mut self, pos: u64, info: &BatchInfo) -> Result<()> {
         self.max_timestamp_ms = self.max_timestamp_ms.max(info.max_timestamp_ms);
         self.max_append_ms = self.max_append_ms.max(info.append_ms);
-        if self.offset_index.entries() == 0 || self.bytes_since_index >= self.index_interval {
-            let rel = (info.base - self.base_offset) as u32;
+        let rel = (info.base - self.base_offset) as u32;
+        let first = self.offset_index.entries() == 0;
+        // Control batches share their offset with the next batch; index only
+        // strictly increasing offsets.
+        let advances = first || self.last_index_rel < rel;
+        if first || (self.bytes_since_index >= self.index_interval && advances) {
+            self.last_index_rel = rel;
             self.offset_index.push(&index::offset_entry(rel, pos as u32))?;
             if self.max_timestamp_ms > self.last_time_entry_ms {
                 self.time_index.push(&index::time_entry(self.max_timestamp_ms, rel))?;
@@ -465,12 +473,24 @@ impl Segment {
             return Ok(None);
         }
         let rel = (offset - self.base_offset) as u32;
-        let mut pos = index::lookup_offset(self.offset_index.valid(), rel).map_or(0, |(_, p)| u64::from(p));
+        let (mut expected, mut pos) = index::lookup_offset(self.offset_index.valid(), rel)
+            .map_or((self.base_offset, 0), |(r, p)| {
+                (self.base_offset + u64::from(r), u64::from(p))
+            });
         while pos < self.size {
             let info = header_at(&self.map, pos, self.size).map_err(|reason| self.corrupt(pos, reason))?;
+            // Offsets must continue exactly; anything else is damage, and
+            // skipping the batch would silently lose its records.
+            if info.base != expected {
+                return Err(self.corrupt(
+                    pos,
+                    format!("batch starts at offset {} but {expected} was expected", info.base),
+                ));
+            }
             if offset < info.next {
                 return Ok(Some((pos, info)));
             }
+            expected = info.next;
             pos += info.len;
         }
         Ok(None)
@@ -565,6 +585,9 @@ impl Segment {
             .take_while(|&i| u64::from(index::read_time_entry(ti, i).1) < rel)
             .count();
         self.offset_index.set_entries(keep_oi);
+        self.last_index_rel = keep_oi
+            .checked_sub(1)
+            .map_or(0, |i| index::read_offset_entry(self.offset_index.valid(), i).0);
         self.time_index.set_entries(keep_ti);
         self.last_time_entry_ms = keep_ti
             .checked_sub(1)

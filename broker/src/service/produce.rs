@@ -14,6 +14,11 @@ use crate::state::BrokerState;
 fn append_one(state: &BrokerState, b: &PartitionBatch, now_ms: i64) -> Result<(std::sync::Arc<Partition>, AppendInfo)> {
     let partition = state.partition(&b.topic, b.partition)?;
     let batch = BatchRef::validate(&b.batch).map_err(|source| StorageError::InvalidBatch { source })?;
+    if batch.is_control() {
+        return Err(BrokerError::InvalidRequest {
+            reason: "control batches are written by the broker, not by producers".into(),
+        });
+    }
     let max_future = state.config.limits.max_future_timestamp_ms;
     let ts = batch.max_timestamp_ms();
     if ts > now_ms.saturating_add(max_future as i64) {

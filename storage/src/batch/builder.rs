@@ -92,6 +92,7 @@ impl BatchBuilder {
         let mut out = vec![0u8; HEADER_LEN + section.len()];
         let fields = HeaderFields {
             compression: self.compression,
+            control: false,
             record_count: self.count,
             first_timestamp_ms: self.first_timestamp_ms,
             max_timestamp_ms: self.max_timestamp_ms,
@@ -105,4 +106,23 @@ impl BatchBuilder {
         self.count = 0;
         Ok(out)
     }
+}
+
+/// A control batch: no records, takes no offset, carries `payload` (for
+/// example a Raft configuration change; empty for a leader's no-op).
+pub fn control_batch(payload: &[u8], timestamp_ms: i64) -> Vec<u8> {
+    let mut out = vec![0u8; HEADER_LEN + payload.len()];
+    let fields = HeaderFields {
+        compression: crate::Compression::None,
+        control: true,
+        record_count: 0,
+        first_timestamp_ms: timestamp_ms,
+        max_timestamp_ms: timestamp_ms,
+        producer: None,
+    };
+    header::write_header(&mut out, &fields, payload.len());
+    out[HEADER_LEN..].copy_from_slice(payload);
+    let crc = header::compute_crc(&out);
+    out[header::CRC..header::CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    out
 }

@@ -7,30 +7,35 @@
 //!  8  u32 batch_length       bytes after this field (total = 12 + batch_length)
 //! 12  u32 crc                CRC-32 of bytes [0, 12) followed by [16, end)
 //! 16  u64 raft_term          set by the leader at append
-//! 24  i64 append_time_ms     set by the leader at append (retention clock)
-//! 32  u8  magic              format version, currently 1
-//! 33  u16 attributes         bits 0-2: compression codec
-//! 35  u32 record_count       at least 1
-//! 39  i64 first_timestamp_ms
-//! 47  i64 max_timestamp_ms
-//! 55  i64 producer_id        -1: none
-//! 63  i16 producer_epoch     -1: none
-//! 65  i32 base_sequence      -1: none
-//! 69  ... records section (possibly compressed)
+//! 24  u64 raft_index         set by the leader at append (0: not replicated)
+//! 32  i64 append_time_ms     set by the leader at append (retention clock)
+//! 40  u8  magic              format version, currently 1
+//! 41  u16 attributes         bits 0-2: compression codec; bit 5: control
+//! 43  u32 record_count       at least 1; 0 exactly for a control batch
+//! 47  i64 first_timestamp_ms
+//! 55  i64 max_timestamp_ms
+//! 63  i64 producer_id        -1: none
+//! 71  i16 producer_epoch     -1: none
+//! 73  i32 base_sequence      -1: none
+//! 77  ... records section (possibly compressed); a control batch's payload
 //! ```
 //!
 //! The CRC covers every byte but its own, so a flipped bit anywhere in a
-//! stored batch is detected. The three fields the leader sets (offset, term,
-//! append time) sit in front of everything the producer wrote, so the broker
-//! re-stamps a batch by hashing the 28 leader-owned bytes and combining that
-//! with the CRC of the producer's part, which it computed once while
+//! stored batch is detected. The fields the leader sets (offset, term, Raft
+//! index, append time) sit in front of everything the producer wrote, so the
+//! broker re-stamps a batch by hashing the 36 leader-owned bytes and combining
+//! that with the CRC of the producer's part, which it computed once while
 //! validating: one pass over the payload, no copy.
+//!
+//! A control batch carries no records and takes no offset (its next offset is
+//! its base offset): it is how a Raft entry without records (a leader's no-op,
+//! a configuration change) lives in the same log as the data.
 
 use crate::batch::compression::Compression;
 use crate::error::BatchError;
 
 /// Size of the fixed header that precedes the records section.
-pub const HEADER_LEN: usize = 69;
+pub const HEADER_LEN: usize = 77;
 /// Bytes before `batch_length` counts: base offset + the length field itself.
 pub const LENGTH_PREFIX: usize = 12;
 /// The only batch format version this build reads and writes.
@@ -40,19 +45,21 @@ pub(crate) const BASE_OFFSET: usize = 0;
 pub(crate) const BATCH_LENGTH: usize = 8;
 pub(crate) const CRC: usize = 12;
 pub(crate) const TERM: usize = 16;
-pub(crate) const APPEND_TIME: usize = 24;
+pub(crate) const RAFT_INDEX: usize = 24;
+pub(crate) const APPEND_TIME: usize = 32;
 /// End of the leader-owned prefix; the producer's bytes start here.
-pub(crate) const PRODUCER_PART: usize = 32;
-pub(crate) const MAGIC_POS: usize = 32;
-pub(crate) const ATTRIBUTES: usize = 33;
-pub(crate) const RECORD_COUNT: usize = 35;
-pub(crate) const FIRST_TIMESTAMP: usize = 39;
-pub(crate) const MAX_TIMESTAMP: usize = 47;
-pub(crate) const PRODUCER_ID: usize = 55;
-pub(crate) const PRODUCER_EPOCH: usize = 63;
-pub(crate) const BASE_SEQUENCE: usize = 65;
+pub(crate) const PRODUCER_PART: usize = 40;
+pub(crate) const MAGIC_POS: usize = 40;
+pub(crate) const ATTRIBUTES: usize = 41;
+pub(crate) const RECORD_COUNT: usize = 43;
+pub(crate) const FIRST_TIMESTAMP: usize = 47;
+pub(crate) const MAX_TIMESTAMP: usize = 55;
+pub(crate) const PRODUCER_ID: usize = 63;
+pub(crate) const PRODUCER_EPOCH: usize = 71;
+pub(crate) const BASE_SEQUENCE: usize = 73;
 
 const CODEC_MASK: u16 = 0b111;
+pub(crate) const CONTROL_BIT: u16 = 1 << 5;
 
 pub(crate) fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
@@ -79,14 +86,14 @@ pub fn framed_len(buf: &[u8]) -> Option<usize> {
     Some(LENGTH_PREFIX + u32_at(buf, BATCH_LENGTH) as usize)
 }
 
-/// CRC of the producer-owned part, `[32, end)`.
+/// CRC of the producer-owned part, `[40, end)`.
 fn payload_crc(buf: &[u8]) -> crc32fast::Hasher {
     let mut h = crc32fast::Hasher::new();
     h.update(&buf[PRODUCER_PART..]);
     h
 }
 
-/// The CRC of a batch whose leader-owned prefix is `prefix` (32 bytes, CRC
+/// The CRC of a batch whose leader-owned prefix is `prefix` (40 bytes, CRC
 /// field ignored) and whose producer part hashes to `payload`.
 fn combine(prefix: &[u8], payload: &crc32fast::Hasher) -> u32 {
     let mut h = crc32fast::Hasher::new();
@@ -143,7 +150,8 @@ impl<'a> BatchRef<'a> {
             });
         }
         let count = u32_at(buf, RECORD_COUNT);
-        if count == 0 {
+        let control = u16_at(buf, ATTRIBUTES) & CONTROL_BIT != 0;
+        if control != (count == 0) {
             return Err(BatchError::Empty);
         }
         Compression::from_attributes(u16_at(buf, ATTRIBUTES) & CODEC_MASK)?;
@@ -158,15 +166,24 @@ impl<'a> BatchRef<'a> {
     pub fn base_offset(&self) -> u64 {
         u64_at(self.buf, BASE_OFFSET)
     }
-    /// Offset of the last record.
+    /// Offset of the last record (for a control batch, which has none, the
+    /// offset before its base).
     pub fn last_offset(&self) -> u64 {
-        self.base_offset() + u64::from(self.record_count()) - 1
+        self.next_offset().saturating_sub(1)
     }
     /// The offset after this batch.
     pub fn next_offset(&self) -> u64 {
         self.base_offset() + u64::from(self.record_count())
     }
-    /// Number of records; always at least one.
+    /// Whether this is a control batch (a Raft entry without records).
+    pub fn is_control(&self) -> bool {
+        u16_at(self.buf, ATTRIBUTES) & CONTROL_BIT != 0
+    }
+    /// Raft index of the entry this batch is (0 when not replicated).
+    pub fn raft_index(&self) -> u64 {
+        u64_at(self.buf, RAFT_INDEX)
+    }
+    /// Number of records: at least one, or zero for a control batch.
     pub fn record_count(&self) -> u32 {
         u32_at(self.buf, RECORD_COUNT)
     }
@@ -225,19 +242,31 @@ pub struct ProducerInfo {
     pub base_sequence: i32,
 }
 
-/// The 32 leader-owned header bytes for a batch whose producer part hashes to
-/// `payload`: offset, length, CRC, term and append time.
+/// What the leader stamps into a batch at append.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stamp {
+    /// Raft term of the leader (0 on a single broker).
+    pub term: u64,
+    /// Raft index of the entry (0 on a single broker).
+    pub raft_index: u64,
+    /// Append time, ms since the epoch.
+    pub append_time_ms: i64,
+}
+
+/// The 40 leader-owned header bytes for a batch whose producer part hashes to
+/// `payload`: offset, length, CRC, term, Raft index and append time.
 pub(crate) fn stamped_prefix(
     original: &[u8],
     payload: &crc32fast::Hasher,
     base_offset: u64,
-    term: u64,
-    append_time_ms: i64,
+    stamp: &Stamp,
 ) -> [u8; PRODUCER_PART] {
+    let (term, append_time_ms) = (stamp.term, stamp.append_time_ms);
     let mut p = [0u8; PRODUCER_PART];
     p[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&base_offset.to_le_bytes());
     p[BATCH_LENGTH..BATCH_LENGTH + 4].copy_from_slice(&original[BATCH_LENGTH..BATCH_LENGTH + 4]);
     p[TERM..TERM + 8].copy_from_slice(&term.to_le_bytes());
+    p[RAFT_INDEX..RAFT_INDEX + 8].copy_from_slice(&stamp.raft_index.to_le_bytes());
     p[APPEND_TIME..APPEND_TIME + 8].copy_from_slice(&append_time_ms.to_le_bytes());
     let crc = combine(&p, payload);
     p[CRC..CRC + 4].copy_from_slice(&crc.to_le_bytes());
@@ -248,6 +277,7 @@ pub(crate) fn stamped_prefix(
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct HeaderFields {
     pub compression: Compression,
+    pub control: bool,
     pub record_count: u32,
     pub first_timestamp_ms: i64,
     pub max_timestamp_ms: i64,
@@ -261,7 +291,8 @@ pub(crate) fn write_header(out: &mut [u8], f: &HeaderFields, records_len: usize)
     out[..HEADER_LEN].fill(0);
     out[BATCH_LENGTH..BATCH_LENGTH + 4].copy_from_slice(&batch_length.to_le_bytes());
     out[MAGIC_POS] = MAGIC;
-    out[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&f.compression.attribute_bits().to_le_bytes());
+    let attributes = f.compression.attribute_bits() | if f.control { CONTROL_BIT } else { 0 };
+    out[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attributes.to_le_bytes());
     out[RECORD_COUNT..RECORD_COUNT + 4].copy_from_slice(&f.record_count.to_le_bytes());
     out[FIRST_TIMESTAMP..FIRST_TIMESTAMP + 8].copy_from_slice(&f.first_timestamp_ms.to_le_bytes());
     out[MAX_TIMESTAMP..MAX_TIMESTAMP + 8].copy_from_slice(&f.max_timestamp_ms.to_le_bytes());

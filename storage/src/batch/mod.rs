@@ -10,9 +10,9 @@ pub(crate) mod header;
 pub(crate) mod record;
 pub(crate) mod varint;
 
-pub use builder::BatchBuilder;
+pub use builder::{BatchBuilder, control_batch};
 pub use compression::Compression;
-pub use header::{BatchRef, HEADER_LEN, LENGTH_PREFIX, MAGIC, ProducerInfo, framed_len};
+pub use header::{BatchRef, HEADER_LEN, LENGTH_PREFIX, MAGIC, ProducerInfo, Stamp, framed_len};
 pub use record::{DecodedRecords, Header, NewRecord, RecordIter, RecordView, encoded_len_estimate};
 
 /// Iterates the whole batches in `buf` (as returned by a fetch), validating

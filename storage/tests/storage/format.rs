@@ -36,9 +36,15 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(500))]
 
     #[test]
-    fn random_batches_round_trip(recs in proptest::collection::vec(rec(), 1..40), snappy in any::<bool>()) {
+    fn random_batches_round_trip(
+        recs in proptest::collection::vec(rec(), 1..40),
+        snappy in any::<bool>(),
+        producer in proptest::option::of((0i64..i64::MAX, any::<i16>(), any::<i32>())),
+    ) {
         let codec = if snappy { Compression::Snappy } else { Compression::None };
+        let producer = producer.map(|(producer_id, producer_epoch, base_sequence)| strand_storage::ProducerInfo { producer_id, producer_epoch, base_sequence });
         let mut b = BatchBuilder::new(codec);
+        b.set_producer(producer);
         for r in &recs {
             let headers: Vec<Header<'_>> = r.headers.iter().map(|(k, v)| Header { key: k, value: v.as_deref() }).collect();
             b.push(&NewRecord { timestamp_ms: r.ts, key: r.key.as_deref(), value: r.value.as_deref(), headers: &headers });
@@ -47,6 +53,8 @@ proptest! {
         let batch = BatchRef::validate(&bytes).unwrap();
         prop_assert_eq!(batch.record_count() as usize, recs.len());
         prop_assert_eq!(batch.compression(), codec);
+        prop_assert_eq!(batch.producer(), producer);
+        prop_assert!(!batch.is_control());
         prop_assert_eq!(batch.max_timestamp_ms(), recs.iter().map(|r| r.ts).max().unwrap());
         let decoded = DecodedRecords::new(&batch).unwrap();
         let mut n = 0;

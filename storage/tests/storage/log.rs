@@ -422,3 +422,26 @@ fn locate_names_the_batch_holding_an_offset() {
     }
     assert_eq!(log.locate(90).unwrap(), None);
 }
+
+#[test]
+fn control_batches_take_a_place_in_the_log_but_no_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small_config()).unwrap();
+    for i in 0..20 {
+        log.append(&strand_storage::control_batch(b"", i)).unwrap();
+        let info = log.append(&batch(&format!("d{i}"), 2, i)).unwrap();
+        assert_eq!(info.base_offset, 2 * i as u64, "control batches take no offset");
+        log.append(&strand_storage::control_batch(b"conf", i)).unwrap();
+    }
+    let want = read_all(&log);
+    assert_eq!(want.len(), 40);
+    assert_eq!(want[39].2, b"d19-1");
+    log.close().unwrap();
+    let log = PartitionLog::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.latest(), 40);
+    assert_eq!(read_all(&log), want);
+    let controls = batches(&raw_log(&log))
+        .filter(|b| b.as_ref().unwrap().is_control())
+        .count();
+    assert!(controls > 0, "control batches are served with the data");
+}
