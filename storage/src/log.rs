@@ -290,6 +290,8 @@ impl PartitionLog {
             len: batch.len() as u64,
             max_timestamp_ms: b.max_timestamp_ms(),
             append_ms,
+            term,
+            raft_index: 0,
         };
         self.write(&prefix, &batch[PRODUCER_PART..], &info, now_ms)?;
         Ok(AppendInfo {
@@ -297,6 +299,177 @@ impl PartitionLog {
             last_offset: info.next.saturating_sub(1),
             append_time_ms: append_ms,
         })
+    }
+
+    /// Appends a batch as a Raft leader does when it proposes: validates it,
+    /// assigns the next offsets and stamps `stamp` (term, Raft index, append
+    /// time) into the header. Returns the stored bytes' location like
+    /// [`PartitionLog::append_stamped`]. The Raft index must follow the last
+    /// stored one.
+    ///
+    /// # Errors
+    /// `UnexpectedOffset` (naming Raft indexes) if `stamp.raft_index` does not
+    /// follow the log; otherwise as `append_stamped`.
+    pub fn append_entry(&mut self, batch: &[u8], stamp: header::Stamp) -> Result<AppendInfo> {
+        self.check_writable()?;
+        self.check_size(batch)?;
+        let expected = self.last_raft_index()?.map_or(stamp.raft_index, |i| i + 1);
+        if stamp.raft_index != expected {
+            return Err(StorageError::UnexpectedOffset {
+                expected,
+                got: stamp.raft_index,
+            });
+        }
+        let (b, payload) = BatchRef::validate_with(batch).map_err(|source| StorageError::InvalidBatch { source })?;
+        let base = self.latest();
+        let prefix = header::stamped_prefix(batch, &payload, base, &stamp);
+        let info = BatchInfo {
+            base,
+            next: base + u64::from(b.record_count()),
+            len: batch.len() as u64,
+            max_timestamp_ms: b.max_timestamp_ms(),
+            append_ms: stamp.append_time_ms,
+            term: stamp.term,
+            raft_index: stamp.raft_index,
+        };
+        self.write(&prefix, &batch[PRODUCER_PART..], &info, stamp.append_time_ms)?;
+        Ok(AppendInfo {
+            base_offset: base,
+            last_offset: info.next.saturating_sub(1),
+            append_time_ms: stamp.append_time_ms,
+        })
+    }
+
+    /// Raft index of the first stored batch (`None` if the log is empty).
+    pub fn first_raft_index(&self) -> Result<Option<u64>> {
+        for seg in &self.segments {
+            if let Some(info) = seg.first_batch()? {
+                return Ok(Some(info.raft_index));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Raft index of the last stored batch (`None` if the log is empty).
+    pub fn last_raft_index(&self) -> Result<Option<u64>> {
+        for seg in self.segments.iter().rev() {
+            if seg.is_empty() {
+                continue;
+            }
+            let info = seg.last_batch()?;
+            return Ok(info.map(|i| i.raft_index));
+        }
+        Ok(None)
+    }
+
+    fn segment_for_raft_index(&self, raft_index: u64) -> Result<Option<&Segment>> {
+        // Segments hold increasing Raft indexes; find the last one starting at
+        // or below `raft_index`.
+        let mut found = None;
+        for seg in &self.segments {
+            match seg.first_batch()? {
+                Some(first) if first.raft_index <= raft_index => found = Some(seg),
+                Some(_) => break,
+                None => {}
+            }
+        }
+        Ok(found)
+    }
+
+    /// The stored batch that is Raft entry `raft_index`, with its term.
+    pub fn raft_entry(&self, raft_index: u64) -> Result<Option<(Bytes, u64)>> {
+        let Some(seg) = self.segment_for_raft_index(raft_index)? else {
+            return Ok(None);
+        };
+        match seg.find_raft_index(raft_index)? {
+            Some((pos, _)) => {
+                let (bytes, info) = seg.batch_at(pos)?;
+                Ok(Some((bytes, info.term)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Term of Raft entry `raft_index` (header read only, no CRC check).
+    pub fn raft_term(&self, raft_index: u64) -> Result<Option<u64>> {
+        let Some(seg) = self.segment_for_raft_index(raft_index)? else {
+            return Ok(None);
+        };
+        Ok(seg.find_raft_index(raft_index)?.map(|(_, info)| info.term))
+    }
+
+    /// Raft entries `[low, high)` as stored batches with their terms, stopping
+    /// once `max_bytes` is reached (at least one entry is returned).
+    pub fn raft_entries(&self, low: u64, high: u64, max_bytes: u64) -> Result<Vec<(Bytes, u64)>> {
+        let mut out = Vec::new();
+        let mut total = 0u64;
+        let mut idx = low;
+        while idx < high {
+            let Some(seg) = self.segment_for_raft_index(idx)? else {
+                break;
+            };
+            let Some((mut pos, _)) = seg.find_raft_index(idx)? else {
+                break;
+            };
+            // Walk this segment sequentially instead of searching per entry.
+            while idx < high && pos < seg.size() {
+                let (bytes, info) = seg.batch_at(pos)?;
+                if info.raft_index != idx {
+                    return Err(StorageError::Corrupt {
+                        file: seg.log_path().to_path_buf(),
+                        position: pos,
+                        reason: format!("Raft index {} found where {idx} was expected", info.raft_index),
+                    });
+                }
+                total += info.len;
+                if !out.is_empty() && total > max_bytes {
+                    return Ok(out);
+                }
+                out.push((bytes, info.term));
+                pos += info.len;
+                idx += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes Raft entries from `raft_index` on (a conflicting suffix). The
+    /// removed bytes are zeroed and synced before this returns.
+    ///
+    /// # Errors
+    /// `OffsetOutOfRange` (in Raft indexes) if the entry is not stored.
+    pub fn truncate_from_raft_index(&mut self, raft_index: u64) -> Result<()> {
+        let last = self.last_raft_index()?;
+        if last.is_none_or(|l| raft_index > l) {
+            return Ok(());
+        }
+        // The segment holding the entry: the last one starting at or below it.
+        let mut holder = 0;
+        for (i, seg) in self.segments.iter().enumerate() {
+            if seg.first_batch()?.is_some_and(|f| f.raft_index <= raft_index) {
+                holder = i;
+            }
+        }
+        // Newest first, so a crash part-way leaves a contiguous log.
+        while self.segments.len() > holder + 1 {
+            if let Some(seg) = self.segments.pop() {
+                seg.delete(&self.dir)?;
+            }
+        }
+        let seg = self.active_mut();
+        let Some((pos, info)) = seg.find_raft_index(raft_index)? else {
+            let earliest = self.first_raft_index()?.unwrap_or(0);
+            return Err(StorageError::OffsetOutOfRange {
+                requested: raft_index,
+                earliest,
+                latest: last.unwrap_or(0),
+            });
+        };
+        seg.truncate_at(pos, info.base)?;
+        let latest = self.latest();
+        self.synced_offset = self.synced_offset.min(latest);
+        tracing::info!(dir = %self.dir.display(), raft_index, "truncated log at Raft index");
+        Ok(())
     }
 
     /// Appends a batch a leader already stamped (a replica's copy), byte for
@@ -417,7 +590,7 @@ impl PartitionLog {
     /// failed fsync the kernel may have dropped the dirty pages, so retrying
     /// and carrying on could acknowledge data that is not on disk.
     pub fn mark_failed(&mut self, error: &StorageError) {
-        let _ = self.fail_reason(error.to_string());
+        self.fail_reason(error.to_string());
     }
 
     fn fail(&mut self, e: StorageError) -> StorageError {
@@ -534,13 +707,13 @@ impl PartitionLog {
             keep
         };
         let seg = &self.segments[keep];
-        if let Some((_, info)) = seg.find_position(offset)? {
-            if info.base != offset {
-                return Err(StorageError::NotBatchBoundary {
-                    offset,
-                    batch_base: info.base,
-                });
-            }
+        if let Some((_, info)) = seg.find_position(offset)?
+            && info.base != offset
+        {
+            return Err(StorageError::NotBatchBoundary {
+                offset,
+                batch_base: info.base,
+            });
         }
         // Newest first, so a crash part-way leaves a contiguous log.
         while self.segments.len() > keep + 1 {

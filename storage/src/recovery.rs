@@ -36,10 +36,8 @@ pub(crate) fn segment_bases(dir: &Path) -> Result<Vec<u64>> {
         let entry = entry.map_err(|e| StorageError::io("read dir", dir, e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(stem) = name.strip_suffix(".log") {
-            if let Ok(base) = stem.parse::<u64>() {
-                bases.push(base);
-            }
+        if let Some(base) = name.strip_suffix(".log").and_then(|stem| stem.parse::<u64>().ok()) {
+            bases.push(base);
         }
     }
     bases.sort_unstable();

@@ -34,6 +34,8 @@ pub(crate) struct BatchInfo {
     pub len: u64,
     pub max_timestamp_ms: i64,
     pub append_ms: i64,
+    pub term: u64,
+    pub raft_index: u64,
 }
 
 impl BatchInfo {
@@ -44,6 +46,8 @@ impl BatchInfo {
             len: b.len() as u64,
             max_timestamp_ms: b.max_timestamp_ms(),
             append_ms: b.append_time_ms(),
+            term: b.term(),
+            raft_index: b.raft_index(),
         }
     }
 }
@@ -72,6 +76,8 @@ fn header_at(buf: &[u8], pos: u64, limit: u64) -> std::result::Result<BatchInfo,
         len: len as u64,
         max_timestamp_ms: header::i64_at(b, header::MAX_TIMESTAMP),
         append_ms: header::i64_at(b, header::APPEND_TIME),
+        term: header::u64_at(b, header::TERM),
+        raft_index: header::u64_at(b, header::RAFT_INDEX),
     })
 }
 
@@ -496,6 +502,74 @@ impl Segment {
         Ok(None)
     }
 
+    /// Position of the batch whose Raft index is `raft_index`, if this
+    /// segment holds it. Binary search over the offset index (reading each
+    /// probed batch's Raft index from its header), then a header walk.
+    pub(crate) fn find_raft_index(&self, raft_index: u64) -> Result<Option<(u64, BatchInfo)>> {
+        let entries = self.offset_index.valid();
+        let n = self.offset_index.entries();
+        let (mut lo, mut hi) = (0usize, n);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let pos = u64::from(index::read_offset_entry(entries, mid).1);
+            let info = header_at(&self.map, pos, self.size).map_err(|reason| self.corrupt(pos, reason))?;
+            if info.raft_index <= raft_index {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let mut pos = lo
+            .checked_sub(1)
+            .map_or(0, |i| u64::from(index::read_offset_entry(entries, i).1));
+        while pos < self.size {
+            let info = header_at(&self.map, pos, self.size).map_err(|reason| self.corrupt(pos, reason))?;
+            if info.raft_index == raft_index {
+                return Ok(Some((pos, info)));
+            }
+            if info.raft_index > raft_index {
+                return Ok(None);
+            }
+            pos += info.len;
+        }
+        Ok(None)
+    }
+
+    /// The last batch's header, if the segment is not empty (index lookup of
+    /// the last entry, then a header walk).
+    pub(crate) fn last_batch(&self) -> Result<Option<BatchInfo>> {
+        if self.size == 0 {
+            return Ok(None);
+        }
+        let n = self.offset_index.entries();
+        let mut pos = n.checked_sub(1).map_or(0, |i| {
+            u64::from(index::read_offset_entry(self.offset_index.valid(), i).1)
+        });
+        let mut last = None;
+        while pos < self.size {
+            let info = header_at(&self.map, pos, self.size).map_err(|reason| self.corrupt(pos, reason))?;
+            pos += info.len;
+            last = Some(info);
+        }
+        Ok(last)
+    }
+
+    /// The first batch's header, if the segment is not empty.
+    pub(crate) fn first_batch(&self) -> Result<Option<BatchInfo>> {
+        if self.size == 0 {
+            return Ok(None);
+        }
+        header_at(&self.map, 0, self.size)
+            .map(Some)
+            .map_err(|reason| self.corrupt(0, reason))
+    }
+
+    /// The batch at `pos`, CRC-checked, as a slice of the map.
+    pub(crate) fn batch_at(&self, pos: u64) -> Result<(Bytes, BatchInfo)> {
+        let info = validated_at(&self.map, pos, self.size).map_err(|reason| self.corrupt(pos, reason))?;
+        Ok((self.map.slice(pos as usize..(pos + info.len) as usize), info))
+    }
+
     fn corrupt(&self, position: u64, reason: String) -> StorageError {
         StorageError::Corrupt {
             file: self.log_path.clone(),
@@ -570,6 +644,16 @@ impl Segment {
                 offset,
                 batch_base: info.base,
             });
+        }
+        self.truncate_at(pos, offset)
+    }
+
+    /// Removes every batch from byte `pos` on; `pos` starts a batch whose base
+    /// offset is `offset`. Zeroed and synced before returning.
+    pub(crate) fn truncate_at(&mut self, pos: u64, offset: u64) -> Result<()> {
+        self.sealed = false;
+        if pos >= self.size {
+            return Ok(());
         }
         prealloc::zero_range(&self.file, &self.log_path, pos, self.size)?;
         self.file

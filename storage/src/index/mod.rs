@@ -111,10 +111,10 @@ pub(crate) fn time_entries_are_sane(entries: &[u8], next_rel: u64) -> bool {
         if u64::from(rel) >= next_rel {
             return false;
         }
-        if let Some((pt, pr)) = prev {
-            if ts <= pt || rel <= pr {
-                return false;
-            }
+        if let Some((pt, pr)) = prev
+            && (ts <= pt || rel <= pr)
+        {
+            return false;
         }
         prev = Some((ts, rel));
     }

@@ -42,7 +42,7 @@ fn a_torn_tail_loses_only_the_torn_batch() {
         assert_eq!(log.latest(), 3 * complete as u64, "cut {cut}");
         assert_eq!(read_all(&log).len(), 3 * complete, "cut {cut}");
         let r = log.recovery_report();
-        if (size - cut) as usize % last_len != 0 {
+        if !((size - cut) as usize).is_multiple_of(last_len) {
             let t = r.truncated.as_ref().expect("a torn batch is reported");
             assert_eq!(t.position, (complete * last_len) as u64, "cut {cut}");
         }

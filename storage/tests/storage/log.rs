@@ -445,3 +445,90 @@ fn control_batches_take_a_place_in_the_log_but_no_offset() {
         .count();
     assert!(controls > 0, "control batches are served with the data");
 }
+
+/// The log as a Raft log (DESIGN.md, "Replication": a Raft entry is one
+/// batch; entries without records are control batches that take no offset).
+#[test]
+fn raft_entries_are_found_by_index_and_truncated_by_index() {
+    use strand_storage::Stamp;
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.last_raft_index().unwrap(), None);
+    // Entry i (from 1) has term 1 + i / 20; every fifth entry is a control batch.
+    let entry = |i: u64| {
+        if i.is_multiple_of(5) {
+            strand_storage::control_batch(b"noop", 0)
+        } else {
+            batch(&format!("e{i}"), 2, i as i64)
+        }
+    };
+    for i in 1..=100u64 {
+        let stamp = Stamp {
+            term: 1 + i / 20,
+            raft_index: i,
+            append_time_ms: 1_000,
+        };
+        log.append_entry(&entry(i), stamp).unwrap();
+    }
+    assert!(log.segment_count() > 3);
+    assert_eq!(log.first_raft_index().unwrap(), Some(1));
+    assert_eq!(log.last_raft_index().unwrap(), Some(100));
+    assert_eq!(log.latest(), 80 * 2, "control entries take no offset");
+    for i in 1..=100u64 {
+        assert_eq!(log.raft_term(i).unwrap(), Some(1 + i / 20), "term of {i}");
+        let (bytes, term) = log.raft_entry(i).unwrap().expect("stored");
+        let b = strand_storage::BatchRef::validate(&bytes).unwrap();
+        assert_eq!(
+            (b.raft_index(), term, b.is_control()),
+            (i, 1 + i / 20, i.is_multiple_of(5)),
+            "entry {i}"
+        );
+    }
+    assert_eq!(log.raft_term(101).unwrap(), None);
+    let range = log.raft_entries(10, 40, u64::MAX).unwrap();
+    assert_eq!(range.len(), 30);
+    let limited = log.raft_entries(10, 40, 300).unwrap();
+    assert!(
+        !limited.is_empty() && limited.len() < 30,
+        "max_bytes bounds the answer: {}",
+        limited.len()
+    );
+    // A stamp that does not follow the log is refused.
+    let stamp = Stamp {
+        term: 9,
+        raft_index: 150,
+        append_time_ms: 0,
+    };
+    assert!(matches!(
+        log.append_entry(&entry(1), stamp),
+        Err(StorageError::UnexpectedOffset {
+            expected: 101,
+            got: 150
+        })
+    ));
+
+    // A new leader's log diverges from entry 37 on.
+    log.truncate_from_raft_index(37).unwrap();
+    assert_eq!(log.last_raft_index().unwrap(), Some(36));
+    let offsets_before_37 = (1..37u64).filter(|i| !i.is_multiple_of(5)).count() as u64 * 2;
+    assert_eq!(log.latest(), offsets_before_37);
+    for i in 37..=50u64 {
+        log.append_entry(
+            &batch(&format!("new{i}"), 1, 0),
+            Stamp {
+                term: 7,
+                raft_index: i,
+                append_time_ms: 2_000,
+            },
+        )
+        .unwrap();
+    }
+    drop(log);
+    let log = PartitionLog::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.last_raft_index().unwrap(), Some(50));
+    assert_eq!(log.raft_term(36).unwrap(), Some(2));
+    assert_eq!(log.raft_term(37).unwrap(), Some(7));
+    let all = read_all(&log);
+    assert_eq!(all.len() as u64, offsets_before_37 + 14);
+    assert_eq!(all.last().unwrap().2, b"new50-0");
+}
