@@ -97,5 +97,5 @@ pub use batch::{
 };
 pub use config::{FsyncPolicy, LogConfig};
 pub use error::{BatchError, Result, StorageError};
-pub use log::{AppendInfo, BatchLocation, PartitionLog, RetentionReport, SyncPoint, now_ms};
+pub use log::{AppendInfo, BatchLocation, PartitionLog, RetentionReport, SyncPoint, now_ms, stamp_batch};
 pub use recovery::{RecoveryReport, Truncation};

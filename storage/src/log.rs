@@ -79,6 +79,22 @@ impl SyncPoint {
     }
 }
 
+/// A copy of a producer's `batch` stamped with `base_offset` and `stamp`,
+/// ready to be proposed as a Raft entry (a Raft leader stamps a batch before
+/// it replicates it, so every replica stores the same bytes). The CRC is
+/// validated first and re-computed by combination, without a second pass.
+///
+/// # Errors
+/// `InvalidBatch` if the CRC or framing is wrong.
+pub fn stamp_batch(batch: &[u8], base_offset: u64, stamp: &header::Stamp) -> Result<Vec<u8>> {
+    let (_, payload) = BatchRef::validate_with(batch).map_err(|source| StorageError::InvalidBatch { source })?;
+    let prefix = header::stamped_prefix(batch, &payload, base_offset, stamp);
+    let mut out = Vec::with_capacity(batch.len());
+    out.extend_from_slice(&prefix);
+    out.extend_from_slice(&batch[PRODUCER_PART..]);
+    Ok(out)
+}
+
 /// Milliseconds since the Unix epoch by the system clock.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -520,7 +536,10 @@ impl PartitionLog {
 
     fn maybe_roll(&mut self, len: u64, now_ms: i64) -> Result<()> {
         let active = self.active();
-        if active.is_empty() {
+        // A segment is named by its base offset: one that holds no offset yet
+        // (empty, or control batches only) cannot roll, or the next segment
+        // would get the same name.
+        if active.next_offset() == active.base_offset() {
             return Ok(());
         }
         let too_old = match (self.config.segment_ms, active.first_append_ms()) {
@@ -536,7 +555,7 @@ impl PartitionLog {
     /// Seals the active segment and starts a new one at the log end.
     pub fn roll(&mut self) -> Result<()> {
         self.check_writable()?;
-        if self.active().is_empty() {
+        if self.active().next_offset() == self.active().base_offset() {
             return Ok(());
         }
         if let Err(e) = self.active_mut().seal() {

@@ -206,11 +206,12 @@ pub(crate) struct Segment {
 impl Segment {
     fn open_files(dir: &Path, base: u64, cfg: &LogConfig, create: bool) -> Result<Self> {
         let [log_path, idx_path, tidx_path] = segment_paths(dir, base);
+        // A new segment must not reuse an existing file: that would mean two
+        // segments with one base offset, one overwriting the other.
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(create)
-            .truncate(false)
+            .create_new(create)
             .open(&log_path)
             .map_err(|e| StorageError::io("open segment", &log_path, e))?;
         let capacity = file
@@ -353,7 +354,7 @@ impl Segment {
         let (from, expected) = if verify { (0, base) } else { resume };
         let mut first_append = None;
         let w = walk(&map, from, size, expected, verify, |pos, info| {
-            if pos == 0 {
+            if first_append.is_none() && info.next > info.base {
                 first_append = Some(info.append_ms);
             }
             if rebuild {
@@ -375,7 +376,7 @@ impl Segment {
             return Self::rebuild_sealed(dir, base, cfg);
         }
         s.next_offset = w.next_offset;
-        s.first_append_ms = first_append.or_else(|| header_at(&map, 0, size).ok().map(|i| i.append_ms));
+        s.first_append_ms = s.first_append_ms.or(first_append);
         if rebuild {
             tracing::warn!(file = %s.offset_index.path().display(), "rebuilt a missing or damaged index from the log");
             s.offset_index.seal()?;
@@ -394,6 +395,11 @@ impl Segment {
 
     /// Records `info` (a batch at `pos`) in the indexes and running maxima.
     fn index_batch(&mut self, pos: u64, info: &BatchInfo) -> Result<()> {
+        // Control batches carry no records and a synthetic append time: they
+        // neither start a segment's age clock nor move its timestamps.
+        if info.next > info.base {
+            self.first_append_ms.get_or_insert(info.append_ms);
+        }
         self.max_timestamp_ms = self.max_timestamp_ms.max(info.max_timestamp_ms);
         self.max_append_ms = self.max_append_ms.max(info.append_ms);
         let rel = (info.base - self.base_offset) as u32;
@@ -439,7 +445,6 @@ impl Segment {
             .and_then(|()| self.file.write_all_at(rest, self.size + prefix.len() as u64))
             .map_err(|e| StorageError::io("write", &self.log_path, e))?;
         self.index_batch(self.size, info)?;
-        self.first_append_ms.get_or_insert(info.append_ms);
         self.size = end;
         self.next_offset = info.next;
         Ok(())

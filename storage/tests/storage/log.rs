@@ -532,3 +532,38 @@ fn raft_entries_are_found_by_index_and_truncated_by_index() {
     assert_eq!(all.len() as u64, offsets_before_37 + 14);
     assert_eq!(all.last().unwrap().2, b"new50-0");
 }
+
+/// Regression: a segment holding only control batches (append time 0) looked
+/// ancient and rolled into a new segment with the same base offset, whose
+/// file then overwrote it. Such a segment must not roll.
+#[test]
+fn a_segment_without_offsets_never_rolls() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_ms: Some(1000),
+        ..small_config()
+    };
+    let mut log = PartitionLog::open(dir.path(), cfg.clone()).unwrap();
+    let stamp = |i| strand_storage::Stamp {
+        term: 1,
+        raft_index: i,
+        append_time_ms: 0,
+    };
+    log.append_entry(&strand_storage::control_batch(b"", 0), stamp(1))
+        .unwrap();
+    log.roll().unwrap();
+    log.append_entry(
+        &batch("after", 2, 5),
+        strand_storage::Stamp {
+            append_time_ms: 10_000_000,
+            ..stamp(2)
+        },
+    )
+    .unwrap();
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(log.raft_term(1).unwrap(), Some(1));
+    drop(log);
+    let log = PartitionLog::open(dir.path(), cfg).unwrap();
+    assert_eq!(read_all(&log).len(), 2);
+    assert_eq!(log.last_raft_index().unwrap(), Some(2));
+}

@@ -1,0 +1,65 @@
+//! Errors of the replication layer.
+
+use strand_storage::StorageError;
+
+/// Why a replication request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// This replica is not the group's leader; `leader` is the known one.
+    #[error("not the leader of group {group} (leader: {leader:?})")]
+    NotLeader {
+        /// The Raft group.
+        group: u64,
+        /// The current leader's node id, if known.
+        leader: Option<u64>,
+    },
+    /// The proposal was dropped or its entry was replaced by another leader's;
+    /// whether it was stored is unknown to this replica.
+    #[error("proposal in group {group} was dropped or superseded ({reason})")]
+    ProposalDropped {
+        /// The Raft group.
+        group: u64,
+        /// What happened.
+        reason: &'static str,
+    },
+    /// No group with that id on this node.
+    #[error("unknown Raft group {group}")]
+    UnknownGroup {
+        /// The Raft group.
+        group: u64,
+    },
+    /// The node's replication loop has stopped.
+    #[error("the replication loop of node {node} has stopped")]
+    Stopped {
+        /// Node id.
+        node: u64,
+    },
+    /// The storage layer failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// raft-rs refused an operation.
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    /// Persisting Raft's hard state failed.
+    #[error("{op} {path}: {source}")]
+    State {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stored entry or a peer message did not decode.
+    #[error("malformed {what}: {reason}")]
+    Malformed {
+        /// What.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = ClusterError> = std::result::Result<T, E>;

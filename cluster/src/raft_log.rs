@@ -1,0 +1,371 @@
+//! `raft::Storage` over a partition's segment log: the partition log *is*
+//! the Raft log, so a record batch is written to disk once.
+//!
+//! Mapping (DESIGN.md, "Replication"): Raft entry `i` is the stored batch
+//! whose header says `raft_index = i`. An entry with records is the batch
+//! itself, stamped by the leader (offsets, term, index, append time) before it
+//! is proposed, so every replica stores identical bytes. An entry without
+//! records (a leader's no-op, a configuration change) is a control batch that
+//! takes no offset; its payload is one kind byte followed by the entry data,
+//! and its stamp is deterministic (append time 0), so it too is identical on
+//! every replica.
+//!
+//! Raft's hard state (term, vote, commit) and configuration live beside the
+//! segments in `raft-state.json`, replaced atomically and fsynced whenever the
+//! term, vote or configuration changes, before any message that depends on it
+//! is sent. The commit index is written lazily (it can be recomputed; a stale
+//! one is safe).
+//!
+//! Not built yet: snapshots. `snapshot()` answers
+//! `SnapshotTemporarilyUnavailable`, so a replica must never lose the start of
+//! its log while a peer still needs it (retention is off for replicated
+//! partitions until snapshots ship whole segments).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError as RaftStorageError};
+use serde::{Deserialize, Serialize};
+use strand_storage::{BatchRef, PartitionLog, Stamp, control_batch};
+
+use crate::error::{ClusterError, Result};
+
+/// Control-batch payload kinds (first byte).
+const KIND_EMPTY: u8 = 0;
+const KIND_CONF_CHANGE: u8 = 1;
+const KIND_CONF_CHANGE_V2: u8 = 2;
+
+const STATE_FILE: &str = "raft-state.json";
+
+/// What `raft-state.json` holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistedState {
+    /// Current term.
+    pub term: u64,
+    /// Vote in the current term (0: none).
+    pub vote: u64,
+    /// Last known commit index (may lag).
+    pub commit: u64,
+    /// Voters of the group.
+    pub voters: Vec<u64>,
+    /// Learners of the group.
+    pub learners: Vec<u64>,
+}
+
+/// The Raft view of one partition log.
+#[derive(Clone)]
+pub struct RaftLog {
+    log: Arc<RwLock<PartitionLog>>,
+    state: Arc<Mutex<PersistedState>>,
+    state_path: PathBuf,
+}
+
+fn other(e: impl std::error::Error + Send + Sync + 'static) -> raft::Error {
+    raft::Error::Store(RaftStorageError::Other(Box::new(e)))
+}
+
+fn write_state(path: &Path, s: &PersistedState) -> Result<()> {
+    let io = |op: &'static str| {
+        let path = path.to_path_buf();
+        move |source| ClusterError::State { op, path, source }
+    };
+    let tmp = path.with_extension("json.tmp");
+    let bytes = serde_json::to_vec(s).map_err(|e| ClusterError::State {
+        op: "encode",
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
+    let mut f = std::fs::File::create(&tmp).map_err(io("create"))?;
+    f.write_all(&bytes).map_err(io("write"))?;
+    f.sync_all().map_err(io("fsync"))?;
+    std::fs::rename(&tmp, path).map_err(io("rename"))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("fsync dir"))?;
+    }
+    Ok(())
+}
+
+impl RaftLog {
+    /// Opens the Raft state of `log`. A partition without `raft-state.json`
+    /// starts with `voters` as its configuration.
+    pub fn open(log: Arc<RwLock<PartitionLog>>, voters: &[u64]) -> Result<Self> {
+        let dir = log
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .dir()
+            .to_path_buf();
+        let state_path = dir.join(STATE_FILE);
+        let state = match std::fs::read(&state_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ClusterError::Malformed {
+                what: "raft-state.json",
+                reason: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let s = PersistedState {
+                    voters: voters.to_vec(),
+                    ..Default::default()
+                };
+                write_state(&state_path, &s)?;
+                s
+            }
+            Err(source) => {
+                return Err(ClusterError::State {
+                    op: "read",
+                    path: state_path,
+                    source,
+                });
+            }
+        };
+        Ok(RaftLog {
+            log,
+            state: Arc::new(Mutex::new(state)),
+            state_path,
+        })
+    }
+
+    /// The partition log.
+    pub fn partition_log(&self) -> &Arc<RwLock<PartitionLog>> {
+        &self.log
+    }
+
+    fn read_log(&self) -> std::sync::RwLockReadGuard<'_, PartitionLog> {
+        self.log.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write_log(&self) -> std::sync::RwLockWriteGuard<'_, PartitionLog> {
+        self.log.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, PersistedState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A copy of the persisted state.
+    pub fn persisted(&self) -> PersistedState {
+        self.state().clone()
+    }
+
+    /// Records Raft's hard state; fsyncs the file when the term or vote
+    /// changed (required before answering a vote or sending in a new term).
+    pub fn set_hard_state(&self, hs: &HardState) -> Result<()> {
+        let mut s = self.state();
+        let durable_change = s.term != hs.term || s.vote != hs.vote;
+        s.term = hs.term;
+        s.vote = hs.vote;
+        s.commit = hs.commit;
+        if durable_change {
+            write_state(&self.state_path, &s)?;
+        }
+        Ok(())
+    }
+
+    /// Records the last known commit index (persisted on the next durable
+    /// state change or [`RaftLog::persist_state`]).
+    pub fn set_commit(&self, commit: u64) {
+        let mut s = self.state();
+        s.commit = s.commit.max(commit);
+    }
+
+    /// Writes the state file now (for example at shutdown).
+    pub fn persist_state(&self) -> Result<()> {
+        let s = self.state().clone();
+        write_state(&self.state_path, &s)
+    }
+
+    /// Records a new configuration, durably.
+    pub fn set_conf_state(&self, cs: &ConfState) -> Result<()> {
+        let mut s = self.state();
+        s.voters = cs.voters.clone();
+        s.learners = cs.learners.clone();
+        write_state(&self.state_path, &s)
+    }
+
+    /// Stores entries handed over by Raft (from a `Ready`): first drops any
+    /// stored suffix they replace, then appends each as a batch. Not synced:
+    /// call [`RaftLog::sync`] before sending messages that acknowledge them.
+    pub fn append(&self, entries: &[Entry]) -> Result<()> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let mut log = self.write_log();
+        if log.last_raft_index()?.is_some_and(|last| first.index <= last) {
+            log.truncate_from_raft_index(first.index)?;
+        }
+        for e in entries {
+            let kind = match e.get_entry_type() {
+                EntryType::EntryNormal if !e.data.is_empty() => None,
+                EntryType::EntryNormal => Some(KIND_EMPTY),
+                EntryType::EntryConfChange => Some(KIND_CONF_CHANGE),
+                EntryType::EntryConfChangeV2 => Some(KIND_CONF_CHANGE_V2),
+            };
+            match kind {
+                None => {
+                    let b = BatchRef::validate(&e.data).map_err(|err| ClusterError::Malformed {
+                        what: "proposed batch",
+                        reason: err.to_string(),
+                    })?;
+                    if b.raft_index() != e.index || b.term() != e.term {
+                        return Err(ClusterError::Malformed {
+                            what: "proposed batch",
+                            reason: format!(
+                                "stamped as entry {} term {} but carried by entry {} term {}",
+                                b.raft_index(),
+                                b.term(),
+                                e.index,
+                                e.term
+                            ),
+                        });
+                    }
+                    log.append_replicated(&e.data)?;
+                }
+                Some(kind) => {
+                    let mut payload = Vec::with_capacity(1 + e.data.len());
+                    payload.push(kind);
+                    payload.extend_from_slice(&e.data);
+                    let stamp = Stamp {
+                        term: e.term,
+                        raft_index: e.index,
+                        append_time_ms: 0,
+                    };
+                    log.append_entry(&control_batch(&payload, 0), stamp)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `fdatasync` of the active segment.
+    pub fn sync(&self) -> Result<()> {
+        let point = self.read_log().sync_point();
+        match point.sync() {
+            Ok(()) => {
+                self.write_log().mark_synced(&point);
+                Ok(())
+            }
+            Err(e) => {
+                self.write_log().mark_failed(&e);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The offset after Raft entry `index` (0 for index 0).
+    pub fn next_offset_after(&self, index: u64) -> Result<u64> {
+        if index == 0 {
+            return Ok(self.read_log().earliest());
+        }
+        let log = self.read_log();
+        match log.raft_entry(index)? {
+            Some((bytes, _)) => {
+                let b = BatchRef::validate(&bytes).map_err(|e| ClusterError::Malformed {
+                    what: "stored entry",
+                    reason: e.to_string(),
+                })?;
+                Ok(b.next_offset())
+            }
+            None => Ok(log.latest()),
+        }
+    }
+}
+
+/// Converts a stored batch into the Raft entry it is.
+fn to_entry(bytes: Bytes, term: u64) -> raft::Result<Entry> {
+    let b = BatchRef::validate(&bytes).map_err(other)?;
+    let mut e = Entry {
+        index: b.raft_index(),
+        term,
+        ..Default::default()
+    };
+    if b.is_control() {
+        let payload = b.records_section();
+        let (kind, data) = payload
+            .split_first()
+            .ok_or_else(|| other(std::io::Error::other("empty control batch")))?;
+        let data_start = bytes.len() - data.len();
+        e.set_entry_type(match *kind {
+            KIND_CONF_CHANGE => EntryType::EntryConfChange,
+            KIND_CONF_CHANGE_V2 => EntryType::EntryConfChangeV2,
+            _ => EntryType::EntryNormal,
+        });
+        e.data = bytes.slice(data_start..);
+    } else {
+        e.set_entry_type(EntryType::EntryNormal);
+        e.data = bytes;
+    }
+    Ok(e)
+}
+
+impl raft::Storage for RaftLog {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        let s = self.state();
+        // Never claim a commit beyond what is stored.
+        let last = self.read_log().last_raft_index().map_err(other)?.unwrap_or(0);
+        let hs = HardState {
+            term: s.term,
+            vote: s.vote,
+            commit: s.commit.min(last),
+            ..Default::default()
+        };
+        let cs = ConfState {
+            voters: s.voters.clone(),
+            learners: s.learners.clone(),
+            ..Default::default()
+        };
+        Ok(RaftState::new(hs, cs))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let max = max_size.into().unwrap_or(u64::MAX);
+        let log = self.read_log();
+        let first = log.first_raft_index().map_err(other)?.unwrap_or(1);
+        if low < first {
+            return Err(raft::Error::Store(RaftStorageError::Compacted));
+        }
+        let stored = log.raft_entries(low, high, max).map_err(other)?;
+        if stored.is_empty() && low < high {
+            return Err(raft::Error::Store(RaftStorageError::Unavailable));
+        }
+        stored.into_iter().map(|(bytes, term)| to_entry(bytes, term)).collect()
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == 0 {
+            return Ok(0);
+        }
+        let log = self.read_log();
+        match log.raft_term(idx).map_err(other)? {
+            Some(t) => Ok(t),
+            None => {
+                let first = log.first_raft_index().map_err(other)?.unwrap_or(1);
+                if idx < first {
+                    Err(raft::Error::Store(RaftStorageError::Compacted))
+                } else {
+                    Err(raft::Error::Store(RaftStorageError::Unavailable))
+                }
+            }
+        }
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.read_log().first_raft_index().map_err(other)?.unwrap_or(1))
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.read_log().last_raft_index().map_err(other)?.unwrap_or(0))
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        Err(raft::Error::Store(RaftStorageError::SnapshotTemporarilyUnavailable))
+    }
+}

@@ -1,0 +1,342 @@
+//! One partition's Raft group on this node: the `RawNode`, the proposals
+//! waiting for their acknowledgement level, and the published state (high
+//! watermark, leader, term).
+//!
+//! `handle_ready` follows raft-rs's order: send the leader's messages, apply
+//! committed entries, append new entries, persist the hard state, fsync once
+//! (group commit for everything in this `Ready`), only then send the messages
+//! that acknowledge those entries, advance.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
+use raft::{RawNode, StateRole};
+use strand_storage::{AppendInfo, BatchRef, Stamp};
+use tokio::sync::{oneshot, watch};
+
+use crate::error::{ClusterError, Result};
+use crate::raft_log::RaftLog;
+
+/// When a proposal is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ack {
+    /// Once stored and fsynced on the leader.
+    Leader,
+    /// Once committed: stored and fsynced on a majority.
+    All,
+}
+
+/// What a group publishes to the rest of the broker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GroupStatus {
+    /// Leader's node id, if known.
+    pub leader: Option<u64>,
+    /// Current term.
+    pub term: u64,
+    /// Whether this node is the leader.
+    pub is_leader: bool,
+    /// Highest committed Raft index.
+    pub commit: u64,
+    /// Last Raft index stored here.
+    pub last_index: u64,
+}
+
+/// Shared, read-mostly view of a group.
+#[derive(Debug)]
+pub struct GroupHandle {
+    /// Raft group id.
+    pub group: u64,
+    /// Offset after the last committed record: what consumers may read.
+    pub high_watermark: watch::Sender<u64>,
+    /// Leadership and progress.
+    pub status: watch::Sender<GroupStatus>,
+}
+
+struct Pending {
+    term: u64,
+    ack: Ack,
+    info: AppendInfo,
+    reply: oneshot::Sender<Result<AppendInfo>>,
+}
+
+pub(crate) struct Replica {
+    pub(crate) group: u64,
+    pub(crate) node: RawNode<RaftLog>,
+    storage: RaftLog,
+    pending: BTreeMap<u64, Pending>,
+    pub(crate) handle: Arc<GroupHandle>,
+    last_append_ms: i64,
+    failed: bool,
+}
+
+impl Replica {
+    pub(crate) fn new(group: u64, node: RawNode<RaftLog>, storage: RaftLog, handle: Arc<GroupHandle>) -> Self {
+        Replica {
+            group,
+            node,
+            storage,
+            pending: BTreeMap::new(),
+            handle,
+            last_append_ms: 0,
+            failed: false,
+        }
+    }
+
+    fn leader(&self) -> Option<u64> {
+        let l = self.node.raft.leader_id;
+        (l != 0).then_some(l)
+    }
+
+    /// Offset the next proposed batch gets: after the last data entry in
+    /// Raft's unstable tail, else the stored log end (a leader's unstable
+    /// entries always extend its stored log).
+    fn next_offset(&self) -> Result<u64> {
+        for e in self.node.raft.raft_log.unstable.entries.iter().rev() {
+            if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
+                let b = BatchRef::validate(&e.data).map_err(|err| ClusterError::Malformed {
+                    what: "unstable entry",
+                    reason: err.to_string(),
+                })?;
+                return Ok(b.next_offset());
+            }
+        }
+        Ok(self
+            .storage
+            .partition_log()
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .latest())
+    }
+
+    /// Stamps `batch` with the offsets, term and index it will have and
+    /// proposes it. The reply fires at the acknowledgement level.
+    pub(crate) fn propose(&mut self, batch: &[u8], ack: Ack, now_ms: i64, reply: oneshot::Sender<Result<AppendInfo>>) {
+        let r = self.try_propose(batch, ack, now_ms);
+        match r {
+            Ok((idx, pending_info, term)) => {
+                self.pending.insert(
+                    idx,
+                    Pending {
+                        term,
+                        ack,
+                        info: pending_info,
+                        reply,
+                    },
+                );
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    fn try_propose(&mut self, batch: &[u8], _ack: Ack, now_ms: i64) -> Result<(u64, AppendInfo, u64)> {
+        if self.failed {
+            return Err(ClusterError::ProposalDropped {
+                group: self.group,
+                reason: "the replica's storage failed",
+            });
+        }
+        if self.node.raft.state != StateRole::Leader {
+            return Err(ClusterError::NotLeader {
+                group: self.group,
+                leader: self.leader(),
+            });
+        }
+        let idx = self.node.raft.raft_log.last_index() + 1;
+        let term = self.node.raft.term;
+        let base = self.next_offset()?;
+        self.last_append_ms = self.last_append_ms.max(now_ms);
+        let stamp = Stamp {
+            term,
+            raft_index: idx,
+            append_time_ms: self.last_append_ms,
+        };
+        let stamped = strand_storage::stamp_batch(batch, base, &stamp)?;
+        let count = BatchRef::validate(&stamped)
+            .map_err(|e| ClusterError::Malformed {
+                what: "stamped batch",
+                reason: e.to_string(),
+            })?
+            .record_count();
+        self.node.propose(Vec::new(), stamped)?;
+        if self.node.raft.raft_log.last_index() != idx {
+            return Err(ClusterError::ProposalDropped {
+                group: self.group,
+                reason: "raft did not append the proposal",
+            });
+        }
+        let info = AppendInfo {
+            base_offset: base,
+            last_offset: (base + u64::from(count)).saturating_sub(1),
+            append_time_ms: self.last_append_ms,
+        };
+        Ok((idx, info, term))
+    }
+
+    fn fail_all_pending(&mut self, leader: Option<u64>) {
+        for (_, p) in std::mem::take(&mut self.pending) {
+            let _ = p.reply.send(Err(ClusterError::NotLeader {
+                group: self.group,
+                leader,
+            }));
+        }
+    }
+
+    fn publish_status(&self) {
+        let status = GroupStatus {
+            leader: self.leader(),
+            term: self.node.raft.term,
+            is_leader: self.node.raft.state == StateRole::Leader,
+            commit: self.node.raft.raft_log.committed,
+            last_index: self.node.raft.raft_log.last_index(),
+        };
+        self.handle.status.send_if_modified(|s| {
+            let changed = *s != status;
+            *s = status;
+            changed
+        });
+    }
+
+    /// Applies committed entries: moves the high watermark, answers `acks=all`
+    /// proposals, applies configuration changes.
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<()> {
+        let mut hw = None;
+        for e in entries {
+            match e.get_entry_type() {
+                EntryType::EntryNormal if !e.data.is_empty() => {
+                    let b = BatchRef::validate(&e.data).map_err(|err| ClusterError::Malformed {
+                        what: "committed entry",
+                        reason: err.to_string(),
+                    })?;
+                    hw = Some(b.next_offset());
+                }
+                EntryType::EntryNormal => {}
+                EntryType::EntryConfChange => {
+                    use protobuf::Message as _;
+                    let cc = ConfChange::parse_from_bytes(&e.data).map_err(|err| ClusterError::Malformed {
+                        what: "conf change",
+                        reason: err.to_string(),
+                    })?;
+                    let cs = self.node.apply_conf_change(&cc)?;
+                    self.storage.set_conf_state(&cs)?;
+                }
+                EntryType::EntryConfChangeV2 => {
+                    use protobuf::Message as _;
+                    let cc = ConfChangeV2::parse_from_bytes(&e.data).map_err(|err| ClusterError::Malformed {
+                        what: "conf change",
+                        reason: err.to_string(),
+                    })?;
+                    let cs = self.node.apply_conf_change(&cc)?;
+                    self.storage.set_conf_state(&cs)?;
+                }
+            }
+            if let Some(p) = self.pending.remove(&e.index) {
+                let result = if p.term == e.term {
+                    Ok(p.info)
+                } else {
+                    Err(ClusterError::ProposalDropped {
+                        group: self.group,
+                        reason: "another leader's entry took its place",
+                    })
+                };
+                let _ = p.reply.send(result);
+            }
+        }
+        if let Some(hw) = hw {
+            self.handle.high_watermark.send_if_modified(|cur| {
+                let moved = hw > *cur;
+                *cur = (*cur).max(hw);
+                moved
+            });
+        }
+        Ok(())
+    }
+
+    /// Answers `acks=leader` proposals whose entries are now fsynced here.
+    fn resolve_persisted(&mut self, up_to: u64) {
+        let ready: Vec<u64> = self
+            .pending
+            .range(..=up_to)
+            .filter(|(_, p)| p.ack == Ack::Leader)
+            .map(|(&i, _)| i)
+            .collect();
+        for i in ready {
+            if let Some(p) = self.pending.remove(&i) {
+                let _ = p.reply.send(Ok(p.info));
+            }
+        }
+    }
+
+    /// Processes one `Ready`; outgoing messages are added to `out` by
+    /// destination node.
+    pub(crate) fn handle_ready(&mut self, out: &mut HashMap<u64, Vec<(u64, Message)>>) {
+        if self.failed {
+            return;
+        }
+        if let Err(e) = self.try_handle_ready(out) {
+            // Storage failed under Raft: stop this replica rather than
+            // acknowledge anything that may not be on disk.
+            tracing::error!(group = self.group, error = %e, "replica stopped: storage failure");
+            self.failed = true;
+            self.fail_all_pending(self.leader());
+        }
+    }
+
+    fn try_handle_ready(&mut self, out: &mut HashMap<u64, Vec<(u64, Message)>>) -> Result<()> {
+        let group = self.group;
+        let mut push = |msgs: Vec<Message>| {
+            for m in msgs {
+                out.entry(m.to).or_default().push((group, m));
+            }
+        };
+        let mut rd = self.node.ready();
+        if let Some(ss) = rd.ss() {
+            let leader = (ss.leader_id != 0).then_some(ss.leader_id);
+            tracing::info!(group, leader = ?leader, role = ?ss.raft_state, term = self.node.raft.term, "raft role change");
+            if ss.raft_state != StateRole::Leader {
+                self.fail_all_pending(leader);
+            }
+        }
+        push(rd.take_messages());
+        if !rd.snapshot().is_empty() {
+            return Err(ClusterError::Malformed {
+                what: "ready",
+                reason: "snapshots are not supported yet".into(),
+            });
+        }
+        self.apply(rd.take_committed_entries())?;
+        let appended = rd.entries().last().map(|e| e.index);
+        if appended.is_some() {
+            self.storage.append(rd.entries())?;
+        }
+        if let Some(hs) = rd.hs() {
+            self.storage.set_hard_state(hs)?;
+        }
+        if appended.is_some() || rd.must_sync() {
+            self.storage.sync()?;
+        }
+        if let Some(last) = appended {
+            self.resolve_persisted(last);
+        }
+        push(rd.take_persisted_messages());
+        let mut light = self.node.advance(rd);
+        if let Some(c) = light.commit_index() {
+            self.storage.set_commit(c);
+        }
+        push(light.take_messages());
+        self.apply(light.take_committed_entries())?;
+        self.node.advance_apply();
+        self.publish_status();
+        Ok(())
+    }
+
+    /// Persists the commit index (shutdown).
+    pub(crate) fn close(&mut self) {
+        self.fail_all_pending(self.leader());
+        if let Err(e) = self.storage.persist_state() {
+            tracing::warn!(group = self.group, error = %e, "could not persist raft state at shutdown");
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Moving Raft messages between nodes.
+//!
+//! A node hands all messages for one peer, across every group, to the
+//! transport in one call per loop iteration, so traffic between two brokers is
+//! batched and shares one connection. Delivery is best effort: Raft tolerates
+//! loss, duplication and reordering.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use raft::eraftpb::Message;
+
+/// Sends batches of `(group, message)` to peer nodes.
+pub trait Transport: Send + Sync + 'static {
+    /// Queues `msgs` for node `to`; never blocks the caller.
+    fn send(&self, from: u64, to: u64, msgs: Vec<(u64, Message)>);
+}
+
+/// Receives message batches addressed to a node.
+pub trait Inbox: Send + Sync + 'static {
+    /// Delivers a batch from node `from`.
+    fn deliver(&self, from: u64, msgs: Vec<(u64, Message)>);
+}
+
+/// An in-process network of nodes with links that can be cut, for tests of
+/// the replication logic (STYLE.md: raft-rs `harness/src/network.rs`).
+#[derive(Clone, Default)]
+pub struct MemoryNetwork {
+    inner: Arc<Mutex<NetworkState>>,
+}
+
+#[derive(Default)]
+struct NetworkState {
+    inboxes: HashMap<u64, Arc<dyn Inbox>>,
+    cut: HashSet<(u64, u64)>,
+}
+
+impl MemoryNetwork {
+    /// An empty network.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Attaches node `id`'s inbox.
+    pub fn attach(&self, id: u64, inbox: Arc<dyn Inbox>) {
+        self.state().inboxes.insert(id, inbox);
+    }
+
+    /// Detaches node `id` (as if it crashed).
+    pub fn detach(&self, id: u64) {
+        self.state().inboxes.remove(&id);
+    }
+
+    /// Cuts both directions between node `id` and every other node.
+    pub fn isolate(&self, id: u64) {
+        let mut s = self.state();
+        let others: Vec<u64> = s.inboxes.keys().copied().filter(|&o| o != id).collect();
+        for o in others {
+            s.cut.insert((id, o));
+            s.cut.insert((o, id));
+        }
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        self.state().cut.clear();
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, NetworkState> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Transport for MemoryNetwork {
+    fn send(&self, from: u64, to: u64, msgs: Vec<(u64, Message)>) {
+        let inbox = {
+            let s = self.state();
+            if s.cut.contains(&(from, to)) {
+                return;
+            }
+            s.inboxes.get(&to).cloned()
+        };
+        if let Some(inbox) = inbox {
+            inbox.deliver(from, msgs);
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Replication of one partition across three in-process nodes over a
+//! memory network (DESIGN.md, "Replication").
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use strand_cluster::{Ack, ClusterError, GroupHandle, MemoryNetwork, NodeConfig, RaftNode};
+use strand_storage::{BatchBuilder, Compression, FsyncPolicy, LogConfig, NewRecord, PartitionLog, batches};
+
+const GROUP: u64 = 7;
+
+fn log_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 64 * 1024,
+        max_batch_bytes: 16 * 1024,
+        preallocate_bytes: 64 * 1024,
+        index_max_bytes: 64 * 1024,
+        fsync: FsyncPolicy::Never,
+        retention_ms: None,
+        ..LogConfig::default()
+    }
+}
+
+fn fast() -> NodeConfig {
+    NodeConfig {
+        tick: Duration::from_millis(20),
+        ..NodeConfig::default()
+    }
+}
+
+fn batch(tag: &str, n: u32) -> Bytes {
+    let mut b = BatchBuilder::new(Compression::None);
+    for i in 0..n {
+        let v = format!("{tag}-{i}");
+        b.push(&NewRecord {
+            timestamp_ms: 1,
+            key: None,
+            value: Some(v.as_bytes()),
+            headers: &[],
+        });
+    }
+    Bytes::from(b.build().expect("batch"))
+}
+
+struct Member {
+    node: RaftNode,
+    log: Arc<RwLock<PartitionLog>>,
+    handle: Arc<GroupHandle>,
+    dir: std::path::PathBuf,
+}
+
+struct Cluster {
+    net: MemoryNetwork,
+    members: Vec<Option<Member>>,
+    _tmp: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start(n: u64) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let net = MemoryNetwork::new();
+        let mut c = Cluster {
+            net,
+            members: Vec::new(),
+            _tmp: tmp,
+        };
+        for id in 1..=n {
+            let dir = c._tmp.path().join(format!("node-{id}"));
+            let m = c.start_member(id, dir, n).await;
+            c.members.push(Some(m));
+        }
+        c
+    }
+
+    async fn start_member(&self, id: u64, dir: std::path::PathBuf, n: u64) -> Member {
+        let log = Arc::new(RwLock::new(PartitionLog::open(&dir, log_config()).expect("open log")));
+        let node = RaftNode::start(id, fast(), Arc::new(self.net.clone()));
+        self.net.attach(id, node.inbox());
+        let voters: Vec<u64> = (1..=n).collect();
+        let handle = node
+            .add_group(GROUP, Arc::clone(&log), voters)
+            .await
+            .expect("add group");
+        Member { node, log, handle, dir }
+    }
+
+    fn member(&self, id: u64) -> &Member {
+        self.members[(id - 1) as usize].as_ref().expect("running")
+    }
+
+    async fn leader(&self) -> u64 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            for m in self.members.iter().flatten() {
+                let s = *m.handle.status.borrow();
+                if s.is_leader {
+                    return m.node.id();
+                }
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no leader elected within 10 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn leader_other_than(&self, old: u64) -> u64 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            for m in self.members.iter().flatten() {
+                let s = *m.handle.status.borrow();
+                if s.is_leader && m.node.id() != old {
+                    return m.node.id();
+                }
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no new leader within 10 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops node `id` abruptly (no state persisted beyond what Raft synced).
+    fn kill(&mut self, id: u64) -> std::path::PathBuf {
+        let m = self.members[(id - 1) as usize].take().expect("running");
+        self.net.detach(id);
+        m.node.shutdown();
+        m.dir
+    }
+}
+
+/// Every record batch stored by `log` below `upper`, as raw bytes.
+fn raw(log: &Arc<RwLock<PartitionLog>>, upper: u64) -> Vec<u8> {
+    let log = log.read().expect("lock");
+    let mut out = Vec::new();
+    let mut next = log.earliest();
+    while next < upper {
+        let bytes = log.read_bounded(next, 1 << 20, upper).expect("read");
+        if bytes.is_empty() {
+            break;
+        }
+        for b in batches(&bytes) {
+            next = b.expect("valid").next_offset();
+        }
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
+async fn wait_hw(h: &GroupHandle, at_least: u64) {
+    let mut rx = h.high_watermark.subscribe();
+    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|&hw| hw >= at_least))
+        .await
+        .expect("high watermark reached in time")
+        .expect("group alive");
+}
+
+#[tokio::test]
+async fn a_committed_batch_is_on_every_replica_byte_for_byte() {
+    let c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    let mut next = 0;
+    for i in 0..50 {
+        let info = c
+            .member(leader)
+            .node
+            .propose(GROUP, batch(&format!("b{i}"), 4), Ack::All)
+            .await
+            .expect("committed");
+        assert_eq!(info.base_offset, next, "offsets are contiguous");
+        next = info.last_offset + 1;
+    }
+    for id in 1..=3 {
+        wait_hw(&c.member(id).handle, next).await;
+    }
+    let reference = raw(&c.member(1).log, next);
+    assert!(!reference.is_empty());
+    for id in 2..=3 {
+        assert_eq!(raw(&c.member(id).log, next), reference, "replica {id} differs");
+    }
+    // A follower refuses proposals and names the leader.
+    let follower = (1..=3).find(|&i| i != leader).expect("a follower");
+    match c.member(follower).node.propose(GROUP, batch("x", 1), Ack::All).await {
+        Err(ClusterError::NotLeader { leader: Some(l), .. }) => assert_eq!(l, leader),
+        other => panic!("expected NotLeader, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_isolated_leader_cannot_commit_and_its_tail_is_replaced() {
+    let c = Cluster::start(3).await;
+    let old = c.leader().await;
+    let first = c
+        .member(old)
+        .node
+        .propose(GROUP, batch("before", 3), Ack::All)
+        .await
+        .expect("committed");
+    c.net.isolate(old);
+    // The minority leader accepts the proposal into its log but can never
+    // commit it; it steps down (check_quorum) and the proposal fails.
+    let stranded = c.member(old).node.propose(GROUP, batch("stranded", 3), Ack::All).await;
+    assert!(
+        stranded.is_err(),
+        "a minority must not acknowledge acks=all: {stranded:?}"
+    );
+    let new = c.leader_other_than(old).await;
+    let mut end = first.last_offset + 1;
+    for i in 0..10 {
+        let info = c
+            .member(new)
+            .node
+            .propose(GROUP, batch(&format!("after{i}"), 2), Ack::All)
+            .await
+            .expect("committed");
+        end = info.last_offset + 1;
+    }
+    c.net.heal();
+    wait_hw(&c.member(old).handle, end).await;
+    let reference = raw(&c.member(new).log, end);
+    assert_eq!(
+        raw(&c.member(old).log, end),
+        reference,
+        "the old leader's stranded tail was truncated"
+    );
+    let text = String::from_utf8_lossy(&reference);
+    assert!(!text.contains("stranded"), "the unacknowledged batch is gone");
+}
+
+#[tokio::test]
+async fn a_killed_leader_is_replaced_and_rejoins_from_its_data() {
+    let mut c = Cluster::start(3).await;
+    let old = c.leader().await;
+    let mut end = 0;
+    for i in 0..20 {
+        end = c
+            .member(old)
+            .node
+            .propose(GROUP, batch(&format!("a{i}"), 5), Ack::All)
+            .await
+            .expect("ok")
+            .last_offset
+            + 1;
+    }
+    let dir = c.kill(old);
+    let new = c.leader_other_than(old).await;
+    for i in 0..20 {
+        end = c
+            .member(new)
+            .node
+            .propose(GROUP, batch(&format!("b{i}"), 5), Ack::All)
+            .await
+            .expect("ok")
+            .last_offset
+            + 1;
+    }
+    // Restart the old leader on its data directory.
+    let m = c.start_member(old, dir, 3).await;
+    c.members[(old - 1) as usize] = Some(m);
+    wait_hw(&c.member(old).handle, end).await;
+    assert_eq!(raw(&c.member(old).log, end), raw(&c.member(new).log, end));
+    // Offsets never repeat across leaders.
+    let bytes = raw(&c.member(new).log, end);
+    let mut expected = 0;
+    for b in batches(&bytes) {
+        let b = b.expect("valid");
+        assert_eq!(b.base_offset(), expected);
+        expected = b.next_offset();
+    }
+    assert_eq!(expected, end);
+}
+
+#[tokio::test]
+async fn acks_leader_answers_after_the_local_fsync() {
+    let c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    let info = c
+        .member(leader)
+        .node
+        .propose(GROUP, batch("l", 2), Ack::Leader)
+        .await
+        .expect("stored");
+    assert_eq!(info.base_offset, 0);
+    assert!(c.member(leader).log.read().expect("lock").durable_offset() >= 2);
+}
