@@ -32,7 +32,7 @@ pub use error::{ClusterError, Result};
 pub use node::{NodeConfig, RaftNode};
 pub use raft_log::{PersistedState, RaftLog};
 pub use replica::{Ack, GroupHandle, GroupStatus};
-pub use transport::{Inbox, MemoryNetwork, Transport};
+pub use transport::{GrpcTransport, Inbox, MemoryNetwork, Transport, decode_batch};
 
 /// Re-exported so peers can encode messages for a transport.
 pub use raft::eraftpb::Message as RaftMessage;

@@ -1,26 +1,11 @@
-//! Moving Raft messages between nodes.
-//!
-//! A node hands all messages for one peer, across every group, to the
-//! transport in one call per loop iteration, so traffic between two brokers is
-//! batched and shares one connection. Delivery is best effort: Raft tolerates
-//! loss, duplication and reordering.
+//! An in-process network for tests of the replication logic.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use raft::eraftpb::Message;
 
-/// Sends batches of `(group, message)` to peer nodes.
-pub trait Transport: Send + Sync + 'static {
-    /// Queues `msgs` for node `to`; never blocks the caller.
-    fn send(&self, from: u64, to: u64, msgs: Vec<(u64, Message)>);
-}
-
-/// Receives message batches addressed to a node.
-pub trait Inbox: Send + Sync + 'static {
-    /// Delivers a batch from node `from`.
-    fn deliver(&self, from: u64, msgs: Vec<(u64, Message)>);
-}
+use super::{Inbox, Transport};
 
 /// An in-process network of nodes with links that can be cut, for tests of
 /// the replication logic (STYLE.md: raft-rs `harness/src/network.rs`).
