@@ -1,0 +1,176 @@
+//! Topic administration and cluster inspection.
+//!
+//! Admin requests go to any broker (the broker forwards what only the
+//! controller can do); if one does not answer, the next known broker is
+//! tried. Offset lookups go to the partition's leader.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use strand_proto::v1::admin_client::AdminClient;
+use strand_proto::v1::{
+    CreateTopicRequest, DeleteTopicRequest, DescribeTopicRequest, ListTopicsRequest, MetadataRequest, MetadataResponse,
+    TopicDescription, TopicSummary,
+};
+
+use tonic::transport::Channel;
+
+use crate::connection::{ConnectionConfig, with_timeout};
+use crate::error::{ClientError, Result};
+use crate::metadata::Metadata;
+use crate::offsets::{ListedOffsets, OffsetSpec, list_offsets};
+use crate::retry::Backoff;
+
+/// An administrative client. Cheap to clone; safe to share.
+///
+/// ```no_run
+/// # async fn f() -> strand_client::Result<()> {
+/// use std::collections::BTreeMap;
+/// use strand_client::Admin;
+///
+/// let admin = Admin::connect("127.0.0.1:9292").await?;
+/// let configs = BTreeMap::from([("retention.ms".to_owned(), "3600000".to_owned())]);
+/// admin.create_topic("orders", 6, 1, configs).await?;
+/// for t in admin.list_topics().await? {
+///     println!("{} ({} partitions)", t.name, t.partitions);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Admin {
+    md: Arc<Metadata>,
+    backoff: Backoff,
+}
+
+impl Admin {
+    /// Connects to the first broker of `bootstrap` (`"host:port[,...]"`)
+    /// that answers, with default timeouts (10 s to connect, 30 s per request).
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidArgument`] for an empty list;
+    /// [`ClientError::Connect`] if no broker answers.
+    pub async fn connect(bootstrap: impl Into<String>) -> Result<Admin> {
+        let md = Metadata::connect(&bootstrap.into(), ConnectionConfig::default()).await?;
+        Ok(Admin {
+            md,
+            backoff: Backoff::default(),
+        })
+    }
+
+    /// Creates a topic and returns its description.
+    ///
+    /// # Errors
+    /// The broker's reason: `TOPIC_ALREADY_EXISTS`, `INVALID_TOPIC`,
+    /// `INVALID_CONFIG`, `INVALID_REQUEST`, ...
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<TopicDescription> {
+        let request = CreateTopicRequest {
+            name: name.to_owned(),
+            partitions,
+            replication_factor,
+            configs: configs.into_iter().collect(),
+        };
+        let created = self
+            .admin_call("create topic", |mut c| {
+                let request = request.clone();
+                async move { Ok(c.create_topic(request).await?.into_inner()) }
+            })
+            .await?;
+        created.topic.ok_or_else(|| ClientError::Protocol {
+            message: format!("create topic {name:?} answered without a description"),
+        })
+    }
+
+    /// Deletes a topic and its data.
+    ///
+    /// # Errors
+    /// `UNKNOWN_TOPIC` if it does not exist.
+    pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        self.admin_call("delete topic", |mut c| async move {
+            c.delete_topic(DeleteTopicRequest { name: name.to_owned() }).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Every topic with its partition count and replication factor.
+    ///
+    /// # Errors
+    /// A transport or broker failure.
+    pub async fn list_topics(&self) -> Result<Vec<TopicSummary>> {
+        self.admin_call("list topics", |mut c| async move {
+            Ok(c.list_topics(ListTopicsRequest {}).await?.into_inner().topics)
+        })
+        .await
+    }
+
+    /// A topic's configuration and per-partition state (leader, replicas,
+    /// offsets, size).
+    ///
+    /// # Errors
+    /// `UNKNOWN_TOPIC` if it does not exist.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
+        self.admin_call("describe topic", |mut c| async move {
+            Ok(c.describe_topic(DescribeTopicRequest { name: name.to_owned() })
+                .await?
+                .into_inner())
+        })
+        .await
+    }
+
+    /// The cluster's brokers and every topic's partitions and leaders.
+    ///
+    /// # Errors
+    /// A transport or broker failure.
+    pub async fn metadata(&self) -> Result<MetadataResponse> {
+        let timeout = self.request_timeout();
+        self.md
+            .with_any_broker(|addr| async move {
+                let mut c = self.md.conns().strand(&addr).await?;
+                with_timeout(|| format!("metadata request to {addr}"), timeout, async {
+                    Ok(c.metadata(MetadataRequest::default()).await?.into_inner())
+                })
+                .await
+            })
+            .await
+    }
+
+    /// Looks up an offset of a partition on its leader.
+    ///
+    /// # Errors
+    /// `UNKNOWN_TOPIC`, `UNKNOWN_PARTITION`, or a failure that persisted for
+    /// the request timeout.
+    pub async fn list_offsets(&self, topic: &str, partition: u32, spec: OffsetSpec) -> Result<ListedOffsets> {
+        list_offsets(&self.md, topic, partition, spec, self.backoff, self.request_timeout()).await
+    }
+
+    fn request_timeout(&self) -> Duration {
+        self.md.conns().config().request_timeout
+    }
+
+    /// Runs an `Admin` RPC on the first broker that answers, within the
+    /// request timeout.
+    async fn admin_call<T, F, Fut>(&self, what: &'static str, call: F) -> Result<T>
+    where
+        F: Fn(AdminClient<Channel>) -> Fut + Clone,
+        Fut: Future<Output = Result<T>>,
+    {
+        let timeout = self.request_timeout();
+        self.md
+            .with_any_broker(|addr| {
+                let conns = self.md.conns();
+                let call = call.clone();
+                async move {
+                    let client = conns.admin(&addr).await?;
+                    with_timeout(|| format!("{what} on {addr}"), timeout, call(client)).await
+                }
+            })
+            .await
+    }
+}

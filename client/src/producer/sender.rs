@@ -1,0 +1,524 @@
+//! The producer's background task: takes sealed batches from the
+//! accumulator, sends them to their partition leaders and settles their
+//! records' futures.
+//!
+//! Ordering: a partition has at most one request in flight, and a batch that
+//! must be retried goes back to the front of its partition's queue, so
+//! retries never reorder a partition. Different partitions are independent;
+//! ready batches of partitions that share a leader travel in one
+//! `ProduceRequest`.
+//!
+//! Lingering: a batch whose linger time passed is sealed only when its
+//! partition is free to send. While a request is in flight the open batch
+//! keeps filling, which turns a slow broker into larger batches rather than
+//! a queue of small ones.
+//!
+//! Lifetime: the task ends when the producer is closed, or when every
+//! `Producer` handle is dropped, after it has delivered (or failed) what was
+//! already accepted, so nothing is left running.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use strand_proto::v1::{ErrorCode, PartitionBatch, ProduceRequest, ProduceResponse};
+use tokio::sync::mpsc;
+
+use super::Acks;
+use super::accumulator::{Accumulator, FlushWaiter, ProducerBatch};
+use crate::connection::with_timeout;
+use crate::error::{ClientError, Result};
+use crate::metadata::{Metadata, RefreshReport};
+use crate::retry::Backoff;
+
+/// Extra time the client waits for a produce answer beyond the timeout it
+/// gives the broker, so a broker-side `REQUEST_TIMED_OUT` arrives as such.
+const RESPONSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Approximate protobuf framing per batch in a `ProduceRequest` (topic name
+/// excluded), for sizing requests.
+const PER_BATCH_OVERHEAD: usize = 32;
+
+/// Sender settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SenderConfig {
+    pub acks: Acks,
+    pub request_timeout: Duration,
+    pub delivery_timeout: Duration,
+    pub retries: u32,
+    pub backoff: Backoff,
+    pub max_request_bytes: usize,
+    pub metadata_max_age: Duration,
+}
+
+/// Locks the accumulator; its state is valid after any panic in a holder
+/// (each update is one method call), so poisoning is ignored.
+pub(crate) fn lock(acc: &Mutex<Accumulator>) -> MutexGuard<'_, Accumulator> {
+    acc.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+type PartitionKey = (Arc<str>, u32);
+
+#[derive(Debug, Default)]
+struct PartitionState {
+    /// Sealed batches not in flight, oldest first.
+    queue: VecDeque<ProducerBatch>,
+    in_flight: bool,
+    /// No send before this instant (backoff after a retriable failure).
+    retry_at: Option<Instant>,
+    /// The open batch may have lingered: seal it when the partition is free.
+    check_linger: bool,
+}
+
+impl PartitionState {
+    fn is_free(&self, now: Instant) -> bool {
+        !self.in_flight && self.retry_at.is_none_or(|t| t <= now)
+    }
+
+    fn is_idle(&self) -> bool {
+        !self.in_flight && self.queue.is_empty() && !self.check_linger
+    }
+}
+
+enum Event {
+    Produced {
+        addr: Arc<str>,
+        batches: Vec<ProducerBatch>,
+        result: Result<ProduceResponse>,
+    },
+    Refreshed(Result<RefreshReport>),
+}
+
+pub(crate) struct Sender {
+    config: SenderConfig,
+    md: Arc<Metadata>,
+    acc: Arc<Mutex<Accumulator>>,
+    wake: mpsc::Receiver<()>,
+    wake_open: bool,
+    closing: bool,
+    partitions: HashMap<PartitionKey, PartitionState>,
+    /// Ids of batches taken from the accumulator and not yet settled.
+    incomplete: BTreeSet<u64>,
+    flush_waiters: Vec<FlushWaiter>,
+    inflight: FuturesUnordered<BoxFuture<'static, Event>>,
+    next_linger: Option<Instant>,
+    accumulator_empty: bool,
+    refresh_wanted: bool,
+    refresh_in_flight: bool,
+    last_refresh: Option<Instant>,
+    next_periodic_refresh: Instant,
+}
+
+impl Sender {
+    pub(crate) fn new(
+        config: SenderConfig,
+        md: Arc<Metadata>,
+        acc: Arc<Mutex<Accumulator>>,
+        wake: mpsc::Receiver<()>,
+    ) -> Self {
+        Sender {
+            config,
+            md,
+            acc,
+            wake,
+            wake_open: true,
+            closing: false,
+            partitions: HashMap::new(),
+            incomplete: BTreeSet::new(),
+            flush_waiters: Vec::new(),
+            inflight: FuturesUnordered::new(),
+            next_linger: None,
+            accumulator_empty: true,
+            refresh_wanted: false,
+            refresh_in_flight: false,
+            last_refresh: None,
+            next_periodic_refresh: Instant::now() + config.metadata_max_age,
+        }
+    }
+
+    /// Runs until the producer is closed or dropped and everything accepted
+    /// has been settled.
+    pub(crate) async fn run(mut self) {
+        loop {
+            let now = Instant::now();
+            self.pull(now);
+            self.expire(now);
+            self.dispatch(now);
+            self.resolve_flushes();
+            if self.closing && self.is_idle() {
+                break;
+            }
+            let wake_at = self.next_wakeup(now);
+            tokio::select! {
+                Some(event) = self.inflight.next(), if !self.inflight.is_empty() => self.handle(event),
+                msg = self.wake.recv(), if self.wake_open => {
+                    if msg.is_none() {
+                        // Every handle is gone: deliver what was accepted, then stop.
+                        self.wake_open = false;
+                        self.closing = true;
+                    }
+                }
+                () = tokio::time::sleep_until(wake_at.into()) => {}
+            }
+        }
+        self.finish();
+    }
+
+    /// Takes sealed batches, flush requests and linger expiries from the
+    /// accumulator, and seals lingered batches of free partitions. All under
+    /// one lock, so a partition's batches enter its queue in sealing order.
+    fn pull(&mut self, now: Instant) {
+        let acc_arc = self.acc.clone();
+        let mut acc = lock(&acc_arc);
+        if acc.closed {
+            self.closing = true;
+        }
+        if self.closing {
+            acc.seal_all();
+        }
+        for b in acc.take_ready() {
+            self.incomplete.insert(b.id);
+            self.partitions
+                .entry((b.topic.clone(), b.partition))
+                .or_default()
+                .queue
+                .push_back(b);
+        }
+        self.flush_waiters.extend(acc.take_flush_waiters());
+        while let Some(key) = acc.pop_lingered(now) {
+            self.partitions.entry(key).or_default().check_linger = true;
+        }
+        for ((topic, partition), st) in self.partitions.iter_mut() {
+            if st.check_linger && st.queue.is_empty() && st.is_free(now) {
+                st.check_linger = false;
+                if let Some(b) = acc.seal_if_lingered(topic, *partition, now) {
+                    self.incomplete.insert(b.id);
+                    st.queue.push_back(b);
+                }
+            }
+        }
+        self.next_linger = acc.next_linger_deadline();
+        self.accumulator_empty = acc.is_empty();
+    }
+
+    /// Fails queued batches whose delivery timeout passed.
+    fn expire(&mut self, now: Instant) {
+        let limit = self.config.delivery_timeout;
+        for st in self.partitions.values_mut() {
+            while st.queue.front().is_some_and(|b| b.created_at + limit <= now) {
+                if let Some(b) = st.queue.pop_front() {
+                    self.incomplete.remove(&b.id);
+                    let err = timeout_error(&b, limit);
+                    b.fail(err);
+                }
+            }
+            if st.queue.is_empty() {
+                st.retry_at = None;
+            }
+        }
+    }
+
+    /// Sends the front batch of every free partition whose leader is known,
+    /// one request per leader (split at `max_request_bytes`).
+    fn dispatch(&mut self, now: Instant) {
+        let mut by_leader: HashMap<Arc<str>, Vec<ProducerBatch>> = HashMap::new();
+        for ((topic, partition), st) in self.partitions.iter_mut() {
+            if st.queue.is_empty() || !st.is_free(now) {
+                continue;
+            }
+            let Some(leader) = self.md.leader(topic, *partition) else {
+                self.refresh_wanted = true;
+                continue;
+            };
+            if let Some(b) = st.queue.pop_front() {
+                st.in_flight = true;
+                st.retry_at = None;
+                by_leader.entry(leader).or_default().push(b);
+            }
+        }
+        for (addr, batches) in by_leader {
+            let mut request: Vec<ProducerBatch> = Vec::new();
+            let mut bytes = 0;
+            for b in batches {
+                let size = b.bytes.len() + b.topic.len() + PER_BATCH_OVERHEAD;
+                if !request.is_empty() && bytes + size > self.config.max_request_bytes {
+                    let full = std::mem::take(&mut request);
+                    self.inflight.push(self.produce(addr.clone(), full));
+                    bytes = 0;
+                }
+                bytes += size;
+                request.push(b);
+            }
+            if !request.is_empty() {
+                self.inflight.push(self.produce(addr.clone(), request));
+            }
+        }
+        self.partitions.retain(|_, st| !st.is_idle());
+
+        if now >= self.next_periodic_refresh {
+            self.next_periodic_refresh = now + self.config.metadata_max_age;
+            self.refresh_wanted = true;
+        }
+        if self.refresh_wanted && !self.refresh_in_flight && self.refresh_allowed_at().is_none_or(|t| t <= now) {
+            self.refresh_wanted = false;
+            self.refresh_in_flight = true;
+            self.last_refresh = Some(now);
+            self.inflight.push(self.refresh());
+        }
+    }
+
+    fn refresh_allowed_at(&self) -> Option<Instant> {
+        self.last_refresh.map(|t| t + self.config.backoff.initial)
+    }
+
+    /// One `ProduceRequest` carrying `batches` (all led by `addr`).
+    fn produce(&self, addr: Arc<str>, batches: Vec<ProducerBatch>) -> BoxFuture<'static, Event> {
+        let md = self.md.clone();
+        let timeout = self.config.request_timeout;
+        let request = ProduceRequest {
+            acks: self.config.acks.to_proto() as i32,
+            timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
+            batches: batches
+                .iter()
+                .map(|b| PartitionBatch {
+                    topic: b.topic.to_string(),
+                    partition: b.partition,
+                    batch: b.bytes.clone(),
+                })
+                .collect(),
+        };
+        Box::pin(async move {
+            let result = async {
+                let mut client = md.conns().strand(&addr).await?;
+                with_timeout(
+                    || format!("produce request to {addr}"),
+                    timeout + RESPONSE_GRACE,
+                    async { Ok(client.produce(request).await?.into_inner()) },
+                )
+                .await
+            }
+            .await;
+            Event::Produced { addr, batches, result }
+        })
+    }
+
+    /// A metadata refresh of every topic the producer writes to.
+    fn refresh(&self) -> BoxFuture<'static, Event> {
+        let md = self.md.clone();
+        let mut topics: HashSet<String> = md.cached_topics().into_iter().collect();
+        topics.extend(self.partitions.keys().map(|(t, _)| t.to_string()));
+        Box::pin(async move {
+            let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+            Event::Refreshed(md.refresh(&topics).await)
+        })
+    }
+
+    fn handle(&mut self, event: Event) {
+        let now = Instant::now();
+        match event {
+            Event::Refreshed(result) => {
+                self.refresh_in_flight = false;
+                match result {
+                    Ok(report) => {
+                        for (topic, err) in report.errors {
+                            self.fail_topic(&topic, &err);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "producer metadata refresh failed");
+                        self.refresh_wanted = true;
+                    }
+                }
+            }
+            Event::Produced { addr, batches, result } => match result {
+                Err(e) => {
+                    tracing::debug!(broker = %addr, error = %e, batches = batches.len(), "produce request failed");
+                    if e.needs_metadata_refresh() {
+                        self.md.conns().invalidate(&addr);
+                        self.refresh_wanted = true;
+                    }
+                    for b in batches {
+                        self.retry_or_fail(b, e.clone(), now);
+                    }
+                }
+                Ok(resp) if resp.results.len() != batches.len() => {
+                    let err = ClientError::Protocol {
+                        message: format!(
+                            "produce answered {} results for {} batches",
+                            resp.results.len(),
+                            batches.len()
+                        ),
+                    };
+                    for b in batches {
+                        self.retry_or_fail(b, err.clone(), now);
+                    }
+                }
+                Ok(resp) => {
+                    for (b, r) in batches.into_iter().zip(resp.results) {
+                        let error = r
+                            .error
+                            .as_ref()
+                            .and_then(|e| ClientError::from_partition_error(e, &b.topic, b.partition, 0));
+                        match error {
+                            None => {
+                                let offset = match self.config.acks {
+                                    Acks::None => None,
+                                    Acks::All | Acks::Leader => Some(r.base_offset),
+                                };
+                                self.succeed(b, offset);
+                            }
+                            Some(err) => {
+                                if err.code() == Some(ErrorCode::NotLeader)
+                                    && let Some(hint) = r.error.as_ref().map(|e| e.leader_addr.as_str())
+                                    && !hint.is_empty()
+                                {
+                                    self.md.set_leader(&b.topic, b.partition, hint);
+                                }
+                                if err.needs_metadata_refresh() {
+                                    self.refresh_wanted = true;
+                                }
+                                self.retry_or_fail(b, err, now);
+                            }
+                        }
+                    }
+                }
+            },
+        }
+    }
+
+    fn state(&mut self, b: &ProducerBatch) -> &mut PartitionState {
+        self.partitions.entry((b.topic.clone(), b.partition)).or_default()
+    }
+
+    fn succeed(&mut self, b: ProducerBatch, offset: Option<u64>) {
+        let st = self.state(&b);
+        st.in_flight = false;
+        st.check_linger = true;
+        self.incomplete.remove(&b.id);
+        b.complete(offset);
+    }
+
+    /// Puts a failed batch back at the front of its queue after a backoff if
+    /// the error is retriable and time and retries remain; fails it otherwise.
+    fn retry_or_fail(&mut self, mut b: ProducerBatch, err: ClientError, now: Instant) {
+        let config = self.config;
+        b.attempts += 1;
+        let deadline = b.created_at + config.delivery_timeout;
+        let st = self.state(&b);
+        st.in_flight = false;
+        st.check_linger = true;
+        if err.is_retriable() && b.attempts <= config.retries && now < deadline {
+            let delay = config.backoff.delay(b.attempts);
+            tracing::debug!(
+                topic = %b.topic, partition = b.partition, attempt = b.attempts, error = %err,
+                "retrying produce after {delay:?}"
+            );
+            st.retry_at = Some(now + delay);
+            b.last_error = Some(err);
+            st.queue.push_front(b);
+            return;
+        }
+        self.incomplete.remove(&b.id);
+        let err = if err.is_retriable() && now >= deadline {
+            b.last_error = Some(err);
+            timeout_error(&b, config.delivery_timeout)
+        } else {
+            err
+        };
+        tracing::debug!(topic = %b.topic, partition = b.partition, error = %err, "produce failed");
+        b.fail(err);
+    }
+
+    /// Fails the queued (not in-flight) batches of a topic the broker says
+    /// is gone.
+    fn fail_topic(&mut self, topic: &str, err: &ClientError) {
+        for ((t, _), st) in self.partitions.iter_mut() {
+            if &**t != topic {
+                continue;
+            }
+            for b in st.queue.drain(..) {
+                self.incomplete.remove(&b.id);
+                b.fail(err.clone());
+            }
+            st.retry_at = None;
+        }
+    }
+
+    fn resolve_flushes(&mut self) {
+        if self.flush_waiters.is_empty() {
+            return;
+        }
+        let oldest = self.incomplete.first().copied();
+        let waiters = std::mem::take(&mut self.flush_waiters);
+        for w in waiters {
+            if oldest.is_none_or(|id| id >= w.upto) {
+                let _ = w.tx.send(());
+            } else {
+                self.flush_waiters.push(w);
+            }
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.inflight.is_empty() && self.accumulator_empty && self.partitions.values().all(|st| st.queue.is_empty())
+    }
+
+    /// The earliest instant at which the loop has timed work to do.
+    fn next_wakeup(&self, now: Instant) -> Instant {
+        let mut at = now + self.config.metadata_max_age;
+        at = at.min(self.next_periodic_refresh);
+        if let Some(t) = self.next_linger {
+            at = at.min(t);
+        }
+        for st in self.partitions.values() {
+            if st.in_flight {
+                continue;
+            }
+            if let Some(front) = st.queue.front() {
+                at = at.min(front.created_at + self.config.delivery_timeout);
+                if let Some(t) = st.retry_at {
+                    at = at.min(t);
+                }
+            }
+        }
+        if self.refresh_wanted
+            && !self.refresh_in_flight
+            && let Some(t) = self.refresh_allowed_at()
+        {
+            at = at.min(t);
+        }
+        at.max(now)
+    }
+
+    /// Marks the producer finished and releases any flush still waiting.
+    fn finish(self) {
+        let mut acc = lock(&self.acc);
+        acc.sender_done = true;
+        for w in acc.take_flush_waiters().into_iter().chain(self.flush_waiters) {
+            let _ = w.tx.send(());
+        }
+        for b in acc.take_ready() {
+            b.fail(ClientError::Closed);
+        }
+    }
+}
+
+fn timeout_error(b: &ProducerBatch, limit: Duration) -> ClientError {
+    let last = b
+        .last_error
+        .as_ref()
+        .map(|e| format!(" (last error: {e})"))
+        .unwrap_or_default();
+    ClientError::Timeout {
+        what: format!(
+            "delivery of {} records to {}/{}{last}",
+            b.record_count(),
+            b.topic,
+            b.partition
+        ),
+        after: limit,
+    }
+}
