@@ -1,8 +1,6 @@
 //! Starting brokers for tests: each gets its own data directory and an
 //! ephemeral port, and stops (flushing its logs) when asked.
 
-use std::time::Duration;
-
 use strand_broker::{BrokerConfig, RunningBroker};
 use strand_proto::v1::{admin_client::AdminClient, strand_client::StrandClient};
 use tonic::transport::Channel;
@@ -67,22 +65,6 @@ impl TestBroker {
         AdminClient::connect(format!("http://{}", self.addr()))
             .await
             .expect("connect")
-    }
-}
-
-/// Polls `f` until it returns `Some`, or panics after `deadline`.
-pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let end = tokio::time::Instant::now() + deadline;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -3,3 +3,4 @@
 
 mod bad_input;
 mod harness;
+mod produce_fetch;

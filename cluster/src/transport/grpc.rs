@@ -20,18 +20,23 @@ const PEER_QUEUE: usize = 1024;
 /// Most messages in one call.
 const MAX_BATCH: usize = 4096;
 
+/// Messages for one peer: `(group, message)` pairs.
+type Outbox = mpsc::Sender<Vec<(u64, Message)>>;
+
 /// Sends Raft messages to peers over gRPC.
 pub struct GrpcTransport {
     cluster_id: String,
     addrs: Mutex<HashMap<u64, String>>,
-    queues: Mutex<HashMap<u64, mpsc::Sender<Vec<(u64, Message)>>>>,
+    queues: Mutex<HashMap<u64, Outbox>>,
     runtime: tokio::runtime::Handle,
     max_message_bytes: usize,
 }
 
 impl std::fmt::Debug for GrpcTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GrpcTransport").field("cluster_id", &self.cluster_id).finish()
+        f.debug_struct("GrpcTransport")
+            .field("cluster_id", &self.cluster_id)
+            .finish()
     }
 }
 
@@ -55,17 +60,28 @@ impl GrpcTransport {
 
     /// Adds or moves a peer.
     pub fn set_peer(&self, id: u64, addr: String) {
-        self.addrs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, addr);
+        self.addrs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id, addr);
         // A new address takes effect with a new connection.
-        self.queues.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
+        self.queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&id);
     }
 
-    fn queue(&self, from: u64, to: u64) -> Option<mpsc::Sender<Vec<(u64, Message)>>> {
+    fn queue(&self, from: u64, to: u64) -> Option<Outbox> {
         let mut queues = self.queues.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(q) = queues.get(&to).filter(|q| !q.is_closed()) {
             return Some(q.clone());
         }
-        let addr = self.addrs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&to).cloned()?;
+        let addr = self
+            .addrs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&to)
+            .cloned()?;
         let (tx, rx) = mpsc::channel(PEER_QUEUE);
         let cluster_id = self.cluster_id.clone();
         let max = self.max_message_bytes;

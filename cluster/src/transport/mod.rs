@@ -24,4 +24,3 @@ pub trait Inbox: Send + Sync + 'static {
     /// Delivers a batch from node `from`.
     fn deliver(&self, from: u64, msgs: Vec<(u64, Message)>);
 }
-

@@ -1,0 +1,251 @@
+//! `strand bench produce|consume`: load generators that end with one JSON
+//! line of throughput and acknowledgement-latency percentiles (HDR histogram).
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use hdrhistogram::Histogram;
+use strand_client::{Admin, Consumer, Offset, OffsetReset, Producer, ProducerRecord};
+
+use super::produce::{AcksArg, CompressionArg};
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Produce records as fast as allowed and measure acknowledgements.
+    Produce(ProduceBench),
+    /// Read records from the beginning and measure throughput.
+    Consume(ConsumeBench),
+}
+
+#[derive(Debug, Args)]
+pub struct ProduceBench {
+    /// Topic (created if missing).
+    #[arg(long)]
+    topic: String,
+    /// Records to send in total.
+    #[arg(long)]
+    records: u64,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 100)]
+    record_size: usize,
+    /// Distinct keys (0: no keys, sticky partitioning).
+    #[arg(long, default_value_t = 0)]
+    keys: u64,
+    /// Concurrent producers.
+    #[arg(long, default_value_t = 1)]
+    producers: u64,
+    /// Acknowledgement level.
+    #[arg(long, value_enum, default_value_t = AcksArg::All)]
+    acks: AcksArg,
+    /// Batch compression.
+    #[arg(long, value_enum, default_value_t = CompressionArg::None)]
+    compression: CompressionArg,
+    /// Partitions, when the topic is created here.
+    #[arg(long, default_value_t = 1)]
+    partitions: u32,
+    /// Replication factor, when the topic is created here.
+    #[arg(long, default_value_t = 1)]
+    replication_factor: u32,
+    /// Target records per second over all producers (default: unlimited).
+    #[arg(long)]
+    rate: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsumeBench {
+    /// Topic to read from the beginning.
+    #[arg(long)]
+    topic: String,
+    /// Records to read.
+    #[arg(long)]
+    records: u64,
+}
+
+pub async fn run(bootstrap: &str, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BenchCommand::Produce(b) => produce(bootstrap, b).await,
+        BenchCommand::Consume(b) => consume(bootstrap, b).await,
+    }
+}
+
+fn new_histogram() -> anyhow::Result<Histogram<u64>> {
+    // Microseconds, 1 µs .. 1 h, 3 significant digits.
+    Ok(Histogram::new_with_bounds(1, 3_600_000_000, 3)?)
+}
+
+fn report(records: u64, bytes: u64, elapsed: Duration, h: &Histogram<u64>) -> serde_json::Value {
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    serde_json::json!({
+        "records": records,
+        "msgs_per_sec": (records as f64 / secs).round(),
+        "mb_per_sec": ((bytes as f64 / secs / 1e6) * 100.0).round() / 100.0,
+        "p50_ms": ms(0.50),
+        "p99_ms": ms(0.99),
+        "p999_ms": ms(0.999),
+        "elapsed_s": (secs * 1000.0).round() / 1000.0,
+    })
+}
+
+fn spawn_progress(label: &'static str, done: Arc<AtomicU64>, total: u64) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let start = Instant::now();
+        let mut last = 0;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = done.load(Ordering::Relaxed);
+            eprintln!(
+                "{label}: {now}/{total} records, {} records/s over the last second, {:.1} s",
+                now - last,
+                start.elapsed().as_secs_f64()
+            );
+            last = now;
+            if now >= total {
+                return;
+            }
+        }
+    })
+}
+
+async fn produce(bootstrap: &str, b: ProduceBench) -> anyhow::Result<ExitCode> {
+    let admin = Admin::connect(bootstrap).await?;
+    if admin.describe_topic(&b.topic).await.is_err() {
+        admin
+            .create_topic(&b.topic, b.partitions, b.replication_factor, BTreeMap::new())
+            .await?;
+    }
+    let value = Bytes::from(vec![b'x'; b.record_size]);
+    let done = Arc::new(AtomicU64::new(0));
+    let progress = spawn_progress("produce", Arc::clone(&done), b.records);
+    let start = Instant::now();
+    let per_producer = b.records.div_ceil(b.producers.max(1));
+    let mut tasks = Vec::new();
+    for n in 0..b.producers.max(1) {
+        let from = n * per_producer;
+        let to = ((n + 1) * per_producer).min(b.records);
+        let producer = Producer::builder(bootstrap)
+            .acks(b.acks.into())
+            .compression(b.compression.into())
+            .build()
+            .await?;
+        let topic: Arc<str> = Arc::from(b.topic.as_str());
+        let value = value.clone();
+        let done = Arc::clone(&done);
+        let keys = b.keys;
+        let interval = b
+            .rate
+            .map(|r| Duration::from_secs_f64(b.producers.max(1) as f64 / r.max(1) as f64));
+        tasks.push(tokio::spawn(async move {
+            let mut h = new_histogram()?;
+            let mut inflight = FuturesUnordered::new();
+            let mut failures = 0u64;
+            let t0 = Instant::now();
+            for i in from..to {
+                if let Some(iv) = interval {
+                    let due = t0 + iv.mul_f64((i - from) as f64);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let mut r = ProducerRecord::new(Arc::clone(&topic), value.clone());
+                if keys > 0 {
+                    r = r.key(Bytes::from(format!("key-{}", i % keys)));
+                }
+                let sent = Instant::now();
+                let d = producer.send(r).await?;
+                inflight.push(async move { (sent, d.await) });
+                // Drain what completed without waiting.
+                while let Some(Some((sent, res))) = futures::FutureExt::now_or_never(inflight.next()) {
+                    record(&mut h, &mut failures, &done, sent, res);
+                }
+            }
+            while let Some((sent, res)) = inflight.next().await {
+                record(&mut h, &mut failures, &done, sent, res);
+            }
+            producer.close().await?;
+            anyhow::Ok((h, failures))
+        }));
+    }
+    let mut h = new_histogram()?;
+    let mut failures = 0;
+    for t in tasks {
+        let (ph, pf) = t.await??;
+        h.add(ph)?;
+        failures += pf;
+    }
+    let elapsed = start.elapsed();
+    progress.abort();
+    let acked = b.records - failures;
+    println!("{}", report(acked, acked * b.record_size as u64, elapsed, &h));
+    if failures > 0 {
+        eprintln!("error: {failures} records were not acknowledged");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn record(
+    h: &mut Histogram<u64>,
+    failures: &mut u64,
+    done: &AtomicU64,
+    sent: Instant,
+    res: strand_client::Result<strand_client::RecordMetadata>,
+) {
+    match res {
+        Ok(_) => {
+            let _ = h.record((sent.elapsed().as_micros() as u64).max(1));
+        }
+        Err(e) => {
+            if *failures == 0 {
+                eprintln!("first failure: {e}");
+            }
+            *failures += 1;
+        }
+    }
+    done.fetch_add(1, Ordering::Relaxed);
+}
+
+async fn consume(bootstrap: &str, b: ConsumeBench) -> anyhow::Result<ExitCode> {
+    let mut consumer = Consumer::builder(bootstrap)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .build()
+        .await?;
+    consumer.assign_all(&b.topic).await?;
+    for (topic, p) in consumer.assignment() {
+        consumer.seek(&topic, p, Offset::Beginning).await?;
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let progress = spawn_progress("consume", Arc::clone(&done), b.records);
+    let mut h = new_histogram()?;
+    let start = Instant::now();
+    let (mut n, mut bytes) = (0u64, 0u64);
+    let mut idle = Instant::now();
+    while n < b.records {
+        let t = Instant::now();
+        let records = consumer.poll().await?;
+        if records.is_empty() {
+            anyhow::ensure!(
+                idle.elapsed() < Duration::from_secs(10),
+                "only {n} of {} records arrived",
+                b.records
+            );
+            continue;
+        }
+        idle = Instant::now();
+        // Poll latency: how long one fetch round trip with data took.
+        let _ = h.record((t.elapsed().as_micros() as u64).max(1));
+        for r in &records {
+            bytes += r.value.as_ref().map_or(0, |v| v.len() as u64);
+        }
+        n += records.len() as u64;
+        done.store(n, Ordering::Relaxed);
+    }
+    progress.abort();
+    println!("{}", report(n, bytes, start.elapsed(), &h));
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,81 @@
+//! `strand broker`: run a broker until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use strand_broker::BrokerConfig;
+
+#[derive(Debug, Args)]
+pub struct BrokerArgs {
+    /// TOML config file; flags given here override its values.
+    #[arg(long, env = "STRAND_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory [default: ./strand-data].
+    #[arg(long, env = "STRAND_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:9292].
+    #[arg(long, env = "STRAND_LISTEN")]
+    listen: Option<String>,
+    /// Address clients should use for this broker [default: the listen address].
+    #[arg(long, env = "STRAND_ADVERTISED_ADDR")]
+    advertised_addr: Option<String>,
+    /// This broker's node id [default: 1].
+    #[arg(long, env = "STRAND_NODE_ID")]
+    node_id: Option<u64>,
+}
+
+impl BrokerArgs {
+    fn into_config(self) -> anyhow::Result<BrokerConfig> {
+        let mut c = match &self.config {
+            Some(p) => BrokerConfig::from_file(p)?,
+            None => BrokerConfig::default(),
+        };
+        if let Some(d) = self.data_dir {
+            c.data_dir = d;
+        }
+        if let Some(l) = self.listen {
+            c.listen = l;
+        }
+        if let Some(a) = self.advertised_addr {
+            c.advertised_addr = Some(a);
+        }
+        if let Some(n) = self.node_id {
+            c.node_id = n;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+pub async fn run(args: BrokerArgs) -> anyhow::Result<ExitCode> {
+    let config = args.into_config()?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    strand_broker::run(listener, config, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,111 @@
+//! Command-line parsing and dispatch. Flags become validated settings in
+//! two steps: clap parses, each command builds its config and validates it.
+
+mod bench;
+mod broker;
+mod consume;
+mod produce;
+mod topic;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Strand: a distributed, partitioned commit log.
+#[derive(Debug, Parser)]
+#[command(name = "strand", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Brokers to contact, `HOST:PORT[,HOST:PORT…]`; any reachable one will do.
+    #[arg(long, global = true, env = "STRAND_BOOTSTRAP", default_value = "127.0.0.1:9292")]
+    pub bootstrap: String,
+    /// Log output format (level from RUST_LOG).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Output format of describe/consume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Human-readable.
+    Text,
+    /// JSON.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a broker.
+    Broker(broker::BrokerArgs),
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topic(topic::TopicCommand),
+    /// Produce records from stdin (one per line) or from --value.
+    Produce(produce::ProduceArgs),
+    /// Consume records and print them.
+    Consume(consume::ConsumeArgs),
+    /// Load generators.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+pub fn init_logging(cli: &Cli) {
+    let default = match cli.command {
+        Command::Broker(_) => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    let bootstrap = cli.bootstrap;
+    match cli.command {
+        Command::Broker(args) => rt.block_on(broker::run(args)),
+        Command::Topic(cmd) => rt.block_on(topic::run(&bootstrap, cmd)),
+        Command::Produce(args) => rt.block_on(produce::run(&bootstrap, args)),
+        Command::Consume(args) => rt.block_on(consume::run(&bootstrap, args)),
+        Command::Bench(cmd) => rt.block_on(bench::run(&bootstrap, cmd)),
+    }
+}
+
+/// `REASON: message` for errors that carry a stable reason, else the chain.
+pub fn describe_error(e: &anyhow::Error) -> String {
+    if let Some(ce) = e.downcast_ref::<strand_client::ClientError>() {
+        return ce.to_string();
+    }
+    if let Some(be) = e.downcast_ref::<strand_broker::BrokerError>() {
+        return format!("{}: {be}", be.code().as_str_name());
+    }
+    format!("{e:#}")
+}
+
+/// Parses `key=value`.
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected key=value, got {s:?}"))
+}

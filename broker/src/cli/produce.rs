@@ -1,0 +1,135 @@
+//! `strand produce TOPIC`: one record per stdin line, or one from --value.
+
+use std::io::BufRead;
+use std::process::ExitCode;
+
+use bytes::Bytes;
+use clap::{Args, ValueEnum};
+use strand_client::{Acks, Compression, Producer, ProducerRecord};
+
+/// Acknowledgement level.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum AcksArg {
+    /// Durable on a majority of replicas.
+    All,
+    /// Stored by the leader.
+    Leader,
+    /// Fire and forget.
+    None,
+}
+
+impl From<AcksArg> for Acks {
+    fn from(a: AcksArg) -> Self {
+        match a {
+            AcksArg::All => Acks::All,
+            AcksArg::Leader => Acks::Leader,
+            AcksArg::None => Acks::None,
+        }
+    }
+}
+
+/// Compression codec.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum CompressionArg {
+    /// None.
+    None,
+    /// Snappy.
+    Snappy,
+}
+
+impl From<CompressionArg> for Compression {
+    fn from(c: CompressionArg) -> Self {
+        match c {
+            CompressionArg::None => Compression::None,
+            CompressionArg::Snappy => Compression::Snappy,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// Topic to write to.
+    topic: String,
+    /// Split each line at the first SEP into key and value.
+    #[arg(long)]
+    key_separator: Option<String>,
+    /// Key of the single record given with --value.
+    #[arg(long, requires = "value")]
+    key: Option<String>,
+    /// Produce this one record instead of reading stdin.
+    #[arg(long)]
+    value: Option<String>,
+    /// Partition to write to (default: by key, or sticky without one).
+    #[arg(long)]
+    partition: Option<u32>,
+    /// Acknowledgement level.
+    #[arg(long, value_enum, default_value_t = AcksArg::All)]
+    acks: AcksArg,
+    /// Batch compression.
+    #[arg(long, value_enum, default_value_t = CompressionArg::None)]
+    compression: CompressionArg,
+}
+
+fn record(args: &ProduceArgs, key: Option<String>, value: String) -> ProducerRecord {
+    let mut r = ProducerRecord::new(args.topic.as_str(), Bytes::from(value));
+    if let Some(k) = key {
+        r = r.key(Bytes::from(k));
+    }
+    if let Some(p) = args.partition {
+        r = r.partition(p);
+    }
+    r
+}
+
+pub async fn run(bootstrap: &str, args: ProduceArgs) -> anyhow::Result<ExitCode> {
+    let producer = Producer::builder(bootstrap)
+        .acks(args.acks.into())
+        .compression(args.compression.into())
+        .build()
+        .await?;
+    let mut deliveries = Vec::new();
+    let mut first_error = None;
+    let mut total = 0usize;
+    let records: Box<dyn Iterator<Item = std::io::Result<(Option<String>, String)>>> = match args.value.clone() {
+        Some(v) => Box::new(std::iter::once(Ok((args.key.clone(), v)))),
+        None => Box::new(std::io::stdin().lock().lines().map(|line| {
+            line.map(
+                |line| match args.key_separator.as_deref().and_then(|sep| line.split_once(sep)) {
+                    Some((k, v)) => (Some(k.to_string()), v.to_string()),
+                    None => (None, line),
+                },
+            )
+        })),
+    };
+    for r in records {
+        let (key, value) = r?;
+        total += 1;
+        match producer.send(record(&args, key, value)).await {
+            Ok(d) => deliveries.push(d),
+            Err(e) => {
+                // A record the producer refused up front (unknown topic or
+                // partition): stop reading, report what was acknowledged.
+                first_error = Some(e);
+                break;
+            }
+        }
+    }
+    let mut acked = 0usize;
+    for d in deliveries {
+        match d.await {
+            Ok(_) => acked += 1,
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    producer.close().await?;
+    println!("{acked} of {total} records acknowledged");
+    match first_error {
+        None => Ok(ExitCode::SUCCESS),
+        Some(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! `strand topic create|list|describe|delete`.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use strand_client::Admin;
+
+use super::{OutputFormat, parse_key_value};
+
+#[derive(Debug, Subcommand)]
+pub enum TopicCommand {
+    /// Create a topic.
+    Create {
+        /// Topic name: letters, digits, '.', '_' and '-'.
+        name: String,
+        /// Number of partitions.
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        /// Replicas per partition.
+        #[arg(long, default_value_t = 1)]
+        replication_factor: u32,
+        /// Topic setting, Kafka-style (retention.ms, retention.bytes,
+        /// segment.bytes, segment.ms, max.message.bytes); repeatable.
+        #[arg(long = "config", value_parser = parse_key_value)]
+        configs: Vec<(String, String)>,
+    },
+    /// List topics.
+    List,
+    /// Show a topic's partitions and offsets.
+    Describe {
+        /// Topic name.
+        name: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Delete a topic and its data.
+    Delete {
+        /// Topic name.
+        name: String,
+    },
+}
+
+pub async fn run(bootstrap: &str, cmd: TopicCommand) -> anyhow::Result<ExitCode> {
+    let admin = Admin::connect(bootstrap).await?;
+    match cmd {
+        TopicCommand::Create {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+        } => {
+            let configs: BTreeMap<String, String> = configs.into_iter().collect();
+            let t = admin
+                .create_topic(&name, partitions, replication_factor, configs)
+                .await?;
+            println!("created topic {} with {} partitions", t.name, t.partitions.len());
+        }
+        TopicCommand::List => {
+            for t in admin.list_topics().await? {
+                println!(
+                    "{}\tpartitions={}\treplication_factor={}",
+                    t.name, t.partitions, t.replication_factor
+                );
+            }
+        }
+        TopicCommand::Describe { name, format } => {
+            let t = admin.describe_topic(&name).await?;
+            match format {
+                OutputFormat::Json => println!("{}", describe_json(&t)),
+                OutputFormat::Text => {
+                    println!("topic {}  replication_factor={}", t.name, t.replication_factor);
+                    let mut configs: Vec<_> = t.configs.iter().collect();
+                    configs.sort();
+                    for (k, v) in configs {
+                        println!("  config {k}={v}");
+                    }
+                    println!(
+                        "  {:>9}  {:>6}  {:>10}  {:>14}  {:>14}  {:>14}  {:>12}",
+                        "partition", "leader", "replicas", "log_start", "high_watermark", "log_end", "size_bytes"
+                    );
+                    for p in &t.partitions {
+                        let replicas = p.replicas.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+                        println!(
+                            "  {:>9}  {:>6}  {:>10}  {:>14}  {:>14}  {:>14}  {:>12}",
+                            p.partition,
+                            p.leader,
+                            replicas,
+                            p.log_start_offset,
+                            p.high_watermark,
+                            p.log_end_offset,
+                            p.size_bytes
+                        );
+                    }
+                }
+            }
+        }
+        TopicCommand::Delete { name } => {
+            admin.delete_topic(&name).await?;
+            println!("deleted topic {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe_json(t: &strand_client::proto::TopicDescription) -> serde_json::Value {
+    let configs: BTreeMap<_, _> = t.configs.iter().collect();
+    serde_json::json!({
+        "name": t.name,
+        "replication_factor": t.replication_factor,
+        "configs": configs,
+        "partitions": t.partitions.iter().map(|p| serde_json::json!({
+            "partition": p.partition,
+            "leader": p.leader,
+            "replicas": p.replicas,
+            "log_start_offset": p.log_start_offset,
+            "high_watermark": p.high_watermark,
+            "log_end_offset": p.log_end_offset,
+            "size_bytes": p.size_bytes,
+            "segments": p.segments,
+        })).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,261 @@
+//! The `strand` binary end to end: a broker process on an ephemeral port and
+//! the CLI commands a user types (issue: "The CLI round trip is tested too").
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct BrokerProcess {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn strand() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_strand"))
+}
+
+/// Starts `strand broker` on port 0 and reads the bound address from its
+/// JSON log.
+fn start_broker() -> BrokerProcess {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = strand()
+        .args([
+            "--log-format",
+            "json",
+            "broker",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn broker");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        assert!(Instant::now() < deadline, "broker did not report its address");
+        let line = lines.next().expect("broker exited early").expect("read log");
+        let v: serde_json::Value = match serde_json::from_str(&line) {
+            Ok(v) => v,
+            Err(_) => continue,
+        };
+        if v["fields"]["message"] == "broker serving" {
+            break v["fields"]["addr"].as_str().expect("addr").to_string();
+        }
+    };
+    // Keep draining the log so the broker never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    BrokerProcess { child, addr, _dir: dir }
+}
+
+fn run(b: &BrokerProcess, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = strand();
+    cmd.env("STRAND_BOOTSTRAP", &b.addr).args(args);
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn cli");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    child.wait_with_output().expect("cli output")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn create_produce_consume_describe_delete() {
+    let b = start_broker();
+    let o = run(
+        &b,
+        &[
+            "topic",
+            "create",
+            "orders",
+            "--partitions",
+            "3",
+            "--config",
+            "retention.ms=86400000",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "create: {}", stderr(&o));
+
+    let o = run(
+        &b,
+        &["produce", "orders", "--key-separator", ":"],
+        Some("k1:first\nk2:second\nk1:third\n"),
+    );
+    assert!(o.status.success(), "produce: {}", stderr(&o));
+    assert!(stdout(&o).contains("3 of 3 records acknowledged"), "{}", stdout(&o));
+
+    let o = run(
+        &b,
+        &[
+            "produce", "orders", "--key", "k3", "--value", "single", "--acks", "leader",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "produce --value: {}", stderr(&o));
+
+    let o = run(
+        &b,
+        &[
+            "consume",
+            "orders",
+            "--from-beginning",
+            "--max-messages",
+            "4",
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "consume: {}", stderr(&o));
+    let records: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(records.len(), 4);
+    for r in &records {
+        for field in ["topic", "partition", "offset", "timestamp", "key", "value", "headers"] {
+            assert!(r.get(field).is_some(), "field {field} in {r}");
+        }
+    }
+    let k1: Vec<&str> = records
+        .iter()
+        .filter(|r| r["key"] == "k1")
+        .map(|r| r["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(k1, ["first", "third"], "one key's records in order");
+
+    // Text format with a timeout: exits on idleness.
+    let o = run(
+        &b,
+        &[
+            "consume",
+            "orders",
+            "--partition",
+            "0",
+            "--from-beginning",
+            "--timeout-ms",
+            "300",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "consume --timeout-ms: {}", stderr(&o));
+
+    let o = run(&b, &["topic", "describe", "orders", "--format", "json"], None);
+    assert!(o.status.success());
+    let d: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("json");
+    assert_eq!(d["partitions"].as_array().map(Vec::len), Some(3));
+    assert_eq!(d["configs"]["retention.ms"], "86400000");
+    let hw: u64 = d["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["high_watermark"].as_u64().unwrap())
+        .sum();
+    assert_eq!(hw, 4);
+
+    let o = run(&b, &["topic", "list"], None);
+    assert!(stdout(&o).contains("orders"));
+    let o = run(&b, &["topic", "delete", "orders"], None);
+    assert!(o.status.success(), "delete: {}", stderr(&o));
+    let o = run(&b, &["topic", "list"], None);
+    assert!(!stdout(&o).contains("orders"));
+}
+
+#[test]
+fn errors_are_one_readable_line_and_a_failing_exit_code() {
+    let b = start_broker();
+    for (args, reason) in [
+        (vec!["consume", "missing", "--max-messages", "1"], "UNKNOWN_TOPIC"),
+        (vec!["topic", "describe", "missing"], "UNKNOWN_TOPIC"),
+        (vec!["topic", "create", "bad name"], "INVALID_TOPIC"),
+        (vec!["topic", "create", "t", "--config", "nope=1"], "INVALID_CONFIG"),
+    ] {
+        let o = run(&b, &args, None);
+        assert!(!o.status.success(), "{args:?} must fail");
+        let err = stderr(&o);
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{args:?}: one line, got {err:?}");
+        assert!(lines[0].contains(reason), "{args:?}: {err}");
+    }
+    let o = run(&b, &["topic", "create", "t"], None);
+    assert!(o.status.success());
+    let o = run(&b, &["produce", "t", "--value", "x", "--partition", "5"], None);
+    assert!(!o.status.success(), "produce to a missing partition fails");
+    assert!(stderr(&o).contains("UNKNOWN_PARTITION"), "{}", stderr(&o));
+    assert!(stdout(&o).contains("0 of 1 records acknowledged"), "{}", stdout(&o));
+}
+
+#[test]
+fn bench_produce_prints_a_json_summary() {
+    let b = start_broker();
+    let o = run(
+        &b,
+        &[
+            "bench",
+            "produce",
+            "--topic",
+            "bench",
+            "--records",
+            "2000",
+            "--record-size",
+            "100",
+            "--keys",
+            "10",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "bench: {}", stderr(&o));
+    let last = stdout(&o).lines().last().unwrap_or_default().to_string();
+    let v: serde_json::Value = serde_json::from_str(&last).expect("json summary");
+    assert_eq!(v["records"], 2000);
+    for f in ["msgs_per_sec", "mb_per_sec", "p50_ms", "p99_ms", "p999_ms"] {
+        assert!(v[f].as_f64().is_some(), "{f} in {v}");
+    }
+    let o = run(&b, &["bench", "consume", "--topic", "bench", "--records", "2000"], None);
+    assert!(o.status.success(), "bench consume: {}", stderr(&o));
+}
+
+#[test]
+fn sigterm_stops_the_broker_cleanly() {
+    let mut b = start_broker();
+    let o = run(&b, &["topic", "create", "t"], None);
+    assert!(o.status.success());
+    let pid = b.child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(s) = b.child.try_wait().expect("wait") {
+            assert!(s.success(), "graceful exit, got {s:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "broker did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
