@@ -19,9 +19,15 @@ pub struct BrokerConfig {
     pub data_dir: PathBuf,
     /// Address the gRPC server binds. Default `127.0.0.1:9292`.
     pub listen: String,
-    /// Address clients are told to use for this broker (metadata answers);
-    /// default: the bound listen address.
+    /// Address clients and peers are told to use for this broker; default:
+    /// the bound listen address.
     pub advertised_addr: Option<String>,
+    /// Every broker of the cluster as `id@host:port`, this one included.
+    /// Empty: a single-broker cluster of this node alone.
+    pub peers: Vec<String>,
+    /// One Raft tick (ms); elections start after 10–20 ticks without a
+    /// leader. Default 100.
+    pub raft_tick_ms: u64,
     /// Limits that keep one client from exhausting the broker.
     pub limits: Limits,
     /// Log settings of new topics (topic configs override them per topic).
@@ -84,6 +90,8 @@ impl Default for BrokerConfig {
             data_dir: PathBuf::from("./strand-data"),
             listen: "127.0.0.1:9292".into(),
             advertised_addr: None,
+            peers: Vec::new(),
+            raft_tick_ms: 100,
             limits: Limits::default(),
             log: LogConfig {
                 // The broker owns durability with group commit (see
@@ -139,10 +147,71 @@ impl BrokerConfig {
         if self.retention_check_interval_ms == 0 {
             return bad("retention_check_interval_ms", "must be positive");
         }
+        if self.raft_tick_ms == 0 {
+            return bad("raft_tick_ms", "must be positive");
+        }
+        if self.node_id == 0 {
+            return bad("node_id", "must be positive");
+        }
+        let peers = self.parsed_peers()?;
+        if !peers.is_empty() && !peers.contains_key(&self.node_id) {
+            return Err(BrokerError::InvalidConfig {
+                key: "peers".into(),
+                reason: format!("this broker's node id {} is not in the peer list", self.node_id),
+            });
+        }
         Ok(())
+    }
+
+    /// `peers` as node id → address.
+    ///
+    /// # Errors
+    /// `InvalidConfig` for an entry that is not `id@host:port` or a repeated id.
+    pub fn parsed_peers(&self) -> Result<std::collections::BTreeMap<u64, String>> {
+        parse_peers(&self.peers)
     }
 
     pub(crate) fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.limits.request_timeout_ms)
+    }
+}
+
+/// Parses `id@host:port` entries (also accepts one comma-separated string).
+pub fn parse_peers(entries: &[String]) -> Result<std::collections::BTreeMap<u64, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for entry in entries.iter().flat_map(|e| e.split(',')).map(str::trim).filter(|e| !e.is_empty()) {
+        let bad = |reason: String| BrokerError::InvalidConfig {
+            key: "peers".into(),
+            reason,
+        };
+        let (id, addr) = entry
+            .split_once('@')
+            .ok_or_else(|| bad(format!("{entry:?} is not id@host:port")))?;
+        let id: u64 = id.parse().map_err(|_| bad(format!("{entry:?}: {id:?} is not a node id")))?;
+        if id == 0 {
+            return Err(bad(format!("{entry:?}: node ids start at 1")));
+        }
+        if !addr.contains(':') {
+            return Err(bad(format!("{entry:?}: address {addr:?} has no port")));
+        }
+        if out.insert(id, addr.to_string()).is_some() {
+            return Err(bad(format!("node id {id} appears twice")));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_and_bad_entries_are_named() {
+        let p = parse_peers(&["1@a:1,2@b:2".into(), "3@c:3".into()]).unwrap();
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[&2], "b:2");
+        for bad in ["x@a:1", "1a:1", "1@a", "0@a:1", "1@a:1,1@b:2"] {
+            assert!(parse_peers(&[bad.into()]).is_err(), "{bad} must be refused");
+        }
     }
 }

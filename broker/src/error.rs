@@ -72,6 +72,31 @@ pub enum BrokerError {
     /// The broker is stopping.
     #[error("broker is shutting down")]
     ShuttingDown,
+    /// This broker does not lead (or host) the partition.
+    #[error("not the leader of {topic}-{partition}{}", leader_addr.as_deref().map(|a| format!(" (leader: {a})")).unwrap_or_default())]
+    NotLeader {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// Address of the leader, or of a replica, when known.
+        leader_addr: Option<String>,
+    },
+    /// The broker a request was forwarded to refused it.
+    #[error("{message}")]
+    Forwarded {
+        /// Its reason.
+        code: ErrorCode,
+        /// Its message.
+        message: String,
+    },
+    /// The replication layer failed or dropped the request.
+    #[error("replication: {source}")]
+    Replication {
+        /// Cause.
+        #[source]
+        source: strand_cluster::ClusterError,
+    },
     /// Storage refused or failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -118,6 +143,17 @@ impl BrokerError {
             BrokerError::InvalidRequest { .. } => ErrorCode::InvalidRequest,
             BrokerError::Timeout { .. } => ErrorCode::RequestTimedOut,
             BrokerError::ShuttingDown => ErrorCode::ShuttingDown,
+            BrokerError::NotLeader { .. } => ErrorCode::NotLeader,
+            BrokerError::Forwarded { code, .. } => *code,
+            BrokerError::Replication { source } => match source {
+                // The outcome is unknown; the client retries against the
+                // current leader (at-least-once).
+                strand_cluster::ClusterError::ProposalDropped { .. }
+                | strand_cluster::ClusterError::NotLeader { .. }
+                | strand_cluster::ClusterError::UnknownGroup { .. } => ErrorCode::NotLeader,
+                strand_cluster::ClusterError::Stopped { .. } => ErrorCode::ShuttingDown,
+                _ => ErrorCode::StorageFailed,
+            },
             BrokerError::Storage(e) => match e {
                 StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
                 StorageError::RecordTooLarge { .. } => ErrorCode::RecordTooLarge,
@@ -154,7 +190,32 @@ impl BrokerError {
             e.earliest = *earliest;
             e.latest = *latest;
         }
+        if let BrokerError::NotLeader {
+            leader_addr: Some(a), ..
+        } = self
+        {
+            e.leader_addr = a.clone();
+        }
         e
+    }
+}
+
+impl From<tonic::Status> for BrokerError {
+    /// The answer of a broker a request was forwarded to, keeping its reason.
+    fn from(s: tonic::Status) -> Self {
+        let code = s
+            .metadata()
+            .get(REASON_KEY)
+            .and_then(|v| v.to_str().ok())
+            .and_then(ErrorCode::from_str_name)
+            .unwrap_or(match s.code() {
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => ErrorCode::NotLeader,
+                _ => ErrorCode::StorageFailed,
+            });
+        BrokerError::Forwarded {
+            code,
+            message: s.message().to_string(),
+        }
     }
 }
 

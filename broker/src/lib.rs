@@ -10,10 +10,12 @@
 //! - [`service`] holds the gRPC services; [`error::BrokerError`] maps every
 //!   failure to a stable wire reason.
 //!
-//! A single broker today: every partition has one replica, and `acks=all`
-//! means fsynced on this broker.
+//! Every partition, and the cluster metadata (the controller), is a Raft
+//! group run by `strand-cluster`; a broker started without `--peers` is a
+//! cluster of one.
 
 pub mod config;
+pub mod controller;
 pub mod error;
 pub mod partition;
 pub mod registry;

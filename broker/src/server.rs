@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use strand_proto::v1::{admin_server::AdminServer, strand_server::StrandServer};
+use strand_proto::v1::{admin_server::AdminServer, peer_server::PeerServer, strand_server::StrandServer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -16,6 +16,7 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::config::BrokerConfig;
 use crate::error::{BrokerError, Result};
+use crate::service::peer::PeerService;
 use crate::service::{AdminService, StrandService};
 use crate::state::BrokerState;
 
@@ -119,18 +120,14 @@ fn spawn_retention(state: Arc<BrokerState>) {
             let st = Arc::clone(&state);
             let run = tokio::task::spawn_blocking(move || {
                 let now = strand_storage::now_ms();
-                for t in st.topics() {
-                    for p in &t.partitions {
-                        match p.apply_retention(now) {
-                            Ok(r) if r.deleted_segments > 0 => tracing::info!(
-                                topic = %t.meta.name, partition = p.id(),
-                                segments = r.deleted_segments, bytes = r.deleted_bytes, "retention"
-                            ),
-                            Ok(_) => {}
-                            Err(e) => {
-                                tracing::error!(topic = %t.meta.name, partition = p.id(), error = %e, "retention failed")
-                            }
-                        }
+                for p in st.all_partitions() {
+                    match p.apply_retention(now) {
+                        Ok(r) if r.deleted_segments > 0 => tracing::info!(
+                            topic = %p.topic(), partition = p.id(),
+                            segments = r.deleted_segments, bytes = r.deleted_bytes, "retention"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(topic = %p.topic(), partition = p.id(), error = %e, "retention failed"),
                     }
                 }
             });
@@ -147,14 +144,7 @@ pub async fn run(listener: TcpListener, config: BrokerConfig, shutdown: impl Fut
         source: Box::new(e),
     })?;
     let advertised = config.advertised_addr.clone().unwrap_or_else(|| local.to_string());
-    let cfg = config.clone();
-    let state = tokio::task::spawn_blocking(move || BrokerState::open(cfg, advertised))
-        .await
-        .map_err(|e| BrokerError::Serve {
-            addr: local.to_string(),
-            source: Box::new(e),
-        })??;
-    let state = Arc::new(state);
+    let state = BrokerState::start(config, advertised).await?;
     serve(listener, local, state, shutdown).await
 }
 
@@ -174,6 +164,9 @@ async fn serve(
     let admin = AdminServer::new(AdminService::new(Arc::clone(&state)))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
+    let peer = PeerServer::new(PeerService::new(Arc::clone(&state)))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
     tracing::info!(node = state.config.node_id, addr = %local, data_dir = %state.config.data_dir.display(), "broker serving");
     let st = Arc::clone(&state);
     let signal = async move {
@@ -189,6 +182,7 @@ async fn serve(
         .http2_max_pending_accept_reset_streams(Some(64))
         .add_service(strand)
         .add_service(admin)
+        .add_service(peer)
         .serve_with_incoming_shutdown(incoming, signal)
         .await;
     state.begin_shutdown();
@@ -224,17 +218,9 @@ impl RunningBroker {
             source: Box::new(e),
         })?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let state = {
-            let cfg = config.clone();
-            let advertised = config.advertised_addr.clone().unwrap_or_else(|| addr.to_string());
-            tokio::task::spawn_blocking(move || BrokerState::open(cfg, advertised))
-                .await
-                .map_err(|e| BrokerError::Serve {
-                    addr: addr.to_string(),
-                    source: Box::new(e),
-                })??
-        };
-        let task = tokio::spawn(serve(listener, addr, Arc::new(state), async move {
+        let advertised = config.advertised_addr.clone().unwrap_or_else(|| addr.to_string());
+        let state = BrokerState::start(config, advertised).await?;
+        let task = tokio::spawn(serve(listener, addr, state, async move {
             let _ = rx.await;
         }));
         Ok(RunningBroker {

@@ -1,234 +1,479 @@
-//! The broker's topics and partitions, loaded from the data directory and
-//! changed by admin requests.
+//! The broker's view of the cluster: its identity, its replication loop, the
+//! metadata folded from the controller log, and the partition replicas it
+//! hosts.
 //!
-//! Invariant: a topic is in `topics` only after its metadata is durable and
-//! all its partition logs are open; on deletion it leaves the map and the
-//! metadata file before its files are removed, so a crash in between leaves
-//! orphan directories (removed at the next start), never a topic without logs.
+//! Invariants: metadata changes only by applying committed controller
+//! records in log order; the set of hosted replicas follows the applied
+//! metadata (reconciled after every apply); a partition directory carries the
+//! id of the topic it belongs to, so a re-created topic never inherits an old
+//! topic's data.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use strand_storage::{LogConfig, PartitionLog};
+use strand_cluster::{Ack, ClusterError, GrpcTransport, Inbox, NodeConfig, RaftNode};
+use strand_storage::{BatchBuilder, Compression, DecodedRecords, LogConfig, NewRecord, PartitionLog, batches};
+use tokio::sync::watch;
 
 use crate::config::BrokerConfig;
+use crate::controller::{CONTROLLER_GROUP, Command, MetadataState, TopicState};
 use crate::error::{BrokerError, Result};
 use crate::partition::Partition;
-use crate::registry::{Metadata, MetadataStore};
-use crate::topic::{self, TopicMeta};
+use crate::registry;
+use crate::topic;
 
-/// A topic being served.
-#[derive(Debug)]
-pub struct Topic {
-    /// Its stored description.
-    pub meta: TopicMeta,
-    /// Its log settings (broker defaults + topic overrides).
-    pub log_config: LogConfig,
-    /// Partitions, indexed by partition number.
-    pub partitions: Vec<Arc<Partition>>,
-}
+/// Directory of the controller log.
+const CONTROLLER_DIR: &str = "__controller-0";
+/// File in a partition directory naming the topic id it belongs to.
+const TOPIC_ID_FILE: &str = "topic-id";
 
 /// Shared state of one broker.
 pub struct BrokerState {
     /// Settings.
     pub config: BrokerConfig,
-    /// Address advertised to clients.
+    /// This node.
+    pub node_id: u64,
+    /// Address advertised for this broker.
     pub advertised_addr: String,
-    /// Cluster id from the data directory.
+    /// Cluster id (from the peer list).
     pub cluster_id: String,
-    store: MetadataStore,
-    /// Serializes metadata changes (create/delete) so the file and the map
-    /// change together.
-    admin: Mutex<()>,
-    topics: RwLock<HashMap<String, Arc<Topic>>>,
-    shutdown: tokio::sync::watch::Sender<bool>,
+    /// Every broker: node id → address.
+    pub peers: BTreeMap<u64, String>,
+    /// The replication loop.
+    pub node: RaftNode,
+    inbox: Arc<dyn Inbox>,
+    controller: Arc<Partition>,
+    metadata: RwLock<MetadataState>,
+    /// Controller-log offset applied so far.
+    applied: watch::Sender<u64>,
+    partitions: RwLock<HashMap<(String, u32), Arc<Partition>>>,
+    /// Serializes metadata proposals from this broker.
+    admin: tokio::sync::Mutex<()>,
+    shutdown: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for BrokerState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BrokerState")
-            .field("node_id", &self.config.node_id)
-            .finish()
+        f.debug_struct("BrokerState").field("node_id", &self.node_id).finish()
     }
 }
 
-fn partition_dir(data_dir: &std::path::Path, topic: &str, partition: u32) -> PathBuf {
+fn partition_dir(data_dir: &Path, topic: &str, partition: u32) -> PathBuf {
     data_dir.join(format!("{topic}-{partition}"))
 }
 
-impl BrokerState {
-    /// Opens every topic in the data directory (recovering each partition
-    /// log) and removes directories of topics that no longer exist.
-    pub fn open(config: BrokerConfig, advertised_addr: String) -> Result<Self> {
-        config.validate()?;
-        let store = MetadataStore::new(&config.data_dir)?;
-        let meta = store.load_or_init(config.node_id)?;
-        let min_fsync = Duration::from_millis(config.min_fsync_interval_ms);
-        let mut topics = HashMap::new();
-        for t in meta.topics.values() {
-            let log_config = topic::log_config(&config.log, &t.configs)?;
-            let mut partitions = Vec::with_capacity(t.partitions as usize);
-            for p in 0..t.partitions {
-                let dir = partition_dir(&config.data_dir, &t.name, p);
-                let log = PartitionLog::open(&dir, log_config.clone())?;
-                let report = log.recovery_report();
-                if report.truncated.is_some() || !report.rebuilt_indexes.is_empty() {
-                    tracing::warn!(topic = %t.name, partition = p, ?report, "partition recovered");
-                }
-                partitions.push(Partition::start(Arc::from(t.name.as_str()), p, log, min_fsync));
-            }
-            tracing::info!(topic = %t.name, partitions = t.partitions, "opened topic");
-            topics.insert(
-                t.name.clone(),
-                Arc::new(Topic {
-                    meta: t.clone(),
-                    log_config,
-                    partitions,
-                }),
-            );
+fn controller_log_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 64 << 20,
+        preallocate_bytes: 1 << 20,
+        index_max_bytes: 1 << 20,
+        retention_ms: None,
+        retention_bytes: None,
+        fsync: strand_storage::FsyncPolicy::Never,
+        ..LogConfig::default()
+    }
+}
+
+fn blocking_err(e: tokio::task::JoinError) -> BrokerError {
+    BrokerError::InvalidRequest {
+        reason: format!("background task failed: {e}"),
+    }
+}
+
+/// Opens the log of a partition replica for `topic_id`, clearing a
+/// directory left by an older topic of the same name.
+fn open_partition_log(dir: &Path, topic_id: u64, config: LogConfig) -> Result<PartitionLog> {
+    let marker = dir.join(TOPIC_ID_FILE);
+    let io = |op: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| BrokerError::Metadata { op, path, source }
+    };
+    match std::fs::read_to_string(&marker) {
+        Ok(s) if s.trim() == topic_id.to_string() => {}
+        Ok(_) => {
+            tracing::warn!(dir = %dir.display(), topic_id, "removing the data of an older topic with this name");
+            std::fs::remove_dir_all(dir).map_err(io("remove stale partition", dir))?;
         }
-        remove_orphans(&config.data_dir, &meta);
-        Ok(BrokerState {
-            cluster_id: meta.cluster_id.clone(),
-            advertised_addr,
+        Err(_) if dir.exists() => {
+            tracing::warn!(dir = %dir.display(), "removing a partition directory without a topic id");
+            std::fs::remove_dir_all(dir).map_err(io("remove stale partition", dir))?;
+        }
+        Err(_) => {}
+    }
+    let log = PartitionLog::open(dir, config)?;
+    if !marker.exists() {
+        std::fs::write(&marker, topic_id.to_string()).map_err(io("write topic id", &marker))?;
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync dir", dir))?;
+    }
+    Ok(log)
+}
+
+impl BrokerState {
+    /// Validates the config, checks the data directory's identity, starts the
+    /// replication loop and the controller replica, applies the committed
+    /// metadata and opens every hosted partition.
+    pub async fn start(config: BrokerConfig, advertised_addr: String) -> Result<Arc<Self>> {
+        config.validate()?;
+        let node_id = config.node_id;
+        let configured = config.parsed_peers()?;
+        let identity = {
+            // A broker of one stores no addresses: it may move freely.
+            let (dir, peers) = (config.data_dir.clone(), configured.clone());
+            tokio::task::spawn_blocking(move || registry::load_or_init(&dir, node_id, &peers))
+                .await
+                .map_err(blocking_err)??
+        };
+        let mut peers = configured;
+        if peers.is_empty() {
+            peers.insert(node_id, advertised_addr.clone());
+        }
+        let others: HashMap<u64, String> = peers.iter().filter(|(i, _)| **i != node_id).map(|(i, a)| (*i, a.clone())).collect();
+        let transport = GrpcTransport::new(
+            identity.cluster_id.clone(),
+            others,
+            tokio::runtime::Handle::current(),
+            config.limits.max_message_bytes,
+        );
+        let node = RaftNode::start(
+            node_id,
+            NodeConfig {
+                tick: Duration::from_millis(config.raft_tick_ms),
+                ..NodeConfig::default()
+            },
+            transport,
+        );
+        let voters: Vec<u64> = peers.keys().copied().collect();
+        let controller_log = {
+            let dir = config.data_dir.join(CONTROLLER_DIR);
+            let log = tokio::task::spawn_blocking(move || PartitionLog::open(&dir, controller_log_config()))
+                .await
+                .map_err(blocking_err)??;
+            Arc::new(RwLock::new(log))
+        };
+        let handle = node
+            .add_group(CONTROLLER_GROUP, Arc::clone(&controller_log), voters.clone())
+            .await
+            .map_err(cluster_error)?;
+        if voters == [node_id] {
+            // Alone in the cluster: no need to wait for an election timeout.
+            let _ = node.campaign(CONTROLLER_GROUP);
+        }
+        let controller = Arc::new(Partition::new(
+            Arc::from("__controller"),
+            0,
+            CONTROLLER_GROUP,
+            voters,
+            controller_log,
+            handle,
+        ));
+        let state = Arc::new(BrokerState {
+            inbox: node.inbox(),
             config,
-            store,
-            admin: Mutex::new(()),
-            topics: RwLock::new(topics),
-            shutdown: tokio::sync::watch::Sender::new(false),
-        })
+            node_id,
+            advertised_addr,
+            cluster_id: identity.cluster_id,
+            peers,
+            node,
+            controller,
+            metadata: RwLock::new(MetadataState::default()),
+            applied: watch::Sender::new(0),
+            partitions: RwLock::new(HashMap::new()),
+            admin: tokio::sync::Mutex::new(()),
+            shutdown: watch::Sender::new(false),
+        });
+        state.apply_committed_metadata().await?;
+        tokio::spawn(Arc::clone(&state).follow_controller());
+        Ok(state)
     }
 
-    /// The topic, or `UNKNOWN_TOPIC`.
-    pub fn topic(&self, name: &str) -> Result<Arc<Topic>> {
-        self.topics
+    /// Where peers' Raft messages are delivered.
+    pub fn inbox(&self) -> &Arc<dyn Inbox> {
+        &self.inbox
+    }
+
+    /// A copy of the applied metadata.
+    pub fn metadata(&self) -> MetadataState {
+        self.metadata.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The topic as the cluster knows it, or `UNKNOWN_TOPIC`.
+    pub fn topic(&self, name: &str) -> Result<TopicState> {
+        self.metadata
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .topics
             .get(name)
             .cloned()
             .ok_or_else(|| BrokerError::UnknownTopic { topic: name.into() })
     }
 
-    /// The partition, or `UNKNOWN_TOPIC` / `UNKNOWN_PARTITION`.
+    /// The hosted replica of a partition; `UNKNOWN_TOPIC`,
+    /// `UNKNOWN_PARTITION`, or `NOT_LEADER` (naming a replica that hosts it)
+    /// when this broker has none.
     pub fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
         let t = self.topic(topic)?;
-        t.partitions
-            .get(partition as usize)
-            .cloned()
-            .ok_or_else(|| BrokerError::UnknownPartition {
+        let Some(replicas) = t.assignment.get(partition as usize) else {
+            return Err(BrokerError::UnknownPartition {
                 topic: topic.into(),
                 partition,
                 partitions: t.meta.partitions,
-            })
+            });
+        };
+        if let Some(p) = self
+            .partitions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(topic.to_string(), partition))
+        {
+            return Ok(Arc::clone(p));
+        }
+        Err(BrokerError::NotLeader {
+            topic: topic.into(),
+            partition,
+            leader_addr: replicas.first().and_then(|r| self.peers.get(r)).cloned(),
+        })
     }
 
-    /// Every topic, sorted by name.
-    pub fn topics(&self) -> Vec<Arc<Topic>> {
-        let mut v: Vec<_> = self
-            .topics
+    /// Hosted replicas of a topic's partitions (`None` where not hosted).
+    pub fn hosted(&self, topic: &TopicState) -> Vec<Option<Arc<Partition>>> {
+        let parts = self.partitions.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (0..topic.meta.partitions)
+            .map(|p| parts.get(&(topic.meta.name.clone(), p)).cloned())
+            .collect()
+    }
+
+    /// Every hosted replica.
+    pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .values()
             .cloned()
-            .collect();
-        v.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));
-        v
+            .collect()
     }
 
-    fn snapshot(&self) -> Metadata {
-        let topics = self
-            .topics()
-            .iter()
-            .map(|t| (t.meta.name.clone(), t.meta.clone()))
-            .collect::<BTreeMap<_, _>>();
-        Metadata {
-            cluster_id: self.cluster_id.clone(),
-            node_id: self.config.node_id,
-            topics,
+    /// Address of a node, if it is a peer.
+    pub fn addr_of(&self, node: u64) -> Option<String> {
+        self.peers.get(&node).cloned()
+    }
+
+    /// Maps a replication error to the wire: `NOT_LEADER` names the leader's
+    /// address when it is known.
+    pub fn not_leader(&self, topic: &str, partition: u32, e: ClusterError) -> BrokerError {
+        match e {
+            ClusterError::NotLeader { leader, .. } => BrokerError::NotLeader {
+                topic: topic.into(),
+                partition,
+                leader_addr: leader.and_then(|l| self.addr_of(l)),
+            },
+            other => cluster_error(other),
         }
     }
 
-    /// Creates a topic: validates it, opens its partition logs, then makes
-    /// the metadata durable. Blocking (file creation); call off the runtime's
-    /// hot path.
-    pub fn create_topic(&self, meta: TopicMeta) -> Result<Arc<Topic>> {
-        topic::validate_name(&meta.name)?;
-        if meta.partitions == 0 || meta.partitions > topic::MAX_PARTITIONS {
-            return Err(BrokerError::InvalidRequest {
-                reason: format!(
-                    "partitions must be in 1..={}, got {}",
-                    topic::MAX_PARTITIONS,
-                    meta.partitions
-                ),
-            });
-        }
-        if meta.replication_factor != 1 {
-            return Err(BrokerError::InvalidRequest {
-                reason: format!(
-                    "replication factor {} is larger than the 1 broker available",
-                    meta.replication_factor
-                ),
-            });
-        }
-        let log_config = topic::log_config(&self.config.log, &meta.configs)?;
-        let _guard = self.admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if self.topic(&meta.name).is_ok() {
-            return Err(BrokerError::TopicExists { topic: meta.name });
-        }
-        let min_fsync = Duration::from_millis(self.config.min_fsync_interval_ms);
-        let mut partitions = Vec::with_capacity(meta.partitions as usize);
-        for p in 0..meta.partitions {
-            let dir = partition_dir(&self.config.data_dir, &meta.name, p);
-            // Leftovers of a deletion that crashed half-way must not come back.
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir).map_err(|source| BrokerError::Metadata {
-                    op: "remove stale partition dir",
-                    path: dir.clone(),
-                    source,
-                })?;
+    /// Reads committed controller records past what was applied, applies
+    /// them in order and reconciles the hosted replicas.
+    async fn apply_committed_metadata(self: &Arc<Self>) -> Result<()> {
+        let mut changed = false;
+        loop {
+            let from = *self.applied.borrow();
+            let bytes = match self.controller.read(from, 1 << 20) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the controller log");
+                    return Err(e);
+                }
+            };
+            if bytes.is_empty() {
+                break;
             }
-            let log = PartitionLog::open(&dir, log_config.clone())?;
-            partitions.push(Partition::start(Arc::from(meta.name.as_str()), p, log, min_fsync));
+            let mut next = from;
+            for b in batches(&bytes) {
+                let b = b.map_err(|source| strand_storage::StorageError::InvalidBatch { source })?;
+                let records = DecodedRecords::new(&b).map_err(|source| strand_storage::StorageError::InvalidBatch { source })?;
+                for r in records.iter() {
+                    let r = r.map_err(|source| strand_storage::StorageError::InvalidBatch { source })?;
+                    if r.offset >= from {
+                        match r.value.map(serde_json::from_slice::<Command>) {
+                            Some(Ok(cmd)) => {
+                                let mut m = self.metadata.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                                changed |= m.apply(&cmd);
+                            }
+                            Some(Err(e)) => tracing::error!(offset = r.offset, error = %e, "skipping an undecodable controller record"),
+                            None => {}
+                        }
+                    }
+                }
+                next = b.next_offset();
+            }
+            if std::mem::take(&mut changed) {
+                self.reconcile().await?;
+            }
+            // Published after reconciling, so a waiter sees the replicas too.
+            self.applied.send_replace(next);
         }
-        let topic = Arc::new(Topic {
-            meta: meta.clone(),
-            log_config,
-            partitions,
-        });
-        let mut next = self.snapshot();
-        next.topics.insert(meta.name.clone(), meta.clone());
-        self.store.store(&next)?;
-        self.topics
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(meta.name.clone(), Arc::clone(&topic));
-        tracing::info!(topic = %meta.name, partitions = meta.partitions, "created topic");
-        Ok(topic)
-    }
-
-    /// Deletes a topic and its data.
-    pub fn delete_topic(&self, name: &str) -> Result<()> {
-        let _guard = self.admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let topic = self.topic(name)?;
-        let mut next = self.snapshot();
-        next.topics.remove(name);
-        self.store.store(&next)?;
-        self.topics
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(name);
-        for p in &topic.partitions {
-            p.delete()?;
-        }
-        tracing::info!(topic = %name, "deleted topic");
         Ok(())
     }
 
-    /// Becomes `true` when the broker starts shutting down; long-lived
-    /// requests (subscriptions, long polls) end on it.
-    pub fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+    /// Applies controller records as they commit, until shutdown.
+    async fn follow_controller(self: Arc<Self>) {
+        let mut hw = self.controller.watch_high_watermark();
+        let mut stop = self.shutdown.subscribe();
+        loop {
+            if let Err(e) = self.apply_committed_metadata().await {
+                tracing::error!(error = %e, "applying cluster metadata failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            tokio::select! {
+                r = hw.changed() => if r.is_err() { return },
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// Starts replicas this node should host and stops those of deleted
+    /// topics.
+    async fn reconcile(self: &Arc<Self>) -> Result<()> {
+        let meta = self.metadata();
+        let mut wanted: HashMap<(String, u32), (&TopicState, u64, Vec<u64>)> = HashMap::new();
+        for t in meta.topics.values() {
+            for (p, replicas) in t.assignment.iter().enumerate() {
+                if replicas.contains(&self.node_id) {
+                    wanted.insert((t.meta.name.clone(), p as u32), (t, t.group(p as u32), replicas.clone()));
+                }
+            }
+        }
+        let hosted: Vec<(String, u32)> = self
+            .partitions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        for key in hosted {
+            let stale = match (wanted.get(&key), self.partitions.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key)) {
+                (Some((_, group, _)), Some(p)) => p.group() != *group,
+                (None, Some(_)) => true,
+                _ => false,
+            };
+            if stale {
+                self.stop_partition(&key).await?;
+            }
+        }
+        for (key, (t, group, replicas)) in wanted {
+            let exists = self.partitions.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains_key(&key);
+            if !exists {
+                self.start_partition(t, key.1, group, replicas).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn start_partition(&self, t: &TopicState, p: u32, group: u64, replicas: Vec<u64>) -> Result<()> {
+        let log_config = topic::log_config(&self.config.log, &t.meta.configs)?;
+        let dir = partition_dir(&self.config.data_dir, &t.meta.name, p);
+        let topic_id = t.id;
+        let log = tokio::task::spawn_blocking(move || open_partition_log(&dir, topic_id, log_config))
+            .await
+            .map_err(blocking_err)??;
+        let fresh = log.latest() == 0 && log.last_raft_index().ok().flatten().is_none();
+        let log = Arc::new(RwLock::new(log));
+        let handle = self
+            .node
+            .add_group(group, Arc::clone(&log), replicas.clone())
+            .await
+            .map_err(cluster_error)?;
+        if (fresh && replicas.first() == Some(&self.node_id)) || replicas == [self.node_id] {
+            // The preferred leader of a new partition stands at once, so
+            // leaders spread as placed and a new topic is usable quickly; a
+            // sole replica need not wait out an election timeout either.
+            let _ = self.node.campaign(group);
+        }
+        let name: Arc<str> = Arc::from(t.meta.name.as_str());
+        let partition = Arc::new(Partition::new(name, p, group, replicas, log, handle));
+        self.partitions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert((t.meta.name.clone(), p), partition);
+        tracing::info!(topic = %t.meta.name, partition = p, group, "hosting partition replica");
+        Ok(())
+    }
+
+    async fn stop_partition(&self, key: &(String, u32)) -> Result<()> {
+        let removed = self.partitions.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
+        let Some(p) = removed else {
+            return Ok(());
+        };
+        self.node.remove_group(p.group()).map_err(cluster_error)?;
+        let dir = p
+            .log()
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .dir()
+            .to_path_buf();
+        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir))
+            .await
+            .map_err(blocking_err)?
+            .map_err(|source| BrokerError::Metadata {
+                op: "delete partition",
+                path: partition_dir(&self.config.data_dir, &key.0, key.1),
+                source,
+            })?;
+        tracing::info!(topic = %key.0, partition = key.1, "stopped hosting partition replica");
+        Ok(())
+    }
+
+    /// Proposes a metadata command through the controller and waits until
+    /// this broker applied it. Not the controller leader: the request is
+    /// forwarded to it by the caller (see `service::admin`).
+    pub async fn propose_metadata(&self, cmd: &Command) -> Result<()> {
+        let value = serde_json::to_vec(cmd).map_err(|e| BrokerError::InvalidRequest {
+            reason: format!("cannot encode command: {e}"),
+        })?;
+        let mut b = BatchBuilder::new(Compression::None);
+        b.push(&NewRecord {
+            timestamp_ms: strand_storage::now_ms(),
+            key: None,
+            value: Some(&value),
+            headers: &[],
+        });
+        let batch = b.build().map_err(|source| strand_storage::StorageError::InvalidBatch { source })?;
+        let info = self
+            .node
+            .propose(CONTROLLER_GROUP, batch.into(), Ack::All)
+            .await
+            .map_err(|e| self.not_leader("__controller", 0, e))?;
+        self.wait_applied(info.last_offset + 1).await
+    }
+
+    /// Waits until the controller log is applied up to `offset`.
+    pub async fn wait_applied(&self, offset: u64) -> Result<()> {
+        let mut rx = self.applied.subscribe();
+        let timeout = self.config.request_timeout();
+        match tokio::time::timeout(timeout, rx.wait_for(|&a| a >= offset)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(BrokerError::ShuttingDown),
+            Err(_) => Err(BrokerError::Timeout {
+                what: "cluster metadata to be applied",
+                waited_ms: timeout.as_millis() as u64,
+            }),
+        }
+    }
+
+    /// The controller group's leader, if known.
+    pub fn controller_leader(&self) -> Option<u64> {
+        self.controller.status().leader
+    }
+
+    /// Serializes this broker's metadata proposals.
+    pub async fn admin_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.admin.lock().await
+    }
+
+    /// Becomes `true` when the broker starts shutting down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
     }
 
@@ -237,42 +482,26 @@ impl BrokerState {
         self.shutdown.send_replace(true);
     }
 
-    /// Flushes every partition (graceful shutdown).
+    /// Stops replication and syncs every log (graceful shutdown).
     pub fn shutdown(&self) {
-        for t in self.topics() {
-            for p in &t.partitions {
-                if let Err(e) = p.shutdown() {
-                    tracing::error!(topic = %t.meta.name, partition = p.id(), error = %e, "flush at shutdown failed");
-                }
+        self.node.shutdown();
+        for p in self.all_partitions().iter().chain(std::iter::once(&self.controller)) {
+            if let Err(e) = p.flush() {
+                tracing::error!(topic = %p.topic(), partition = p.id(), error = %e, "flush at shutdown failed");
             }
         }
     }
 }
 
-/// Removes `<topic>-<n>` directories of topics the metadata does not list
-/// (a deletion interrupted by a crash).
-fn remove_orphans(data_dir: &std::path::Path, meta: &Metadata) {
-    let Ok(rd) = std::fs::read_dir(data_dir) else {
-        return;
-    };
-    let known: std::collections::HashSet<String> = meta
-        .topics
-        .values()
-        .flat_map(|t| (0..t.partitions).map(move |p| format!("{}-{p}", t.name)))
-        .collect();
-    for e in rd.flatten() {
-        let path = e.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
-            continue;
-        };
-        let looks_like_partition = name
-            .rsplit_once('-')
-            .is_some_and(|(t, p)| !t.is_empty() && p.parse::<u32>().is_ok());
-        if path.is_dir() && looks_like_partition && !known.contains(&name) {
-            tracing::warn!(dir = %path.display(), "removing data of a deleted topic");
-            if let Err(err) = std::fs::remove_dir_all(&path) {
-                tracing::error!(dir = %path.display(), error = %err, "could not remove orphan partition dir");
-            }
-        }
+/// A replication failure as a broker error.
+pub fn cluster_error(e: ClusterError) -> BrokerError {
+    match e {
+        ClusterError::Storage(s) => BrokerError::Storage(s),
+        ClusterError::NotLeader { .. } => BrokerError::NotLeader {
+            topic: String::new(),
+            partition: 0,
+            leader_addr: None,
+        },
+        other => BrokerError::Replication { source: other },
     }
 }

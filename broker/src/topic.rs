@@ -52,6 +52,9 @@ pub fn validate_name(name: &str) -> Result<()> {
     if name == "." || name == ".." {
         return bad("'.' and '..' are not allowed");
     }
+    if name.starts_with("__") {
+        return bad("names starting with '__' are reserved for internal topics");
+    }
     if !name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
@@ -124,7 +127,7 @@ mod tests {
             (".", false),
             ("..", false),
             ("with space", false),
-            ("slash/name", false),
+            ("slash/name", false), ("__internal", false),
             (long.as_str(), false),
         ];
         for (i, (name, ok)) in cases.into_iter().enumerate() {

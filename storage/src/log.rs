@@ -752,10 +752,20 @@ impl PartitionLog {
     /// Record timestamps play no part, so a record stamped in the future or
     /// the past cannot make data expire early.
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<RetentionReport> {
+        self.apply_retention_below(now_ms, u64::MAX)
+    }
+
+    /// [`PartitionLog::apply_retention`], deleting only segments that end at
+    /// or below offset `upper` (a replicated log passes its high watermark,
+    /// so nothing uncommitted is ever deleted).
+    pub fn apply_retention_below(&mut self, now_ms: i64, upper: u64) -> Result<RetentionReport> {
         let mut report = RetentionReport::default();
         let mut total = self.size_bytes();
         while self.segments.len() > 1 {
             let first = &self.segments[0];
+            if first.next_offset() > upper {
+                break;
+            }
             let expired = self
                 .config
                 .retention_ms

@@ -1,76 +1,228 @@
-//! Admin requests and Metadata: translate protobuf to topic operations.
+//! Admin requests and Metadata. Topic changes go through the controller
+//! group: the broker that leads it proposes the command; any other broker
+//! forwards the request to it once, then waits until it applied the result
+//! itself, so a `describe` right after a `create` on the same broker works.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use strand_proto::v1::{
-    BrokerInfo, CreateTopicRequest, ListTopicsResponse, MetadataRequest, MetadataResponse, PartitionDescription,
-    PartitionMetadata, TopicDescription, TopicMetadata, TopicSummary,
+    BrokerInfo, CreateTopicRequest, DeleteTopicRequest, ListTopicsResponse, MetadataRequest, MetadataResponse,
+    PartitionDescription, PartitionMetadata, TopicDescription, TopicMetadata, TopicSummary, admin_client::AdminClient,
 };
 
-use crate::error::Result;
-use crate::state::{BrokerState, Topic};
-use crate::topic::TopicMeta;
+use crate::controller::{Command, TopicState, place};
+use crate::error::{BrokerError, Result};
+use crate::state::BrokerState;
+use crate::topic::{self, TopicMeta};
 
-/// Describes a topic with live offsets per partition.
-pub fn describe(state: &BrokerState, topic: &Topic) -> TopicDescription {
-    let node = state.config.node_id;
+/// Metadata key marking a request another broker forwarded (never forwarded
+/// again, so a leader change cannot bounce it around).
+pub const FORWARDED_KEY: &str = "strand-forwarded";
+
+/// Describes a topic with live offsets of the replicas hosted here.
+pub fn describe(state: &BrokerState, topic: &TopicState) -> TopicDescription {
+    let hosted = state.hosted(topic);
     TopicDescription {
         name: topic.meta.name.clone(),
         replication_factor: topic.meta.replication_factor,
         configs: topic.meta.configs.clone().into_iter().collect(),
         partitions: topic
-            .partitions
+            .assignment
             .iter()
-            .map(|p| {
-                let st = p.state();
-                PartitionDescription {
-                    partition: p.id(),
-                    leader: node,
-                    replicas: vec![node],
-                    log_start_offset: st.log_start_offset,
-                    high_watermark: st.high_watermark,
-                    log_end_offset: st.log_end_offset,
-                    size_bytes: st.size_bytes,
-                    segments: st.segments,
+            .zip(hosted)
+            .enumerate()
+            .map(|(p, (replicas, local))| {
+                let mut d = PartitionDescription {
+                    partition: p as u32,
+                    replicas: replicas.clone(),
+                    ..Default::default()
+                };
+                if let Some(local) = local {
+                    let st = local.state();
+                    d.leader = local.status().leader.unwrap_or(0);
+                    d.log_start_offset = st.log_start_offset;
+                    d.high_watermark = st.high_watermark;
+                    d.log_end_offset = st.log_end_offset;
+                    d.size_bytes = st.size_bytes;
+                    d.segments = st.segments;
                 }
+                d
             })
             .collect(),
     }
 }
 
-/// Creates a topic (blocking file work runs off the async workers).
-pub async fn create_topic(state: &Arc<BrokerState>, req: CreateTopicRequest) -> Result<TopicDescription> {
+fn validate(state: &BrokerState, meta: &TopicMeta) -> Result<()> {
+    topic::validate_name(&meta.name)?;
+    if meta.partitions == 0 || meta.partitions > topic::MAX_PARTITIONS {
+        return Err(BrokerError::InvalidRequest {
+            reason: format!("partitions must be in 1..={}, got {}", topic::MAX_PARTITIONS, meta.partitions),
+        });
+    }
+    let brokers = state.peers.len() as u32;
+    if meta.replication_factor > brokers {
+        return Err(BrokerError::InvalidRequest {
+            reason: format!(
+                "replication factor {} is larger than the {brokers} broker{} available",
+                meta.replication_factor,
+                if brokers == 1 { "" } else { "s" }
+            ),
+        });
+    }
+    topic::log_config(&state.config.log, &meta.configs)?;
+    Ok(())
+}
+
+enum Route {
+    Local,
+    Forward(String),
+}
+
+/// Where a metadata change must be proposed; waits briefly for an election.
+async fn route(state: &BrokerState, forwarded: bool) -> Result<Route> {
+    let deadline = tokio::time::Instant::now() + state.config.request_timeout() / 2;
+    loop {
+        match state.controller_leader() {
+            Some(l) if l == state.node_id => return Ok(Route::Local),
+            Some(l) if !forwarded => {
+                if let Some(addr) = state.addr_of(l) {
+                    return Ok(Route::Forward(addr));
+                }
+            }
+            _ => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(BrokerError::NotLeader {
+                topic: "__controller".into(),
+                partition: 0,
+                leader_addr: state.controller_leader().and_then(|l| state.addr_of(l)),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn admin_client(state: &BrokerState, addr: &str) -> Result<AdminClient<tonic::transport::Channel>> {
+    let max = state.config.limits.max_message_bytes;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| BrokerError::InvalidRequest {
+            reason: format!("bad peer address {addr}: {e}"),
+        })?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(state.config.request_timeout())
+        .connect()
+        .await
+        .map_err(|_| BrokerError::NotLeader {
+            topic: "__controller".into(),
+            partition: 0,
+            leader_addr: Some(addr.to_string()),
+        })?;
+    Ok(AdminClient::new(channel).max_decoding_message_size(max).max_encoding_message_size(max))
+}
+
+fn forwarded<T>(msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert(FORWARDED_KEY, tonic::metadata::MetadataValue::from_static("1"));
+    r
+}
+
+/// Waits until this broker applied metadata in which `done` holds.
+async fn wait_until(state: &BrokerState, done: impl Fn(&BrokerState) -> bool) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + state.config.request_timeout();
+    while !done(state) {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(BrokerError::Timeout {
+                what: "cluster metadata to reach this broker",
+                waited_ms: state.config.request_timeout().as_millis() as u64,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+/// Creates a topic.
+pub async fn create_topic(state: &Arc<BrokerState>, req: CreateTopicRequest, is_forwarded: bool) -> Result<TopicDescription> {
     let meta = TopicMeta {
-        name: req.name,
+        name: req.name.clone(),
         partitions: req.partitions,
         replication_factor: req.replication_factor.max(1),
-        configs: req.configs.into_iter().collect(),
+        configs: req.configs.clone().into_iter().collect::<BTreeMap<_, _>>(),
     };
-    let st = Arc::clone(state);
-    let topic = blocking(move || st.create_topic(meta)).await?;
-    Ok(describe(state, &topic))
+    validate(state, &meta)?;
+    loop {
+        match route(state, is_forwarded).await? {
+            Route::Forward(addr) => {
+                admin_client(state, &addr).await?.create_topic(forwarded(req.clone())).await?;
+                let name = meta.name.clone();
+                wait_until(state, move |s| s.topic(&name).is_ok()).await?;
+                return Ok(describe(state, &state.topic(&meta.name)?));
+            }
+            Route::Local => {
+                let _guard = state.admin_lock().await;
+                if state.topic(&meta.name).is_ok() {
+                    return Err(BrokerError::TopicExists { topic: meta.name });
+                }
+                let current = state.metadata();
+                let id = current.allocate_topic_id();
+                let brokers: Vec<u64> = state.peers.keys().copied().collect();
+                let assignment = place(&brokers, meta.partitions, meta.replication_factor, id);
+                let topic = TopicState {
+                    meta: meta.clone(),
+                    id,
+                    assignment,
+                };
+                match state.propose_metadata(&Command::CreateTopic { topic }).await {
+                    Err(BrokerError::NotLeader { .. }) => continue,
+                    other => other?,
+                }
+                let created = state.topic(&meta.name)?;
+                if created.id != id {
+                    return Err(BrokerError::TopicExists { topic: meta.name });
+                }
+                tracing::info!(topic = %meta.name, id, partitions = meta.partitions, "created topic");
+                return Ok(describe(state, &created));
+            }
+        }
+    }
 }
 
 /// Deletes a topic.
-pub async fn delete_topic(state: &Arc<BrokerState>, name: String) -> Result<()> {
-    let st = Arc::clone(state);
-    blocking(move || st.delete_topic(&name)).await
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| crate::error::BrokerError::InvalidRequest {
-            reason: format!("admin task failed: {e}"),
-        })?
+pub async fn delete_topic(state: &Arc<BrokerState>, name: String, is_forwarded: bool) -> Result<()> {
+    loop {
+        let topic = state.topic(&name)?;
+        match route(state, is_forwarded).await? {
+            Route::Forward(addr) => {
+                admin_client(state, &addr)
+                    .await?
+                    .delete_topic(forwarded(DeleteTopicRequest { name: name.clone() }))
+                    .await?;
+                let n = name.clone();
+                return wait_until(state, move |s| s.topic(&n).map_or(true, |t| t.id != topic.id)).await;
+            }
+            Route::Local => {
+                let _guard = state.admin_lock().await;
+                let topic = state.topic(&name)?;
+                match state.propose_metadata(&Command::DeleteTopic { name: name.clone(), id: topic.id }).await {
+                    Err(BrokerError::NotLeader { .. }) => continue,
+                    other => other?,
+                }
+                tracing::info!(topic = %name, "deleted topic");
+                return Ok(());
+            }
+        }
+    }
 }
 
 /// Lists topics.
 pub fn list_topics(state: &BrokerState) -> ListTopicsResponse {
     ListTopicsResponse {
         topics: state
-            .topics()
-            .iter()
+            .metadata()
+            .topics
+            .values()
             .map(|t| TopicSummary {
                 name: t.meta.name.clone(),
                 partitions: t.meta.partitions,
@@ -80,40 +232,53 @@ pub fn list_topics(state: &BrokerState) -> ListTopicsResponse {
     }
 }
 
-/// Brokers, and topics with their partition leaders.
+/// Brokers, and topics with their partition leaders (as this broker knows
+/// them: the live leader of a hosted replica, else the preferred replica as a
+/// hint that answers `NOT_LEADER` with the leader if it is wrong).
 pub fn metadata(state: &BrokerState, req: MetadataRequest) -> MetadataResponse {
-    let node = state.config.node_id;
-    let topic_meta = |t: &Topic| TopicMetadata {
+    let topic_meta = |t: &TopicState| TopicMetadata {
         name: t.meta.name.clone(),
-        partitions: (0..t.meta.partitions)
-            .map(|p| PartitionMetadata {
-                partition: p,
-                leader: node,
-                replicas: vec![node],
+        partitions: t
+            .assignment
+            .iter()
+            .zip(state.hosted(t))
+            .enumerate()
+            .map(|(p, (replicas, local))| PartitionMetadata {
+                partition: p as u32,
+                leader: match local {
+                    Some(l) => l.status().leader.unwrap_or(0),
+                    None => replicas.first().copied().unwrap_or(0),
+                },
+                replicas: replicas.clone(),
             })
             .collect(),
         error: None,
     };
+    let meta = state.metadata();
     let topics = if req.topics.is_empty() {
-        state.topics().iter().map(|t| topic_meta(t)).collect()
+        meta.topics.values().map(topic_meta).collect()
     } else {
         req.topics
             .iter()
-            .map(|name| match state.topic(name) {
-                Ok(t) => topic_meta(&t),
-                Err(e) => TopicMetadata {
+            .map(|name| match meta.topics.get(name) {
+                Some(t) => topic_meta(t),
+                None => TopicMetadata {
                     name: name.clone(),
                     partitions: Vec::new(),
-                    error: Some(e.to_proto()),
+                    error: Some(BrokerError::UnknownTopic { topic: name.clone() }.to_proto()),
                 },
             })
             .collect()
     };
     MetadataResponse {
-        brokers: vec![BrokerInfo {
-            node_id: node,
-            addr: state.advertised_addr.clone(),
-        }],
+        brokers: state
+            .peers
+            .iter()
+            .map(|(&node_id, addr)| BrokerInfo {
+                node_id,
+                addr: if node_id == state.node_id { state.advertised_addr.clone() } else { addr.clone() },
+            })
+            .collect(),
         topics,
         cluster_id: state.cluster_id.clone(),
     }

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod fetch;
 pub mod offsets;
+pub mod peer;
 pub mod produce;
 
 use std::pin::Pin;
@@ -76,7 +77,8 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::CreateTopicRequest>,
     ) -> Result<Response<pb::CreateTopicResponse>, Status> {
-        let topic = admin::create_topic(&self.state, req.into_inner()).await?;
+        let fwd = req.metadata().contains_key(admin::FORWARDED_KEY);
+        let topic = admin::create_topic(&self.state, req.into_inner(), fwd).await?;
         Ok(Response::new(pb::CreateTopicResponse { topic: Some(topic) }))
     }
 
@@ -84,7 +86,8 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::DeleteTopicRequest>,
     ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
-        admin::delete_topic(&self.state, req.into_inner().name).await?;
+        let fwd = req.metadata().contains_key(admin::FORWARDED_KEY);
+        admin::delete_topic(&self.state, req.into_inner().name, fwd).await?;
         Ok(Response::new(pb::DeleteTopicResponse {}))
     }
 

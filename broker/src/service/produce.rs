@@ -1,23 +1,34 @@
-//! Produce: append each batch to its partition, then wait for the
-//! acknowledgement level. One result per batch, so one bad partition does not
+//! Produce: propose each batch to its partition's Raft group (the leader
+//! stamps offsets), then wait for the acknowledgement level. One result per batch, so one bad partition does not
 //! fail the others.
 
 use std::time::Duration;
 
+use strand_cluster::Ack;
 use strand_proto::v1::{Acks, PartitionBatch, PartitionProduceResult, ProduceRequest, ProduceResponse};
 use strand_storage::{AppendInfo, BatchRef, StorageError};
 
 use crate::error::{BrokerError, Result};
-use crate::partition::Partition;
 use crate::state::BrokerState;
 
-fn append_one(state: &BrokerState, b: &PartitionBatch, now_ms: i64) -> Result<(std::sync::Arc<Partition>, AppendInfo)> {
+/// Validates one batch and proposes it to its partition's Raft group; the
+/// future resolves at the acknowledgement level.
+async fn produce_one(state: &BrokerState, b: &PartitionBatch, acks: Acks, now_ms: i64) -> Result<AppendInfo> {
     let partition = state.partition(&b.topic, b.partition)?;
     let batch = BatchRef::validate(&b.batch).map_err(|source| StorageError::InvalidBatch { source })?;
     if batch.is_control() {
         return Err(BrokerError::InvalidRequest {
             reason: "control batches are written by the broker, not by producers".into(),
         });
+    }
+    let max = state.topic(&b.topic)?.meta.configs.get("max.message.bytes").and_then(|v| v.parse::<u32>().ok());
+    let max = max.unwrap_or(state.config.log.max_batch_bytes);
+    if b.batch.len() > max as usize {
+        return Err(StorageError::RecordTooLarge {
+            size: b.batch.len(),
+            max,
+        }
+        .into());
     }
     let max_future = state.config.limits.max_future_timestamp_ms;
     let ts = batch.max_timestamp_ms();
@@ -28,11 +39,29 @@ fn append_one(state: &BrokerState, b: &PartitionBatch, now_ms: i64) -> Result<(s
             max_future_ms: max_future,
         });
     }
-    let info = partition.append(&b.batch)?;
-    Ok((partition, info))
+    let ack = match acks {
+        Acks::All => Ack::All,
+        Acks::Leader | Acks::None => Ack::Leader,
+    };
+    if acks == Acks::None {
+        // Fire and forget: the proposal goes ahead without us.
+        let (node, group, batch) = (state.node.clone(), partition.group(), b.batch.clone());
+        tokio::spawn(async move { node.propose(group, batch, ack).await });
+        return Ok(AppendInfo {
+            base_offset: 0,
+            last_offset: 0,
+            append_time_ms: now_ms,
+        });
+    }
+    state
+        .node
+        .propose(partition.group(), b.batch.clone(), ack)
+        .await
+        .map_err(|e| state.not_leader(&b.topic, b.partition, e))
 }
 
-/// Handles one produce request.
+/// Handles one produce request: every batch is proposed concurrently, each
+/// answered on its own, so one bad partition does not fail the others.
 pub async fn produce(state: &BrokerState, req: ProduceRequest) -> Result<ProduceResponse> {
     let acks = Acks::try_from(req.acks).map_err(|_| BrokerError::InvalidRequest {
         reason: format!("unknown acks level {}", req.acks),
@@ -44,39 +73,38 @@ pub async fn produce(state: &BrokerState, req: ProduceRequest) -> Result<Produce
     }
     .min(limit);
     let now = strand_storage::now_ms();
-    let mut results = Vec::with_capacity(req.batches.len());
-    let mut waits = Vec::new();
-    for (i, b) in req.batches.iter().enumerate() {
-        let mut r = PartitionProduceResult {
-            topic: b.topic.clone(),
-            partition: b.partition,
-            ..Default::default()
-        };
-        match append_one(state, b, now) {
-            Ok((partition, info)) => {
-                r.base_offset = info.base_offset;
-                r.log_append_time_ms = info.append_time_ms;
-                if acks == Acks::All {
-                    waits.push((i, partition, info.last_offset + 1));
+    let outcomes = futures::future::join_all(req.batches.iter().map(|b| async move {
+        match tokio::time::timeout(timeout, produce_one(state, b, acks, now)).await {
+            Ok(r) => r,
+            Err(_) => Err(BrokerError::Timeout {
+                what: "the acknowledgement level",
+                waited_ms: timeout.as_millis() as u64,
+            }),
+        }
+    }))
+    .await;
+    let results = req
+        .batches
+        .iter()
+        .zip(outcomes)
+        .map(|(b, outcome)| {
+            let mut r = PartitionProduceResult {
+                topic: b.topic.clone(),
+                partition: b.partition,
+                ..Default::default()
+            };
+            match outcome {
+                Ok(info) => {
+                    r.base_offset = info.base_offset;
+                    r.log_append_time_ms = info.append_time_ms;
+                }
+                Err(e) => {
+                    tracing::debug!(topic = %b.topic, partition = b.partition, error = %e, "produce refused");
+                    r.error = Some(e.to_proto());
                 }
             }
-            Err(e) => {
-                tracing::debug!(topic = %b.topic, partition = b.partition, error = %e, "produce refused");
-                r.error = Some(e.to_proto());
-            }
-        }
-        results.push(r);
-    }
-    let outcomes = futures::future::join_all(
-        waits
-            .into_iter()
-            .map(|(i, p, end)| async move { (i, p.wait_durable(end, timeout).await) }),
-    )
-    .await;
-    for (i, outcome) in outcomes {
-        if let Err(e) = outcome {
-            results[i].error = Some(e.to_proto());
-        }
-    }
+            r
+        })
+        .collect();
     Ok(ProduceResponse { results })
 }

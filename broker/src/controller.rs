@@ -1,0 +1,165 @@
+//! Cluster metadata as a replicated state machine: the controller group
+//! (Raft group 0) stores commands as records of its log; every broker folds
+//! the committed records, in order, into the same [`MetadataState`].
+//!
+//! Invariants: applying is deterministic and idempotent per command (a
+//! command that no longer fits the state, such as creating an existing
+//! topic, changes nothing), so every broker that applied the same prefix of
+//! the log has the same state. Replica placement is decided once, by the
+//! proposer, and travels in the command.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::topic::TopicMeta;
+
+/// The Raft group that holds cluster metadata.
+pub const CONTROLLER_GROUP: u64 = 0;
+
+/// A topic as the cluster knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicState {
+    /// Name, partitions, replication factor, configs.
+    pub meta: TopicMeta,
+    /// Cluster-unique id; partition `p` is Raft group `id << 16 | p`.
+    pub id: u64,
+    /// Replicas of each partition, preferred leader first.
+    pub assignment: Vec<Vec<u64>>,
+}
+
+impl TopicState {
+    /// Raft group of partition `p`.
+    pub fn group(&self, p: u32) -> u64 {
+        group_id(self.id, p)
+    }
+}
+
+/// Raft group id of a topic's partition.
+pub fn group_id(topic_id: u64, partition: u32) -> u64 {
+    (topic_id << 16) | u64::from(partition)
+}
+
+/// A change to cluster metadata, as stored in the controller log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    /// Create a topic with a placement.
+    CreateTopic {
+        /// The topic.
+        topic: TopicState,
+    },
+    /// Delete a topic.
+    DeleteTopic {
+        /// Its name.
+        name: String,
+        /// Its id, so a late delete never removes a re-created topic.
+        id: u64,
+    },
+}
+
+/// The metadata every broker derives from the controller log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetadataState {
+    /// Topics by name.
+    pub topics: BTreeMap<String, TopicState>,
+    /// The next topic id to hand out.
+    pub next_topic_id: u64,
+}
+
+impl MetadataState {
+    /// Applies one committed command; returns whether anything changed.
+    pub fn apply(&mut self, c: &Command) -> bool {
+        match c {
+            Command::CreateTopic { topic } => {
+                self.next_topic_id = self.next_topic_id.max(topic.id + 1);
+                if self.topics.contains_key(&topic.meta.name) {
+                    return false;
+                }
+                self.topics.insert(topic.meta.name.clone(), topic.clone());
+                true
+            }
+            Command::DeleteTopic { name, id } => match self.topics.get(name) {
+                Some(t) if t.id == *id => {
+                    self.topics.remove(name);
+                    true
+                }
+                _ => false,
+            },
+        }
+    }
+
+    /// The id the next created topic gets (ids start at 1; 0 is the
+    /// controller).
+    pub fn allocate_topic_id(&self) -> u64 {
+        self.next_topic_id.max(1)
+    }
+}
+
+/// Places `partitions` × `replication_factor` replicas over `brokers`
+/// (sorted ids): replicas of a partition are distinct brokers, and the
+/// preferred leader (first replica) rotates so leaders spread evenly; the
+/// starting broker is offset by the topic id so small topics do not all lead
+/// on the same broker.
+pub fn place(brokers: &[u64], partitions: u32, replication_factor: u32, topic_id: u64) -> Vec<Vec<u64>> {
+    let n = brokers.len();
+    (0..partitions as usize)
+        .map(|p| {
+            let start = (p + topic_id as usize) % n;
+            (0..replication_factor as usize).map(|r| brokers[(start + r) % n]).collect()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(name: &str, id: u64) -> TopicState {
+        TopicState {
+            meta: TopicMeta {
+                name: name.into(),
+                partitions: 2,
+                replication_factor: 1,
+                configs: BTreeMap::new(),
+            },
+            id,
+            assignment: vec![vec![1], vec![1]],
+        }
+    }
+
+    #[test]
+    fn placement_spreads_replicas_and_leaders() {
+        let brokers = [1, 2, 3];
+        let a = place(&brokers, 6, 3, 0);
+        for (p, replicas) in a.iter().enumerate() {
+            let mut r = replicas.clone();
+            r.sort();
+            r.dedup();
+            assert_eq!(r.len(), 3, "partition {p}: replicas are distinct brokers");
+        }
+        let mut leaders = [0; 4];
+        for replicas in &a {
+            leaders[replicas[0] as usize] += 1;
+        }
+        assert_eq!(&leaders[1..], &[2, 2, 2], "each broker leads two of six partitions");
+    }
+
+    #[test]
+    fn applying_is_idempotent_and_deletes_only_the_same_topic() {
+        let mut s = MetadataState::default();
+        assert!(s.apply(&Command::CreateTopic { topic: topic("a", 1) }));
+        assert!(!s.apply(&Command::CreateTopic { topic: topic("a", 2) }), "name taken");
+        assert_eq!(s.allocate_topic_id(), 3, "ids are never reused");
+        assert!(!s.apply(&Command::DeleteTopic { name: "a".into(), id: 2 }), "wrong id");
+        assert!(s.apply(&Command::DeleteTopic { name: "a".into(), id: 1 }));
+        assert!(s.topics.is_empty());
+    }
+
+    #[test]
+    fn commands_round_trip_through_json() {
+        let c = Command::CreateTopic { topic: topic("t", 4) };
+        let bytes = serde_json::to_vec(&c).unwrap();
+        assert_eq!(serde_json::from_slice::<Command>(&bytes).unwrap(), c);
+    }
+}

@@ -1,0 +1,43 @@
+//! The `Peer` service: Raft messages from other brokers enter this node's
+//! replication loop here. Only members of this cluster are heard.
+
+use std::sync::Arc;
+
+use strand_proto::v1::{RaftBatch, RaftBatchAck, peer_server::Peer};
+use tonic::{Request, Response, Status};
+
+use crate::state::BrokerState;
+
+/// Receives Raft traffic.
+#[derive(Clone, Debug)]
+pub struct PeerService {
+    state: Arc<BrokerState>,
+}
+
+impl PeerService {
+    /// A service over `state`.
+    pub fn new(state: Arc<BrokerState>) -> Self {
+        PeerService { state }
+    }
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn raft(&self, req: Request<RaftBatch>) -> Result<Response<RaftBatchAck>, Status> {
+        let batch = req.into_inner();
+        if !self.state.peers.contains_key(&batch.from) || batch.from == self.state.node_id {
+            tracing::warn!(from = batch.from, "raft traffic from a node that is not a peer; ignored");
+            return Err(Status::permission_denied(format!("node {} is not a peer of this cluster", batch.from)));
+        }
+        match strand_cluster::decode_batch(&batch, &self.state.cluster_id) {
+            Ok(msgs) => {
+                self.state.inbox().deliver(batch.from, msgs);
+                Ok(Response::new(RaftBatchAck {}))
+            }
+            Err(e) => {
+                tracing::warn!(from = batch.from, error = %e, "dropped raft batch");
+                Err(Status::invalid_argument(e.to_string()))
+            }
+        }
+    }
+}
