@@ -179,7 +179,12 @@ impl BrokerConfig {
 /// Parses `id@host:port` entries (also accepts one comma-separated string).
 pub fn parse_peers(entries: &[String]) -> Result<std::collections::BTreeMap<u64, String>> {
     let mut out = std::collections::BTreeMap::new();
-    for entry in entries.iter().flat_map(|e| e.split(',')).map(str::trim).filter(|e| !e.is_empty()) {
+    for entry in entries
+        .iter()
+        .flat_map(|e| e.split(','))
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
         let bad = |reason: String| BrokerError::InvalidConfig {
             key: "peers".into(),
             reason,
@@ -187,7 +192,9 @@ pub fn parse_peers(entries: &[String]) -> Result<std::collections::BTreeMap<u64,
         let (id, addr) = entry
             .split_once('@')
             .ok_or_else(|| bad(format!("{entry:?} is not id@host:port")))?;
-        let id: u64 = id.parse().map_err(|_| bad(format!("{entry:?}: {id:?} is not a node id")))?;
+        let id: u64 = id
+            .parse()
+            .map_err(|_| bad(format!("{entry:?}: {id:?} is not a node id")))?;
         if id == 0 {
             return Err(bad(format!("{entry:?}: node ids start at 1")));
         }

@@ -106,7 +106,9 @@ pub fn place(brokers: &[u64], partitions: u32, replication_factor: u32, topic_id
     (0..partitions as usize)
         .map(|p| {
             let start = (p + topic_id as usize) % n;
-            (0..replication_factor as usize).map(|r| brokers[(start + r) % n]).collect()
+            (0..replication_factor as usize)
+                .map(|r| brokers[(start + r) % n])
+                .collect()
         })
         .collect()
 }
@@ -151,8 +153,17 @@ mod tests {
         assert!(s.apply(&Command::CreateTopic { topic: topic("a", 1) }));
         assert!(!s.apply(&Command::CreateTopic { topic: topic("a", 2) }), "name taken");
         assert_eq!(s.allocate_topic_id(), 3, "ids are never reused");
-        assert!(!s.apply(&Command::DeleteTopic { name: "a".into(), id: 2 }), "wrong id");
-        assert!(s.apply(&Command::DeleteTopic { name: "a".into(), id: 1 }));
+        assert!(
+            !s.apply(&Command::DeleteTopic {
+                name: "a".into(),
+                id: 2
+            }),
+            "wrong id"
+        );
+        assert!(s.apply(&Command::DeleteTopic {
+            name: "a".into(),
+            id: 1
+        }));
         assert!(s.topics.is_empty());
     }
 

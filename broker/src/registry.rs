@@ -62,7 +62,10 @@ pub fn load_or_init(data_dir: &Path, node_id: u64, peers: &BTreeMap<u64, String>
             if stored.node_id != node_id {
                 return Err(BrokerError::DataDir {
                     path: data_dir.to_path_buf(),
-                    reason: format!("it belongs to node {} but this broker is node {node_id}", stored.node_id),
+                    reason: format!(
+                        "it belongs to node {} but this broker is node {node_id}",
+                        stored.node_id
+                    ),
                 });
             }
             if stored.peers != *peers {
@@ -82,12 +85,20 @@ pub fn load_or_init(data_dir: &Path, node_id: u64, peers: &BTreeMap<u64, String>
             store(&path, &wanted)?;
             Ok(wanted)
         }
-        Err(source) => Err(BrokerError::Metadata { op: "read", path, source }),
+        Err(source) => Err(BrokerError::Metadata {
+            op: "read",
+            path,
+            source,
+        }),
     }
 }
 
 fn describe(peers: &BTreeMap<u64, String>) -> String {
-    peers.iter().map(|(i, a)| format!("{i}@{a}")).collect::<Vec<_>>().join(",")
+    peers
+        .iter()
+        .map(|(i, a)| format!("{i}@{a}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn store(path: &Path, id: &NodeIdentity) -> Result<()> {
@@ -106,7 +117,9 @@ fn store(path: &Path, id: &NodeIdentity) -> Result<()> {
     f.sync_all().map_err(io("fsync", &tmp))?;
     std::fs::rename(&tmp, path).map_err(io("rename", path))?;
     if let Some(dir) = path.parent() {
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync dir", dir))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("fsync dir", dir))?;
     }
     Ok(())
 }

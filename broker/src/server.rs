@@ -20,6 +20,9 @@ use crate::service::peer::PeerService;
 use crate::service::{AdminService, StrandService};
 use crate::state::BrokerState;
 
+/// How long a stopping broker waits for open connections to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
 /// An accepted connection that holds one of the `max_connections` permits
 /// until it closes.
 pub struct LimitedConn {
@@ -127,7 +130,9 @@ fn spawn_retention(state: Arc<BrokerState>) {
                             segments = r.deleted_segments, bytes = r.deleted_bytes, "retention"
                         ),
                         Ok(_) => {}
-                        Err(e) => tracing::error!(topic = %p.topic(), partition = p.id(), error = %e, "retention failed"),
+                        Err(e) => {
+                            tracing::error!(topic = %p.topic(), partition = p.id(), error = %e, "retention failed")
+                        }
                     }
                 }
             });
@@ -169,12 +174,14 @@ async fn serve(
         .max_encoding_message_size(max);
     tracing::info!(node = state.config.node_id, addr = %local, data_dir = %state.config.data_dir.display(), "broker serving");
     let st = Arc::clone(&state);
+    let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: ending subscriptions and long polls");
         st.begin_shutdown();
+        let _ = draining_tx.send(());
     };
-    let served = tonic::transport::Server::builder()
+    let serving = tonic::transport::Server::builder()
         .timeout(state.config.request_timeout())
         .max_concurrent_streams(limits.max_concurrent_streams)
         .http2_keepalive_interval(Some(Duration::from_millis(limits.keepalive_interval_ms)))
@@ -183,8 +190,23 @@ async fn serve(
         .add_service(strand)
         .add_service(admin)
         .add_service(peer)
-        .serve_with_incoming_shutdown(incoming, signal)
-        .await;
+        .serve_with_incoming_shutdown(incoming, signal);
+    // Graceful, but bounded: clients that keep connections open cannot hold
+    // the broker (and the flush of its logs) hostage.
+    let grace = async {
+        if draining_rx.await.is_ok() {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let served = tokio::select! {
+        r = serving => r,
+        () = grace => {
+            tracing::warn!(grace_ms = SHUTDOWN_GRACE.as_millis() as u64, "connections still open after the grace period; closing them");
+            Ok(())
+        }
+    };
     state.begin_shutdown();
     let st = Arc::clone(&state);
     let _ = tokio::task::spawn_blocking(move || st.shutdown()).await;

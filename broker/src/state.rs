@@ -105,7 +105,9 @@ fn open_partition_log(dir: &Path, topic_id: u64, config: LogConfig) -> Result<Pa
     let log = PartitionLog::open(dir, config)?;
     if !marker.exists() {
         std::fs::write(&marker, topic_id.to_string()).map_err(io("write topic id", &marker))?;
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync dir", dir))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("fsync dir", dir))?;
     }
     Ok(log)
 }
@@ -129,7 +131,11 @@ impl BrokerState {
         if peers.is_empty() {
             peers.insert(node_id, advertised_addr.clone());
         }
-        let others: HashMap<u64, String> = peers.iter().filter(|(i, _)| **i != node_id).map(|(i, a)| (*i, a.clone())).collect();
+        let others: HashMap<u64, String> = peers
+            .iter()
+            .filter(|(i, _)| **i != node_id)
+            .map(|(i, a)| (*i, a.clone()))
+            .collect();
         let transport = GrpcTransport::new(
             identity.cluster_id.clone(),
             others,
@@ -195,7 +201,10 @@ impl BrokerState {
 
     /// A copy of the applied metadata.
     pub fn metadata(&self) -> MetadataState {
-        self.metadata.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.metadata
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The topic as the cluster knows it, or `UNKNOWN_TOPIC`.
@@ -238,7 +247,10 @@ impl BrokerState {
 
     /// Hosted replicas of a topic's partitions (`None` where not hosted).
     pub fn hosted(&self, topic: &TopicState) -> Vec<Option<Arc<Partition>>> {
-        let parts = self.partitions.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let parts = self
+            .partitions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         (0..topic.meta.partitions)
             .map(|p| parts.get(&(topic.meta.name.clone(), p)).cloned())
             .collect()
@@ -291,7 +303,8 @@ impl BrokerState {
             let mut next = from;
             for b in batches(&bytes) {
                 let b = b.map_err(|source| strand_storage::StorageError::InvalidBatch { source })?;
-                let records = DecodedRecords::new(&b).map_err(|source| strand_storage::StorageError::InvalidBatch { source })?;
+                let records =
+                    DecodedRecords::new(&b).map_err(|source| strand_storage::StorageError::InvalidBatch { source })?;
                 for r in records.iter() {
                     let r = r.map_err(|source| strand_storage::StorageError::InvalidBatch { source })?;
                     if r.offset >= from {
@@ -300,7 +313,9 @@ impl BrokerState {
                                 let mut m = self.metadata.write().unwrap_or_else(std::sync::PoisonError::into_inner);
                                 changed |= m.apply(&cmd);
                             }
-                            Some(Err(e)) => tracing::error!(offset = r.offset, error = %e, "skipping an undecodable controller record"),
+                            Some(Err(e)) => {
+                                tracing::error!(offset = r.offset, error = %e, "skipping an undecodable controller record")
+                            }
                             None => {}
                         }
                     }
@@ -341,7 +356,10 @@ impl BrokerState {
         for t in meta.topics.values() {
             for (p, replicas) in t.assignment.iter().enumerate() {
                 if replicas.contains(&self.node_id) {
-                    wanted.insert((t.meta.name.clone(), p as u32), (t, t.group(p as u32), replicas.clone()));
+                    wanted.insert(
+                        (t.meta.name.clone(), p as u32),
+                        (t, t.group(p as u32), replicas.clone()),
+                    );
                 }
             }
         }
@@ -353,7 +371,13 @@ impl BrokerState {
             .cloned()
             .collect();
         for key in hosted {
-            let stale = match (wanted.get(&key), self.partitions.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key)) {
+            let stale = match (
+                wanted.get(&key),
+                self.partitions
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get(&key),
+            ) {
                 (Some((_, group, _)), Some(p)) => p.group() != *group,
                 (None, Some(_)) => true,
                 _ => false,
@@ -363,7 +387,11 @@ impl BrokerState {
             }
         }
         for (key, (t, group, replicas)) in wanted {
-            let exists = self.partitions.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains_key(&key);
+            let exists = self
+                .partitions
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains_key(&key);
             if !exists {
                 self.start_partition(t, key.1, group, replicas).await?;
             }
@@ -402,7 +430,11 @@ impl BrokerState {
     }
 
     async fn stop_partition(&self, key: &(String, u32)) -> Result<()> {
-        let removed = self.partitions.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
+        let removed = self
+            .partitions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key);
         let Some(p) = removed else {
             return Ok(());
         };
@@ -439,7 +471,9 @@ impl BrokerState {
             value: Some(&value),
             headers: &[],
         });
-        let batch = b.build().map_err(|source| strand_storage::StorageError::InvalidBatch { source })?;
+        let batch = b
+            .build()
+            .map_err(|source| strand_storage::StorageError::InvalidBatch { source })?;
         let info = self
             .node
             .propose(CONTROLLER_GROUP, batch.into(), Ack::All)

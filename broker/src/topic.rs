@@ -127,7 +127,8 @@ mod tests {
             (".", false),
             ("..", false),
             ("with space", false),
-            ("slash/name", false), ("__internal", false),
+            ("slash/name", false),
+            ("__internal", false),
             (long.as_str(), false),
         ];
         for (i, (name, ok)) in cases.into_iter().enumerate() {

@@ -335,6 +335,7 @@ mod tests {
                 },
             ],
             cluster_id: "c".into(),
+            controller_id: 1,
         }
     }
 

@@ -56,6 +56,12 @@ pub struct ProduceBench {
     /// Target records per second over all producers (default: unlimited).
     #[arg(long)]
     rate: Option<u64>,
+    /// Producer linger (ms): how long a batch waits for more records.
+    #[arg(long, default_value_t = 5)]
+    linger_ms: u64,
+    /// Producer batch size (bytes).
+    #[arg(long, default_value_t = 256 * 1024)]
+    batch_bytes: usize,
 }
 
 #[derive(Debug, Args)]
@@ -133,6 +139,8 @@ async fn produce(bootstrap: &str, b: ProduceBench) -> anyhow::Result<ExitCode> {
         let producer = Producer::builder(bootstrap)
             .acks(b.acks.into())
             .compression(b.compression.into())
+            .linger(Duration::from_millis(b.linger_ms))
+            .batch_bytes(b.batch_bytes)
             .build()
             .await?;
         let topic: Arc<str> = Arc::from(b.topic.as_str());

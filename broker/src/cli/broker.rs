@@ -24,6 +24,10 @@ pub struct BrokerArgs {
     /// This broker's node id [default: 1].
     #[arg(long, env = "STRAND_NODE_ID")]
     node_id: Option<u64>,
+    /// Every broker of the cluster, this one included:
+    /// `1@host:port,2@host:port,3@host:port` [default: a cluster of one].
+    #[arg(long, env = "STRAND_PEERS")]
+    peers: Option<String>,
 }
 
 impl BrokerArgs {
@@ -43,6 +47,9 @@ impl BrokerArgs {
         }
         if let Some(n) = self.node_id {
             c.node_id = n;
+        }
+        if let Some(p) = self.peers {
+            c.peers = vec![p];
         }
         c.validate()?;
         Ok(c)

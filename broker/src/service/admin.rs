@@ -58,7 +58,11 @@ fn validate(state: &BrokerState, meta: &TopicMeta) -> Result<()> {
     topic::validate_name(&meta.name)?;
     if meta.partitions == 0 || meta.partitions > topic::MAX_PARTITIONS {
         return Err(BrokerError::InvalidRequest {
-            reason: format!("partitions must be in 1..={}, got {}", topic::MAX_PARTITIONS, meta.partitions),
+            reason: format!(
+                "partitions must be in 1..={}, got {}",
+                topic::MAX_PARTITIONS,
+                meta.partitions
+            ),
         });
     }
     let brokers = state.peers.len() as u32;
@@ -119,12 +123,15 @@ async fn admin_client(state: &BrokerState, addr: &str) -> Result<AdminClient<ton
             partition: 0,
             leader_addr: Some(addr.to_string()),
         })?;
-    Ok(AdminClient::new(channel).max_decoding_message_size(max).max_encoding_message_size(max))
+    Ok(AdminClient::new(channel)
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max))
 }
 
 fn forwarded<T>(msg: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
-    r.metadata_mut().insert(FORWARDED_KEY, tonic::metadata::MetadataValue::from_static("1"));
+    r.metadata_mut()
+        .insert(FORWARDED_KEY, tonic::metadata::MetadataValue::from_static("1"));
     r
 }
 
@@ -144,7 +151,11 @@ async fn wait_until(state: &BrokerState, done: impl Fn(&BrokerState) -> bool) ->
 }
 
 /// Creates a topic.
-pub async fn create_topic(state: &Arc<BrokerState>, req: CreateTopicRequest, is_forwarded: bool) -> Result<TopicDescription> {
+pub async fn create_topic(
+    state: &Arc<BrokerState>,
+    req: CreateTopicRequest,
+    is_forwarded: bool,
+) -> Result<TopicDescription> {
     let meta = TopicMeta {
         name: req.name.clone(),
         partitions: req.partitions,
@@ -155,7 +166,10 @@ pub async fn create_topic(state: &Arc<BrokerState>, req: CreateTopicRequest, is_
     loop {
         match route(state, is_forwarded).await? {
             Route::Forward(addr) => {
-                admin_client(state, &addr).await?.create_topic(forwarded(req.clone())).await?;
+                admin_client(state, &addr)
+                    .await?
+                    .create_topic(forwarded(req.clone()))
+                    .await?;
                 let name = meta.name.clone();
                 wait_until(state, move |s| s.topic(&name).is_ok()).await?;
                 return Ok(describe(state, &state.topic(&meta.name)?));
@@ -205,7 +219,13 @@ pub async fn delete_topic(state: &Arc<BrokerState>, name: String, is_forwarded: 
             Route::Local => {
                 let _guard = state.admin_lock().await;
                 let topic = state.topic(&name)?;
-                match state.propose_metadata(&Command::DeleteTopic { name: name.clone(), id: topic.id }).await {
+                match state
+                    .propose_metadata(&Command::DeleteTopic {
+                        name: name.clone(),
+                        id: topic.id,
+                    })
+                    .await
+                {
                     Err(BrokerError::NotLeader { .. }) => continue,
                     other => other?,
                 }
@@ -276,10 +296,15 @@ pub fn metadata(state: &BrokerState, req: MetadataRequest) -> MetadataResponse {
             .iter()
             .map(|(&node_id, addr)| BrokerInfo {
                 node_id,
-                addr: if node_id == state.node_id { state.advertised_addr.clone() } else { addr.clone() },
+                addr: if node_id == state.node_id {
+                    state.advertised_addr.clone()
+                } else {
+                    addr.clone()
+                },
             })
             .collect(),
         topics,
         cluster_id: state.cluster_id.clone(),
+        controller_id: state.controller_leader().unwrap_or(0),
     }
 }

@@ -26,8 +26,14 @@ impl Peer for PeerService {
     async fn raft(&self, req: Request<RaftBatch>) -> Result<Response<RaftBatchAck>, Status> {
         let batch = req.into_inner();
         if !self.state.peers.contains_key(&batch.from) || batch.from == self.state.node_id {
-            tracing::warn!(from = batch.from, "raft traffic from a node that is not a peer; ignored");
-            return Err(Status::permission_denied(format!("node {} is not a peer of this cluster", batch.from)));
+            tracing::warn!(
+                from = batch.from,
+                "raft traffic from a node that is not a peer; ignored"
+            );
+            return Err(Status::permission_denied(format!(
+                "node {} is not a peer of this cluster",
+                batch.from
+            )));
         }
         match strand_cluster::decode_batch(&batch, &self.state.cluster_id) {
             Ok(msgs) => {

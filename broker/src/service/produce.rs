@@ -21,7 +21,12 @@ async fn produce_one(state: &BrokerState, b: &PartitionBatch, acks: Acks, now_ms
             reason: "control batches are written by the broker, not by producers".into(),
         });
     }
-    let max = state.topic(&b.topic)?.meta.configs.get("max.message.bytes").and_then(|v| v.parse::<u32>().ok());
+    let max = state
+        .topic(&b.topic)?
+        .meta
+        .configs
+        .get("max.message.bytes")
+        .and_then(|v| v.parse::<u32>().ok());
     let max = max.unwrap_or(state.config.log.max_batch_bytes);
     if b.batch.len() > max as usize {
         return Err(StorageError::RecordTooLarge {

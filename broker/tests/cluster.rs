@@ -1,0 +1,387 @@
+//! Three real brokers replicating with Raft (issue "Multi-node cluster"):
+//! failover under load with no acknowledged record lost, byte-identical
+//! replicas, controller failover, follower catch-up.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use strand_client::{Admin, Consumer, ConsumerRecord, OffsetReset, Producer, ProducerRecord};
+use strand_storage::{LogConfig, PartitionLog, batches};
+use support::Cluster;
+
+async fn admin(c: &Cluster) -> Admin {
+    Admin::connect(c.bootstrap()).await.expect("admin")
+}
+
+async fn create(c: &Cluster, topic: &str, partitions: u32) {
+    let a = admin(c).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match a.create_topic(topic, partitions, 3, BTreeMap::new()).await {
+            Ok(_) => break,
+            Err(e) if e.is_retriable() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("create {topic}: {e}"),
+        }
+    }
+    for p in 0..partitions {
+        c.leader(topic, p).await;
+    }
+}
+
+/// Reads every partition of `topic` from the beginning up to its high
+/// watermark on the brokers.
+async fn drain(c: &Cluster, topic: &str, partitions: u32) -> Vec<ConsumerRecord> {
+    let a = admin(c).await;
+    let mut out = Vec::new();
+    for p in 0..partitions {
+        let end = a
+            .list_offsets(topic, p, strand_client::OffsetSpec::Latest)
+            .await
+            .expect("offsets")
+            .offset;
+        let mut consumer = Consumer::builder(c.bootstrap())
+            .auto_offset_reset(OffsetReset::Earliest)
+            .max_wait(Duration::from_millis(200))
+            .build()
+            .await
+            .expect("consumer");
+        consumer.assign(topic, &[p]).await.expect("assign");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while consumer.position(topic, p).unwrap_or(0) < end {
+            assert!(Instant::now() < deadline, "partition {p} did not drain to {end}");
+            out.extend(consumer.poll().await.expect("poll"));
+        }
+    }
+    out
+}
+
+/// The raw batches of one replica's partition log below `upper`.
+fn replica_bytes(dir: &std::path::Path, upper: u64) -> Vec<u8> {
+    let log = PartitionLog::open(dir, LogConfig::default()).expect("open replica log");
+    let mut out = Vec::new();
+    let mut next = log.earliest();
+    while next < upper.min(log.latest()) {
+        let bytes = log.read_bounded(next, 1 << 20, upper).expect("read");
+        if bytes.is_empty() {
+            break;
+        }
+        for b in batches(&bytes) {
+            next = b.expect("valid").next_offset();
+        }
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
+/// Waits until every replica of every partition has the same log end.
+async fn converge(c: &Cluster, topic: &str, partitions: u32) -> Vec<u64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    'outer: loop {
+        assert!(Instant::now() < deadline, "replicas did not converge");
+        let mut ends = vec![Vec::new(); partitions as usize];
+        for id in 1..=3 {
+            let Ok(a) = Admin::connect(c.addr(id)).await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue 'outer;
+            };
+            let Ok(t) = a.describe_topic(topic).await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue 'outer;
+            };
+            for p in &t.partitions {
+                ends[p.partition as usize].push((p.log_end_offset, p.high_watermark));
+            }
+        }
+        if ends
+            .iter()
+            .all(|e| e.len() == 3 && e.iter().all(|x| *x == e[0] && x.0 == x.1))
+        {
+            return ends.iter().map(|e| e[0].0).collect();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// 3 brokers, 6 partitions × RF 3, 200,000 keyed records with acks=all while
+/// a partition leader is killed with SIGKILL and restarted every few
+/// seconds: every acknowledged record is read back, each key in order, and
+/// the three replicas of every partition are byte-identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_acknowledged_record_is_lost_while_leaders_are_killed() {
+    let mut c = Cluster::start(3);
+    c.wait_ready().await;
+    create(&c, "orders", 6).await;
+    const N: u64 = 200_000;
+    const KEYS: u64 = 1_000;
+    let producer = Producer::builder(c.bootstrap())
+        .delivery_timeout(Duration::from_secs(120))
+        .request_timeout(Duration::from_secs(5))
+        .build()
+        .await
+        .expect("producer");
+    let done = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let (producer, done) = (producer.clone(), Arc::clone(&done));
+        tokio::spawn(async move {
+            let mut deliveries = Vec::with_capacity(N as usize);
+            for i in 0..N {
+                let r = ProducerRecord::new("orders", Bytes::from(i.to_string()))
+                    .key(Bytes::from(format!("k{}", i % KEYS)));
+                deliveries.push((i, producer.send(r).await.expect("send")));
+                // About 20,000 records/s, so the run spans several kills.
+                if i % 1_000 == 999 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            let mut acked = Vec::new();
+            for (i, d) in deliveries {
+                if d.await.is_ok() {
+                    acked.push(i);
+                }
+            }
+            done.store(true, Ordering::SeqCst);
+            acked
+        })
+    };
+    let mut kills = 0;
+    let mut partition = 0;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while !done.load(Ordering::SeqCst) {
+        let leader = c.leader("orders", partition % 6).await;
+        c.kill(leader);
+        kills += 1;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        c.restart(leader);
+        partition += 1;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    let acked = sender.await.expect("sender");
+    producer.close().await.expect("close");
+    assert!(kills >= 1, "at least one leader was killed during the run");
+    assert_eq!(
+        acked.len() as u64,
+        N,
+        "with retries every record is eventually acknowledged"
+    );
+
+    let ends = converge(&c, "orders", 6).await;
+    let records = drain(&c, "orders", 6).await;
+    // Each offset holds one record; retries may store a record twice.
+    let mut first_seen: HashMap<u64, (u32, u64)> = HashMap::new();
+    let mut per_key: HashMap<Bytes, Vec<u64>> = HashMap::new();
+    for r in &records {
+        let i: u64 = std::str::from_utf8(r.value.as_ref().expect("value"))
+            .expect("utf8")
+            .parse()
+            .expect("number");
+        if first_seen.insert(i, (r.partition, r.offset)).is_none() {
+            per_key.entry(r.key.clone().expect("key")).or_default().push(i);
+        }
+    }
+    let lost: Vec<u64> = acked.iter().copied().filter(|i| !first_seen.contains_key(i)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged records lost, first {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
+    for (key, seq) in &per_key {
+        assert!(seq.windows(2).all(|w| w[0] < w[1]), "key {key:?} out of order");
+    }
+    let duplicates = records.len() - first_seen.len();
+    eprintln!(
+        "{kills} leader kills, {} records stored, {duplicates} duplicates from retries",
+        records.len()
+    );
+
+    for id in 1..=3 {
+        c.stop(id);
+    }
+    for (p, &end) in ends.iter().enumerate() {
+        let reference = replica_bytes(&c.data_dir(1).join(format!("orders-{p}")), end);
+        for id in 2..=3 {
+            let other = replica_bytes(&c.data_dir(id).join(format!("orders-{p}")), end);
+            assert!(other == reference, "partition {p}: replica {id} differs from replica 1");
+        }
+    }
+}
+
+/// Losing the controller's leader: a new one is elected and topic changes
+/// still work with two of three brokers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_can_be_created_and_deleted_with_two_of_three_brokers() {
+    let mut c = Cluster::start(3);
+    c.wait_ready().await;
+    let controller = c.controller().await;
+    c.kill(controller);
+    let survivor = (1..=3).find(|&i| i != controller).expect("survivor");
+    let a = Admin::connect(c.addr(survivor)).await.expect("admin");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match a.create_topic("after-failover", 2, 3, BTreeMap::new()).await {
+            Ok(_) => break,
+            Err(e) if e.is_retriable() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("create with two brokers: {e}"),
+        }
+    }
+    let new_controller = c.controller().await;
+    assert_ne!(new_controller, controller);
+    let producer = Producer::builder(c.addr(survivor)).build().await.expect("producer");
+    for i in 0..100 {
+        producer
+            .send_and_wait(ProducerRecord::new("after-failover", Bytes::from(format!("{i}"))))
+            .await
+            .expect("acks=all with 2 of 3");
+    }
+    a.delete_topic("after-failover").await.expect("delete with two brokers");
+    a.create_topic("kept", 1, 3, BTreeMap::new())
+        .await
+        .expect("create with two brokers");
+    assert!(
+        a.list_topics()
+            .await
+            .expect("list")
+            .iter()
+            .all(|t| t.name != "after-failover")
+    );
+    // The old controller comes back and learns the changes.
+    c.restart(controller);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "restarted broker never saw the topic changes"
+        );
+        if let Ok(back) = Admin::connect(c.addr(controller)).await
+            && let Ok(m) = back.metadata().await
+            && m.controller_id != 0
+            && m.topics.iter().all(|t| t.name != "after-failover")
+            && m.topics.iter().any(|t| t.name == "kept")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A follower that was down while 100,000 records were written catches up
+/// and ends byte-identical to the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_follower_catches_up() {
+    let mut c = Cluster::start(3);
+    c.wait_ready().await;
+    create(&c, "catchup", 1).await;
+    let leader = c.leader("catchup", 0).await;
+    let follower = (1..=3).find(|&i| i != leader).expect("follower");
+    c.kill(follower);
+    let producer = Producer::builder(c.bootstrap()).build().await.expect("producer");
+    let mut deliveries = Vec::new();
+    for i in 0..100_000u64 {
+        deliveries.push(
+            producer
+                .send(ProducerRecord::new("catchup", Bytes::from(i.to_string())))
+                .await
+                .expect("send"),
+        );
+    }
+    for d in deliveries {
+        d.await.expect("acknowledged by the two others");
+    }
+    c.restart(follower);
+    let ends = converge(&c, "catchup", 1).await;
+    assert!(ends[0] >= 100_000);
+    for id in 1..=3 {
+        c.stop(id);
+    }
+    let reference = replica_bytes(&c.data_dir(leader).join("catchup-0"), ends[0]);
+    assert_eq!(
+        replica_bytes(&c.data_dir(follower).join("catchup-0"), ends[0]),
+        reference
+    );
+}
+
+/// A paused (SIGSTOP) leader is replaced; once resumed it follows the new
+/// leader, and whatever it had not committed is gone from its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_is_replaced_and_rejoins_as_a_follower() {
+    let mut c = Cluster::start(3);
+    c.wait_ready().await;
+    create(&c, "paused", 1).await;
+    let producer = Producer::builder(c.bootstrap())
+        .request_timeout(Duration::from_secs(3))
+        .build()
+        .await
+        .expect("producer");
+    for i in 0..1_000 {
+        producer
+            .send_and_wait(ProducerRecord::new("paused", Bytes::from(format!("a{i}"))))
+            .await
+            .expect("before");
+    }
+    let old = c.leader("paused", 0).await;
+    c.pause(old);
+    for i in 0..1_000 {
+        producer
+            .send_and_wait(ProducerRecord::new("paused", Bytes::from(format!("b{i}"))))
+            .await
+            .expect("during");
+    }
+    c.resume(old);
+    let ends = converge(&c, "paused", 1).await;
+    let records = drain(&c, "paused", 1).await;
+    let values: std::collections::HashSet<String> = records
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.value.as_ref().expect("value")).into_owned())
+        .collect();
+    for i in 0..1_000 {
+        assert!(
+            values.contains(&format!("a{i}")) && values.contains(&format!("b{i}")),
+            "record {i} lost"
+        );
+    }
+    for id in 1..=3 {
+        c.stop(id);
+    }
+    let reference = replica_bytes(&c.data_dir(1).join("paused-0"), ends[0]);
+    for id in 2..=3 {
+        assert_eq!(
+            replica_bytes(&c.data_dir(id).join("paused-0"), ends[0]),
+            reference,
+            "replica {id}"
+        );
+    }
+}
+
+/// A data directory refuses to join another cluster.
+#[tokio::test]
+async fn a_peer_list_that_disagrees_with_the_data_dir_is_refused() {
+    let mut c = Cluster::start(1);
+    c.wait_ready().await;
+    c.stop(1);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strand"))
+        .args([
+            "broker",
+            "--node-id",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+            "--peers",
+            "1@127.0.0.1:1,2@127.0.0.1:2",
+            "--data-dir",
+        ])
+        .arg(c.data_dir(1))
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "must refuse to start");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not to --peers"), "clear message: {err}");
+}

@@ -1,0 +1,234 @@
+//! A cluster of real `strand broker` processes on loopback, each with its
+//! own data directory and log file, that tests can kill, pause and restart.
+//! Every process it started is killed when the harness is dropped, also when
+//! a test fails.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use strand_client::Admin;
+
+pub struct Node {
+    pub id: u64,
+    pub addr: String,
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    peers: String,
+    config: PathBuf,
+    tmp: tempfile::TempDir,
+}
+
+/// Ports the OS hands out for `n` listeners, released for the brokers.
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    listeners.iter().map(|l| l.local_addr().expect("addr").port()).collect()
+}
+
+impl Cluster {
+    /// Starts `n` brokers that form one cluster.
+    pub fn start(n: usize) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let ports = free_ports(n);
+        let peers = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        // Faster elections than the default keep failover tests short.
+        let config = tmp.path().join("strand.toml");
+        std::fs::write(&config, "raft_tick_ms = 50\n").expect("config");
+        let mut c = Cluster {
+            nodes: Vec::new(),
+            peers,
+            config,
+            tmp,
+        };
+        for (i, p) in ports.iter().enumerate() {
+            let id = i as u64 + 1;
+            let dir = c.tmp.path().join(format!("node-{id}"));
+            c.nodes.push(Node {
+                id,
+                addr: format!("127.0.0.1:{p}"),
+                dir,
+                child: None,
+            });
+        }
+        for id in 1..=n as u64 {
+            c.spawn(id);
+        }
+        c
+    }
+
+    fn node(&self, id: u64) -> &Node {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    fn spawn(&mut self, id: u64) {
+        let (peers, config) = (self.peers.clone(), self.config.clone());
+        let log_path = self.tmp.path().join(format!("node-{id}.log"));
+        let node = &mut self.nodes[(id - 1) as usize];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_strand"))
+            .args(["--log-format", "json", "broker", "--config"])
+            .arg(&config)
+            .args([
+                "--node-id",
+                &id.to_string(),
+                "--listen",
+                &node.addr,
+                "--peers",
+                &peers,
+                "--data-dir",
+            ])
+            .arg(&node.dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn broker");
+        node.child = Some(child);
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.nodes.iter().map(|n| n.addr.clone()).collect::<Vec<_>>().join(",")
+    }
+
+    pub fn addr(&self, id: u64) -> String {
+        self.node(id).addr.clone()
+    }
+
+    pub fn data_dir(&self, id: u64) -> &Path {
+        &self.node(id).dir
+    }
+
+    fn signal(&self, id: u64, sig: &str) {
+        if let Some(c) = &self.node(id).child {
+            let _ = Command::new("kill").args([sig, &c.id().to_string()]).status();
+        }
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self, id: u64) {
+        let node = &mut self.nodes[(id - 1) as usize];
+        if let Some(mut c) = node.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    pub fn stop(&mut self, id: u64) {
+        self.signal(id, "-TERM");
+        let node = &mut self.nodes[(id - 1) as usize];
+        if let Some(mut c) = node.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) => break,
+                    _ if Instant::now() > deadline => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        panic!("node {id} did not stop on SIGTERM");
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+    }
+
+    pub fn pause(&self, id: u64) {
+        self.signal(id, "-STOP");
+    }
+
+    pub fn resume(&self, id: u64) {
+        self.signal(id, "-CONT");
+    }
+
+    pub fn restart(&mut self, id: u64) {
+        self.kill(id);
+        self.spawn(id);
+    }
+
+    pub fn is_running(&self, id: u64) -> bool {
+        self.node(id).child.is_some()
+    }
+
+    /// Waits until every running broker answers and knows a controller.
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for n in self.nodes.iter().filter(|n| n.child.is_some()) {
+            loop {
+                assert!(Instant::now() < deadline, "node {} not ready", n.id);
+                if let Ok(a) = Admin::connect(n.addr.as_str()).await
+                    && a.metadata().await.is_ok_and(|m| m.controller_id != 0)
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    /// The leader of `topic`/`partition` as the running brokers report it.
+    pub async fn leader(&self, topic: &str, partition: u32) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(Instant::now() < deadline, "no leader for {topic}-{partition}");
+            for n in self.nodes.iter().filter(|n| n.child.is_some()) {
+                if let Ok(a) = Admin::connect(n.addr.as_str()).await
+                    && let Ok(t) = a.describe_topic(topic).await
+                {
+                    let l = t.partitions[partition as usize].leader;
+                    if l != 0 && self.is_running(l) {
+                        return l;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The controller leader.
+    pub async fn controller(&self) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(Instant::now() < deadline, "no controller");
+            for n in self.nodes.iter().filter(|n| n.child.is_some()) {
+                if let Ok(a) = Admin::connect(n.addr.as_str()).await
+                    && let Ok(m) = a.metadata().await
+                    && m.controller_id != 0
+                    && self.is_running(m.controller_id)
+                {
+                    return m.controller_id;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = Command::new("kill").args(["-CONT", &c.id().to_string()]).status();
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
