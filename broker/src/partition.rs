@@ -100,7 +100,7 @@ impl Partition {
 
     /// Leadership and progress of the group.
     pub fn status(&self) -> GroupStatus {
-        *self.handle.status.borrow()
+        self.handle.status.borrow().clone()
     }
 
     /// High watermark: the offset after the last committed record.

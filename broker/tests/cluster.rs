@@ -385,3 +385,44 @@ async fn a_peer_list_that_disagrees_with_the_data_dir_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not to --peers"), "clear message: {err}");
 }
+
+/// `cluster status` names a down broker and counts the partitions it leaves
+/// under-replicated; once it is back and caught up the count returns to 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_status_reports_down_brokers_and_under_replicated_partitions() {
+    let mut c = Cluster::start(3);
+    c.wait_ready().await;
+    create(&c, "status", 3).await;
+    let status = |c: &Cluster, id: u64| {
+        let addr = c.addr(id);
+        async move { Admin::connect(addr).await.ok()?.cluster_status().await.ok() }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "never fully replicated");
+        if let Some(s) = status(&c, 1).await
+            && s.under_replicated == 0
+            && s.brokers.iter().all(|b| b.up)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.kill(3);
+    let s = status(&c, 1).await.expect("status");
+    assert!(!s.brokers.iter().find(|b| b.node_id == 3).expect("broker 3").up);
+    assert_eq!(s.under_replicated, 3, "every partition has a replica on broker 3");
+    assert!(s.partitions.iter().all(|p| p.lagging.contains(&3)));
+    c.restart(3);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "never recovered");
+        if let Some(s) = status(&c, 2).await
+            && s.under_replicated == 0
+            && s.partitions.iter().all(|p| p.leader != 0)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use strand_proto::v1::admin_client::AdminClient;
 use strand_proto::v1::{
-    CreateTopicRequest, DeleteTopicRequest, DescribeTopicRequest, ListTopicsRequest, MetadataRequest, MetadataResponse,
-    TopicDescription, TopicSummary,
+    ClusterStatusRequest, ClusterStatusResponse, CreateTopicRequest, DeleteTopicRequest, DescribeTopicRequest,
+    ListTopicsRequest, MetadataRequest, MetadataResponse, TopicDescription, TopicSummary,
 };
 
 use tonic::transport::Channel;
@@ -120,6 +120,18 @@ impl Admin {
             Ok(c.describe_topic(DescribeTopicRequest { name: name.to_owned() })
                 .await?
                 .into_inner())
+        })
+        .await
+    }
+
+    /// Brokers (up or not), the controller, and every partition's leader and
+    /// lagging replicas, as the broker asked gathers them from all brokers.
+    ///
+    /// # Errors
+    /// A transport or broker failure.
+    pub async fn cluster_status(&self) -> Result<ClusterStatusResponse> {
+        self.admin_call("cluster status", |mut c| async move {
+            Ok(c.cluster_status(ClusterStatusRequest {}).await?.into_inner())
         })
         .await
     }

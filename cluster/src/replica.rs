@@ -27,8 +27,19 @@ pub enum Ack {
     All,
 }
 
-/// What a group publishes to the rest of the broker.
+/// A follower's progress as its leader sees it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaProgress {
+    /// Node id.
+    pub node: u64,
+    /// Highest Raft index known to be stored on it.
+    pub matched: u64,
+    /// Whether it answered within the last election timeout.
+    pub active: bool,
+}
+
+/// What a group publishes to the rest of the broker.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GroupStatus {
     /// Leader's node id, if known.
     pub leader: Option<u64>,
@@ -40,6 +51,8 @@ pub struct GroupStatus {
     pub commit: u64,
     /// Last Raft index stored here.
     pub last_index: u64,
+    /// Every voter's progress (only on the leader; empty elsewhere).
+    pub replicas: Vec<ReplicaProgress>,
 }
 
 /// Shared, read-mostly view of a group.
@@ -185,12 +198,29 @@ impl Replica {
     }
 
     fn publish_status(&self) {
+        let is_leader = self.node.raft.state == StateRole::Leader;
+        let mut replicas: Vec<ReplicaProgress> = if is_leader {
+            self.node
+                .raft
+                .prs()
+                .iter()
+                .map(|(&node, p)| ReplicaProgress {
+                    node,
+                    matched: p.matched,
+                    active: p.recent_active || node == self.node.raft.id,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        replicas.sort_by_key(|r| r.node);
         let status = GroupStatus {
             leader: self.leader(),
             term: self.node.raft.term,
-            is_leader: self.node.raft.state == StateRole::Leader,
+            is_leader,
             commit: self.node.raft.raft_log.committed,
             last_index: self.node.raft.raft_log.last_index(),
+            replicas,
         };
         self.handle.status.send_if_modified(|s| {
             let changed = *s != status;

@@ -93,7 +93,7 @@ impl Cluster {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             for m in self.members.iter().flatten() {
-                let s = *m.handle.status.borrow();
+                let s = m.handle.status.borrow().clone();
                 if s.is_leader {
                     return m.node.id();
                 }
@@ -107,7 +107,7 @@ impl Cluster {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             for m in self.members.iter().flatten() {
-                let s = *m.handle.status.borrow();
+                let s = m.handle.status.borrow().clone();
                 if s.is_leader && m.node.id() != old {
                     return m.node.id();
                 }

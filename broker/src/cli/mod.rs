@@ -3,6 +3,7 @@
 
 mod bench;
 mod broker;
+mod cluster;
 mod consume;
 mod produce;
 mod topic;
@@ -57,6 +58,9 @@ pub enum Command {
     /// Load generators.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Cluster-wide status.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 pub fn init_logging(cli: &Cli) {
@@ -88,6 +92,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Produce(args) => rt.block_on(produce::run(&bootstrap, args)),
         Command::Consume(args) => rt.block_on(consume::run(&bootstrap, args)),
         Command::Bench(cmd) => rt.block_on(bench::run(&bootstrap, cmd)),
+        Command::Cluster(cmd) => rt.block_on(cluster::run(&bootstrap, cmd)),
     }
 }
 

@@ -77,13 +77,19 @@ pub async fn run(bootstrap: &str, cmd: TopicCommand) -> anyhow::Result<ExitCode>
                         println!("  config {k}={v}");
                     }
                     println!(
-                        "  {:>9}  {:>6}  {:>10}  {:>14}  {:>14}  {:>14}  {:>12}",
+                        "  {:>9}  {:>6}  {:>10}  {:>14}  {:>14}  {:>14}  {:>12}  replica lag in entries (! = out of sync)",
                         "partition", "leader", "replicas", "log_start", "high_watermark", "log_end", "size_bytes"
                     );
                     for p in &t.partitions {
                         let replicas = p.replicas.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+                        let lag = p
+                            .replica_lag
+                            .iter()
+                            .map(|r| format!("{}:{}{}", r.node_id, r.lag, if r.in_sync { "" } else { "!" }))
+                            .collect::<Vec<_>>()
+                            .join(" ");
                         println!(
-                            "  {:>9}  {:>6}  {:>10}  {:>14}  {:>14}  {:>14}  {:>12}",
+                            "  {:>9}  {:>6}  {:>10}  {:>14}  {:>14}  {:>14}  {:>12}  {lag}",
                             p.partition,
                             p.leader,
                             replicas,
@@ -119,6 +125,9 @@ fn describe_json(t: &strand_client::proto::TopicDescription) -> serde_json::Valu
             "log_end_offset": p.log_end_offset,
             "size_bytes": p.size_bytes,
             "segments": p.segments,
+            "replica_lag": p.replica_lag.iter().map(|r| serde_json::json!({
+                "node_id": r.node_id, "lag": r.lag, "in_sync": r.in_sync,
+            })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })
 }

@@ -6,6 +6,7 @@ pub mod fetch;
 pub mod offsets;
 pub mod peer;
 pub mod produce;
+pub mod status;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -103,6 +104,23 @@ impl pb::admin_server::Admin for AdminService {
         req: Request<pb::DescribeTopicRequest>,
     ) -> Result<Response<pb::TopicDescription>, Status> {
         let t = self.state.topic(&req.into_inner().name)?;
-        Ok(Response::new(admin::describe(&self.state, &t)))
+        let mut d = admin::describe(&self.state, &t);
+        // Replica lag is known only to each partition's leader: ask around.
+        let views = status::gather(&self.state).await;
+        let leaders = status::leaders(&views);
+        for p in &mut d.partitions {
+            if let Some(l) = leaders.get(&(t.meta.name.clone(), p.partition)) {
+                p.leader = l.leader;
+                p.replica_lag = l.replicas.clone();
+            }
+        }
+        Ok(Response::new(d))
+    }
+
+    async fn cluster_status(
+        &self,
+        _req: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        Ok(Response::new(status::cluster_status(&self.state).await))
     }
 }

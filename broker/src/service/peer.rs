@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use strand_proto::v1::{RaftBatch, RaftBatchAck, peer_server::Peer};
+use strand_proto::v1::{LocalStatusRequest, LocalStatusResponse, RaftBatch, RaftBatchAck, peer_server::Peer};
 use tonic::{Request, Response, Status};
 
 use crate::state::BrokerState;
@@ -45,5 +45,9 @@ impl Peer for PeerService {
                 Err(Status::invalid_argument(e.to_string()))
             }
         }
+    }
+
+    async fn local_status(&self, _req: Request<LocalStatusRequest>) -> Result<Response<LocalStatusResponse>, Status> {
+        Ok(Response::new(super::status::local_status(&self.state)))
     }
 }
