@@ -35,7 +35,8 @@ pub struct LogConfig {
     pub index_max_bytes: u64,
     /// Files grow in steps of this size, reserved with `fallocate` before
     /// they are written or mapped, so a full disk fails an append cleanly.
-    /// Default 16 MiB.
+    /// Reserved blocks count against the disk, so keep it small when a broker
+    /// hosts many partitions. Default 1 MiB.
     pub preallocate_bytes: u64,
     /// Largest accepted batch. Default 1 MiB.
     pub max_batch_bytes: u32,
@@ -63,7 +64,7 @@ impl Default for LogConfig {
             segment_ms: Some(7 * DAY_MS),
             index_interval_bytes: 4096,
             index_max_bytes: 10 << 20,
-            preallocate_bytes: 16 << 20,
+            preallocate_bytes: 1 << 20,
             max_batch_bytes: 1 << 20,
             retention_ms: Some(7 * DAY_MS),
             retention_bytes: None,

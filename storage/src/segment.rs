@@ -219,7 +219,8 @@ impl Segment {
             .map_err(|e| StorageError::io("stat", &log_path, e))?
             .len();
         let map = map_read_only(&file, &log_path)?;
-        let index_step = (cfg.index_max_bytes / 16).max(4096);
+        // Index files grow 64 KiB at a time (8,192 offset entries).
+        let index_step = (cfg.index_max_bytes / 16).clamp(4096, 64 * 1024);
         Ok(Segment {
             base_offset: base,
             offset_index: IndexFile::open(&idx_path, OFFSET_ENTRY, cfg.index_max_bytes, index_step)?,

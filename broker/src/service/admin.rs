@@ -197,9 +197,28 @@ pub async fn create_topic(
                     return Err(BrokerError::TopicExists { topic: meta.name });
                 }
                 tracing::info!(topic = %meta.name, id, partitions = meta.partitions, "created topic");
+                wait_for_leaders(state, &created).await;
                 return Ok(describe(state, &created));
             }
         }
+    }
+}
+
+/// Gives the new partitions hosted here a moment to elect leaders, so a
+/// producer started right after `create` finds them (bounded; a partition
+/// still electing is answered with `NOT_LEADER` and retried by clients).
+async fn wait_for_leaders(state: &BrokerState, topic: &TopicState) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < deadline {
+        if state
+            .hosted(topic)
+            .iter()
+            .flatten()
+            .all(|p| p.status().leader.is_some())
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
