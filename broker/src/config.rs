@@ -28,6 +28,9 @@ pub struct BrokerConfig {
     /// One Raft tick (ms); elections start after 10–20 ticks without a
     /// leader. Default 100.
     pub raft_tick_ms: u64,
+    /// Address of the HTTP endpoint serving `/metrics` (Prometheus text),
+    /// `/health/live` and `/health/ready`. Default: off.
+    pub metrics_listen: Option<String>,
     /// Limits that keep one client from exhausting the broker.
     pub limits: Limits,
     /// Log settings of new topics (topic configs override them per topic).
@@ -92,6 +95,7 @@ impl Default for BrokerConfig {
             advertised_addr: None,
             peers: Vec::new(),
             raft_tick_ms: 100,
+            metrics_listen: None,
             limits: Limits::default(),
             log: LogConfig {
                 // The broker owns durability with group commit (see

@@ -17,6 +17,7 @@
 pub mod config;
 pub mod controller;
 pub mod error;
+pub mod metrics;
 pub mod partition;
 pub mod registry;
 pub mod server;

@@ -103,6 +103,11 @@ impl Partition {
         self.handle.status.borrow().clone()
     }
 
+    /// Leader changes this replica has seen.
+    pub fn leader_changes(&self) -> u64 {
+        self.handle.leader_changes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// High watermark: the offset after the last committed record.
     pub fn high_watermark(&self) -> u64 {
         *self.handle.high_watermark.borrow()

@@ -28,6 +28,16 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 pub struct LimitedConn {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
+    state: Arc<BrokerState>,
+}
+
+impl Drop for LimitedConn {
+    fn drop(&mut self) {
+        self.state
+            .metrics
+            .open_connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Connected for LimitedConn {
@@ -70,8 +80,9 @@ impl AsyncWrite for LimitedConn {
 fn limited_incoming(
     listener: TcpListener,
     max_connections: usize,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    state: Arc<BrokerState>,
 ) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<LimitedConn>> {
+    let mut stop = state.shutdown_signal();
     let permits = Arc::new(Semaphore::new(max_connections));
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
@@ -87,14 +98,16 @@ fn limited_incoming(
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
-                    if tx
-                        .send(Ok(LimitedConn {
-                            stream,
-                            _permit: permit,
-                        }))
-                        .await
-                        .is_err()
-                    {
+                    state
+                        .metrics
+                        .open_connections
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let conn = LimitedConn {
+                        stream,
+                        _permit: permit,
+                        state: Arc::clone(&state),
+                    };
+                    if tx.send(Ok(conn)).await.is_err() {
                         return;
                     }
                 }
@@ -148,20 +161,38 @@ pub async fn run(listener: TcpListener, config: BrokerConfig, shutdown: impl Fut
         addr: config.listen.clone(),
         source: Box::new(e),
     })?;
+    let metrics = bind_metrics(&config).await?;
     let advertised = config.advertised_addr.clone().unwrap_or_else(|| local.to_string());
     let state = BrokerState::start(config, advertised).await?;
-    serve(listener, local, state, shutdown).await
+    serve(listener, metrics, local, state, shutdown).await
+}
+
+async fn bind_metrics(config: &BrokerConfig) -> Result<Option<TcpListener>> {
+    match &config.metrics_listen {
+        Some(addr) => TcpListener::bind(addr).await.map(Some).map_err(|e| BrokerError::Serve {
+            addr: addr.clone(),
+            source: Box::new(e),
+        }),
+        None => Ok(None),
+    }
 }
 
 async fn serve(
     listener: TcpListener,
+    metrics: Option<TcpListener>,
     local: SocketAddr,
     state: Arc<BrokerState>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
     let limits = state.config.limits.clone();
     spawn_retention(Arc::clone(&state));
-    let incoming = limited_incoming(listener, limits.max_connections, state.shutdown_signal());
+    let incoming = limited_incoming(listener, limits.max_connections, Arc::clone(&state));
+    if let Some(l) = metrics {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!(%addr, "serving metrics and health");
+        }
+        tokio::spawn(crate::metrics::serve(l, Arc::clone(&state), state.shutdown_signal()));
+    }
     let max = limits.max_message_bytes;
     let strand = StrandServer::new(StrandService::new(Arc::clone(&state)))
         .max_decoding_message_size(max)
@@ -221,6 +252,8 @@ async fn serve(
 pub struct RunningBroker {
     /// The bound address.
     pub addr: SocketAddr,
+    /// The bound metrics address, if metrics are served.
+    pub metrics_addr: Option<SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<()>>,
 }
@@ -240,13 +273,16 @@ impl RunningBroker {
             source: Box::new(e),
         })?;
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let metrics = bind_metrics(&config).await?;
+        let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
         let advertised = config.advertised_addr.clone().unwrap_or_else(|| addr.to_string());
         let state = BrokerState::start(config, advertised).await?;
-        let task = tokio::spawn(serve(listener, addr, state, async move {
+        let task = tokio::spawn(serve(listener, metrics, addr, state, async move {
             let _ = rx.await;
         }));
         Ok(RunningBroker {
             addr,
+            metrics_addr,
             stop: Some(tx),
             task,
         })

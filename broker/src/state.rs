@@ -43,6 +43,8 @@ pub struct BrokerState {
     pub peers: BTreeMap<u64, String>,
     /// The replication loop.
     pub node: RaftNode,
+    /// Request counters and latency histograms.
+    pub metrics: crate::metrics::Metrics,
     inbox: Arc<dyn Inbox>,
     controller: Arc<Partition>,
     metadata: RwLock<MetadataState>,
@@ -176,6 +178,7 @@ impl BrokerState {
         ));
         let state = Arc::new(BrokerState {
             inbox: node.inbox(),
+            metrics: crate::metrics::Metrics::default(),
             config,
             node_id,
             advertised_addr,
@@ -504,6 +507,34 @@ impl BrokerState {
     /// Serializes this broker's metadata proposals.
     pub async fn admin_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.admin.lock().await
+    }
+
+    /// Ready to serve: the controller has a leader, the committed metadata is
+    /// applied, and every hosted partition knows its leader.
+    pub fn readiness(&self) -> std::result::Result<(), String> {
+        if *self.shutdown.borrow() {
+            return Err("shutting down".into());
+        }
+        if self.controller_leader().is_none() {
+            return Err("no controller leader known yet".into());
+        }
+        if *self.applied.borrow() < self.controller.high_watermark() {
+            return Err("cluster metadata not applied yet".into());
+        }
+        let waiting: Vec<String> = self
+            .all_partitions()
+            .iter()
+            .filter(|p| p.status().leader.is_none())
+            .map(|p| format!("{}-{}", p.topic(), p.id()))
+            .collect();
+        if !waiting.is_empty() {
+            return Err(format!(
+                "{} partitions without a leader (first: {})",
+                waiting.len(),
+                waiting[0]
+            ));
+        }
+        Ok(())
     }
 
     /// Becomes `true` when the broker starts shutting down.

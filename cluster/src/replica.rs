@@ -64,6 +64,8 @@ pub struct GroupHandle {
     pub high_watermark: watch::Sender<u64>,
     /// Leadership and progress.
     pub status: watch::Sender<GroupStatus>,
+    /// Times this replica saw the group's leader change.
+    pub leader_changes: std::sync::atomic::AtomicU64,
 }
 
 struct Pending {
@@ -80,6 +82,7 @@ pub(crate) struct Replica {
     pending: BTreeMap<u64, Pending>,
     pub(crate) handle: Arc<GroupHandle>,
     last_append_ms: i64,
+    last_leader: u64,
     failed: bool,
 }
 
@@ -92,6 +95,7 @@ impl Replica {
             pending: BTreeMap::new(),
             handle,
             last_append_ms: 0,
+            last_leader: 0,
             failed: false,
         }
     }
@@ -325,6 +329,12 @@ impl Replica {
         if let Some(ss) = rd.ss() {
             let leader = (ss.leader_id != 0).then_some(ss.leader_id);
             tracing::info!(group, leader = ?leader, role = ?ss.raft_state, term = self.node.raft.term, "raft role change");
+            if ss.leader_id != 0 && ss.leader_id != self.last_leader {
+                self.last_leader = ss.leader_id;
+                self.handle
+                    .leader_changes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             if ss.raft_state != StateRole::Leader {
                 self.fail_all_pending(leader);
             }

@@ -3,4 +3,5 @@
 
 mod bad_input;
 mod harness;
+mod metrics;
 mod produce_fetch;

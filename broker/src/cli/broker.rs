@@ -28,6 +28,10 @@ pub struct BrokerArgs {
     /// `1@host:port,2@host:port,3@host:port` [default: a cluster of one].
     #[arg(long, env = "STRAND_PEERS")]
     peers: Option<String>,
+    /// Serve /metrics, /health/live and /health/ready over HTTP here
+    /// [default: off].
+    #[arg(long, env = "STRAND_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
 }
 
 impl BrokerArgs {
@@ -50,6 +54,9 @@ impl BrokerArgs {
         }
         if let Some(p) = self.peers {
             c.peers = vec![p];
+        }
+        if let Some(m) = self.metrics_listen {
+            c.metrics_listen = Some(m);
         }
         c.validate()?;
         Ok(c)

@@ -75,6 +75,11 @@ pub async fn fetch(state: &BrokerState, req: FetchRequest) -> Result<FetchRespon
                         match read_into(p, fp.offset, want, &mut d) {
                             Ok(()) => {
                                 budget = budget.saturating_sub(d.records.len());
+                                if !d.records.is_empty() {
+                                    let m = &state.metrics;
+                                    crate::metrics::Metrics::add(&m.fetch_requests, &fp.topic, 1);
+                                    crate::metrics::Metrics::add(&m.fetch_bytes, &fp.topic, d.records.len() as u64);
+                                }
                                 ready |= !d.records.is_empty();
                             }
                             Err(e) => {

@@ -46,10 +46,12 @@ impl AdminService {
 #[tonic::async_trait]
 impl pb::strand_server::Strand for StrandService {
     async fn produce(&self, req: Request<pb::ProduceRequest>) -> Result<Response<pb::ProduceResponse>, Status> {
+        let _t = self.state.metrics.time("produce");
         Ok(Response::new(produce::produce(&self.state, req.into_inner()).await?))
     }
 
     async fn fetch(&self, req: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
+        let _t = self.state.metrics.time("fetch");
         Ok(Response::new(fetch::fetch(&self.state, req.into_inner()).await?))
     }
 

@@ -102,6 +102,16 @@ pub async fn produce(state: &BrokerState, req: ProduceRequest) -> Result<Produce
                 Ok(info) => {
                     r.base_offset = info.base_offset;
                     r.log_append_time_ms = info.append_time_ms;
+                    let m = &state.metrics;
+                    crate::metrics::Metrics::add(&m.produce_requests, &b.topic, 1);
+                    if acks != Acks::None {
+                        crate::metrics::Metrics::add(
+                            &m.produce_records,
+                            &b.topic,
+                            info.last_offset - info.base_offset + 1,
+                        );
+                    }
+                    crate::metrics::Metrics::add(&m.produce_bytes, &b.topic, b.batch.len() as u64);
                 }
                 Err(e) => {
                     tracing::debug!(topic = %b.topic, partition = b.partition, error = %e, "produce refused");
