@@ -86,7 +86,12 @@ fn blocking_err(e: tokio::task::JoinError) -> BrokerError {
 
 /// Opens the log of a partition replica for `topic_id`, clearing a
 /// directory left by an older topic of the same name.
-fn open_partition_log(dir: &Path, topic_id: u64, config: LogConfig) -> Result<PartitionLog> {
+fn open_partition_log(
+    dir: &Path,
+    topic_id: u64,
+    config: LogConfig,
+    replicated: bool,
+) -> Result<(PartitionLog, Option<u64>)> {
     let marker = dir.join(TOPIC_ID_FILE);
     let io = |op: &'static str, path: &Path| {
         let path = path.to_path_buf();
@@ -104,14 +109,68 @@ fn open_partition_log(dir: &Path, topic_id: u64, config: LogConfig) -> Result<Pa
         }
         Err(_) => {}
     }
-    let log = PartitionLog::open(dir, config)?;
+    let (log, recover_to) = open_or_quarantine(dir, config, replicated)?;
     if !marker.exists() {
         std::fs::write(&marker, topic_id.to_string()).map_err(io("write topic id", &marker))?;
         std::fs::File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(io("fsync dir", dir))?;
     }
-    Ok(log)
+    Ok((log, recover_to))
+}
+
+/// Opens a replica's log. A log that refuses to open because it is damaged
+/// is moved aside whole (`<dir>.corrupt-<ms>`, kept for an operator) and
+/// replaced by an empty one that keeps the Raft state; the Raft index the
+/// replica must re-fetch up to before it may vote again is returned (the
+/// higher of its persisted commit index and the last entry it can still find
+/// in the damaged files).
+///
+/// A replica without peers (replication factor 1) has nobody to re-fetch
+/// from: its damaged log is an error, never silently emptied.
+fn open_or_quarantine(dir: &Path, config: LogConfig, replicated: bool) -> Result<(PartitionLog, Option<u64>)> {
+    let err = match PartitionLog::open(dir, config.clone()) {
+        Ok(log) => return Ok((log, None)),
+        Err(e @ strand_storage::StorageError::Corrupt { .. }) if replicated => e,
+        Err(e) => return Err(e.into()),
+    };
+    let io = |op: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| BrokerError::Metadata { op, path, source }
+    };
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("partition");
+    let aside = dir.with_file_name(format!("{name}.corrupt-{}", strand_storage::now_ms()));
+    tracing::error!(dir = %dir.display(), moved_to = %aside.display(), error = %err,
+        "damaged replica log moved aside; re-fetching it from the other replicas");
+    let damaged_last = PartitionLog::open(
+        dir,
+        LogConfig {
+            verify_sealed_on_open: false,
+            ..config.clone()
+        },
+    )
+    .ok()
+    .and_then(|l| l.last_raft_index().ok().flatten())
+    .unwrap_or(0);
+    std::fs::rename(dir, &aside).map_err(io("quarantine damaged log", dir))?;
+    std::fs::create_dir_all(dir).map_err(io("create dir", dir))?;
+    let mut commit = 0;
+    for f in ["raft-state.json", TOPIC_ID_FILE] {
+        let from = aside.join(f);
+        if from.exists() {
+            std::fs::copy(&from, dir.join(f)).map_err(io("copy raft state", &from))?;
+        }
+    }
+    if let Ok(bytes) = std::fs::read(dir.join("raft-state.json"))
+        && let Ok(state) = serde_json::from_slice::<strand_cluster::PersistedState>(&bytes)
+    {
+        commit = state.commit;
+    }
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("fsync dir", dir))?;
+    let log = PartitionLog::open(dir, config)?;
+    Ok((log, Some(commit.max(damaged_last))))
 }
 
 impl BrokerState {
@@ -155,15 +214,25 @@ impl BrokerState {
         let voters: Vec<u64> = peers.keys().copied().collect();
         let controller_log = {
             let dir = config.data_dir.join(CONTROLLER_DIR);
-            let log = tokio::task::spawn_blocking(move || PartitionLog::open(&dir, controller_log_config()))
-                .await
-                .map_err(blocking_err)??;
-            Arc::new(RwLock::new(log))
+            let replicated = voters.len() > 1;
+            let (log, recover_to) =
+                tokio::task::spawn_blocking(move || open_or_quarantine(&dir, controller_log_config(), replicated))
+                    .await
+                    .map_err(blocking_err)??;
+            (Arc::new(RwLock::new(log)), recover_to)
         };
-        let handle = node
-            .add_group(CONTROLLER_GROUP, Arc::clone(&controller_log), voters.clone())
-            .await
-            .map_err(cluster_error)?;
+        let (controller_log, controller_recover) = controller_log;
+        let handle = match controller_recover {
+            Some(to) => {
+                node.add_recovering_group(CONTROLLER_GROUP, Arc::clone(&controller_log), voters.clone(), to)
+                    .await
+            }
+            None => {
+                node.add_group(CONTROLLER_GROUP, Arc::clone(&controller_log), voters.clone())
+                    .await
+            }
+        }
+        .map_err(cluster_error)?;
         if voters == [node_id] {
             // Alone in the cluster: no need to wait for an election timeout.
             let _ = node.campaign(CONTROLLER_GROUP);
@@ -267,6 +336,14 @@ impl BrokerState {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// The hosted replica (or the controller) of a Raft group.
+    pub fn replica_of_group(&self, group: u64) -> Option<Arc<Partition>> {
+        if group == CONTROLLER_GROUP {
+            return Some(Arc::clone(&self.controller));
+        }
+        self.all_partitions().into_iter().find(|p| p.group() == group)
     }
 
     /// Address of a node, if it is a peer.
@@ -396,7 +473,11 @@ impl BrokerState {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .contains_key(&key);
             if !exists {
-                self.start_partition(t, key.1, group, replicas).await?;
+                // One damaged partition must not take the others down: it
+                // stays offline (and says why) while the rest are served.
+                if let Err(e) = self.start_partition(t, key.1, group, replicas).await {
+                    tracing::error!(topic = %key.0, partition = key.1, error = %e, "partition replica offline");
+                }
             }
         }
         Ok(())
@@ -406,16 +487,26 @@ impl BrokerState {
         let log_config = topic::log_config(&self.config.log, &t.meta.configs)?;
         let dir = partition_dir(&self.config.data_dir, &t.meta.name, p);
         let topic_id = t.id;
-        let log = tokio::task::spawn_blocking(move || open_partition_log(&dir, topic_id, log_config))
-            .await
-            .map_err(blocking_err)??;
-        let fresh = log.latest() == 0 && log.last_raft_index().ok().flatten().is_none();
+        let replicated = replicas.len() > 1;
+        let (log, recover_to) =
+            tokio::task::spawn_blocking(move || open_partition_log(&dir, topic_id, log_config, replicated))
+                .await
+                .map_err(blocking_err)??;
+        let fresh = recover_to.is_none() && log.latest() == 0 && log.last_raft_index().ok().flatten().is_none();
         let log = Arc::new(RwLock::new(log));
-        let handle = self
-            .node
-            .add_group(group, Arc::clone(&log), replicas.clone())
-            .await
-            .map_err(cluster_error)?;
+        let recover_to = match recover_to {
+            Some(to) => refetch(self, group, &replicas, &log, to).await,
+            None => None,
+        };
+        let handle = match recover_to {
+            Some(to) => {
+                self.node
+                    .add_recovering_group(group, Arc::clone(&log), replicas.clone(), to)
+                    .await
+            }
+            None => self.node.add_group(group, Arc::clone(&log), replicas.clone()).await,
+        }
+        .map_err(cluster_error)?;
         if (fresh && replicas.first() == Some(&self.node_id)) || replicas == [self.node_id] {
             // The preferred leader of a new partition stands at once, so
             // leaders spread as placed and a new topic is usable quickly; a
@@ -556,6 +647,94 @@ impl BrokerState {
             }
         }
     }
+}
+
+/// Re-fetches the committed entries of `group` from the other replicas into
+/// an emptied log, before the replica joins its group. Returns the index the
+/// replica must still reach before it may vote (`None`: it is whole again).
+async fn refetch(
+    state: &BrokerState,
+    group: u64,
+    replicas: &[u64],
+    log: &Arc<RwLock<PartitionLog>>,
+    target: u64,
+) -> Option<u64> {
+    use strand_proto::v1::{ReadLogRequest, peer_client::PeerClient};
+    let peers: Vec<String> = replicas
+        .iter()
+        .filter(|&&r| r != state.node_id)
+        .filter_map(|r| state.addr_of(*r))
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let max = state.config.limits.max_message_bytes;
+    let mut next = log
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .last_raft_index()
+        .ok()
+        .flatten()
+        .map_or(1, |i| i + 1);
+    'peers: while tokio::time::Instant::now() < deadline {
+        for addr in &peers {
+            let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
+                continue;
+            };
+            let Ok(channel) = endpoint
+                .connect_timeout(Duration::from_secs(1))
+                .timeout(Duration::from_secs(10))
+                .connect()
+                .await
+            else {
+                continue;
+            };
+            let mut client = PeerClient::new(channel)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max);
+            while tokio::time::Instant::now() < deadline {
+                let req = ReadLogRequest {
+                    cluster_id: state.cluster_id.clone(),
+                    group,
+                    from_index: next,
+                    max_bytes: (max / 2) as u32,
+                };
+                let Ok(resp) = client.read_log(req).await else { break };
+                let resp = resp.into_inner();
+                if resp.batches.is_empty() {
+                    if next > resp.commit.min(target) || next > target {
+                        break 'peers;
+                    }
+                    break;
+                }
+                let mut l = log.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                for b in strand_storage::batches(&resp.batches) {
+                    let appended = b
+                        .ok()
+                        .filter(|b| b.raft_index() == next)
+                        .map(|b| l.append_replicated(b.as_bytes()));
+                    match appended {
+                        Some(Ok(_)) => next += 1,
+                        other => {
+                            tracing::warn!(group, peer = %addr, ?other, "re-fetch got an unexpected entry; trying elsewhere");
+                            break;
+                        }
+                    }
+                }
+                if let Err(e) = l.flush() {
+                    tracing::error!(group, error = %e, "cannot sync the re-fetched log");
+                    return Some(target);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let have = next.saturating_sub(1);
+    tracing::info!(
+        group,
+        re_fetched_up_to = have,
+        target,
+        "re-fetched a damaged log from the other replicas"
+    );
+    (have < target).then_some(target)
 }
 
 /// A replication failure as a broker error.

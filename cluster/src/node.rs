@@ -52,6 +52,7 @@ enum Command {
         group: u64,
         log: Arc<RwLock<PartitionLog>>,
         voters: Vec<u64>,
+        recover_to: Option<u64>,
         reply: oneshot::Sender<Result<Arc<GroupHandle>>>,
     },
     RemoveGroup {
@@ -154,11 +155,36 @@ impl RaftNode {
         log: Arc<RwLock<PartitionLog>>,
         voters: Vec<u64>,
     ) -> Result<Arc<GroupHandle>> {
+        self.add(group, log, voters, None).await
+    }
+
+    /// Hosts a replica whose log was found damaged and replaced by an empty
+    /// one: until it has re-fetched every entry up to `recover_to` (the commit
+    /// index it had persisted) it neither votes nor campaigns, so a replica
+    /// that lost committed data can never help elect a leader that lacks it.
+    pub async fn add_recovering_group(
+        &self,
+        group: u64,
+        log: Arc<RwLock<PartitionLog>>,
+        voters: Vec<u64>,
+        recover_to: u64,
+    ) -> Result<Arc<GroupHandle>> {
+        self.add(group, log, voters, Some(recover_to)).await
+    }
+
+    async fn add(
+        &self,
+        group: u64,
+        log: Arc<RwLock<PartitionLog>>,
+        voters: Vec<u64>,
+        recover_to: Option<u64>,
+    ) -> Result<Arc<GroupHandle>> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::AddGroup {
             group,
             log,
             voters,
+            recover_to,
             reply,
         })?;
         rx.await.map_err(|_| ClusterError::Stopped { node: self.id })?
@@ -230,6 +256,13 @@ fn add_group(id: u64, cfg: &NodeConfig, group: u64, log: Arc<RwLock<PartitionLog
     Ok(Replica::new(group, node, storage, handle))
 }
 
+fn is_vote_request(m: &Message) -> bool {
+    matches!(
+        m.get_msg_type(),
+        raft::eraftpb::MessageType::MsgRequestVote | raft::eraftpb::MessageType::MsgRequestPreVote
+    )
+}
+
 fn run(id: u64, cfg: NodeConfig, rx: mpsc::Receiver<Command>, transport: Arc<dyn Transport>) {
     let mut groups: HashMap<u64, Replica> = HashMap::new();
     let mut next_tick = Instant::now() + cfg.tick;
@@ -251,11 +284,13 @@ fn run(id: u64, cfg: NodeConfig, rx: mpsc::Receiver<Command>, transport: Arc<dyn
                     group,
                     log,
                     voters,
+                    recover_to,
                     reply,
                 } => {
                     let r = match groups.get(&group) {
                         Some(existing) => Ok(Arc::clone(&existing.handle)),
-                        None => add_group(id, &cfg, group, log, &voters).map(|rep| {
+                        None => add_group(id, &cfg, group, log, &voters).map(|mut rep| {
+                            rep.recover_to(recover_to);
                             let h = Arc::clone(&rep.handle);
                             groups.insert(group, rep);
                             h
@@ -282,6 +317,9 @@ fn run(id: u64, cfg: NodeConfig, rx: mpsc::Receiver<Command>, transport: Arc<dyn
                 Command::Step { from, msgs } => {
                     for (group, m) in msgs {
                         match groups.get_mut(&group) {
+                            Some(r) if r.is_recovering() && is_vote_request(&m) => {
+                                tracing::debug!(node = id, group, from, "recovering replica ignores a vote request");
+                            }
                             Some(r) => {
                                 if let Err(e) = r.node.step(m) {
                                     tracing::debug!(node = id, group, from, error = %e, "dropped raft message");
@@ -292,7 +330,7 @@ fn run(id: u64, cfg: NodeConfig, rx: mpsc::Receiver<Command>, transport: Arc<dyn
                     }
                 }
                 Command::Campaign { group } => {
-                    if let Some(r) = groups.get_mut(&group) {
+                    if let Some(r) = groups.get_mut(&group).filter(|r| !r.is_recovering()) {
                         let _ = r.node.campaign();
                     }
                 }
@@ -304,7 +342,9 @@ fn run(id: u64, cfg: NodeConfig, rx: mpsc::Receiver<Command>, transport: Arc<dyn
         }
         let now = Instant::now();
         if now >= next_tick {
-            for r in groups.values_mut() {
+            // A recovering replica does not tick: without ticks it never
+            // starts an election.
+            for r in groups.values_mut().filter(|r| !r.is_recovering()) {
                 r.node.tick();
             }
             next_tick = (next_tick + cfg.tick).max(now);

@@ -83,6 +83,7 @@ pub(crate) struct Replica {
     pub(crate) handle: Arc<GroupHandle>,
     last_append_ms: i64,
     last_leader: u64,
+    recovering_until: Option<u64>,
     failed: bool,
 }
 
@@ -96,8 +97,26 @@ impl Replica {
             handle,
             last_append_ms: 0,
             last_leader: 0,
+            recovering_until: None,
             failed: false,
         }
+    }
+
+    /// Marks the replica as re-fetching its log up to Raft index `target`.
+    pub(crate) fn recover_to(&mut self, target: Option<u64>) {
+        self.recovering_until = target.filter(|&t| t > self.node.raft.raft_log.last_index());
+        if let Some(t) = self.recovering_until {
+            tracing::warn!(
+                group = self.group,
+                up_to = t,
+                "replica recovering a damaged log: no votes until caught up"
+            );
+        }
+    }
+
+    /// Whether the replica is still re-fetching a damaged log.
+    pub(crate) fn is_recovering(&self) -> bool {
+        self.recovering_until.is_some()
     }
 
     fn leader(&self) -> Option<u64> {
@@ -368,6 +387,12 @@ impl Replica {
         push(light.take_messages());
         self.apply(light.take_committed_entries())?;
         self.node.advance_apply();
+        if let Some(t) = self.recovering_until
+            && self.node.raft.raft_log.persisted >= t
+        {
+            tracing::info!(group = self.group, index = t, "replica recovered its log; voting again");
+            self.recovering_until = None;
+        }
         self.publish_status();
         Ok(())
     }

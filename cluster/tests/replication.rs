@@ -280,3 +280,54 @@ async fn acks_leader_answers_after_the_local_fsync() {
     assert_eq!(info.base_offset, 0);
     assert!(c.member(leader).log.read().expect("lock").durable_offset() >= 2);
 }
+
+/// A replica that lost its log (replaced by an empty one) must not vote or
+/// campaign until it has re-fetched what it had: otherwise it could help a
+/// lagging candidate win and drop committed entries.
+#[tokio::test]
+async fn a_recovering_replica_neither_votes_nor_campaigns() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    let mut end = 0;
+    for i in 0..10 {
+        end = c
+            .member(leader)
+            .node
+            .propose(GROUP, batch(&format!("r{i}"), 2), Ack::All)
+            .await
+            .expect("ok")
+            .last_offset
+            + 1;
+    }
+    for id in 1..=3 {
+        wait_hw(&c.member(id).handle, end).await;
+    }
+    let wiped = (1..=3).find(|&i| i != leader).expect("follower");
+    let other = (1..=3).find(|&i| i != leader && i != wiped).expect("other follower");
+    let dir = c.kill(wiped);
+    // Wipe the log but keep the Raft state, as the broker's quarantine does.
+    let state = std::fs::read(dir.join("raft-state.json")).expect("raft state");
+    std::fs::remove_dir_all(&dir).expect("wipe");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("raft-state.json"), state).expect("restore raft state");
+    let last = c.member(leader).handle.status.borrow().last_index;
+    let log = Arc::new(RwLock::new(PartitionLog::open(&dir, log_config()).expect("open")));
+    let node = RaftNode::start(wiped, fast(), Arc::new(c.net.clone()));
+    c.net.attach(wiped, node.inbox());
+    let handle = node
+        .add_recovering_group(GROUP, Arc::clone(&log), vec![1, 2, 3], last)
+        .await
+        .expect("add");
+    c.members[(wiped - 1) as usize] = Some(Member { node, log, handle, dir });
+    // Cut the leader off. The other follower needs the wiped replica's vote,
+    // which it must not get.
+    c.net.isolate(leader);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for id in [wiped, other] {
+        assert!(
+            !c.member(id).handle.status.borrow().is_leader,
+            "node {id} must not become leader"
+        );
+    }
+    c.net.heal();
+}

@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use strand_proto::v1::{LocalStatusRequest, LocalStatusResponse, RaftBatch, RaftBatchAck, peer_server::Peer};
+use strand_proto::v1::{
+    LocalStatusRequest, LocalStatusResponse, RaftBatch, RaftBatchAck, ReadLogRequest, ReadLogResponse,
+    peer_server::Peer,
+};
 use tonic::{Request, Response, Status};
 
 use crate::state::BrokerState;
@@ -49,5 +52,34 @@ impl Peer for PeerService {
 
     async fn local_status(&self, _req: Request<LocalStatusRequest>) -> Result<Response<LocalStatusResponse>, Status> {
         Ok(Response::new(super::status::local_status(&self.state)))
+    }
+
+    async fn read_log(&self, req: Request<ReadLogRequest>) -> Result<Response<ReadLogResponse>, Status> {
+        let req = req.into_inner();
+        if req.cluster_id != self.state.cluster_id {
+            return Err(Status::permission_denied("another cluster"));
+        }
+        let Some(p) = self.state.replica_of_group(req.group) else {
+            return Err(Status::not_found(format!("group {} is not hosted here", req.group)));
+        };
+        let commit = p.status().commit;
+        let max = u64::from(req.max_bytes.clamp(1, 8 << 20));
+        let entries = if req.from_index == 0 || req.from_index > commit {
+            Vec::new()
+        } else {
+            p.log()
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .raft_entries(req.from_index, commit + 1, max)
+                .map_err(|e| Status::internal(e.to_string()))?
+        };
+        let mut batches = Vec::with_capacity(entries.iter().map(|(b, _)| b.len()).sum());
+        for (b, _) in &entries {
+            batches.extend_from_slice(b);
+        }
+        Ok(Response::new(ReadLogResponse {
+            batches: batches.into(),
+            commit,
+        }))
     }
 }

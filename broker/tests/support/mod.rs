@@ -36,6 +36,11 @@ fn free_ports(n: usize) -> Vec<u16> {
 impl Cluster {
     /// Starts `n` brokers that form one cluster.
     pub fn start(n: usize) -> Self {
+        Self::start_with(n, "")
+    }
+
+    /// Starts `n` brokers with extra TOML config lines.
+    pub fn start_with(n: usize, extra_config: &str) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let ports = free_ports(n);
         let peers = ports
@@ -46,7 +51,7 @@ impl Cluster {
             .join(",");
         // Faster elections than the default keep failover tests short.
         let config = tmp.path().join("strand.toml");
-        std::fs::write(&config, "raft_tick_ms = 50\n").expect("config");
+        std::fs::write(&config, format!("raft_tick_ms = 50\n{extra_config}")).expect("config");
         let mut c = Cluster {
             nodes: Vec::new(),
             peers,
