@@ -143,14 +143,12 @@ impl Partition {
         self.handle.high_watermark.subscribe()
     }
 
-    /// Applies retention to committed segments (blocking file deletes).
+    /// Applies retention to committed segments (blocking file deletes); the
+    /// Raft view records what it removes, and a follower that later needs it
+    /// is sent a snapshot.
     pub fn apply_retention(&self, now_ms: i64) -> Result<strand_storage::RetentionReport> {
         let hw = self.high_watermark();
-        Ok(self
-            .log
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .apply_retention_below(now_ms, hw)?)
+        self.handle.log.compact(now_ms, hw).map_err(crate::state::cluster_error)
     }
 
     /// Syncs the log (graceful shutdown).

@@ -252,6 +252,7 @@ fn add_group(id: u64, cfg: &NodeConfig, group: u64, log: Arc<RwLock<PartitionLog
         high_watermark: watch::Sender::new(hw),
         status: watch::Sender::new(GroupStatus::default()),
         leader_changes: std::sync::atomic::AtomicU64::new(0),
+        log: storage.clone(),
     });
     Ok(Replica::new(group, node, storage, handle))
 }

@@ -16,10 +16,15 @@
 //! is sent. The commit index is written lazily (it can be recomputed; a stale
 //! one is safe).
 //!
-//! Not built yet: snapshots. `snapshot()` answers
-//! `SnapshotTemporarilyUnavailable`, so a replica must never lose the start of
-//! its log while a peer still needs it (retention is off for replicated
-//! partitions until snapshots ship whole segments).
+//! Snapshots. Retention removes whole sealed segments from the front of the
+//! log ([`RaftLog::compact`]), and the index and term of the last removed
+//! entry are recorded durably first. A follower that needs an entry that is
+//! gone gets a Raft snapshot whose data is just the offset at which the
+//! leader's retained log starts: installing it empties the follower's log and
+//! restarts it at that offset, then the leader streams its retained batches
+//! (whole stored batches, up to 1 MiB per message). There is no state machine
+//! to copy: the log is the state, and what retention removed is gone on every
+//! replica alike.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -53,6 +58,13 @@ pub struct PersistedState {
     pub voters: Vec<u64>,
     /// Learners of the group.
     pub learners: Vec<u64>,
+    /// Last Raft index removed from the front of the log (by retention or by
+    /// installing a snapshot); 0: nothing removed.
+    #[serde(default)]
+    pub snapshot_index: u64,
+    /// Term of that entry.
+    #[serde(default)]
+    pub snapshot_term: u64,
 }
 
 /// The Raft view of one partition log.
@@ -61,6 +73,12 @@ pub struct RaftLog {
     log: Arc<RwLock<PartitionLog>>,
     state: Arc<Mutex<PersistedState>>,
     state_path: PathBuf,
+}
+
+impl std::fmt::Debug for RaftLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftLog").field("state_path", &self.state_path).finish()
+    }
 }
 
 fn other(e: impl std::error::Error + Send + Sync + 'static) -> raft::Error {
@@ -239,6 +257,52 @@ impl RaftLog {
         Ok(())
     }
 
+    /// Applies retention to committed segments (below `upper`, the high
+    /// watermark) and records the last removed entry before removing it, so
+    /// `term(first_index - 1)` stays answerable after a crash.
+    pub fn compact(&self, now_ms: i64, upper: u64) -> Result<strand_storage::RetentionReport> {
+        let mut st = self.state();
+        let plan = self.read_log().plan_retention(now_ms, upper)?;
+        if let Some((index, term)) = plan.last_deleted {
+            st.snapshot_index = st.snapshot_index.max(index);
+            st.snapshot_term = if st.snapshot_index == index {
+                term
+            } else {
+                st.snapshot_term
+            };
+            write_state(&self.state_path, &st)?;
+        }
+        self.write_log().delete_oldest_segments(plan.deleted_segments)?;
+        Ok(plan)
+    }
+
+    /// Installs a leader's snapshot: the log restarts empty at the offset
+    /// carried in the snapshot data, Raft's view starts after `index`.
+    pub fn apply_snapshot(&self, snap: &Snapshot) -> Result<()> {
+        let meta = snap.get_metadata();
+        let offset = decode_snapshot(&snap.data)?;
+        let mut st = self.state();
+        self.write_log().reset_to(offset)?;
+        st.snapshot_index = meta.index;
+        st.snapshot_term = meta.term;
+        st.commit = st.commit.max(meta.index);
+        st.voters = meta.get_conf_state().voters.clone();
+        st.learners = meta.get_conf_state().learners.clone();
+        write_state(&self.state_path, &st)?;
+        tracing::info!(
+            index = meta.index,
+            term = meta.term,
+            offset,
+            "installed snapshot: log restarts at offset"
+        );
+        Ok(())
+    }
+
+    fn first_index_locked(&self, st: &PersistedState) -> raft::Result<u64> {
+        let stored = self.read_log().first_raft_index().map_err(other)?;
+        Ok(stored.unwrap_or(st.snapshot_index + 1).max(st.snapshot_index + 1))
+    }
+
     /// `fdatasync` of the active segment.
     pub fn sync(&self) -> Result<()> {
         let point = self.read_log().sync_point();
@@ -256,7 +320,7 @@ impl RaftLog {
 
     /// The offset after Raft entry `index` (0 for index 0).
     pub fn next_offset_after(&self, index: u64) -> Result<u64> {
-        if index == 0 {
+        if index <= self.state().snapshot_index {
             return Ok(self.read_log().earliest());
         }
         let log = self.read_log();
@@ -271,6 +335,14 @@ impl RaftLog {
             None => Ok(log.latest()),
         }
     }
+}
+
+fn decode_snapshot(data: &[u8]) -> Result<u64> {
+    let bytes: [u8; 8] = data.try_into().map_err(|_| ClusterError::Malformed {
+        what: "snapshot",
+        reason: format!("{} bytes of data, expected 8", data.len()),
+    })?;
+    Ok(u64::from_le_bytes(bytes))
 }
 
 /// Converts a stored batch into the Raft entry it is.
@@ -304,7 +376,11 @@ impl raft::Storage for RaftLog {
     fn initial_state(&self) -> raft::Result<RaftState> {
         let s = self.state();
         // Never claim a commit beyond what is stored.
-        let last = self.read_log().last_raft_index().map_err(other)?.unwrap_or(0);
+        let last = self
+            .read_log()
+            .last_raft_index()
+            .map_err(other)?
+            .unwrap_or(s.snapshot_index);
         let hs = HardState {
             term: s.term,
             vote: s.vote,
@@ -327,12 +403,11 @@ impl raft::Storage for RaftLog {
         _: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
         let max = max_size.into().unwrap_or(u64::MAX);
-        let log = self.read_log();
-        let first = log.first_raft_index().map_err(other)?.unwrap_or(1);
-        if low < first {
+        let st = self.state();
+        if low < self.first_index_locked(&st)? {
             return Err(raft::Error::Store(RaftStorageError::Compacted));
         }
-        let stored = log.raft_entries(low, high, max).map_err(other)?;
+        let stored = self.read_log().raft_entries(low, high, max).map_err(other)?;
         if stored.is_empty() && low < high {
             return Err(raft::Error::Store(RaftStorageError::Unavailable));
         }
@@ -340,14 +415,17 @@ impl raft::Storage for RaftLog {
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
+        let st = self.state();
         if idx == 0 {
             return Ok(0);
         }
-        let log = self.read_log();
-        match log.raft_term(idx).map_err(other)? {
+        if idx == st.snapshot_index {
+            return Ok(st.snapshot_term);
+        }
+        match self.read_log().raft_term(idx).map_err(other)? {
             Some(t) => Ok(t),
             None => {
-                let first = log.first_raft_index().map_err(other)?.unwrap_or(1);
+                let first = self.first_index_locked(&st)?;
                 if idx < first {
                     Err(raft::Error::Store(RaftStorageError::Compacted))
                 } else {
@@ -358,14 +436,35 @@ impl raft::Storage for RaftLog {
     }
 
     fn first_index(&self) -> raft::Result<u64> {
-        Ok(self.read_log().first_raft_index().map_err(other)?.unwrap_or(1))
+        let st = self.state();
+        self.first_index_locked(&st)
     }
 
     fn last_index(&self) -> raft::Result<u64> {
-        Ok(self.read_log().last_raft_index().map_err(other)?.unwrap_or(0))
+        let st = self.state();
+        Ok(self
+            .read_log()
+            .last_raft_index()
+            .map_err(other)?
+            .unwrap_or(st.snapshot_index))
     }
 
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        Err(raft::Error::Store(RaftStorageError::SnapshotTemporarilyUnavailable))
+        let st = self.state();
+        if st.snapshot_index == 0 {
+            // Nothing was ever removed: the follower can be sent entries.
+            return Err(raft::Error::Store(RaftStorageError::SnapshotTemporarilyUnavailable));
+        }
+        let offset = self.read_log().earliest();
+        let mut snap = Snapshot {
+            data: bytes::Bytes::copy_from_slice(&offset.to_le_bytes()),
+            ..Default::default()
+        };
+        let meta = snap.mut_metadata();
+        meta.index = st.snapshot_index;
+        meta.term = st.snapshot_term;
+        meta.mut_conf_state().voters = st.voters.clone();
+        meta.mut_conf_state().learners = st.learners.clone();
+        Ok(snap)
     }
 }

@@ -66,6 +66,9 @@ pub struct GroupHandle {
     pub status: watch::Sender<GroupStatus>,
     /// Times this replica saw the group's leader change.
     pub leader_changes: std::sync::atomic::AtomicU64,
+    /// The group's Raft view of the log (for retention, which must record
+    /// what it removes).
+    pub log: RaftLog,
 }
 
 struct Pending {
@@ -360,9 +363,12 @@ impl Replica {
         }
         push(rd.take_messages());
         if !rd.snapshot().is_empty() {
-            return Err(ClusterError::Malformed {
-                what: "ready",
-                reason: "snapshots are not supported yet".into(),
+            self.storage.apply_snapshot(rd.snapshot())?;
+            let offset = self.storage.next_offset_after(rd.snapshot().get_metadata().index)?;
+            self.handle.high_watermark.send_if_modified(|cur| {
+                let moved = offset > *cur;
+                *cur = (*cur).max(offset);
+                moved
             });
         }
         self.apply(rd.take_committed_entries())?;

@@ -331,3 +331,66 @@ async fn a_recovering_replica_neither_votes_nor_campaigns() {
     }
     c.net.heal();
 }
+
+/// Retention removes the start of the leader's log while a follower is down;
+/// when it returns it is sent a snapshot (the offset where the retained log
+/// starts), restarts its log there and catches up byte for byte.
+#[tokio::test]
+async fn a_follower_behind_the_retained_log_catches_up_by_snapshot() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    let lagger = (1..=3).find(|&i| i != leader).expect("follower");
+    let dir = c.kill(lagger);
+    let mut end = 0;
+    for i in 0..400 {
+        end = c
+            .member(leader)
+            .node
+            .propose(GROUP, batch(&format!("s{i:04}"), 20), Ack::All)
+            .await
+            .expect("ok")
+            .last_offset
+            + 1;
+    }
+    let retention = LogConfig {
+        retention_bytes: Some(64 * 1024),
+        ..log_config()
+    };
+    for id in (1..=3).filter(|&i| i != lagger) {
+        let m = c.member(id);
+        wait_hw(&m.handle, end).await;
+        m.log
+            .write()
+            .expect("lock")
+            .set_config(retention.clone())
+            .expect("config");
+        let report = m.handle.log.compact(strand_storage::now_ms(), end).expect("compact");
+        assert!(
+            report.deleted_segments > 0,
+            "node {id}: retention removed the log's start"
+        );
+    }
+    let leader_start = c.member(leader).log.read().expect("lock").earliest();
+    assert!(leader_start > 0);
+    let m = c.start_member(lagger, dir, 3).await;
+    c.members[(lagger - 1) as usize] = Some(m);
+    wait_hw(&c.member(lagger).handle, end).await;
+    let lagger_log = &c.member(lagger).log;
+    assert_eq!(
+        lagger_log.read().expect("lock").earliest(),
+        leader_start,
+        "restarted at the leader's log start"
+    );
+    assert_eq!(raw(lagger_log, end), raw(&c.member(leader).log, end));
+    // And it keeps replicating afterwards.
+    let more = c
+        .member(leader)
+        .node
+        .propose(GROUP, batch("after", 3), Ack::All)
+        .await
+        .expect("ok")
+        .last_offset
+        + 1;
+    wait_hw(&c.member(lagger).handle, more).await;
+    assert_eq!(raw(lagger_log, more), raw(&c.member(leader).log, more));
+}
