@@ -28,6 +28,10 @@ pub struct BrokerConfig {
     /// One Raft tick (ms); elections start after 10–20 ticks without a
     /// leader. Default 100.
     pub raft_tick_ms: u64,
+    /// How often a leader checks whether the preferred replica (the first of
+    /// the assignment) is back in sync and hands leadership to it, so leaders
+    /// stay spread after failures (ms). Default 30 s.
+    pub leader_balance_interval_ms: u64,
     /// Address of the HTTP endpoint serving `/metrics` (Prometheus text),
     /// `/health/live` and `/health/ready`. Default: off.
     pub metrics_listen: Option<String>,
@@ -95,6 +99,7 @@ impl Default for BrokerConfig {
             advertised_addr: None,
             peers: Vec::new(),
             raft_tick_ms: 100,
+            leader_balance_interval_ms: 30_000,
             metrics_listen: None,
             limits: Limits::default(),
             log: LogConfig {
@@ -150,6 +155,9 @@ impl BrokerConfig {
         }
         if self.retention_check_interval_ms == 0 {
             return bad("retention_check_interval_ms", "must be positive");
+        }
+        if self.leader_balance_interval_ms == 0 {
+            return bad("leader_balance_interval_ms", "must be positive");
         }
         if self.raft_tick_ms == 0 {
             return bad("raft_tick_ms", "must be positive");

@@ -122,6 +122,39 @@ fn limited_incoming(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
+/// Hands leadership back to each partition's preferred replica once it is
+/// caught up (the leader of a partition checks; followers do nothing).
+fn spawn_leader_balancer(state: Arc<BrokerState>) {
+    let every = Duration::from_millis(state.config.leader_balance_interval_ms);
+    let mut stop = state.shutdown_signal();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            for p in state.all_partitions() {
+                let status = p.status();
+                let Some(&preferred) = p.replicas().first() else {
+                    continue;
+                };
+                if !status.is_leader || preferred == state.node_id {
+                    continue;
+                }
+                let caught_up = status
+                    .replicas
+                    .iter()
+                    .any(|r| r.node == preferred && r.active && r.matched == status.last_index);
+                if caught_up {
+                    let _ = state.node.transfer_leader(p.group(), preferred);
+                }
+            }
+        }
+    });
+}
+
 fn spawn_retention(state: Arc<BrokerState>) {
     let every = Duration::from_millis(state.config.retention_check_interval_ms);
     let mut stop = state.shutdown_signal();
@@ -186,6 +219,7 @@ async fn serve(
 ) -> Result<()> {
     let limits = state.config.limits.clone();
     spawn_retention(Arc::clone(&state));
+    spawn_leader_balancer(Arc::clone(&state));
     let incoming = limited_incoming(listener, limits.max_connections, Arc::clone(&state));
     if let Some(l) = metrics {
         if let Ok(addr) = l.local_addr() {

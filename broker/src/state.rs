@@ -261,6 +261,14 @@ impl BrokerState {
             admin: tokio::sync::Mutex::new(()),
             shutdown: watch::Sender::new(false),
         });
+        if state.peers.len() == 1 {
+            // Alone: the election is immediate; wait for it so the first
+            // request already finds a controller.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while state.controller_leader().is_none() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
         state.apply_committed_metadata().await?;
         tokio::spawn(Arc::clone(&state).follow_controller());
         Ok(state)
@@ -279,15 +287,32 @@ impl BrokerState {
             .clone()
     }
 
-    /// The topic as the cluster knows it, or `UNKNOWN_TOPIC`.
+    /// The topic as the cluster knows it, or `UNKNOWN_TOPIC` — but only once
+    /// this broker has caught up with the cluster metadata: a broker that
+    /// just started answers `NOT_LEADER` (retriable) instead of denying a
+    /// topic it has not learned about yet.
     pub fn topic(&self, name: &str) -> Result<TopicState> {
-        self.metadata
+        let found = self
+            .metadata
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .topics
             .get(name)
-            .cloned()
-            .ok_or_else(|| BrokerError::UnknownTopic { topic: name.into() })
+            .cloned();
+        match found {
+            Some(t) => Ok(t),
+            None if !self.metadata_caught_up() => Err(BrokerError::NotLeader {
+                topic: name.into(),
+                partition: 0,
+                leader_addr: None,
+            }),
+            None => Err(BrokerError::UnknownTopic { topic: name.into() }),
+        }
+    }
+
+    /// Whether the committed cluster metadata is applied here.
+    pub fn metadata_caught_up(&self) -> bool {
+        self.controller_leader().is_some() && *self.applied.borrow() >= self.controller.high_watermark()
     }
 
     /// The hosted replica of a partition; `UNKNOWN_TOPIC`,
@@ -606,11 +631,8 @@ impl BrokerState {
         if *self.shutdown.borrow() {
             return Err("shutting down".into());
         }
-        if self.controller_leader().is_none() {
-            return Err("no controller leader known yet".into());
-        }
-        if *self.applied.borrow() < self.controller.high_watermark() {
-            return Err("cluster metadata not applied yet".into());
+        if !self.metadata_caught_up() {
+            return Err("cluster metadata not caught up yet".into());
         }
         let waiting: Vec<String> = self
             .all_partitions()

@@ -141,10 +141,15 @@ async fn no_acknowledged_record_is_lost_while_leaders_are_killed() {
                 }
             }
             let mut acked = Vec::new();
+            let mut failures: HashMap<String, usize> = HashMap::new();
             for (i, d) in deliveries {
-                if d.await.is_ok() {
-                    acked.push(i);
+                match d.await {
+                    Ok(_) => acked.push(i),
+                    Err(e) => *failures.entry(format!("{}: {e}", e.reason())).or_default() += 1,
                 }
+            }
+            if !failures.is_empty() {
+                eprintln!("delivery failures: {failures:?}");
             }
             done.store(true, Ordering::SeqCst);
             acked
@@ -483,4 +488,52 @@ async fn a_follower_with_a_damaged_segment_refetches_its_log() {
         reference,
         "the repaired replica is byte-identical"
     );
+}
+
+/// After its preferred leader comes back, a partition's leadership returns
+/// to it, so leaders stay spread over the brokers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_returns_to_the_preferred_replica() {
+    let mut c = Cluster::start(3);
+    c.wait_ready().await;
+    create(&c, "balanced", 3).await;
+    let a = admin(&c).await;
+    let preferred: Vec<u64> = a
+        .describe_topic("balanced")
+        .await
+        .expect("describe")
+        .partitions
+        .iter()
+        .map(|p| p.replicas[0])
+        .collect();
+    let victim = preferred[0];
+    c.kill(victim);
+    let moved = c.leader("balanced", 0).await;
+    assert_ne!(moved, victim);
+    c.restart(victim);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "leadership never returned to broker {victim}"
+        );
+        if c.leader("balanced", 0).await == victim {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every broker leads one of the three partitions again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut leaders = Vec::new();
+        for p in 0..3 {
+            leaders.push(c.leader("balanced", p).await);
+        }
+        leaders.sort_unstable();
+        if leaders == [1, 2, 3] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "leaders not spread: {leaders:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -71,6 +71,10 @@ enum Command {
     Campaign {
         group: u64,
     },
+    TransferLeader {
+        group: u64,
+        to: u64,
+    },
     Shutdown,
 }
 
@@ -213,6 +217,12 @@ impl RaftNode {
         self.send(Command::Campaign { group })
     }
 
+    /// Asks this node, if it leads `group`, to hand leadership to `to` (the
+    /// transfer happens once `to` is caught up; raft-rs aborts it otherwise).
+    pub fn transfer_leader(&self, group: u64, to: u64) -> Result<()> {
+        self.send(Command::TransferLeader { group, to })
+    }
+
     /// Stops the loop and waits for it.
     pub fn shutdown(&self) {
         let _ = self.tx.send(Command::Shutdown);
@@ -333,6 +343,15 @@ fn run(id: u64, cfg: NodeConfig, rx: mpsc::Receiver<Command>, transport: Arc<dyn
                 Command::Campaign { group } => {
                     if let Some(r) = groups.get_mut(&group).filter(|r| !r.is_recovering()) {
                         let _ = r.node.campaign();
+                    }
+                }
+                Command::TransferLeader { group, to } => {
+                    if let Some(r) = groups
+                        .get_mut(&group)
+                        .filter(|r| r.node.raft.state == raft::StateRole::Leader)
+                    {
+                        tracing::info!(node = id, group, to, "transferring leadership to the preferred replica");
+                        r.node.transfer_leader(to);
                     }
                 }
                 Command::Shutdown => stop = true,

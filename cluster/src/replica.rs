@@ -199,7 +199,18 @@ impl Replica {
                 reason: e.to_string(),
             })?
             .record_count();
-        self.node.propose(Vec::new(), stamped)?;
+        match self.node.propose(Vec::new(), stamped) {
+            Ok(()) => {}
+            // raft-rs drops proposals during a leadership transfer: the
+            // client retries against the new leader.
+            Err(raft::Error::ProposalDropped) => {
+                return Err(ClusterError::ProposalDropped {
+                    group: self.group,
+                    reason: "leadership is being transferred",
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
         if self.node.raft.raft_log.last_index() != idx {
             return Err(ClusterError::ProposalDropped {
                 group: self.group,

@@ -51,7 +51,11 @@ impl Cluster {
             .join(",");
         // Faster elections than the default keep failover tests short.
         let config = tmp.path().join("strand.toml");
-        std::fs::write(&config, format!("raft_tick_ms = 50\n{extra_config}")).expect("config");
+        std::fs::write(
+            &config,
+            format!("raft_tick_ms = 50\nleader_balance_interval_ms = 500\n{extra_config}"),
+        )
+        .expect("config");
         let mut c = Cluster {
             nodes: Vec::new(),
             peers,
