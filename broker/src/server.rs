@@ -122,11 +122,14 @@ fn limited_incoming(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-/// Hands leadership back to each partition's preferred replica once it is
-/// caught up (the leader of a partition checks; followers do nothing).
-fn spawn_leader_balancer(state: Arc<BrokerState>) {
-    let every = Duration::from_millis(state.config.leader_balance_interval_ms);
+/// Runs `job` every `every` until the broker shuts down.
+fn spawn_periodic<F, Fut>(state: &Arc<BrokerState>, every: Duration, job: F)
+where
+    F: Fn(Arc<BrokerState>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
     let mut stop = state.shutdown_signal();
+    let state = Arc::clone(state);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.tick().await;
@@ -135,56 +138,49 @@ fn spawn_leader_balancer(state: Arc<BrokerState>) {
                 _ = tick.tick() => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
-            for p in state.all_partitions() {
-                let status = p.status();
-                let Some(&preferred) = p.replicas().first() else {
-                    continue;
-                };
-                if !status.is_leader || preferred == state.node_id {
-                    continue;
-                }
-                let caught_up = status
-                    .replicas
-                    .iter()
-                    .any(|r| r.node == preferred && r.active && r.matched == status.last_index);
-                if caught_up {
-                    let _ = state.node.transfer_leader(p.group(), preferred);
-                }
-            }
+            job(Arc::clone(&state)).await;
         }
     });
 }
 
-fn spawn_retention(state: Arc<BrokerState>) {
-    let every = Duration::from_millis(state.config.retention_check_interval_ms);
-    let mut stop = state.shutdown_signal();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stop.wait_for(|s| *s) => return,
+/// Hands leadership back to each partition's preferred replica once it is
+/// caught up (the leader of a partition checks; followers do nothing).
+async fn balance_leaders(state: Arc<BrokerState>) {
+    for p in state.all_partitions() {
+        let status = p.status();
+        let Some(&preferred) = p.replicas().first() else {
+            continue;
+        };
+        if !status.is_leader || preferred == state.node_id {
+            continue;
+        }
+        let caught_up = status
+            .replicas
+            .iter()
+            .any(|r| r.node == preferred && r.active && r.matched == status.last_index);
+        if caught_up {
+            let _ = state.node.transfer_leader(p.group(), preferred);
+        }
+    }
+}
+
+/// Applies retention to every hosted partition (file deletes run off the
+/// async workers).
+async fn apply_retention(state: Arc<BrokerState>) {
+    let run = tokio::task::spawn_blocking(move || {
+        let now = strand_storage::now_ms();
+        for p in state.all_partitions() {
+            match p.apply_retention(now) {
+                Ok(r) if r.deleted_segments > 0 => tracing::info!(
+                    topic = %p.topic(), partition = p.id(),
+                    segments = r.deleted_segments, bytes = r.deleted_bytes, "retention"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::error!(topic = %p.topic(), partition = p.id(), error = %e, "retention failed"),
             }
-            let st = Arc::clone(&state);
-            let run = tokio::task::spawn_blocking(move || {
-                let now = strand_storage::now_ms();
-                for p in st.all_partitions() {
-                    match p.apply_retention(now) {
-                        Ok(r) if r.deleted_segments > 0 => tracing::info!(
-                            topic = %p.topic(), partition = p.id(),
-                            segments = r.deleted_segments, bytes = r.deleted_bytes, "retention"
-                        ),
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::error!(topic = %p.topic(), partition = p.id(), error = %e, "retention failed")
-                        }
-                    }
-                }
-            });
-            let _ = run.await;
         }
     });
+    let _ = run.await;
 }
 
 /// Serves the broker on `listener` until `shutdown` completes, then stops
@@ -218,8 +214,17 @@ async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
     let limits = state.config.limits.clone();
-    spawn_retention(Arc::clone(&state));
-    spawn_leader_balancer(Arc::clone(&state));
+    let cfg = &state.config;
+    spawn_periodic(
+        &state,
+        Duration::from_millis(cfg.retention_check_interval_ms),
+        apply_retention,
+    );
+    spawn_periodic(
+        &state,
+        Duration::from_millis(cfg.leader_balance_interval_ms),
+        balance_leaders,
+    );
     let incoming = limited_incoming(listener, limits.max_connections, Arc::clone(&state));
     if let Some(l) = metrics {
         if let Ok(addr) = l.local_addr() {
