@@ -154,13 +154,8 @@ async fn balance_leaders(state: Arc<BrokerState>) {
         if !status.is_leader || preferred == state.node_id {
             continue;
         }
-        let caught_up = status
-            .replicas
-            .iter()
-            .any(|r| r.node == preferred && r.active && r.matched == status.last_index);
-        if caught_up {
-            let _ = state.node.transfer_leader(p.group(), preferred);
-        }
+        // The replication loop checks the preferred replica's live progress.
+        let _ = state.node.transfer_leader(p.group(), preferred);
     }
 }
 

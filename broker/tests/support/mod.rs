@@ -104,7 +104,7 @@ impl Cluster {
                 "--data-dir",
             ])
             .arg(&node.dir)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,strand_broker::server=debug")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -232,6 +232,16 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Keep the brokers' logs of a failed test for diagnosis.
+            let keep = std::env::temp_dir().join(format!("strand-failed-{}", std::process::id()));
+            let _ = std::fs::create_dir_all(&keep);
+            for n in &self.nodes {
+                let log = self.tmp.path().join(format!("node-{}.log", n.id));
+                let _ = std::fs::copy(&log, keep.join(format!("node-{}.log", n.id)));
+            }
+            eprintln!("broker logs kept in {}", keep.display());
+        }
         for n in &mut self.nodes {
             if let Some(mut c) = n.child.take() {
                 let _ = Command::new("kill").args(["-CONT", &c.id().to_string()]).status();
