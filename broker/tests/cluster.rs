@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use strand_client::{Admin, Consumer, ConsumerRecord, OffsetReset, Producer, ProducerRecord};
 use strand_storage::{LogConfig, PartitionLog, batches};
+use strand_client::proto::{DescribeTopicRequest, admin_client::AdminClient};
 use support::Cluster;
 
 async fn admin(c: &Cluster) -> Admin {
@@ -87,21 +88,25 @@ async fn converge(c: &Cluster, topic: &str, partitions: u32) -> Vec<u64> {
         assert!(Instant::now() < deadline, "replicas did not converge");
         let mut ends = vec![Vec::new(); partitions as usize];
         for id in 1..=3 {
-            let Ok(a) = Admin::connect(c.addr(id)).await else {
+            // Ask this very broker (the client's Admin would fail over to
+            // another one and hide a replica that is not serving yet).
+            let Ok(mut a) = AdminClient::connect(format!("http://{}", c.addr(id))).await else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue 'outer;
             };
-            let Ok(t) = a.describe_topic(topic).await else {
+            let Ok(t) = a.describe_topic(DescribeTopicRequest { name: topic.into() }).await else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue 'outer;
             };
-            for p in &t.partitions {
-                ends[p.partition as usize].push((p.log_end_offset, p.high_watermark));
+            for p in &t.into_inner().partitions {
+                ends[p.partition as usize].push((p.log_end_offset, p.high_watermark, p.size_bytes));
             }
         }
+        // Every broker hosts every partition here (RF 3 of 3), so each must
+        // report the same, non-empty, fully committed log.
         if ends
             .iter()
-            .all(|e| e.len() == 3 && e.iter().all(|x| *x == e[0] && x.0 == x.1))
+            .all(|e| e.len() == 3 && e.iter().all(|x| *x == e[0] && x.0 == x.1 && x.2 > 0))
         {
             return ends.iter().map(|e| e[0].0).collect();
         }
@@ -326,19 +331,23 @@ async fn a_paused_leader_is_replaced_and_rejoins_as_a_follower() {
         .build()
         .await
         .expect("producer");
+    let mut pending = Vec::new();
     for i in 0..1_000 {
-        producer
-            .send_and_wait(ProducerRecord::new("paused", Bytes::from(format!("a{i}"))))
-            .await
-            .expect("before");
+        let r = ProducerRecord::new("paused", Bytes::from(format!("a{i}")));
+        pending.push(producer.send(r).await.expect("send"));
+    }
+    for d in pending {
+        d.await.expect("before");
     }
     let old = c.leader("paused", 0).await;
     c.pause(old);
+    let mut pending = Vec::new();
     for i in 0..1_000 {
-        producer
-            .send_and_wait(ProducerRecord::new("paused", Bytes::from(format!("b{i}"))))
-            .await
-            .expect("during");
+        let r = ProducerRecord::new("paused", Bytes::from(format!("b{i}")));
+        pending.push(producer.send(r).await.expect("send"));
+    }
+    for d in pending {
+        d.await.expect("during");
     }
     c.resume(old);
     let ends = converge(&c, "paused", 1).await;

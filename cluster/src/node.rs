@@ -277,6 +277,7 @@ fn is_vote_request(m: &Message) -> bool {
 fn run(id: u64, cfg: NodeConfig, rx: mpsc::Receiver<Command>, transport: Arc<dyn Transport>) {
     let mut groups: HashMap<u64, Replica> = HashMap::new();
     let mut next_tick = Instant::now() + cfg.tick;
+    let mut ticks: u64 = 0;
     loop {
         let wait = next_tick.saturating_duration_since(Instant::now());
         let first = match rx.recv_timeout(wait) {
@@ -302,6 +303,7 @@ fn run(id: u64, cfg: NodeConfig, rx: mpsc::Receiver<Command>, transport: Arc<dyn
                         Some(existing) => Ok(Arc::clone(&existing.handle)),
                         None => add_group(id, &cfg, group, log, &voters).map(|mut rep| {
                             rep.recover_to(recover_to);
+                            rep.set_active_window(cfg.tick * (2 * cfg.election_ticks) as u32);
                             let h = Arc::clone(&rep.handle);
                             groups.insert(group, rep);
                             h
@@ -332,6 +334,7 @@ fn run(id: u64, cfg: NodeConfig, rx: mpsc::Receiver<Command>, transport: Arc<dyn
                                 tracing::debug!(node = id, group, from, "recovering replica ignores a vote request");
                             }
                             Some(r) => {
+                                r.heard_from(from);
                                 if let Err(e) = r.node.step(m) {
                                     tracing::debug!(node = id, group, from, error = %e, "dropped raft message");
                                 }
@@ -350,8 +353,26 @@ fn run(id: u64, cfg: NodeConfig, rx: mpsc::Receiver<Command>, transport: Arc<dyn
                         .get_mut(&group)
                         .filter(|r| r.node.raft.state == raft::StateRole::Leader)
                     {
-                        tracing::info!(node = id, group, to, "transferring leadership to the preferred replica");
-                        r.node.transfer_leader(to);
+                        // Only to a replica that has every entry and answered
+                        // within the last two heartbeats, and never while a
+                        // transfer is under way: a transfer blocks proposals
+                        // until it succeeds or times out.
+                        let last = r.node.raft.raft_log.last_index();
+                        let live = r.heard_within(to, cfg.tick * (2 * cfg.heartbeat_ticks) as u32);
+                        let caught_up = r.node.raft.prs().get(to).is_some_and(|p| p.matched == last);
+                        if live && caught_up && r.node.raft.lead_transferee.is_none() {
+                            tracing::info!(node = id, group, to, "transferring leadership to the preferred replica");
+                            r.node.transfer_leader(to);
+                        } else {
+                            tracing::debug!(
+                                node = id,
+                                group,
+                                to,
+                                live,
+                                caught_up,
+                                "preferred replica not ready to lead"
+                            );
+                        }
                     }
                 }
                 Command::Shutdown => stop = true,
@@ -364,8 +385,13 @@ fn run(id: u64, cfg: NodeConfig, rx: mpsc::Receiver<Command>, transport: Arc<dyn
         if now >= next_tick {
             // A recovering replica does not tick: without ticks it never
             // starts an election.
+            ticks += 1;
+            let heartbeat = ticks.is_multiple_of(cfg.heartbeat_ticks.max(1) as u64);
             for r in groups.values_mut().filter(|r| !r.is_recovering()) {
                 r.node.tick();
+                if heartbeat {
+                    r.refresh_status();
+                }
             }
             next_tick = (next_tick + cfg.tick).max(now);
         }

@@ -87,6 +87,11 @@ pub(crate) struct Replica {
     last_append_ms: i64,
     last_leader: u64,
     recovering_until: Option<u64>,
+    /// When each peer was last heard from in this group (leader's view of
+    /// liveness; raft-rs's own flag resets every election timeout).
+    last_heard: HashMap<u64, std::time::Instant>,
+    /// A peer heard from within this long counts as active.
+    active_window: std::time::Duration,
     failed: bool,
 }
 
@@ -101,7 +106,33 @@ impl Replica {
             last_append_ms: 0,
             last_leader: 0,
             recovering_until: None,
+            last_heard: HashMap::new(),
+            active_window: std::time::Duration::from_secs(2),
             failed: false,
+        }
+    }
+
+    /// Sets how recently a peer must have answered to count as active
+    /// (normally twice the election timeout).
+    pub(crate) fn set_active_window(&mut self, window: std::time::Duration) {
+        self.active_window = window;
+    }
+
+    /// Whether `peer` answered within `window`.
+    pub(crate) fn heard_within(&self, peer: u64, window: std::time::Duration) -> bool {
+        self.last_heard.get(&peer).is_some_and(|t| t.elapsed() <= window)
+    }
+
+    /// Notes a message from `peer` (for liveness in the published status).
+    pub(crate) fn heard_from(&mut self, peer: u64) {
+        self.last_heard.insert(peer, std::time::Instant::now());
+    }
+
+    /// Republishes the status of a leader, so follower liveness and progress
+    /// stay current while the group is idle (called on heartbeat ticks).
+    pub(crate) fn refresh_status(&self) {
+        if self.node.raft.state == StateRole::Leader {
+            self.publish_status();
         }
     }
 
@@ -244,7 +275,11 @@ impl Replica {
                 .map(|(&node, p)| ReplicaProgress {
                     node,
                     matched: p.matched,
-                    active: p.recent_active || node == self.node.raft.id,
+                    active: node == self.node.raft.id
+                        || self
+                            .last_heard
+                            .get(&node)
+                            .is_some_and(|t| t.elapsed() <= self.active_window),
                 })
                 .collect()
         } else {
