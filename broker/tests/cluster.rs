@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use strand_client::proto::{DescribeTopicRequest, admin_client::AdminClient};
 use strand_client::{Admin, Consumer, ConsumerRecord, OffsetReset, Producer, ProducerRecord};
 use strand_storage::{LogConfig, PartitionLog, batches};
-use strand_client::proto::{DescribeTopicRequest, admin_client::AdminClient};
 use support::Cluster;
 
 async fn admin(c: &Cluster) -> Admin {
