@@ -17,7 +17,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::error::{ClusterError, Result};
 use crate::raft_log::RaftLog;
-use crate::replica::{Ack, GroupHandle, GroupStatus, Replica};
+use crate::replica::{Ack, GroupHandle, GroupStatus, Replica, StagedReady};
 use crate::transport::{Inbox, Transport};
 
 /// Timing of the replication loop.
@@ -267,6 +267,33 @@ fn add_group(id: u64, cfg: &NodeConfig, group: u64, log: Arc<RwLock<PartitionLog
     Ok(Replica::new(group, node, storage, handle))
 }
 
+/// Most threads one loop iteration uses for fsyncs.
+const SYNC_THREADS: usize = 8;
+
+/// Runs every sync point's `fdatasync`, in parallel when there are several;
+/// `None` where there was nothing to sync.
+fn sync_all(points: Vec<Option<&strand_storage::SyncPoint>>) -> Vec<Option<Result<()>>> {
+    let wanted = points.iter().filter(|p| p.is_some()).count();
+    if wanted <= 1 {
+        return points
+            .into_iter()
+            .map(|p| p.map(|p| p.sync().map_err(ClusterError::from)))
+            .collect();
+    }
+    let mut results: Vec<Option<Result<()>>> = points.iter().map(|_| None).collect();
+    let chunk = points.len().div_ceil(SYNC_THREADS.min(wanted));
+    std::thread::scope(|scope| {
+        for (ps, rs) in points.chunks(chunk).zip(results.chunks_mut(chunk)) {
+            scope.spawn(move || {
+                for (p, r) in ps.iter().zip(rs.iter_mut()) {
+                    *r = p.map(|p| p.sync().map_err(ClusterError::from));
+                }
+            });
+        }
+    });
+    results
+}
+
 fn is_vote_request(m: &Message) -> bool {
     matches!(
         m.get_msg_type(),
@@ -396,9 +423,16 @@ fn run(id: u64, cfg: NodeConfig, rx: mpsc::Receiver<Command>, transport: Arc<dyn
             next_tick = (next_tick + cfg.tick).max(now);
         }
         let mut out: HashMap<u64, Vec<(u64, Message)>> = HashMap::new();
-        for r in groups.values_mut() {
-            if r.node.has_ready() {
-                r.handle_ready(&mut out);
+        let staged: Vec<(u64, StagedReady)> = groups
+            .iter_mut()
+            .filter_map(|(&g, r)| r.stage_ready(&mut out).map(|st| (g, st)))
+            .collect();
+        // One fdatasync per group with new entries, all groups in parallel, so
+        // a partition does not wait for the others' syncs one after another.
+        let results = sync_all(staged.iter().map(|(_, st)| st.sync.as_ref()).collect());
+        for ((g, st), synced) in staged.into_iter().zip(results) {
+            if let Some(r) = groups.get_mut(&g) {
+                r.finish_ready(st, synced, &mut out);
             }
         }
         for (to, msgs) in out {

@@ -303,6 +303,31 @@ impl RaftLog {
         Ok(stored.unwrap_or(st.snapshot_index + 1).max(st.snapshot_index + 1))
     }
 
+    /// A handle to fsync the appended entries without holding the log.
+    pub fn sync_point(&self) -> strand_storage::SyncPoint {
+        self.read_log().sync_point()
+    }
+
+    /// Records that `point` was fsynced.
+    pub fn mark_synced(&self, point: &strand_storage::SyncPoint) {
+        self.write_log().mark_synced(point);
+    }
+
+    /// Records a failed fsync: the log takes no more writes.
+    pub fn mark_failed(&self, e: &ClusterError) {
+        let err = match e {
+            ClusterError::Storage(s) => strand_storage::StorageError::Failed {
+                dir: self.state_path.clone(),
+                reason: s.to_string(),
+            },
+            other => strand_storage::StorageError::Failed {
+                dir: self.state_path.clone(),
+                reason: other.to_string(),
+            },
+        };
+        self.write_log().mark_failed(&err);
+    }
+
     /// `fdatasync` of the active segment.
     pub fn sync(&self) -> Result<()> {
         let point = self.read_log().sync_point();

@@ -71,6 +71,14 @@ pub struct GroupHandle {
     pub log: RaftLog,
 }
 
+/// A `Ready` between its two halves: entries appended, waiting for `sync`.
+pub(crate) struct StagedReady {
+    rd: raft::Ready,
+    appended: Option<u64>,
+    /// What to fsync before the second half (`None`: nothing to sync).
+    pub(crate) sync: Option<strand_storage::SyncPoint>,
+}
+
 struct Pending {
     term: u64,
     ack: Ack,
@@ -373,26 +381,53 @@ impl Replica {
 
     /// Processes one `Ready`; outgoing messages are added to `out` by
     /// destination node.
-    pub(crate) fn handle_ready(&mut self, out: &mut HashMap<u64, Vec<(u64, Message)>>) {
-        if self.failed {
-            return;
+    /// First half of handling a `Ready`: send the leader's appends, install a
+    /// snapshot, apply committed entries, append new entries and record the
+    /// hard state. Returns what must be fsynced before the rest may happen
+    /// (`None` when there is no `Ready` or the replica failed).
+    pub(crate) fn stage_ready(&mut self, out: &mut HashMap<u64, Vec<(u64, Message)>>) -> Option<StagedReady> {
+        if self.failed || !self.node.has_ready() {
+            return None;
         }
-        if let Err(e) = self.try_handle_ready(out) {
-            // Storage failed under Raft: stop this replica rather than
-            // acknowledge anything that may not be on disk.
-            tracing::error!(group = self.group, error = %e, "replica stopped: storage failure");
-            self.failed = true;
-            self.fail_all_pending(self.leader());
+        match self.try_stage(out) {
+            Ok(staged) => Some(staged),
+            Err(e) => {
+                self.fail(e);
+                None
+            }
         }
     }
 
-    fn try_handle_ready(&mut self, out: &mut HashMap<u64, Vec<(u64, Message)>>) -> Result<()> {
+    /// Second half, once the staged sync (if any) ended with `synced`: answer
+    /// `acks=leader`, send the messages that acknowledge the entries, advance,
+    /// apply what committed, publish.
+    pub(crate) fn finish_ready(
+        &mut self,
+        staged: StagedReady,
+        synced: Option<Result<()>>,
+        out: &mut HashMap<u64, Vec<(u64, Message)>>,
+    ) {
+        if let Err(e) = self.try_finish(staged, synced, out) {
+            self.fail(e);
+        }
+    }
+
+    fn fail(&mut self, e: ClusterError) {
+        // Storage failed under Raft: stop this replica rather than
+        // acknowledge anything that may not be on disk.
+        tracing::error!(group = self.group, error = %e, "replica stopped: storage failure");
+        self.failed = true;
+        self.fail_all_pending(self.leader());
+    }
+
+    fn push(group: u64, out: &mut HashMap<u64, Vec<(u64, Message)>>, msgs: Vec<Message>) {
+        for m in msgs {
+            out.entry(m.to).or_default().push((group, m));
+        }
+    }
+
+    fn try_stage(&mut self, out: &mut HashMap<u64, Vec<(u64, Message)>>) -> Result<StagedReady> {
         let group = self.group;
-        let mut push = |msgs: Vec<Message>| {
-            for m in msgs {
-                out.entry(m.to).or_default().push((group, m));
-            }
-        };
         let mut rd = self.node.ready();
         if let Some(ss) = rd.ss() {
             let leader = (ss.leader_id != 0).then_some(ss.leader_id);
@@ -407,7 +442,7 @@ impl Replica {
                 self.fail_all_pending(leader);
             }
         }
-        push(rd.take_messages());
+        Self::push(group, out, rd.take_messages());
         if !rd.snapshot().is_empty() {
             self.storage.apply_snapshot(rd.snapshot())?;
             let offset = self.storage.next_offset_after(rd.snapshot().get_metadata().index)?;
@@ -425,18 +460,42 @@ impl Replica {
         if let Some(hs) = rd.hs() {
             self.storage.set_hard_state(hs)?;
         }
-        if appended.is_some() || rd.must_sync() {
-            self.storage.sync()?;
+        let sync = (appended.is_some() || rd.must_sync()).then(|| self.storage.sync_point());
+        Ok(StagedReady { rd, appended, sync })
+    }
+
+    fn try_finish(
+        &mut self,
+        staged: StagedReady,
+        synced: Option<Result<()>>,
+        out: &mut HashMap<u64, Vec<(u64, Message)>>,
+    ) -> Result<()> {
+        let group = self.group;
+        let StagedReady { mut rd, appended, sync } = staged;
+        if let Some(point) = &sync {
+            match synced {
+                Some(Ok(())) => self.storage.mark_synced(point),
+                Some(Err(e)) => {
+                    self.storage.mark_failed(&e);
+                    return Err(e);
+                }
+                None => {
+                    return Err(ClusterError::Malformed {
+                        what: "ready",
+                        reason: "a staged sync was never run".into(),
+                    });
+                }
+            }
         }
         if let Some(last) = appended {
             self.resolve_persisted(last);
         }
-        push(rd.take_persisted_messages());
+        Self::push(group, out, rd.take_persisted_messages());
         let mut light = self.node.advance(rd);
         if let Some(c) = light.commit_index() {
             self.storage.set_commit(c);
         }
-        push(light.take_messages());
+        Self::push(group, out, light.take_messages());
         self.apply(light.take_committed_entries())?;
         self.node.advance_apply();
         if let Some(t) = self.recovering_until
