@@ -313,6 +313,7 @@ impl Replica {
     /// proposals, applies configuration changes.
     fn apply(&mut self, entries: Vec<Entry>) -> Result<()> {
         let mut hw = None;
+        let mut answers = Vec::new();
         for e in entries {
             match e.get_entry_type() {
                 EntryType::EntryNormal if !e.data.is_empty() => {
@@ -351,15 +352,20 @@ impl Replica {
                         reason: "another leader's entry took its place",
                     })
                 };
-                let _ = p.reply.send(result);
+                answers.push((p.reply, result));
             }
         }
+        // Publish the high watermark before answering, so a producer that
+        // reads right after its acknowledgement sees its own records.
         if let Some(hw) = hw {
             self.handle.high_watermark.send_if_modified(|cur| {
                 let moved = hw > *cur;
                 *cur = (*cur).max(hw);
                 moved
             });
+        }
+        for (reply, result) in answers {
+            let _ = reply.send(result);
         }
         Ok(())
     }
