@@ -328,21 +328,6 @@ impl RaftLog {
         self.write_log().mark_failed(&err);
     }
 
-    /// `fdatasync` of the active segment.
-    pub fn sync(&self) -> Result<()> {
-        let point = self.read_log().sync_point();
-        match point.sync() {
-            Ok(()) => {
-                self.write_log().mark_synced(&point);
-                Ok(())
-            }
-            Err(e) => {
-                self.write_log().mark_failed(&e);
-                Err(e.into())
-            }
-        }
-    }
-
     /// The offset after Raft entry `index` (0 for index 0).
     pub fn next_offset_after(&self, index: u64) -> Result<u64> {
         if index <= self.state().snapshot_index {

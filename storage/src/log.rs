@@ -382,17 +382,23 @@ impl PartitionLog {
     }
 
     fn segment_for_raft_index(&self, raft_index: u64) -> Result<Option<&Segment>> {
-        // Segments hold increasing Raft indexes; find the last one starting at
-        // or below `raft_index`.
-        let mut found = None;
-        for seg in &self.segments {
-            match seg.first_batch()? {
-                Some(first) if first.raft_index <= raft_index => found = Some(seg),
-                Some(_) => break,
-                None => {}
+        // Segments hold increasing Raft indexes: binary search for the last
+        // one starting at or below `raft_index` (Raft asks for terms on every
+        // append, so this must not walk every segment). Only the active
+        // segment can be empty.
+        let searchable = self.segments.len() - usize::from(self.active().is_empty());
+        let mut failure = None;
+        let n = self.segments[..searchable].partition_point(|s| match s.first_batch() {
+            Ok(first) => first.is_none_or(|f| f.raft_index <= raft_index),
+            Err(e) => {
+                failure.get_or_insert(e);
+                false
             }
+        });
+        if let Some(e) = failure {
+            return Err(e);
         }
-        Ok(found)
+        Ok(n.checked_sub(1).map(|i| &self.segments[i]))
     }
 
     /// The stored batch that is Raft entry `raft_index`, with its term.
