@@ -45,6 +45,45 @@ pub struct BrokerConfig {
     /// syncs as soon as the previous sync ends: group commit, where one
     /// fsync covers every batch that arrived while the last one ran.
     pub min_fsync_interval_ms: u64,
+    /// Consumer groups.
+    pub groups: GroupConfig,
+}
+
+/// Consumer-group coordinator settings (Kafka's names in parentheses).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupConfig {
+    /// Partitions of `__consumer_offsets`, fixed when it is first created
+    /// (`offsets.topic.num.partitions`). Default 8.
+    pub offsets_partitions: u32,
+    /// Its replication factor, capped by the brokers of the cluster
+    /// (`offsets.topic.replication.factor`). Default 3.
+    pub offsets_replication_factor: u32,
+    /// The first rebalance of an empty group waits this long so consumers
+    /// started together join one generation
+    /// (`group.initial.rebalance.delay.ms`). Default 3 s.
+    pub initial_rebalance_delay_ms: u64,
+    /// Allowed member session timeouts (`group.min/max.session.timeout.ms`).
+    /// Default 1 s ..= 5 min.
+    pub min_session_timeout_ms: u64,
+    /// See `min_session_timeout_ms`.
+    pub max_session_timeout_ms: u64,
+    /// How often members are told to heartbeat (ms). Default 1 s; never more
+    /// than a third of a member's session timeout.
+    pub heartbeat_interval_ms: u64,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            offsets_partitions: 8,
+            offsets_replication_factor: 3,
+            initial_rebalance_delay_ms: 3_000,
+            min_session_timeout_ms: 1_000,
+            max_session_timeout_ms: 300_000,
+            heartbeat_interval_ms: 1_000,
+        }
+    }
 }
 
 /// Resource limits of the gRPC server.
@@ -110,6 +149,7 @@ impl Default for BrokerConfig {
             },
             retention_check_interval_ms: 300_000,
             min_fsync_interval_ms: 0,
+            groups: GroupConfig::default(),
         }
     }
 }
@@ -161,6 +201,25 @@ impl BrokerConfig {
         }
         if self.raft_tick_ms == 0 {
             return bad("raft_tick_ms", "must be positive");
+        }
+        let g = &self.groups;
+        if g.offsets_partitions == 0 || g.offsets_partitions > crate::topic::MAX_PARTITIONS {
+            return bad(
+                "groups.offsets_partitions",
+                "must be positive (and at most the partition limit)",
+            );
+        }
+        if g.offsets_replication_factor == 0 {
+            return bad("groups.offsets_replication_factor", "must be positive");
+        }
+        if g.min_session_timeout_ms == 0 || g.min_session_timeout_ms > g.max_session_timeout_ms {
+            return bad(
+                "groups.min_session_timeout_ms",
+                "must be positive and at most max_session_timeout_ms",
+            );
+        }
+        if g.heartbeat_interval_ms == 0 {
+            return bad("groups.heartbeat_interval_ms", "must be positive");
         }
         if self.node_id == 0 {
             return bad("node_id", "must be positive");

@@ -82,6 +82,43 @@ pub enum BrokerError {
         /// Address of the leader, or of a replica, when known.
         leader_addr: Option<String>,
     },
+    /// This broker does not coordinate the group (now).
+    #[error("not the coordinator of group {group:?}{}", coordinator_addr.as_deref().map(|a| format!(" (coordinator: {a})")).unwrap_or_default())]
+    NotCoordinator {
+        /// Group.
+        group: String,
+        /// The coordinator's address, when known.
+        coordinator_addr: Option<String>,
+    },
+    /// A request from a member that is not (or no longer) in the group, or
+    /// for partitions it does not hold.
+    #[error("fenced: {reason}")]
+    Fenced {
+        /// Why.
+        reason: String,
+    },
+    /// The member's epoch is behind the group's.
+    #[error("rebalance in progress: member epoch {sent} is behind {current}; heartbeat and retry")]
+    RebalanceInProgress {
+        /// Epoch sent.
+        sent: i32,
+        /// The member's current epoch.
+        current: i32,
+    },
+    /// No such group.
+    #[error("unknown group {group:?}")]
+    UnknownGroup {
+        /// Group.
+        group: String,
+    },
+    /// The group has active members.
+    #[error("group {group:?} has {members} active member(s); stop them first or use --force")]
+    GroupNotEmpty {
+        /// Group.
+        group: String,
+        /// Members.
+        members: usize,
+    },
     /// The broker a request was forwarded to refused it.
     #[error("{message}")]
     Forwarded {
@@ -144,6 +181,11 @@ impl BrokerError {
             BrokerError::Timeout { .. } => ErrorCode::RequestTimedOut,
             BrokerError::ShuttingDown => ErrorCode::ShuttingDown,
             BrokerError::NotLeader { .. } => ErrorCode::NotLeader,
+            BrokerError::NotCoordinator { .. } => ErrorCode::NotCoordinator,
+            BrokerError::Fenced { .. } => ErrorCode::Fenced,
+            BrokerError::RebalanceInProgress { .. } => ErrorCode::RebalanceInProgress,
+            BrokerError::UnknownGroup { .. } => ErrorCode::UnknownGroup,
+            BrokerError::GroupNotEmpty { .. } => ErrorCode::GroupNotEmpty,
             BrokerError::Forwarded { code, .. } => *code,
             BrokerError::Replication { source } => match source {
                 // The outcome is unknown; the client retries against the
@@ -173,7 +215,11 @@ impl BrokerError {
             ErrorCode::TopicAlreadyExists => tonic::Code::AlreadyExists,
             ErrorCode::OffsetOutOfRange => tonic::Code::OutOfRange,
             ErrorCode::RequestTimedOut => tonic::Code::DeadlineExceeded,
-            ErrorCode::ShuttingDown | ErrorCode::NotLeader => tonic::Code::Unavailable,
+            ErrorCode::ShuttingDown | ErrorCode::NotLeader | ErrorCode::NotCoordinator => tonic::Code::Unavailable,
+            ErrorCode::UnknownGroup => tonic::Code::NotFound,
+            ErrorCode::Fenced | ErrorCode::RebalanceInProgress | ErrorCode::GroupNotEmpty => {
+                tonic::Code::FailedPrecondition
+            }
             ErrorCode::StorageFailed => tonic::Code::Internal,
             _ => tonic::Code::InvalidArgument,
         }
@@ -227,6 +273,14 @@ impl From<BrokerError> for tonic::Status {
         let mut status = tonic::Status::new(e.grpc_code(), e.to_string());
         if let Ok(v) = e.code().as_str_name().parse() {
             status.metadata_mut().insert(REASON_KEY, v);
+        }
+        if let BrokerError::NotCoordinator {
+            coordinator_addr: Some(a),
+            ..
+        } = &e
+            && let Ok(v) = a.parse()
+        {
+            status.metadata_mut().insert("strand-coordinator", v);
         }
         if let BrokerError::Storage(StorageError::OffsetOutOfRange { earliest, latest, .. }) = &e {
             if let Ok(v) = format!("{earliest}").parse() {

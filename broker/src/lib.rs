@@ -7,6 +7,8 @@
 //! - [`state::BrokerState`] owns topics and partitions;
 //!   [`partition::Partition`] owns one log, its high watermark and its
 //!   group-commit flusher.
+//! - [`group::GroupCoordinator`] runs consumer groups whose offsets live in
+//!   the replicated `__consumer_offsets` topic.
 //! - [`service`] holds the gRPC services; [`error::BrokerError`] maps every
 //!   failure to a stable wire reason.
 //!
@@ -17,6 +19,7 @@
 pub mod config;
 pub mod controller;
 pub mod error;
+pub mod group;
 pub mod metrics;
 pub mod partition;
 pub mod registry;

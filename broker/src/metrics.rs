@@ -41,6 +41,28 @@ struct PartitionLabel {
     partition: u32,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabel {
+    group: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupPartitionLabel {
+    group: String,
+    topic: String,
+    partition: u32,
+}
+
+impl GroupPartitionLabel {
+    fn of(r: &crate::group::GroupPartitionRow) -> Self {
+        GroupPartitionLabel {
+            group: r.group.clone(),
+            topic: r.topic.clone(),
+            partition: r.partition,
+        }
+    }
+}
+
 /// The broker's instruments.
 #[derive(Debug)]
 pub struct Metrics {
@@ -218,6 +240,36 @@ impl Collector for PartitionCollector {
             MetricType::Counter,
         )?;
         ConstCounter::new(changes).encode(m)?;
+        let (members, rows) = state.groups.metrics_rows(&state);
+        let mut m = encoder.encode_descriptor(
+            "strand_consumer_group_members",
+            "Members of each consumer group coordinated by this broker",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (group, n) in &members {
+            ConstGauge::new(*n as i64).encode(m.encode_family(&GroupLabel { group: group.clone() })?)?;
+        }
+        let mut m = encoder.encode_descriptor(
+            "strand_consumer_group_committed_offset",
+            "Committed offset per group and partition (groups coordinated here)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for r in &rows {
+            ConstGauge::new(r.committed as i64).encode(m.encode_family(&GroupPartitionLabel::of(r))?)?;
+        }
+        let mut m = encoder.encode_descriptor(
+            "strand_consumer_group_lag",
+            "High watermark minus committed offset per group and partition (partitions hosted here)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for r in &rows {
+            if let Some(lag) = r.lag {
+                ConstGauge::new(lag as i64).encode(m.encode_family(&GroupPartitionLabel::of(r))?)?;
+            }
+        }
         let m = encoder.encode_descriptor(
             "strand_open_connections",
             "Client connections open now",

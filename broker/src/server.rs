@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use strand_proto::v1::{admin_server::AdminServer, peer_server::PeerServer, strand_server::StrandServer};
+use strand_proto::v1::{
+    admin_server::AdminServer, groups_server::GroupsServer, peer_server::PeerServer, strand_server::StrandServer,
+};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -17,7 +19,7 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 use crate::config::BrokerConfig;
 use crate::error::{BrokerError, Result};
 use crate::service::peer::PeerService;
-use crate::service::{AdminService, StrandService};
+use crate::service::{AdminService, GroupsService, StrandService};
 use crate::state::BrokerState;
 
 /// How long a stopping broker waits for open connections to finish.
@@ -220,6 +222,7 @@ async fn serve(
         Duration::from_millis(cfg.leader_balance_interval_ms),
         balance_leaders,
     );
+    spawn_periodic(&state, Duration::from_millis(250), |s| async move { s.groups.tick(&s) });
     let incoming = limited_incoming(listener, limits.max_connections, Arc::clone(&state));
     if let Some(l) = metrics {
         if let Ok(addr) = l.local_addr() {
@@ -232,6 +235,9 @@ async fn serve(
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
     let admin = AdminServer::new(AdminService::new(Arc::clone(&state)))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let groups = GroupsServer::new(GroupsService::new(Arc::clone(&state)))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
     let peer = PeerServer::new(PeerService::new(Arc::clone(&state)))
@@ -254,6 +260,7 @@ async fn serve(
         .http2_max_pending_accept_reset_streams(Some(64))
         .add_service(strand)
         .add_service(admin)
+        .add_service(groups)
         .add_service(peer)
         .serve_with_incoming_shutdown(incoming, signal);
     // Graceful, but bounded: clients that keep connections open cannot hold

@@ -45,6 +45,8 @@ pub struct BrokerState {
     pub node: RaftNode,
     /// Request counters and latency histograms.
     pub metrics: crate::metrics::Metrics,
+    /// Consumer groups coordinated here.
+    pub groups: crate::group::GroupCoordinator,
     inbox: Arc<dyn Inbox>,
     controller: Arc<Partition>,
     metadata: RwLock<MetadataState>,
@@ -248,6 +250,7 @@ impl BrokerState {
         let state = Arc::new(BrokerState {
             inbox: node.inbox(),
             metrics: crate::metrics::Metrics::default(),
+            groups: crate::group::GroupCoordinator::new(config.groups.clone()),
             config,
             node_id,
             advertised_addr,

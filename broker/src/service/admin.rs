@@ -55,7 +55,11 @@ pub fn describe(state: &BrokerState, topic: &TopicState) -> TopicDescription {
 }
 
 fn validate(state: &BrokerState, meta: &TopicMeta) -> Result<()> {
-    topic::validate_name(&meta.name)?;
+    // The one internal topic created through this path, by the group
+    // coordinator.
+    if meta.name != crate::group::OFFSETS_TOPIC {
+        topic::validate_name(&meta.name)?;
+    }
     if meta.partitions == 0 || meta.partitions > topic::MAX_PARTITIONS {
         return Err(BrokerError::InvalidRequest {
             reason: format!(
@@ -224,6 +228,12 @@ async fn wait_for_leaders(state: &BrokerState, topic: &TopicState) {
 
 /// Deletes a topic.
 pub async fn delete_topic(state: &Arc<BrokerState>, name: String, is_forwarded: bool) -> Result<()> {
+    if name.starts_with("__") {
+        return Err(BrokerError::InvalidTopic {
+            name,
+            reason: "internal topics cannot be deleted",
+        });
+    }
     loop {
         let topic = state.topic(&name)?;
         match route(state, is_forwarded).await? {

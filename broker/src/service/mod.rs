@@ -126,3 +126,89 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(status::cluster_status(&self.state).await))
     }
 }
+
+/// The `Groups` service (consumer-group coordination and offsets).
+#[derive(Clone, Debug)]
+pub struct GroupsService {
+    state: Arc<BrokerState>,
+}
+
+impl GroupsService {
+    /// A service over `state`.
+    pub fn new(state: Arc<BrokerState>) -> Self {
+        GroupsService { state }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::groups_server::Groups for GroupsService {
+    async fn find_coordinator(
+        &self,
+        req: Request<pb::FindCoordinatorRequest>,
+    ) -> Result<Response<pb::FindCoordinatorResponse>, Status> {
+        let (node_id, addr) = self.state.groups.find(&self.state, &req.into_inner().group).await?;
+        Ok(Response::new(pb::FindCoordinatorResponse { node_id, addr }))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<pb::GroupHeartbeatRequest>,
+    ) -> Result<Response<pb::GroupHeartbeatResponse>, Status> {
+        let _t = self.state.metrics.time("group_heartbeat");
+        Ok(Response::new(
+            self.state.groups.heartbeat(&self.state, req.into_inner()).await?,
+        ))
+    }
+
+    async fn commit_offsets(
+        &self,
+        req: Request<pb::CommitOffsetsRequest>,
+    ) -> Result<Response<pb::CommitOffsetsResponse>, Status> {
+        let _t = self.state.metrics.time("commit_offsets");
+        Ok(Response::new(
+            self.state.groups.commit(&self.state, req.into_inner()).await?,
+        ))
+    }
+
+    async fn fetch_offsets(
+        &self,
+        req: Request<pb::FetchOffsetsRequest>,
+    ) -> Result<Response<pb::FetchOffsetsResponse>, Status> {
+        Ok(Response::new(
+            self.state.groups.fetch_offsets(&self.state, req.into_inner()).await?,
+        ))
+    }
+
+    async fn list_groups(
+        &self,
+        _req: Request<pb::ListGroupsRequest>,
+    ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        Ok(Response::new(self.state.groups.list(&self.state).await?))
+    }
+
+    async fn describe_group(
+        &self,
+        req: Request<pb::DescribeGroupRequest>,
+    ) -> Result<Response<pb::GroupDescription>, Status> {
+        Ok(Response::new(
+            self.state.groups.describe(&self.state, &req.into_inner().group).await?,
+        ))
+    }
+
+    async fn reset_offsets(
+        &self,
+        req: Request<pb::ResetOffsetsRequest>,
+    ) -> Result<Response<pb::ResetOffsetsResponse>, Status> {
+        Ok(Response::new(
+            self.state.groups.reset(&self.state, req.into_inner()).await?,
+        ))
+    }
+
+    async fn delete_group(
+        &self,
+        req: Request<pb::DeleteGroupRequest>,
+    ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
+        self.state.groups.delete(&self.state, &req.into_inner().group).await?;
+        Ok(Response::new(pb::DeleteGroupResponse {}))
+    }
+}

@@ -14,6 +14,12 @@ use crate::state::BrokerState;
 /// Validates one batch and proposes it to its partition's Raft group; the
 /// future resolves at the acknowledgement level.
 async fn produce_one(state: &BrokerState, b: &PartitionBatch, acks: Acks, now_ms: i64) -> Result<AppendInfo> {
+    if b.topic.starts_with("__") {
+        return Err(BrokerError::InvalidTopic {
+            name: b.topic.clone(),
+            reason: "internal topics are written by the broker only",
+        });
+    }
     let partition = state.partition(&b.topic, b.partition)?;
     let batch = BatchRef::validate(&b.batch).map_err(|source| StorageError::InvalidBatch { source })?;
     if batch.is_control() {

@@ -1,0 +1,225 @@
+//! What the coordinator writes to `__consumer_offsets`, and how a new
+//! coordinator rebuilds its groups from it.
+//!
+//! One record per fact, its value JSON, its key the group id (so the topic
+//! reads well with `strand consume`). A group lives in partition
+//! `fnv1a(group) % partitions` of the topic.
+//!
+//! Invariants: the coordinator serializes its writes per partition and
+//! checks them before writing, so replaying the records in log order gives
+//! the state it acknowledged; a committed offset only decreases through an
+//! explicit reset record.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use strand_storage::{BatchBuilder, Compression, DecodedRecords, NewRecord, batches};
+
+use crate::error::{BrokerError, Result};
+
+/// The internal topic holding group offsets and epochs.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// The offsets partition of a group.
+pub fn partition_for(group: &str, partitions: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in group.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % u64::from(partitions.max(1))) as u32
+}
+
+/// One stored fact.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum GroupRecord {
+    /// A committed offset (the next offset to consume).
+    Offset {
+        /// Group id.
+        group: String,
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// Offset.
+        offset: u64,
+        /// Written by an operator's reset (may go backwards).
+        #[serde(default)]
+        reset: bool,
+    },
+    /// The group's epoch and how long its members may live without a
+    /// heartbeat (a new coordinator waits that long before assigning).
+    Epoch {
+        /// Group id.
+        group: String,
+        /// Group epoch.
+        epoch: i32,
+        /// Largest member session timeout (ms).
+        session_timeout_ms: u64,
+        /// Members at that epoch.
+        members: u32,
+    },
+    /// The group was deleted: forget everything before.
+    Deleted {
+        /// Group id.
+        group: String,
+    },
+}
+
+impl GroupRecord {
+    /// The group it belongs to.
+    pub fn group(&self) -> &str {
+        match self {
+            GroupRecord::Offset { group, .. } | GroupRecord::Epoch { group, .. } | GroupRecord::Deleted { group } => {
+                group
+            }
+        }
+    }
+}
+
+/// Encodes records as one batch.
+pub fn encode(records: &[GroupRecord]) -> Result<Vec<u8>> {
+    let now = strand_storage::now_ms();
+    let values = records
+        .iter()
+        .map(|r| {
+            serde_json::to_vec(r).map_err(|e| BrokerError::InvalidRequest {
+                reason: format!("cannot encode group record: {e}"),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut b = BatchBuilder::new(Compression::None);
+    for (r, v) in records.iter().zip(&values) {
+        b.push(&NewRecord {
+            timestamp_ms: now,
+            key: Some(r.group().as_bytes()),
+            value: Some(v),
+            headers: &[],
+        });
+    }
+    b.build()
+        .map_err(|source| strand_storage::StorageError::InvalidBatch { source }.into())
+}
+
+/// What a coordinator knows of a group after reading the log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredGroup {
+    /// Committed offsets.
+    pub offsets: BTreeMap<(String, u32), u64>,
+    /// Last epoch written.
+    pub epoch: i32,
+    /// Session timeout of the last epoch (ms).
+    pub session_timeout_ms: u64,
+    /// Members at the last epoch.
+    pub members: u32,
+}
+
+/// Folds stored records into groups, in log order.
+pub fn fold(groups: &mut BTreeMap<String, StoredGroup>, record: GroupRecord) {
+    match record {
+        GroupRecord::Offset {
+            group,
+            topic,
+            partition,
+            offset,
+            ..
+        } => {
+            groups
+                .entry(group)
+                .or_default()
+                .offsets
+                .insert((topic, partition), offset);
+        }
+        GroupRecord::Epoch {
+            group,
+            epoch,
+            session_timeout_ms,
+            members,
+        } => {
+            let g = groups.entry(group).or_default();
+            g.epoch = g.epoch.max(epoch);
+            g.session_timeout_ms = session_timeout_ms;
+            g.members = members;
+        }
+        GroupRecord::Deleted { group } => {
+            groups.remove(&group);
+        }
+    }
+}
+
+/// Folds every record of a buffer of whole batches; a record that does not
+/// decode is skipped with a warning (it cannot be repaired by stopping).
+pub fn fold_batches(groups: &mut BTreeMap<String, StoredGroup>, buf: &[u8]) -> Result<u64> {
+    let mut next = None;
+    for batch in batches(buf) {
+        let batch = batch.map_err(|source| strand_storage::StorageError::InvalidBatch { source })?;
+        next = Some(batch.next_offset());
+        if batch.is_control() {
+            continue;
+        }
+        let decoded =
+            DecodedRecords::new(&batch).map_err(|source| strand_storage::StorageError::InvalidBatch { source })?;
+        for r in decoded.iter() {
+            let r = r.map_err(|source| strand_storage::StorageError::InvalidBatch { source })?;
+            match r.value.map(serde_json::from_slice::<GroupRecord>) {
+                Some(Ok(rec)) => fold(groups, rec),
+                other => tracing::warn!(offset = r.offset, ?other, "skipping an unreadable group record"),
+            }
+        }
+    }
+    Ok(next.unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offset(group: &str, p: u32, offset: u64, reset: bool) -> GroupRecord {
+        GroupRecord::Offset {
+            group: group.into(),
+            topic: "t".into(),
+            partition: p,
+            offset,
+            reset,
+        }
+    }
+
+    #[test]
+    fn records_round_trip_through_a_batch_and_fold_in_order() {
+        let records = vec![
+            offset("a", 0, 5, false),
+            GroupRecord::Epoch {
+                group: "a".into(),
+                epoch: 3,
+                session_timeout_ms: 10_000,
+                members: 2,
+            },
+            offset("a", 0, 9, false),
+            offset("b", 1, 4, false),
+            GroupRecord::Deleted { group: "b".into() },
+            offset("a", 0, 2, true),
+        ];
+        let batch = encode(&records).unwrap();
+        let stamp = strand_storage::Stamp {
+            term: 1,
+            raft_index: 1,
+            append_time_ms: 0,
+        };
+        let batch = strand_storage::stamp_batch(&batch, 0, &stamp).unwrap();
+        let mut groups = BTreeMap::new();
+        assert_eq!(fold_batches(&mut groups, &batch).unwrap(), records.len() as u64);
+        assert_eq!(groups.len(), 1, "b was deleted");
+        let a = &groups["a"];
+        assert_eq!(a.offsets[&("t".to_string(), 0)], 2, "the reset is the last word");
+        assert_eq!((a.epoch, a.session_timeout_ms, a.members), (3, 10_000, 2));
+    }
+
+    #[test]
+    fn groups_spread_over_partitions_stably() {
+        assert_eq!(partition_for("orders", 8), partition_for("orders", 8));
+        let used: std::collections::BTreeSet<u32> = (0..100).map(|i| partition_for(&format!("g{i}"), 8)).collect();
+        assert_eq!(used.len(), 8);
+        assert_eq!(partition_for("x", 0), 0);
+    }
+}
