@@ -39,8 +39,8 @@ use crate::retry::Backoff;
 /// ```
 #[derive(Debug, Clone)]
 pub struct Admin {
-    md: Arc<Metadata>,
-    backoff: Backoff,
+    pub(crate) md: Arc<Metadata>,
+    pub(crate) backoff: Backoff,
 }
 
 impl Admin {
@@ -162,7 +162,7 @@ impl Admin {
         list_offsets(&self.md, topic, partition, spec, self.backoff, self.request_timeout()).await
     }
 
-    fn request_timeout(&self) -> Duration {
+    pub(crate) fn request_timeout(&self) -> Duration {
         self.md.conns().config().request_timeout
     }
 

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use strand_proto::v1::admin_client::AdminClient;
+use strand_proto::v1::groups_client::GroupsClient;
 use strand_proto::v1::strand_client::StrandClient;
 use tonic::transport::{Channel, Endpoint};
 
@@ -126,6 +127,14 @@ impl Connections {
     pub(crate) async fn admin(&self, addr: &str) -> Result<AdminClient<Channel>> {
         let ch = self.channel(addr).await?;
         Ok(AdminClient::new(ch)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    /// A `Groups` service client for `addr`.
+    pub(crate) async fn groups(&self, addr: &str) -> Result<GroupsClient<Channel>> {
+        let ch = self.channel(addr).await?;
+        Ok(GroupsClient::new(ch)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }

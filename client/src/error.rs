@@ -122,8 +122,9 @@ pub enum ClientError {
 }
 
 /// Broker reasons worth retrying: the request may succeed elsewhere or later.
-const RETRIABLE_REASONS: [ErrorCode; 3] = [
+const RETRIABLE_REASONS: [ErrorCode; 4] = [
     ErrorCode::NotLeader,
+    ErrorCode::NotCoordinator,
     ErrorCode::RequestTimedOut,
     ErrorCode::ShuttingDown,
 ];

@@ -57,22 +57,34 @@
 //! # }
 //! ```
 //!
-//! Not there yet: consumer groups and committed offsets, the idempotent
-//! producer (a retry after a lost answer can duplicate a batch), TLS.
+//! Consumer groups: build the consumer with [`ConsumerBuilder::group`] and
+//! call [`Consumer::subscribe`]; the group's coordinator splits the
+//! partitions between members, positions start at committed offsets, and
+//! [`Consumer::commit`] (or auto-commit) records progress — committing after
+//! processing gives at-least-once processing. [`DeadLetterQueue`] retries a
+//! failing record with backoff and then sets it aside in `<topic>.dlq`.
+//!
+//! Not there yet: the idempotent producer (a retry after a lost answer can
+//! duplicate a batch), transactions, TLS.
 #![deny(missing_docs)]
 
 mod admin;
 mod connection;
 mod consumer;
+mod coordinator;
+pub mod dlq;
 mod error;
+mod group_admin;
 mod metadata;
 mod offsets;
 mod producer;
 mod retry;
 
 pub use admin::Admin;
-pub use consumer::{Consumer, ConsumerBuilder, ConsumerRecord, Offset, OffsetReset};
+pub use consumer::{Consumer, ConsumerBuilder, ConsumerRecord, Offset, OffsetReset, RebalanceEvent, RebalanceListener};
+pub use dlq::{DeadLetterQueue, Outcome, RetryPolicy};
 pub use error::{ClientError, REASON_METADATA_KEY, Result};
+pub use group_admin::ResetTo;
 pub use offsets::{ListedOffsets, OffsetSpec};
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerBuilder, ProducerRecord, RecordMetadata, murmur2, partition_for_key,

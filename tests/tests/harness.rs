@@ -20,6 +20,16 @@ pub fn test_config(dir: &std::path::Path) -> BrokerConfig {
     }
 }
 
+/// Logs to stderr when `RUST_LOG` is set (once per test binary).
+pub fn init_logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 impl TestBroker {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -28,6 +38,7 @@ impl TestBroker {
     }
 
     pub async fn start_with(dir: tempfile::TempDir, config: BrokerConfig) -> Self {
+        init_logs();
         let broker = RunningBroker::start(config.clone()).await.expect("broker starts");
         TestBroker {
             broker: Some(broker),

@@ -2,6 +2,7 @@
 //! files, the real client. One binary (see STYLE.md, "Tests").
 
 mod bad_input;
+mod groups;
 mod harness;
 mod metrics;
 mod produce_fetch;

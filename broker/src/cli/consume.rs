@@ -1,8 +1,10 @@
 //! `strand consume TOPIC`: print records from a position until a count is
 //! reached or nothing arrives for a while.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -14,6 +16,15 @@ use super::OutputFormat;
 pub struct ConsumeArgs {
     /// Topic to read.
     topic: String,
+    /// Join this consumer group: partitions are shared with the group's
+    /// other members, reading starts at the group's committed offsets, and
+    /// what is printed is committed.
+    #[arg(long, conflicts_with_all = ["partition", "offset", "from_timestamp"])]
+    group: Option<String>,
+    /// Static membership id (with --group): restarted within the session
+    /// timeout, it gets the same partitions back without a rebalance.
+    #[arg(long, requires = "group")]
+    instance_id: Option<String>,
     /// Read only this partition (default: all).
     #[arg(long)]
     partition: Option<u32>,
@@ -67,10 +78,19 @@ pub async fn run(bootstrap: &str, args: ConsumeArgs) -> anyhow::Result<ExitCode>
         // Long polls no longer than the idle limit, so it is honoured promptly.
         builder = builder.max_wait(Duration::from_millis(ms.clamp(1, 500)));
     }
+    if let Some(g) = &args.group {
+        // Commits are explicit: exactly what was printed, never records a
+        // poll returned beyond --max-messages.
+        builder = builder.group(g.clone()).auto_commit(None).client_id("strand-cli");
+        if let Some(id) = &args.instance_id {
+            builder = builder.group_instance_id(id.clone());
+        }
+    }
     let mut consumer = builder.build().await?;
-    match args.partition {
-        Some(p) => consumer.assign(&args.topic, &[p]).await?,
-        None => consumer.assign_all(&args.topic).await?,
+    match (&args.group, args.partition) {
+        (Some(_), _) => consumer.subscribe(&[args.topic.as_str()]).await?,
+        (None, Some(p)) => consumer.assign(&args.topic, &[p]).await?,
+        (None, None) => consumer.assign_all(&args.topic).await?,
     }
     let start = match (args.from_beginning, args.offset, args.from_timestamp) {
         (true, _, _) => Some(Offset::Beginning),
@@ -78,13 +98,15 @@ pub async fn run(bootstrap: &str, args: ConsumeArgs) -> anyhow::Result<ExitCode>
         (_, _, Some(ts)) => Some(Offset::Timestamp(ts)),
         _ => None,
     };
-    if let Some(start) = start {
+    if let Some(start) = start.filter(|_| args.group.is_none()) {
         for (topic, p) in consumer.assignment() {
             consumer.seek(&topic, p, start).await?;
         }
     }
     let idle_limit = args.timeout_ms.map(Duration::from_millis);
     let mut last_record = Instant::now();
+    let started = Instant::now();
+    let mut assigned_once = false;
     let mut printed = 0u64;
     let stdout = std::io::stdout();
     loop {
@@ -95,10 +117,17 @@ pub async fn run(bootstrap: &str, args: ConsumeArgs) -> anyhow::Result<ExitCode>
             break;
         }
         let records = consumer.poll().await?;
+        if args.group.is_some() && !assigned_once {
+            // The idle limit starts with the first assignment (the group
+            // waits for its initial rebalance delay), within reason.
+            assigned_once = !consumer.assignment().is_empty() || started.elapsed() > Duration::from_secs(15);
+            last_record = Instant::now();
+        }
         if !records.is_empty() {
             last_record = Instant::now();
         }
         let mut out = stdout.lock();
+        let mut printed_to: BTreeMap<(Arc<str>, u32), u64> = BTreeMap::new();
         for r in records {
             if args.max_messages.is_some_and(|m| printed >= m) {
                 break;
@@ -112,8 +141,17 @@ pub async fn run(bootstrap: &str, args: ConsumeArgs) -> anyhow::Result<ExitCode>
                 }
             }
             printed += 1;
+            printed_to.insert((r.topic.clone(), r.partition), r.offset + 1);
         }
         out.flush()?;
+        drop(out);
+        if args.group.is_some() && !printed_to.is_empty() {
+            let offsets: Vec<(&str, u32, u64)> = printed_to.iter().map(|((t, p), o)| (&**t, *p, *o)).collect();
+            consumer.commit_offsets(&offsets).await?;
+        }
+    }
+    if args.group.is_some() {
+        consumer.close().await?;
     }
     eprintln!("consumed {printed} records");
     Ok(ExitCode::SUCCESS)

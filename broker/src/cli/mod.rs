@@ -5,6 +5,8 @@ mod bench;
 mod broker;
 mod cluster;
 mod consume;
+mod dlq;
+mod group;
 mod produce;
 mod topic;
 
@@ -61,6 +63,12 @@ pub enum Command {
     /// Cluster-wide status.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Consumer groups: list, describe (with lag), reset offsets, delete.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
+    /// Dead-letter topics.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
 }
 
 pub fn init_logging(cli: &Cli) {
@@ -93,6 +101,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Consume(args) => rt.block_on(consume::run(&bootstrap, args)),
         Command::Bench(cmd) => rt.block_on(bench::run(&bootstrap, cmd)),
         Command::Cluster(cmd) => rt.block_on(cluster::run(&bootstrap, cmd)),
+        Command::Group(cmd) => rt.block_on(group::run(&bootstrap, cmd)),
+        Command::Dlq(cmd) => rt.block_on(dlq::run(&bootstrap, cmd)),
     }
 }
 

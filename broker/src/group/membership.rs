@@ -56,12 +56,22 @@ pub struct Member {
     pub owned: BTreeSet<TopicPartition>,
     /// What the last answer allowed it to hold.
     pub granted: BTreeSet<TopicPartition>,
+    /// Partitions taken back, with the epoch of the answer that did: held
+    /// until a heartbeat sent after that answer (its epoch at least that)
+    /// no longer reports them, since a report built before the member saw
+    /// the answer says nothing about them.
+    pub revoking: BTreeMap<TopicPartition, i32>,
 }
 
 impl Member {
     /// Partitions this member may still be processing.
     pub fn holds(&self, tp: &TopicPartition) -> bool {
-        self.owned.contains(tp) || self.granted.contains(tp)
+        self.owned.contains(tp) || self.granted.contains(tp) || self.revoking.contains_key(tp)
+    }
+
+    /// Everything it may still be processing.
+    pub fn held(&self) -> impl Iterator<Item = &TopicPartition> {
+        self.owned.iter().chain(self.granted.iter()).chain(self.revoking.keys())
     }
 }
 
@@ -147,7 +157,7 @@ impl Group {
         } else if self
             .members
             .values()
-            .any(|m| m.granted != self.target_of(&m.id) || m.owned != m.granted)
+            .any(|m| m.granted != self.target_of(&m.id) || m.owned != m.granted || !m.revoking.is_empty())
         {
             "Reconciling"
         } else {
@@ -204,11 +214,10 @@ impl Group {
             }
             m.last_seen = now;
             // A member can only hold what it was given.
-            m.owned = hb
-                .owned
-                .intersection(&m.granted.union(&m.owned).cloned().collect())
-                .cloned()
-                .collect();
+            let given: BTreeSet<TopicPartition> = m.held().cloned().collect();
+            m.owned = hb.owned.intersection(&given).cloned().collect();
+            let (epoch, owned) = (hb.epoch, &m.owned);
+            m.revoking.retain(|tp, at| epoch < *at || owned.contains(tp));
             if m.topics != hb.topics {
                 m.topics = hb.topics.clone();
                 self.bump();
@@ -240,6 +249,7 @@ impl Group {
             // The new process holds nothing yet; what the old one was granted
             // stays granted to this member.
             old.owned = BTreeSet::new();
+            old.revoking.clear();
             if let Some(t) = self.target.remove(&old_id) {
                 self.target.insert(id.clone(), t);
             }
@@ -264,6 +274,7 @@ impl Group {
                 epoch: 0,
                 owned: BTreeSet::new(),
                 granted: BTreeSet::new(),
+                revoking: BTreeMap::new(),
             },
         );
         self.bump();
@@ -279,6 +290,7 @@ impl Group {
             {
                 // Its process is gone: it holds nothing, but keeps its grant.
                 m.owned.clear();
+                m.revoking.clear();
                 return;
             }
         }
@@ -344,7 +356,7 @@ impl Group {
             .members
             .values()
             .filter(|m| m.id != id)
-            .flat_map(|m| m.owned.iter().chain(m.granted.iter()).cloned())
+            .flat_map(|m| m.held().cloned())
             .collect();
         let epoch = self.epoch;
         let Some(m) = self.members.get_mut(id) else {
@@ -358,6 +370,12 @@ impl Group {
             .into_iter()
             .filter(|tp| m.owned.contains(tp) || !held_by_others.contains(tp))
             .collect();
+        for tp in m.granted.difference(&grant) {
+            m.revoking.entry(tp.clone()).or_insert(epoch);
+        }
+        for tp in &grant {
+            m.revoking.remove(tp);
+        }
         m.granted = grant.clone();
         m.epoch = epoch;
         Answer {
@@ -544,6 +562,29 @@ mod tests {
             .sum();
         assert_eq!(moved, 1, "cooperative: only one partition moves");
         assert_eq!(answers.values().map(|a| a.assignment.len()).sum::<usize>(), 6);
+    }
+
+    #[test]
+    fn a_report_sent_before_the_revocation_was_seen_does_not_release_anything() {
+        let mut h = Harness::new(2);
+        let a = h.hb("", 0, &BTreeSet::new(), None);
+        let mut answers = BTreeMap::from([(a.member_id.clone(), a)]);
+        h.advance(DELAY);
+        h.settle(&mut answers);
+        let (a_id, a_old) = answers.iter().next().map(|(k, v)| (k.clone(), v.clone())).unwrap();
+        assert_eq!(a_old.assignment.len(), 2);
+        let b = h.hb("", 0, &BTreeSet::new(), None);
+        // a's report, built before it saw any answer of the new epoch, lacks
+        // a partition it may be taking right now: nothing is released.
+        let a_new = h.hb(&a_id, a_old.epoch, &BTreeSet::new(), None);
+        assert_eq!(a_new.assignment.len(), 1, "one partition revoked");
+        let b2 = h.hb(&b.member_id, b.epoch, &BTreeSet::new(), None);
+        assert!(b2.assignment.is_empty(), "not granted before a confirms: {b2:?}");
+        // a, having seen the revocation, reports holding only what it kept.
+        h.hb(&a_id, a_new.epoch, &a_new.assignment, None);
+        let b3 = h.hb(&b.member_id, b2.epoch, &BTreeSet::new(), None);
+        assert_eq!(b3.assignment.len(), 1);
+        assert!(b3.assignment.is_disjoint(&a_new.assignment));
     }
 
     #[test]

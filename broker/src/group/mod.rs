@@ -619,7 +619,7 @@ impl GroupCoordinator {
         };
         let mut holder: BTreeMap<&TopicPartition, &str> = BTreeMap::new();
         for m in g.members.values() {
-            for tp in m.owned.iter().chain(m.granted.iter()) {
+            for tp in m.held() {
                 holder.insert(tp, &m.id);
             }
         }

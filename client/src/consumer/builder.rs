@@ -4,8 +4,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use super::fetcher::{FetchConfig, Fetcher};
-use super::{Consumer, OffsetReset};
+use super::group::{GroupSettings, RebalanceEvent};
+use super::{Consumer, GroupMode, OffsetReset, RebalanceListener};
 use crate::connection::ConnectionConfig;
+use crate::coordinator::Coordinator;
 use crate::error::{ClientError, Result};
 use crate::metadata::Metadata;
 use crate::retry::Backoff;
@@ -25,7 +27,7 @@ use crate::retry::Backoff;
 /// consumer.assign_all("orders").await?;
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use = "a builder does nothing until .build().await"]
 pub struct ConsumerBuilder {
     bootstrap: String,
@@ -35,6 +37,25 @@ pub struct ConsumerBuilder {
     auto_offset_reset: OffsetReset,
     backoff: Backoff,
     connection: ConnectionConfig,
+    group: Option<String>,
+    instance_id: Option<String>,
+    client_id: String,
+    session_timeout: Duration,
+    assignor: String,
+    auto_commit: Option<Duration>,
+    max_poll_interval: Duration,
+    listener: Option<RebalanceListener>,
+}
+
+impl std::fmt::Debug for ConsumerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerBuilder")
+            .field("bootstrap", &self.bootstrap)
+            .field("group", &self.group)
+            .field("instance_id", &self.instance_id)
+            .field("auto_offset_reset", &self.auto_offset_reset)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ConsumerBuilder {
@@ -47,7 +68,74 @@ impl ConsumerBuilder {
             auto_offset_reset: OffsetReset::Latest,
             backoff: Backoff::default(),
             connection: ConnectionConfig::default(),
+            group: None,
+            instance_id: None,
+            client_id: "strand-client".into(),
+            session_timeout: Duration::from_secs(10),
+            assignor: "cooperative-sticky".into(),
+            auto_commit: Some(Duration::from_secs(5)),
+            max_poll_interval: Duration::from_secs(300),
+            listener: None,
         }
+    }
+
+    /// The consumer group to join with [`Consumer::subscribe`] (and to
+    /// commit offsets for). Default: none.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// Static membership: a stable id for this consumer instance (for
+    /// example the host name). Restarted within the session timeout, it gets
+    /// its partitions back with no rebalance. Default: none (dynamic).
+    pub fn group_instance_id(mut self, id: impl Into<String>) -> Self {
+        self.instance_id = Some(id.into());
+        self
+    }
+
+    /// A name for this client, shown by `strand group describe`. Default
+    /// `strand-client`.
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.client_id = id.into();
+        self
+    }
+
+    /// How long the coordinator keeps a member that stopped heartbeating.
+    /// Default 10 s (the broker allows 1 s ..= 5 min).
+    pub fn session_timeout(mut self, timeout: Duration) -> Self {
+        self.session_timeout = timeout;
+        self
+    }
+
+    /// Assignment strategy: `range`, `roundrobin` or `cooperative-sticky`
+    /// (the default). Every member of a group must use the same.
+    pub fn assignor(mut self, name: impl Into<String>) -> Self {
+        self.assignor = name.into();
+        self
+    }
+
+    /// Commit the positions of what `poll` returned every `interval` (from
+    /// within `poll`, so what the previous poll returned counts as
+    /// processed), when partitions are revoked, and on close. `None` turns
+    /// it off: commit with [`Consumer::commit`]. Default every 5 s.
+    pub fn auto_commit(mut self, interval: Option<Duration>) -> Self {
+        self.auto_commit = interval;
+        self
+    }
+
+    /// Leave the group when the application does not poll for this long,
+    /// so a stuck consumer does not hold partitions. Default 5 min.
+    pub fn max_poll_interval(mut self, interval: Duration) -> Self {
+        self.max_poll_interval = interval;
+        self
+    }
+
+    /// Called from inside `poll` when partitions are assigned, revoked or
+    /// lost.
+    pub fn on_rebalance(mut self, listener: impl Fn(&RebalanceEvent) + Send + Sync + 'static) -> Self {
+        self.listener = Some(std::sync::Arc::new(listener));
+        self
     }
 
     /// How long a fetch may wait at the broker for records. Default 500 ms.
@@ -105,8 +193,17 @@ impl ConsumerBuilder {
     /// [`ClientError::Connect`] if no bootstrap broker answers.
     pub async fn build(self) -> Result<Consumer> {
         let fetch = self.fetch_config()?;
+        let group = self.group_settings()?;
         let md = Metadata::connect(&self.bootstrap, self.connection).await?;
+        let group = group.map(|settings| GroupMode {
+            coordinator: std::sync::Arc::new(Coordinator::new(md.clone(), settings.group.clone(), self.backoff)),
+            settings,
+            membership: None,
+            listener: self.listener.clone(),
+            last_auto_commit: std::time::Instant::now(),
+        });
         Ok(Consumer {
+            group,
             md,
             auto_offset_reset: self.auto_offset_reset,
             assignment: BTreeMap::new(),
@@ -115,6 +212,30 @@ impl ConsumerBuilder {
             pending_error: None,
             refresh_wanted: false,
         })
+    }
+
+    fn group_settings(&self) -> Result<Option<GroupSettings>> {
+        let Some(group) = &self.group else {
+            return Ok(None);
+        };
+        if group.is_empty() {
+            return Err(ClientError::invalid("the group id is empty"));
+        }
+        if self.session_timeout < Duration::from_millis(100) {
+            return Err(ClientError::invalid("session_timeout must be at least 100 ms"));
+        }
+        if self.auto_commit.is_some_and(|d| d.is_zero()) {
+            return Err(ClientError::invalid("auto_commit interval must be positive"));
+        }
+        Ok(Some(GroupSettings {
+            group: group.clone(),
+            instance_id: self.instance_id.clone(),
+            client_id: self.client_id.clone(),
+            session_timeout: self.session_timeout,
+            assignor: self.assignor.clone(),
+            auto_commit: self.auto_commit,
+            max_poll_interval: self.max_poll_interval,
+        }))
     }
 
     fn fetch_config(&self) -> Result<FetchConfig> {

@@ -1,0 +1,120 @@
+//! Calls to a consumer group's coordinator: found with `FindCoordinator`
+//! through any broker, remembered, and found again when it moves
+//! (`NOT_COORDINATOR`, a lost connection).
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use strand_proto::v1::FindCoordinatorRequest;
+use strand_proto::v1::groups_client::GroupsClient;
+use tonic::transport::Channel;
+
+use crate::error::Result;
+use crate::metadata::Metadata;
+use crate::retry::Backoff;
+
+/// The coordinator of one group.
+#[derive(Debug)]
+pub(crate) struct Coordinator {
+    md: Arc<Metadata>,
+    group: String,
+    addr: Mutex<Option<Arc<str>>>,
+    backoff: Backoff,
+}
+
+impl Coordinator {
+    pub(crate) fn new(md: Arc<Metadata>, group: String, backoff: Backoff) -> Self {
+        Coordinator {
+            md,
+            group,
+            addr: Mutex::new(None),
+            backoff,
+        }
+    }
+
+    pub(crate) fn group(&self) -> &str {
+        &self.group
+    }
+
+    fn cached(&self) -> Option<Arc<str>> {
+        self.addr.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn set(&self, addr: Option<Arc<str>>) {
+        *self.addr.lock().unwrap_or_else(PoisonError::into_inner) = addr;
+    }
+
+    async fn find(&self) -> Result<Arc<str>> {
+        if let Some(a) = self.cached() {
+            return Ok(a);
+        }
+        let group = self.group.clone();
+        let md = &self.md;
+        let found = md
+            .with_any_broker(|addr| {
+                let group = group.clone();
+                async move {
+                    let mut c = md.conns().groups(&addr).await?;
+                    Ok(c.find_coordinator(FindCoordinatorRequest { group }).await?.into_inner())
+                }
+            })
+            .await?;
+        let addr: Arc<str> = Arc::from(found.addr.as_str());
+        self.set(Some(addr.clone()));
+        Ok(addr)
+    }
+
+    /// One attempt: finds the coordinator if needed and calls it; forgets
+    /// it when the answer says it moved.
+    pub(crate) async fn call_once<T, F, Fut>(&self, call: &mut F) -> Result<T>
+    where
+        F: FnMut(GroupsClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let addr = self.find().await?;
+        let result = async {
+            let client = self.md.conns().groups(&addr).await?;
+            call(client).await
+        }
+        .await;
+        if let Err(e) = &result
+            && e.is_retriable()
+        {
+            self.set(None);
+            if e.needs_metadata_refresh() {
+                self.md.conns().invalidate(&addr);
+            }
+        }
+        result
+    }
+
+    /// Calls the coordinator, retrying retriable failures with backoff
+    /// until `limit` passed.
+    ///
+    /// # Errors
+    /// The first non-retriable error, or the last one once `limit` passed.
+    pub(crate) async fn call<T, F, Fut>(&self, limit: Duration, mut call: F) -> Result<T>
+    where
+        F: FnMut(GroupsClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let start = Instant::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.call_once(&mut call).await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_retriable() => {
+                    let delay = self.backoff.delay(attempt);
+                    if start.elapsed() + delay >= limit {
+                        return Err(e);
+                    }
+                    tracing::debug!(group = %self.group, attempt, error = %e, "coordinator call failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
