@@ -259,3 +259,112 @@ fn sigterm_stops_the_broker_cleanly() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+fn json_of(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", stderr(o));
+    serde_json::from_str(stdout(o).trim()).expect("json output")
+}
+
+fn sum(v: &serde_json::Value, field: &str) -> i64 {
+    v["offsets"]
+        .as_array()
+        .expect("offsets")
+        .iter()
+        .map(|o| o[field].as_i64().expect("number"))
+        .sum()
+}
+
+#[test]
+fn consume_with_a_group_describe_reset_delete_and_replay_dead_letters() {
+    let b = start_broker();
+    let ok = |o: Output| {
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    ok(run(&b, &["topic", "create", "clicks", "--partitions", "2"], None));
+    let lines: String = (0..10).map(|i| format!("c{i}\n")).collect();
+    ok(run(&b, &["produce", "clicks", "--key-separator", ":"], Some(&lines)));
+
+    // Six records, committed exactly as printed.
+    let first = ok(run(
+        &b,
+        &[
+            "consume",
+            "clicks",
+            "--group",
+            "g",
+            "--from-beginning",
+            "--max-messages",
+            "6",
+        ],
+        None,
+    ));
+    assert_eq!(first.lines().count(), 6);
+    let d = json_of(&run(&b, &["group", "describe", "g", "--format", "json"], None));
+    assert_eq!(d["state"], "Empty");
+    assert_eq!(sum(&d, "committed"), 6, "{d}");
+    assert_eq!(sum(&d, "lag"), 4, "{d}");
+    let listed = ok(run(&b, &["group", "list"], None));
+    assert!(listed.starts_with('g'), "{listed}");
+
+    // The rest, from the committed offsets.
+    let rest = ok(run(
+        &b,
+        &["consume", "clicks", "--group", "g", "--timeout-ms", "1500"],
+        None,
+    ));
+    let mut all: Vec<&str> = first.lines().chain(rest.lines()).collect();
+    all.sort_unstable();
+    let mut want: Vec<String> = (0..10).map(|i| format!("c{i}")).collect();
+    want.sort_unstable();
+    assert_eq!(all, want, "every record once across the two runs");
+
+    // Rewind and read everything again.
+    ok(run(
+        &b,
+        &["group", "reset-offsets", "g", "--topic", "clicks", "--to-earliest"],
+        None,
+    ));
+    let again = ok(run(
+        &b,
+        &["consume", "clicks", "--group", "g", "--timeout-ms", "1500"],
+        None,
+    ));
+    assert_eq!(again.lines().count(), 10);
+    let o = run(&b, &["group", "reset-offsets", "g", "--topic", "clicks"], None);
+    assert!(!o.status.success(), "a reset needs a target");
+
+    // A dead letter goes back to its topic, once.
+    ok(run(&b, &["topic", "create", "clicks.dlq", "--partitions", "1"], None));
+    ok(run(
+        &b,
+        &[
+            "produce",
+            "clicks.dlq",
+            "--value",
+            "c-retry",
+            "--header",
+            "strand.dlq.topic=clicks",
+            "--header",
+            "strand.dlq.error=timeout",
+        ],
+        None,
+    ));
+    let o = run(&b, &["dlq", "replay", "clicks.dlq", "--timeout-ms", "1000"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("replayed 1 dead letters"), "{}", stderr(&o));
+    let o = run(&b, &["dlq", "replay", "clicks.dlq", "--timeout-ms", "1000"], None);
+    assert!(stderr(&o).contains("replayed 0 dead letters"), "{}", stderr(&o));
+    let after = ok(run(
+        &b,
+        &["consume", "clicks", "--group", "g", "--timeout-ms", "1500"],
+        None,
+    ));
+    assert_eq!(after.trim(), "c-retry");
+
+    // Deleting: the group and its offsets are gone.
+    ok(run(&b, &["group", "delete", "g"], None));
+    let o = run(&b, &["group", "describe", "g"], None);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("UNKNOWN_GROUP"), "{}", stderr(&o));
+}

@@ -2,6 +2,8 @@
 //! failover under load with no acknowledged record lost, byte-identical
 //! replicas, controller failover, follower catch-up.
 
+#[path = "cluster/groups.rs"]
+mod groups;
 mod support;
 
 use std::collections::{BTreeMap, HashMap};

@@ -240,16 +240,17 @@ async fn three_members_split_six_partitions_and_process_every_record() {
     .await;
     // Started together within the initial rebalance delay: one generation,
     // so no partition was processed twice.
-    let w = world.lock().unwrap();
-    assert_eq!(w.processed.len(), 3_000, "each record processed exactly once");
-    assert!(
-        w.events
-            .iter()
-            .all(|(_, _, e)| matches!(e, RebalanceEvent::Assigned(_))),
-        "no revocation: {:?}",
-        w.events
-    );
-    drop(w);
+    {
+        let w = world.lock().unwrap();
+        assert_eq!(w.processed.len(), 3_000, "each record processed exactly once");
+        assert!(
+            w.events
+                .iter()
+                .all(|(_, _, e)| matches!(e, RebalanceEvent::Assigned(_))),
+            "no revocation: {:?}",
+            w.events
+        );
+    }
     for m in members {
         m.close().await;
     }
@@ -306,20 +307,21 @@ async fn a_crashed_members_partitions_move_within_the_session_timeout_and_nothin
     })
     .await;
     // Duplicates only where the crashed member had not committed yet.
-    let w = world.lock().unwrap();
-    let mut seen: HashMap<(u32, u64), usize> = HashMap::new();
-    for (_, tp, o) in &w.processed {
-        *seen.entry((tp.1, *o)).or_default() += 1;
-    }
-    for ((p, o), n) in &seen {
-        if *n > 1 {
-            assert!(
-                victims_partitions.iter().any(|tp| tp.1 == *p),
-                "{p}@{o} processed {n} times but its partition never moved"
-            );
+    {
+        let w = world.lock().unwrap();
+        let mut seen: HashMap<(u32, u64), usize> = HashMap::new();
+        for (_, tp, o) in &w.processed {
+            *seen.entry((tp.1, *o)).or_default() += 1;
+        }
+        for ((p, o), n) in &seen {
+            if *n > 1 {
+                assert!(
+                    victims_partitions.iter().any(|tp| tp.1 == *p),
+                    "{p}@{o} processed {n} times but its partition never moved"
+                );
+            }
         }
     }
-    drop(w);
     for m in members {
         m.close().await;
     }
@@ -353,26 +355,27 @@ async fn a_fourth_member_takes_only_the_partitions_it_must() {
     .await;
     // Let the group settle, then compare.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let w = world.lock().unwrap();
-    let mut counts: Vec<usize> = holdings_of(&w).into_values().collect();
-    counts.sort_unstable();
-    assert_eq!(counts, vec![1, 1, 2, 2]);
-    let revoked: Vec<&RebalanceEvent> = w.events[events_before..]
-        .iter()
-        .filter(|(_, _, e)| matches!(e, RebalanceEvent::Revoked(_) | RebalanceEvent::Lost(_)))
-        .map(|(_, _, e)| e)
-        .collect();
-    let moved: usize = revoked
-        .iter()
-        .map(|e| match e {
-            RebalanceEvent::Revoked(t) | RebalanceEvent::Lost(t) => t.len(),
-            RebalanceEvent::Assigned(_) => 0,
-        })
-        .sum();
-    assert_eq!(moved, 1, "only one partition revoked: {revoked:?}");
-    let kept = before.iter().filter(|(tp, h)| w.holder.get(*tp) == Some(h)).count();
-    assert_eq!(kept, 5, "the other five partitions stayed where they were");
-    drop(w);
+    {
+        let w = world.lock().unwrap();
+        let mut counts: Vec<usize> = holdings_of(&w).into_values().collect();
+        counts.sort_unstable();
+        assert_eq!(counts, vec![1, 1, 2, 2]);
+        let revoked: Vec<&RebalanceEvent> = w.events[events_before..]
+            .iter()
+            .filter(|(_, _, e)| matches!(e, RebalanceEvent::Revoked(_) | RebalanceEvent::Lost(_)))
+            .map(|(_, _, e)| e)
+            .collect();
+        let moved: usize = revoked
+            .iter()
+            .map(|e| match e {
+                RebalanceEvent::Revoked(t) | RebalanceEvent::Lost(t) => t.len(),
+                RebalanceEvent::Assigned(_) => 0,
+            })
+            .sum();
+        assert_eq!(moved, 1, "only one partition revoked: {revoked:?}");
+        let kept = before.iter().filter(|(tp, h)| w.holder.get(*tp) == Some(h)).count();
+        assert_eq!(kept, 5, "the other five partitions stayed where they were");
+    }
     for m in members {
         m.close().await;
     }
@@ -416,20 +419,21 @@ async fn a_static_member_restarting_gets_its_partitions_back_without_a_rebalance
         || holdings(&world).get("a2") == Some(&2),
     )
     .await;
-    let w = world.lock().unwrap();
-    let now_mine: BTreeSet<Tp> = w
-        .holder
-        .iter()
-        .filter(|(_, h)| *h == "a2")
-        .map(|(tp, _)| tp.clone())
-        .collect();
-    assert_eq!(now_mine, mine, "the same partitions");
-    assert!(
-        w.events[events_before..].iter().all(|(_, who, _)| who == "a2"),
-        "the other member saw no rebalance: {:?}",
-        &w.events[events_before..]
-    );
-    drop(w);
+    {
+        let w = world.lock().unwrap();
+        let now_mine: BTreeSet<Tp> = w
+            .holder
+            .iter()
+            .filter(|(_, h)| *h == "a2")
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        assert_eq!(now_mine, mine, "the same partitions");
+        assert!(
+            w.events[events_before..].iter().all(|(_, who, _)| who == "a2"),
+            "the other member saw no rebalance: {:?}",
+            &w.events[events_before..]
+        );
+    }
     assert_eq!(
         admin.describe_group("g").await.unwrap().epoch,
         epoch,

@@ -98,3 +98,69 @@ async fn metrics_count_what_was_produced_and_consumed() {
     assert!(sample(&body, "strand_raft_leader_changes_total").expect("leader changes") >= 1.0);
     b.stop().await;
 }
+
+#[tokio::test]
+async fn consumer_group_lag_and_members_are_exported() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.metrics_listen = Some("127.0.0.1:0".into());
+    config.groups.initial_rebalance_delay_ms = 100;
+    let b = TestBroker::start_with(dir, config).await;
+    let maddr = b.broker.as_ref().unwrap().metrics_addr.expect("metrics served");
+    Admin::connect(b.addr())
+        .await
+        .unwrap()
+        .create_topic("lagged", 1, 1, BTreeMap::new())
+        .await
+        .unwrap();
+    let producer = Producer::builder(b.addr()).build().await.unwrap();
+    let mut deliveries = Vec::new();
+    for i in 0..100 {
+        deliveries.push(
+            producer
+                .send(ProducerRecord::new("lagged", Bytes::from(format!("v{i}"))))
+                .await
+                .unwrap(),
+        );
+    }
+    for d in deliveries {
+        d.await.unwrap();
+    }
+    producer.close().await.unwrap();
+    let mut c = Consumer::builder(b.addr())
+        .group("slow")
+        .auto_commit(None)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .build()
+        .await
+        .unwrap();
+    c.subscribe(&["lagged"]).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while c.assignment().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no assignment");
+        c.poll().await.unwrap();
+    }
+    // Processed 60 of 100.
+    c.commit_offsets(&[("lagged", 0, 60)]).await.unwrap();
+    let body = get(maddr, "/metrics").await.1;
+    let labels = r#"{group="slow",topic="lagged",partition="0"}"#;
+    assert_eq!(
+        sample(&body, &format!("strand_consumer_group_lag{labels}")),
+        Some(40.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, &format!("strand_consumer_group_committed_offset{labels}")),
+        Some(60.0)
+    );
+    assert_eq!(
+        sample(&body, r#"strand_consumer_group_members{group="slow"}"#),
+        Some(1.0)
+    );
+    c.close().await.unwrap();
+    let body = get(maddr, "/metrics").await.1;
+    assert_eq!(
+        sample(&body, r#"strand_consumer_group_members{group="slow"}"#),
+        Some(0.0)
+    );
+}

@@ -68,6 +68,9 @@ pub struct ProduceArgs {
     /// Batch compression.
     #[arg(long, value_enum, default_value_t = CompressionArg::None)]
     compression: CompressionArg,
+    /// A header for every record, `key=value` (repeatable).
+    #[arg(long = "header", value_parser = super::parse_key_value)]
+    headers: Vec<(String, String)>,
 }
 
 fn record(args: &ProduceArgs, key: Option<String>, value: String) -> ProducerRecord {
@@ -77,6 +80,9 @@ fn record(args: &ProduceArgs, key: Option<String>, value: String) -> ProducerRec
     }
     if let Some(p) = args.partition {
         r = r.partition(p);
+    }
+    for (k, v) in &args.headers {
+        r = r.header(k.clone(), Bytes::from(v.clone()));
     }
     r
 }

@@ -284,15 +284,14 @@ impl Group {
     /// Removes a member (leave). A static member leaving temporarily keeps
     /// its place until its session times out.
     pub fn leave(&mut self, now: Instant, member_id: &str, temporarily: bool, counts: &BTreeMap<String, u32>) {
-        if temporarily {
-            if let Some(m) = self.members.get_mut(member_id)
-                && m.instance_id.is_some()
-            {
-                // Its process is gone: it holds nothing, but keeps its grant.
-                m.owned.clear();
-                m.revoking.clear();
-                return;
-            }
+        if temporarily
+            && let Some(m) = self.members.get_mut(member_id)
+            && m.instance_id.is_some()
+        {
+            // Its process is gone: it holds nothing, but keeps its grant.
+            m.owned.clear();
+            m.revoking.clear();
+            return;
         }
         if self.members.remove(member_id).is_some() {
             self.target.remove(member_id);
