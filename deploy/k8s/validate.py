@@ -91,6 +91,9 @@ KNOWN_METRICS = {
     "strand_raft_term",
     "strand_raft_leader_changes_total",
     "strand_open_connections",
+    "strand_consumer_group_members",
+    "strand_consumer_group_committed_offset",
+    "strand_consumer_group_lag",
 }
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
