@@ -49,6 +49,17 @@ pub enum Command {
         /// The topic.
         topic: TopicState,
     },
+    /// Add partitions to a topic.
+    AddPartitions {
+        /// Its name.
+        name: String,
+        /// Its id (a re-created topic is not grown by a late command).
+        id: u64,
+        /// The partition count it grows from.
+        from: u32,
+        /// Replicas of each new partition, in partition order.
+        added: Vec<Vec<u64>>,
+    },
     /// Delete a topic.
     DeleteTopic {
         /// Its name.
@@ -79,6 +90,16 @@ impl MetadataState {
                 self.topics.insert(topic.meta.name.clone(), topic.clone());
                 true
             }
+            Command::AddPartitions { name, id, from, added } => match self.topics.get_mut(name) {
+                // Only from the count it was computed for, so a replay or a
+                // duplicate adds nothing.
+                Some(t) if t.id == *id && t.meta.partitions == *from && !added.is_empty() => {
+                    t.assignment.extend(added.iter().cloned());
+                    t.meta.partitions = t.assignment.len() as u32;
+                    true
+                }
+                _ => false,
+            },
             Command::DeleteTopic { name, id } => match self.topics.get(name) {
                 Some(t) if t.id == *id => {
                     self.topics.remove(name);
@@ -165,6 +186,32 @@ mod tests {
             id: 1
         }));
         assert!(s.topics.is_empty());
+    }
+
+    #[test]
+    fn partitions_are_added_once_and_only_to_the_same_topic() {
+        let mut s = MetadataState::default();
+        let mut t = topic("a", 1);
+        t.meta.partitions = 2;
+        t.assignment = vec![vec![1], vec![2]];
+        s.apply(&Command::CreateTopic { topic: t });
+        let add = Command::AddPartitions {
+            name: "a".into(),
+            id: 1,
+            from: 2,
+            added: vec![vec![3], vec![1]],
+        };
+        assert!(s.apply(&add));
+        assert!(!s.apply(&add), "a duplicate adds nothing");
+        assert_eq!(s.topics["a"].meta.partitions, 4);
+        assert_eq!(s.topics["a"].assignment.len(), 4);
+        let other = Command::AddPartitions {
+            name: "a".into(),
+            id: 9,
+            from: 4,
+            added: vec![vec![1]],
+        };
+        assert!(!s.apply(&other), "another topic's id");
     }
 
     #[test]

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use strand_proto::v1::admin_client::AdminClient;
 use strand_proto::v1::{
-    ClusterStatusRequest, ClusterStatusResponse, CreateTopicRequest, DeleteTopicRequest, DescribeTopicRequest,
-    ListTopicsRequest, MetadataRequest, MetadataResponse, TopicDescription, TopicSummary,
+    ClusterStatusRequest, ClusterStatusResponse, CreatePartitionsRequest, CreateTopicRequest, DeleteTopicRequest,
+    DescribeTopicRequest, ListTopicsRequest, MetadataRequest, MetadataResponse, TopicDescription, TopicSummary,
 };
 
 use tonic::transport::Channel;
@@ -84,6 +84,27 @@ impl Admin {
             .await?;
         created.topic.ok_or_else(|| ClientError::Protocol {
             message: format!("create topic {name:?} answered without a description"),
+        })
+    }
+
+    /// Grows a topic to `partitions` partitions. Keyed records map to
+    /// partitions by count, so a key's later records may land elsewhere.
+    ///
+    /// # Errors
+    /// `UNKNOWN_TOPIC`; `INVALID_REQUEST` if the count does not grow.
+    pub async fn create_partitions(&self, name: &str, partitions: u32) -> Result<TopicDescription> {
+        let request = CreatePartitionsRequest {
+            name: name.to_owned(),
+            partitions,
+        };
+        let grown = self
+            .admin_call("create partitions", |mut c| {
+                let request = request.clone();
+                async move { Ok(c.create_partitions(request).await?.into_inner()) }
+            })
+            .await?;
+        grown.topic.ok_or_else(|| ClientError::Protocol {
+            message: format!("create partitions of {name:?} answered without a description"),
         })
     }
 

@@ -726,3 +726,60 @@ async fn a_poison_record_ends_in_the_dead_letter_topic_and_the_consumer_moves_on
     assert_eq!(h["trace"], "t-1", "the record's own headers are kept");
     p.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn members_pick_up_partitions_added_to_a_subscribed_topic_and_seek_still_replays() {
+    let b = broker().await;
+    create(&b, "grow", 2).await;
+    let world = Shared::default();
+    let w2 = Arc::clone(&world);
+    let mut c = Consumer::builder(b.addr())
+        .group("growers")
+        .auto_offset_reset(OffsetReset::Earliest)
+        .max_wait(Duration::from_millis(100))
+        .on_rebalance(move |e| on_event(&w2, "a", e))
+        .build()
+        .await
+        .unwrap();
+    c.subscribe(&["grow"]).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.assignment().len() < 2 {
+        assert!(Instant::now() < deadline, "no assignment");
+        c.poll().await.unwrap();
+    }
+    let admin = Admin::connect(b.addr()).await.unwrap();
+    let grown = admin.create_partitions("grow", 4).await.unwrap();
+    assert_eq!(grown.partitions.len(), 4);
+    assert_eq!(
+        admin.create_partitions("grow", 3).await.unwrap_err().reason(),
+        "INVALID_REQUEST",
+        "a topic never shrinks"
+    );
+    let p = Producer::builder(b.addr()).build().await.unwrap();
+    for part in 0..4u32 {
+        p.send_and_wait(ProducerRecord::new("grow", format!("p{part}")).partition(part))
+            .await
+            .unwrap();
+    }
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while seen.len() < 4 {
+        assert!(Instant::now() < deadline, "saw {seen:?}, holding {:?}", c.assignment());
+        for r in c.poll().await.unwrap() {
+            seen.insert(String::from_utf8_lossy(r.value.as_deref().unwrap()).into_owned());
+        }
+    }
+    assert_eq!(c.assignment().len(), 4, "the new partitions were assigned");
+    // seek works inside a group: replay partition 3 from its start.
+    c.seek("grow", 3, strand_client::Offset::Beginning).await.unwrap();
+    let again = loop {
+        let got = c.poll().await.unwrap();
+        if !got.is_empty() {
+            break got;
+        }
+    };
+    assert_eq!(again[0].offset, 0);
+    assert_eq!(again[0].partition, 3);
+    c.close().await.unwrap();
+    p.close().await.unwrap();
+}

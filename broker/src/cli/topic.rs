@@ -35,6 +35,15 @@ pub enum TopicCommand {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
     },
+    /// Add partitions to a topic (keys map to partitions by count, so keyed
+    /// records go elsewhere from then on).
+    AddPartitions {
+        /// Topic name.
+        name: String,
+        /// The new partition count.
+        #[arg(long)]
+        partitions: u32,
+    },
     /// Delete a topic and its data.
     Delete {
         /// Topic name.
@@ -56,6 +65,10 @@ pub async fn run(bootstrap: &str, cmd: TopicCommand) -> anyhow::Result<ExitCode>
                 .create_topic(&name, partitions, replication_factor, configs)
                 .await?;
             println!("created topic {} with {} partitions", t.name, t.partitions.len());
+        }
+        TopicCommand::AddPartitions { name, partitions } => {
+            let t = admin.create_partitions(&name, partitions).await?;
+            println!("topic {} now has {} partitions", t.name, t.partitions.len());
         }
         TopicCommand::List => {
             for t in admin.list_topics().await? {

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strand_proto::v1::{
-    BrokerInfo, CreateTopicRequest, DeleteTopicRequest, ListTopicsResponse, MetadataRequest, MetadataResponse,
-    PartitionDescription, PartitionMetadata, TopicDescription, TopicMetadata, TopicSummary, admin_client::AdminClient,
+    BrokerInfo, CreatePartitionsRequest, CreateTopicRequest, DeleteTopicRequest, ListTopicsResponse, MetadataRequest,
+    MetadataResponse, PartitionDescription, PartitionMetadata, TopicDescription, TopicMetadata, TopicSummary,
+    admin_client::AdminClient,
 };
 
 use crate::controller::{Command, TopicState, place};
@@ -203,6 +204,73 @@ pub async fn create_topic(
                 tracing::info!(topic = %meta.name, id, partitions = meta.partitions, "created topic");
                 wait_for_leaders(state, &created).await;
                 return Ok(describe(state, &created));
+            }
+        }
+    }
+}
+
+/// Grows a topic to `total` partitions.
+pub async fn create_partitions(
+    state: &Arc<BrokerState>,
+    name: String,
+    total: u32,
+    is_forwarded: bool,
+) -> Result<TopicDescription> {
+    if name.starts_with("__") {
+        return Err(BrokerError::InvalidTopic {
+            name,
+            reason: "internal topics cannot be changed",
+        });
+    }
+    loop {
+        let topic = state.topic(&name)?;
+        if total <= topic.meta.partitions || total > topic::MAX_PARTITIONS {
+            return Err(BrokerError::InvalidRequest {
+                reason: format!(
+                    "topic {name:?} has {} partitions; the new count must be larger (and at most {})",
+                    topic.meta.partitions,
+                    topic::MAX_PARTITIONS
+                ),
+            });
+        }
+        match route(state, is_forwarded).await? {
+            Route::Forward(addr) => {
+                admin_client(state, &addr)
+                    .await?
+                    .create_partitions(forwarded(CreatePartitionsRequest {
+                        name: name.clone(),
+                        partitions: total,
+                    }))
+                    .await?;
+                let n = name.clone();
+                wait_until(state, move |s| s.topic(&n).is_ok_and(|t| t.meta.partitions >= total)).await?;
+                return Ok(describe(state, &state.topic(&name)?));
+            }
+            Route::Local => {
+                let _guard = state.admin_lock().await;
+                let current = state.topic(&name)?;
+                if total <= current.meta.partitions {
+                    return Err(BrokerError::InvalidRequest {
+                        reason: format!("topic {name:?} already has {} partitions", current.meta.partitions),
+                    });
+                }
+                let brokers: Vec<u64> = state.peers.keys().copied().collect();
+                let placed = place(&brokers, total, current.meta.replication_factor, current.id);
+                let added = placed[current.meta.partitions as usize..].to_vec();
+                let cmd = Command::AddPartitions {
+                    name: name.clone(),
+                    id: current.id,
+                    from: current.meta.partitions,
+                    added,
+                };
+                match state.propose_metadata(&cmd).await {
+                    Err(BrokerError::NotLeader { .. }) => continue,
+                    other => other?,
+                }
+                let grown = state.topic(&name)?;
+                tracing::info!(topic = %name, from = current.meta.partitions, to = grown.meta.partitions, "added partitions");
+                wait_for_leaders(state, &grown).await;
+                return Ok(describe(state, &grown));
             }
         }
     }

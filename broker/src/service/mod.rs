@@ -94,6 +94,16 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(pb::DeleteTopicResponse {}))
     }
 
+    async fn create_partitions(
+        &self,
+        req: Request<pb::CreatePartitionsRequest>,
+    ) -> Result<Response<pb::CreateTopicResponse>, Status> {
+        let fwd = req.metadata().contains_key(admin::FORWARDED_KEY);
+        let r = req.into_inner();
+        let topic = admin::create_partitions(&self.state, r.name, r.partitions, fwd).await?;
+        Ok(Response::new(pb::CreateTopicResponse { topic: Some(topic) }))
+    }
+
     async fn list_topics(
         &self,
         _req: Request<pb::ListTopicsRequest>,
