@@ -31,7 +31,7 @@ mod transport;
 pub use error::{ClusterError, Result};
 pub use node::{NodeConfig, RaftNode};
 pub use raft_log::{PersistedState, RaftLog};
-pub use replica::{Ack, GroupHandle, GroupStatus, ReplicaProgress};
+pub use replica::{Ack, GroupHandle, GroupStatus, ReplicaChange, ReplicaProgress};
 pub use transport::{GrpcTransport, Inbox, MemoryNetwork, Transport, decode_batch};
 
 /// Re-exported so peers can encode messages for a transport.

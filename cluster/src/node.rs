@@ -17,7 +17,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::error::{ClusterError, Result};
 use crate::raft_log::RaftLog;
-use crate::replica::{Ack, GroupHandle, GroupStatus, Replica, StagedReady};
+use crate::replica::{Ack, GroupHandle, GroupStatus, Replica, ReplicaChange, StagedReady};
 use crate::transport::{Inbox, Transport};
 
 /// Timing of the replication loop.
@@ -74,6 +74,11 @@ enum Command {
     TransferLeader {
         group: u64,
         to: u64,
+    },
+    ChangeReplicas {
+        group: u64,
+        change: ReplicaChange,
+        reply: oneshot::Sender<Result<()>>,
     },
     Shutdown,
 }
@@ -221,6 +226,19 @@ impl RaftNode {
     /// transfer happens once `to` is caught up; raft-rs aborts it otherwise).
     pub fn transfer_leader(&self, group: u64, to: u64) -> Result<()> {
         self.send(Command::TransferLeader { group, to })
+    }
+
+    /// Proposes one membership change of `group` on its leader (here).
+    /// Answers once proposed; the change is in effect when the group's
+    /// status lists the new voters and learners.
+    ///
+    /// # Errors
+    /// `NotLeader`, `UnknownGroup`, or raft-rs refusing it (another change
+    /// is still pending).
+    pub async fn change_replicas(&self, group: u64, change: ReplicaChange) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::ChangeReplicas { group, change, reply })?;
+        rx.await.map_err(|_| ClusterError::Stopped { node: self.id })?
     }
 
     /// Stops the loop and waits for it.
@@ -401,6 +419,13 @@ fn run(id: u64, cfg: NodeConfig, rx: mpsc::Receiver<Command>, transport: Arc<dyn
                             );
                         }
                     }
+                }
+                Command::ChangeReplicas { group, change, reply } => {
+                    let r = match groups.get_mut(&group) {
+                        Some(r) => r.propose_replica_change(change),
+                        None => Err(ClusterError::UnknownGroup { group }),
+                    };
+                    let _ = reply.send(r);
                 }
                 Command::Shutdown => stop = true,
             }

@@ -51,8 +51,25 @@ pub struct GroupStatus {
     pub commit: u64,
     /// Last Raft index stored here.
     pub last_index: u64,
-    /// Every voter's progress (only on the leader; empty elsewhere).
+    /// Every voter's and learner's progress (only on the leader; empty
+    /// elsewhere).
     pub replicas: Vec<ReplicaProgress>,
+    /// The group's voters, as this replica's configuration says.
+    pub voters: Vec<u64>,
+    /// The group's learners (replicas being added, not yet voting).
+    pub learners: Vec<u64>,
+}
+
+/// One step of moving a group's replicas: raft single-server membership
+/// changes, proposed by the leader one at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplicaChange {
+    /// Start replicating to a node that does not vote yet.
+    AddLearner(u64),
+    /// Let a caught-up learner vote.
+    Promote(u64),
+    /// Remove a voter or learner.
+    Remove(u64),
 }
 
 /// Shared, read-mostly view of a group.
@@ -294,6 +311,11 @@ impl Replica {
             Vec::new()
         };
         replicas.sort_by_key(|r| r.node);
+        let conf = self.node.raft.prs().conf();
+        let mut voters: Vec<u64> = conf.voters().ids().iter().collect();
+        voters.sort_unstable();
+        let mut learners: Vec<u64> = conf.learners().iter().copied().collect();
+        learners.sort_unstable();
         let status = GroupStatus {
             leader: self.leader(),
             term: self.node.raft.term,
@@ -301,6 +323,8 @@ impl Replica {
             commit: self.node.raft.raft_log.committed,
             last_index: self.node.raft.raft_log.last_index(),
             replicas,
+            voters,
+            learners,
         };
         self.handle.status.send_if_modified(|s| {
             let changed = *s != status;
@@ -309,11 +333,35 @@ impl Replica {
         });
     }
 
+    /// Proposes one membership change (leader only; raft-rs refuses a second
+    /// one while the first is not applied).
+    pub(crate) fn propose_replica_change(&mut self, change: ReplicaChange) -> Result<()> {
+        use raft::eraftpb::ConfChangeType;
+        if self.node.raft.state != StateRole::Leader {
+            return Err(ClusterError::NotLeader {
+                group: self.group,
+                leader: self.leader(),
+            });
+        }
+        let (kind, node) = match change {
+            ReplicaChange::AddLearner(n) => (ConfChangeType::AddLearnerNode, n),
+            ReplicaChange::Promote(n) => (ConfChangeType::AddNode, n),
+            ReplicaChange::Remove(n) => (ConfChangeType::RemoveNode, n),
+        };
+        let mut cc = ConfChange::default();
+        cc.set_change_type(kind);
+        cc.node_id = node;
+        self.node.propose_conf_change(vec![], cc)?;
+        tracing::info!(group = self.group, ?change, "proposed a replica change");
+        Ok(())
+    }
+
     /// Applies committed entries: moves the high watermark, answers `acks=all`
     /// proposals, applies configuration changes.
     fn apply(&mut self, entries: Vec<Entry>) -> Result<()> {
         let mut hw = None;
         let mut answers = Vec::new();
+        let mut conf_changed = false;
         for e in entries {
             match e.get_entry_type() {
                 EntryType::EntryNormal if !e.data.is_empty() => {
@@ -332,6 +380,7 @@ impl Replica {
                     })?;
                     let cs = self.node.apply_conf_change(&cc)?;
                     self.storage.set_conf_state(&cs)?;
+                    conf_changed = true;
                 }
                 EntryType::EntryConfChangeV2 => {
                     use protobuf::Message as _;
@@ -341,6 +390,7 @@ impl Replica {
                     })?;
                     let cs = self.node.apply_conf_change(&cc)?;
                     self.storage.set_conf_state(&cs)?;
+                    conf_changed = true;
                 }
             }
             if let Some(p) = self.pending.remove(&e.index) {
@@ -366,6 +416,9 @@ impl Replica {
         }
         for (reply, result) in answers {
             let _ = reply.send(result);
+        }
+        if conf_changed {
+            self.publish_status();
         }
         Ok(())
     }

@@ -74,10 +74,13 @@ impl Cluster {
     }
 
     async fn start_member(&self, id: u64, dir: std::path::PathBuf, n: u64) -> Member {
+        self.start_member_with(id, dir, (1..=n).collect()).await
+    }
+
+    async fn start_member_with(&self, id: u64, dir: std::path::PathBuf, voters: Vec<u64>) -> Member {
         let log = Arc::new(RwLock::new(PartitionLog::open(&dir, log_config()).expect("open log")));
         let node = RaftNode::start(id, fast(), Arc::new(self.net.clone()));
         self.net.attach(id, node.inbox());
-        let voters: Vec<u64> = (1..=n).collect();
         let handle = node
             .add_group(GROUP, Arc::clone(&log), voters)
             .await
@@ -393,4 +396,92 @@ async fn a_follower_behind_the_retained_log_catches_up_by_snapshot() {
         + 1;
     wait_hw(&c.member(lagger).handle, more).await;
     assert_eq!(raw(lagger_log, more), raw(&c.member(leader).log, more));
+}
+
+async fn wait_status(h: &GroupHandle, what: &str, ok: impl Fn(&strand_cluster::GroupStatus) -> bool) {
+    let mut rx = h.status.subscribe();
+    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|s| ok(s)))
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}: {:?}", h.status.borrow()))
+        .expect("group alive");
+}
+
+#[tokio::test]
+async fn replicas_move_to_a_new_node_that_ends_byte_identical_and_votes() {
+    use strand_cluster::ReplicaChange;
+    let mut c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    let mut next = 0;
+    for i in 0..30 {
+        let info = c
+            .member(leader)
+            .node
+            .propose(GROUP, batch(&format!("before-{i}"), 4), Ack::All)
+            .await
+            .expect("committed");
+        next = info.last_offset + 1;
+    }
+    // Node 4 starts empty, with the group's original configuration (which
+    // does not include it): it cannot campaign, and replaying the log's
+    // membership changes from there gives it the group's real configuration.
+    let dir = c._tmp.path().join("node-4");
+    let m4 = c.start_member_with(4, dir, vec![1, 2, 3]).await;
+    c.members.push(Some(m4));
+    let lh = Arc::clone(&c.member(leader).handle);
+    c.member(leader)
+        .node
+        .change_replicas(GROUP, ReplicaChange::AddLearner(4))
+        .await
+        .expect("learner proposed");
+    wait_status(&lh, "node 4 caught up as a learner", |s| {
+        s.learners == [4] && s.replicas.iter().any(|r| r.node == 4 && r.matched == s.last_index)
+    })
+    .await;
+    wait_hw(&c.member(4).handle, next).await;
+    c.member(leader)
+        .node
+        .change_replicas(GROUP, ReplicaChange::Promote(4))
+        .await
+        .expect("promotion proposed");
+    wait_status(&lh, "node 4 voting", |s| s.voters.contains(&4) && s.learners.is_empty()).await;
+    let victim = (1..=3).find(|&i| i != leader).expect("a follower");
+    c.member(leader)
+        .node
+        .change_replicas(GROUP, ReplicaChange::Remove(victim))
+        .await
+        .expect("removal proposed");
+    wait_status(&lh, "victim removed", |s| {
+        !s.voters.contains(&victim) && s.voters.len() == 3
+    })
+    .await;
+    c.kill(victim);
+    for i in 0..10 {
+        let info = c
+            .member(leader)
+            .node
+            .propose(GROUP, batch(&format!("after-{i}"), 4), Ack::All)
+            .await
+            .expect("committed by the new set");
+        next = info.last_offset + 1;
+    }
+    wait_hw(&c.member(4).handle, next).await;
+    assert_eq!(
+        raw(&c.member(4).log, next),
+        raw(&c.member(leader).log, next),
+        "node 4 differs"
+    );
+    let st4 = c.member(4).handle.status.borrow().clone();
+    assert!(
+        st4.voters.contains(&4) && !st4.voters.contains(&victim),
+        "node 4's own view: {st4:?}"
+    );
+    // Node 4 votes: with the old leader gone, the two left elect one of them.
+    c.kill(leader);
+    let new_leader = c.leader_other_than(leader).await;
+    assert_ne!(new_leader, victim);
+    c.member(new_leader)
+        .node
+        .propose(GROUP, batch("last", 1), Ack::All)
+        .await
+        .expect("a majority of the new configuration commits");
 }
