@@ -25,6 +25,9 @@ pub struct BrokerConfig {
     /// Every broker of the cluster as `id@host:port`, this one included.
     /// Empty: a single-broker cluster of this node alone.
     pub peers: Vec<String>,
+    /// Join a running cluster through these brokers (`host:port[,…]`)
+    /// instead of forming one with `peers`. Default: none.
+    pub join: Option<String>,
     /// One Raft tick (ms); elections start after 10–20 ticks without a
     /// leader. Default 100.
     pub raft_tick_ms: u64,
@@ -137,6 +140,7 @@ impl Default for BrokerConfig {
             listen: "127.0.0.1:9292".into(),
             advertised_addr: None,
             peers: Vec::new(),
+            join: None,
             raft_tick_ms: 100,
             leader_balance_interval_ms: 30_000,
             metrics_listen: None,
@@ -225,6 +229,12 @@ impl BrokerConfig {
             return bad("node_id", "must be positive");
         }
         let peers = self.parsed_peers()?;
+        if self.join.is_some() && !peers.is_empty() {
+            return bad(
+                "join",
+                "a broker either forms a cluster (peers) or joins one (join), not both",
+            );
+        }
         if !peers.is_empty() && !peers.contains_key(&self.node_id) {
             return Err(BrokerError::InvalidConfig {
                 key: "peers".into(),

@@ -26,12 +26,42 @@ pub struct TopicState {
     pub id: u64,
     /// Replicas of each partition, preferred leader first.
     pub assignment: Vec<Vec<u64>>,
+    /// Each partition's replicas when its Raft group was created (recorded
+    /// at the first reassignment; empty while nothing moved). A new replica
+    /// starts from this configuration and replays the group's membership
+    /// changes from there.
+    #[serde(default)]
+    pub origin: Vec<Vec<u64>>,
+    /// Partitions whose replicas are moving, to these replicas.
+    #[serde(default)]
+    pub moving: BTreeMap<u32, Vec<u64>>,
 }
 
 impl TopicState {
     /// Raft group of partition `p`.
     pub fn group(&self, p: u32) -> u64 {
         group_id(self.id, p)
+    }
+
+    /// The configuration partition `p`'s Raft group was created with.
+    pub fn origin_of(&self, p: u32) -> Vec<u64> {
+        self.origin
+            .get(p as usize)
+            .or_else(|| self.assignment.get(p as usize))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Brokers that host partition `p`: its replicas, then those it is
+    /// moving to.
+    pub fn hosts_of(&self, p: u32) -> Vec<u64> {
+        let mut out = self.assignment.get(p as usize).cloned().unwrap_or_default();
+        for n in self.moving.get(&p).into_iter().flatten() {
+            if !out.contains(n) {
+                out.push(*n);
+            }
+        }
+        out
     }
 }
 
@@ -60,6 +90,36 @@ pub enum Command {
         /// Replicas of each new partition, in partition order.
         added: Vec<Vec<u64>>,
     },
+    /// Start moving a partition's replicas to `replicas` (the partition's
+    /// leader adds, promotes and removes replicas one at a time).
+    Reassign {
+        /// Topic.
+        name: String,
+        /// Its id.
+        id: u64,
+        /// Partition.
+        partition: u32,
+        /// The replicas it moves to, preferred leader first.
+        replicas: Vec<u64>,
+    },
+    /// The partition's Raft group now has exactly `replicas`.
+    FinishReassign {
+        /// Topic.
+        name: String,
+        /// Its id.
+        id: u64,
+        /// Partition.
+        partition: u32,
+        /// Must equal the reassignment's target.
+        replicas: Vec<u64>,
+    },
+    /// A broker joined the running cluster.
+    AddBroker {
+        /// Its node id.
+        id: u64,
+        /// Its address.
+        addr: String,
+    },
     /// Delete a topic.
     DeleteTopic {
         /// Its name.
@@ -76,6 +136,8 @@ pub struct MetadataState {
     pub topics: BTreeMap<String, TopicState>,
     /// The next topic id to hand out.
     pub next_topic_id: u64,
+    /// Brokers that joined after the cluster was formed (id → address).
+    pub joined: BTreeMap<u64, String>,
 }
 
 impl MetadataState {
@@ -94,12 +156,53 @@ impl MetadataState {
                 // Only from the count it was computed for, so a replay or a
                 // duplicate adds nothing.
                 Some(t) if t.id == *id && t.meta.partitions == *from && !added.is_empty() => {
+                    if !t.origin.is_empty() {
+                        t.origin.extend(added.iter().cloned());
+                    }
                     t.assignment.extend(added.iter().cloned());
                     t.meta.partitions = t.assignment.len() as u32;
                     true
                 }
                 _ => false,
             },
+            Command::Reassign {
+                name,
+                id,
+                partition,
+                replicas,
+            } => match self.topics.get_mut(name) {
+                Some(t) if t.id == *id && (*partition as usize) < t.assignment.len() => {
+                    if t.origin.is_empty() {
+                        t.origin = t.assignment.clone();
+                    }
+                    if t.assignment[*partition as usize] == *replicas {
+                        t.moving.remove(partition).is_some()
+                    } else {
+                        t.moving.insert(*partition, replicas.clone()) != Some(replicas.clone())
+                    }
+                }
+                _ => false,
+            },
+            Command::FinishReassign {
+                name,
+                id,
+                partition,
+                replicas,
+            } => match self.topics.get_mut(name) {
+                Some(t) if t.id == *id && t.moving.get(partition) == Some(replicas) => {
+                    t.moving.remove(partition);
+                    t.assignment[*partition as usize] = replicas.clone();
+                    true
+                }
+                _ => false,
+            },
+            Command::AddBroker { id, addr } => {
+                if self.joined.get(id) == Some(addr) {
+                    return false;
+                }
+                self.joined.insert(*id, addr.clone());
+                true
+            }
             Command::DeleteTopic { name, id } => match self.topics.get(name) {
                 Some(t) if t.id == *id => {
                     self.topics.remove(name);
@@ -148,7 +251,45 @@ mod tests {
             },
             id,
             assignment: vec![vec![1], vec![1]],
+            origin: Vec::new(),
+            moving: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn a_reassignment_records_the_origin_and_finishes_only_at_its_target() {
+        let mut s = MetadataState::default();
+        s.apply(&Command::CreateTopic { topic: topic("a", 1) });
+        let start = Command::Reassign {
+            name: "a".into(),
+            id: 1,
+            partition: 0,
+            replicas: vec![2],
+        };
+        assert!(s.apply(&start));
+        assert!(!s.apply(&start), "idempotent");
+        let t = &s.topics["a"];
+        assert_eq!(t.origin_of(0), vec![1]);
+        assert_eq!(t.hosts_of(0), vec![1, 2]);
+        let wrong = Command::FinishReassign {
+            name: "a".into(),
+            id: 1,
+            partition: 0,
+            replicas: vec![3],
+        };
+        assert!(!s.apply(&wrong), "not the target");
+        assert!(s.apply(&Command::FinishReassign {
+            name: "a".into(),
+            id: 1,
+            partition: 0,
+            replicas: vec![2],
+        }));
+        let t = &s.topics["a"];
+        assert_eq!(
+            (t.assignment[0].clone(), t.hosts_of(0), t.origin_of(0)),
+            (vec![2], vec![2], vec![1])
+        );
+        assert!(t.moving.is_empty());
     }
 
     #[test]

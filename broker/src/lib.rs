@@ -22,6 +22,7 @@ pub mod error;
 pub mod group;
 pub mod metrics;
 pub mod partition;
+pub mod reassign;
 pub mod registry;
 pub mod server;
 pub mod service;

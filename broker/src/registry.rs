@@ -93,6 +93,25 @@ pub fn load_or_init(data_dir: &Path, node_id: u64, peers: &BTreeMap<u64, String>
     }
 }
 
+/// The stored identity, if the data directory has one.
+pub fn load(data_dir: &Path) -> Result<Option<NodeIdentity>> {
+    let path = data_dir.join(FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| BrokerError::DataDir {
+                path,
+                reason: format!("unreadable node identity: {e}"),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(BrokerError::Metadata {
+            op: "read",
+            path,
+            source,
+        }),
+    }
+}
+
 fn describe(peers: &BTreeMap<u64, String>) -> String {
     peers
         .iter()

@@ -223,6 +223,9 @@ async fn serve(
         balance_leaders,
     );
     spawn_periodic(&state, Duration::from_millis(250), |s| async move { s.groups.tick(&s) });
+    spawn_periodic(&state, Duration::from_millis(300), |s| async move {
+        crate::reassign::drive(&s).await;
+    });
     let incoming = limited_incoming(listener, limits.max_connections, Arc::clone(&state));
     if let Some(l) = metrics {
         if let Ok(addr) = l.local_addr() {

@@ -39,8 +39,11 @@ pub struct BrokerState {
     pub advertised_addr: String,
     /// Cluster id (from the peer list).
     pub cluster_id: String,
-    /// Every broker: node id → address.
+    /// The brokers the cluster was formed with: node id → address (the
+    /// controller group's voters). Brokers that joined later are in the
+    /// metadata; [`BrokerState::brokers`] lists both.
     pub peers: BTreeMap<u64, String>,
+    transport: Arc<GrpcTransport>,
     /// The replication loop.
     pub node: RaftNode,
     /// Request counters and latency histograms.
@@ -183,6 +186,25 @@ impl BrokerState {
         config.validate()?;
         let node_id = config.node_id;
         let configured = config.parsed_peers()?;
+        let joining = config.join.is_some();
+        let configured = match &config.join {
+            // A joining broker takes the founders' list as its peers (the
+            // controller's voters); the first time, it asks the cluster.
+            Some(seeds) => match registry::load(&config.data_dir)? {
+                Some(stored) if stored.node_id == node_id => stored.peers,
+                Some(stored) => {
+                    return Err(BrokerError::DataDir {
+                        path: config.data_dir.clone(),
+                        reason: format!(
+                            "it belongs to node {} but this broker is node {node_id}",
+                            stored.node_id
+                        ),
+                    });
+                }
+                None => join_cluster(seeds, node_id, &advertised_addr, &config).await?,
+            },
+            None => configured,
+        };
         let identity = {
             // A broker of one stores no addresses: it may move freely.
             let (dir, peers) = (config.data_dir.clone(), configured.clone());
@@ -191,7 +213,7 @@ impl BrokerState {
                 .map_err(blocking_err)??
         };
         let mut peers = configured;
-        if peers.is_empty() {
+        if peers.is_empty() && !joining {
             peers.insert(node_id, advertised_addr.clone());
         }
         let others: HashMap<u64, String> = peers
@@ -205,13 +227,14 @@ impl BrokerState {
             tokio::runtime::Handle::current(),
             config.limits.max_message_bytes,
         );
+        let raft_transport: Arc<dyn strand_cluster::Transport> = transport.clone();
         let node = RaftNode::start(
             node_id,
             NodeConfig {
                 tick: Duration::from_millis(config.raft_tick_ms),
                 ..NodeConfig::default()
             },
-            transport,
+            raft_transport,
         );
         let voters: Vec<u64> = peers.keys().copied().collect();
         let controller_log = {
@@ -256,6 +279,7 @@ impl BrokerState {
             advertised_addr,
             cluster_id: identity.cluster_id,
             peers,
+            transport,
             node,
             controller,
             metadata: RwLock::new(MetadataState::default()),
@@ -341,7 +365,7 @@ impl BrokerState {
         Err(BrokerError::NotLeader {
             topic: topic.into(),
             partition,
-            leader_addr: replicas.first().and_then(|r| self.peers.get(r)).cloned(),
+            leader_addr: replicas.first().and_then(|r| self.addr_of(*r)),
         })
     }
 
@@ -374,9 +398,35 @@ impl BrokerState {
         self.all_partitions().into_iter().find(|p| p.group() == group)
     }
 
-    /// Address of a node, if it is a peer.
+    /// Address of a node, if it is a broker of the cluster.
     pub fn addr_of(&self, node: u64) -> Option<String> {
-        self.peers.get(&node).cloned()
+        if node == self.node_id {
+            return Some(self.advertised_addr.clone());
+        }
+        self.peers.get(&node).cloned().or_else(|| {
+            self.metadata
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .joined
+                .get(&node)
+                .cloned()
+        })
+    }
+
+    /// Every broker of the cluster (formed with or joined since): node id →
+    /// address.
+    pub fn brokers(&self) -> BTreeMap<u64, String> {
+        let mut all = self.peers.clone();
+        for (id, addr) in &self
+            .metadata
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .joined
+        {
+            all.entry(*id).or_insert_with(|| addr.clone());
+        }
+        all.insert(self.node_id, self.advertised_addr.clone());
+        all
     }
 
     /// Maps a replication error to the wire: `NOT_LEADER` names the leader's
@@ -431,6 +481,12 @@ impl BrokerState {
                 next = b.next_offset();
             }
             if std::mem::take(&mut changed) {
+                let joined = self.metadata().joined;
+                for (id, addr) in joined {
+                    if id != self.node_id && !self.peers.contains_key(&id) {
+                        self.transport.set_peer_if_new(id, addr);
+                    }
+                }
                 self.reconcile().await?;
             }
             // Published after reconciling, so a waiter sees the replicas too.
@@ -462,12 +518,10 @@ impl BrokerState {
         let meta = self.metadata();
         let mut wanted: HashMap<(String, u32), (&TopicState, u64, Vec<u64>)> = HashMap::new();
         for t in meta.topics.values() {
-            for (p, replicas) in t.assignment.iter().enumerate() {
-                if replicas.contains(&self.node_id) {
-                    wanted.insert(
-                        (t.meta.name.clone(), p as u32),
-                        (t, t.group(p as u32), replicas.clone()),
-                    );
+            for p in 0..t.assignment.len() as u32 {
+                let hosts = t.hosts_of(p);
+                if hosts.contains(&self.node_id) {
+                    wanted.insert((t.meta.name.clone(), p), (t, t.group(p), hosts));
                 }
             }
         }
@@ -529,13 +583,16 @@ impl BrokerState {
         let handle = match recover_to {
             Some(to) => {
                 self.node
-                    .add_recovering_group(group, Arc::clone(&log), replicas.clone(), to)
+                    .add_recovering_group(group, Arc::clone(&log), t.origin_of(p), to)
                     .await
             }
-            None => self.node.add_group(group, Arc::clone(&log), replicas.clone()).await,
+            // A new group starts with the configuration it was created with;
+            // its log's membership changes (if it moved) follow from there.
+            None => self.node.add_group(group, Arc::clone(&log), t.origin_of(p)).await,
         }
         .map_err(cluster_error)?;
-        if (fresh && replicas.first() == Some(&self.node_id)) || replicas == [self.node_id] {
+        let never_moved = t.origin.is_empty();
+        if never_moved && ((fresh && replicas.first() == Some(&self.node_id)) || replicas == [self.node_id]) {
             // The preferred leader of a new partition stands at once, so
             // leaders spread as placed and a new topic is usable quickly; a
             // sole replica need not wait out an election timeout either.
@@ -560,7 +617,7 @@ impl BrokerState {
         let Some(p) = removed else {
             return Ok(());
         };
-        self.node.remove_group(p.group()).map_err(cluster_error)?;
+        self.node.remove_group(p.group()).await.map_err(cluster_error)?;
         let dir = p
             .log()
             .read()
@@ -616,6 +673,11 @@ impl BrokerState {
                 waited_ms: timeout.as_millis() as u64,
             }),
         }
+    }
+
+    /// The controller group's status as this broker sees it.
+    pub fn controller_status(&self) -> strand_cluster::GroupStatus {
+        self.controller.status()
     }
 
     /// The controller group's leader, if known.
@@ -760,6 +822,63 @@ async fn refetch(
         "re-fetched a damaged log from the other replicas"
     );
     (have < target).then_some(target)
+}
+
+/// Asks a running cluster (through any of `seeds`) to admit this broker;
+/// returns the brokers the cluster was formed with.
+async fn join_cluster(seeds: &str, node_id: u64, addr: &str, config: &BrokerConfig) -> Result<BTreeMap<u64, String>> {
+    use strand_proto::v1::{JoinClusterRequest, admin_client::AdminClient};
+    let seeds: Vec<&str> = seeds.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let deadline = tokio::time::Instant::now() + config.request_timeout();
+    let mut last = String::from("no seed broker given");
+    loop {
+        for seed in &seeds {
+            let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{seed}")) {
+                Ok(e) => e
+                    .connect_timeout(Duration::from_secs(2))
+                    .timeout(config.request_timeout()),
+                Err(e) => {
+                    return Err(BrokerError::InvalidConfig {
+                        key: "join".into(),
+                        reason: format!("bad seed address {seed:?}: {e}"),
+                    });
+                }
+            };
+            let channel = match endpoint.connect().await {
+                Ok(c) => c,
+                Err(e) => {
+                    last = format!("{seed}: {e}");
+                    continue;
+                }
+            };
+            let req = JoinClusterRequest {
+                node_id,
+                addr: addr.to_string(),
+            };
+            match AdminClient::new(channel).join_cluster(req).await {
+                Ok(resp) => {
+                    let r = resp.into_inner();
+                    tracing::info!(node = node_id, via = %seed, cluster = %r.cluster_id, "joined the cluster");
+                    return Ok(r.founders.into_iter().map(|b| (b.node_id, b.addr)).collect());
+                }
+                Err(status) => {
+                    let e = BrokerError::from(status);
+                    if e.code() == strand_proto::v1::ErrorCode::InvalidRequest {
+                        // Refused (e.g. the node id is taken): retrying cannot help.
+                        return Err(e);
+                    }
+                    last = format!("{seed}: {e}");
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(BrokerError::DataDir {
+                path: config.data_dir.clone(),
+                reason: format!("could not join the cluster through {seeds:?}: {last}"),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// A replication failure as a broker error.

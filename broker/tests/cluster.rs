@@ -4,6 +4,8 @@
 
 #[path = "cluster/groups.rs"]
 mod groups;
+#[path = "cluster/join.rs"]
+mod join;
 mod support;
 
 use std::collections::{BTreeMap, HashMap};

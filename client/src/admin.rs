@@ -11,7 +11,8 @@ use std::time::Duration;
 use strand_proto::v1::admin_client::AdminClient;
 use strand_proto::v1::{
     ClusterStatusRequest, ClusterStatusResponse, CreatePartitionsRequest, CreateTopicRequest, DeleteTopicRequest,
-    DescribeTopicRequest, ListTopicsRequest, MetadataRequest, MetadataResponse, TopicDescription, TopicSummary,
+    DescribeTopicRequest, ListTopicsRequest, MetadataRequest, MetadataResponse, ReassignPartitionRequest,
+    TopicDescription, TopicSummary,
 };
 
 use tonic::transport::Channel;
@@ -106,6 +107,31 @@ impl Admin {
         grown.topic.ok_or_else(|| ClientError::Protocol {
             message: format!("create partitions of {name:?} answered without a description"),
         })
+    }
+
+    /// Moves a partition's replicas to `replicas` (preferred leader first):
+    /// new replicas copy the log and start voting once caught up, then the
+    /// old ones are removed. Returns once the move is recorded;
+    /// [`Admin::describe_topic`] shows `moving_to` until it is done.
+    ///
+    /// # Errors
+    /// `UNKNOWN_TOPIC`, `UNKNOWN_PARTITION`, `INVALID_REQUEST` (a broker
+    /// that is not in the cluster, or a repeated one).
+    pub async fn reassign_partition(&self, topic: &str, partition: u32, replicas: &[u64]) -> Result<()> {
+        let request = ReassignPartitionRequest {
+            topic: topic.to_owned(),
+            partition,
+            replicas: replicas.to_vec(),
+            finish: false,
+        };
+        self.admin_call("reassign partition", |mut c| {
+            let request = request.clone();
+            async move {
+                c.reassign_partition(request).await?;
+                Ok(())
+            }
+        })
+        .await
     }
 
     /// Deletes a topic and its data.

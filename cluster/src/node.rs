@@ -57,6 +57,7 @@ enum Command {
     },
     RemoveGroup {
         group: u64,
+        reply: oneshot::Sender<()>,
     },
     Propose {
         group: u64,
@@ -199,9 +200,12 @@ impl RaftNode {
         rx.await.map_err(|_| ClusterError::Stopped { node: self.id })?
     }
 
-    /// Stops hosting `group` (its files stay; the caller deletes them).
-    pub fn remove_group(&self, group: u64) -> Result<()> {
-        self.send(Command::RemoveGroup { group })
+    /// Stops hosting `group` and answers once the loop no longer touches
+    /// its files (they stay; the caller deletes them).
+    pub async fn remove_group(&self, group: u64) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::RemoveGroup { group, reply })?;
+        rx.await.map_err(|_| ClusterError::Stopped { node: self.id })
     }
 
     /// Proposes a producer's batch; answers at the `ack` level with where it
@@ -356,10 +360,11 @@ fn run(id: u64, cfg: NodeConfig, rx: mpsc::Receiver<Command>, transport: Arc<dyn
                     };
                     let _ = reply.send(r);
                 }
-                Command::RemoveGroup { group } => {
+                Command::RemoveGroup { group, reply } => {
                     if let Some(mut r) = groups.remove(&group) {
                         r.close();
                     }
+                    let _ = reply.send(());
                 }
                 Command::Propose {
                     group,

@@ -28,6 +28,11 @@ pub struct BrokerArgs {
     /// `1@host:port,2@host:port,3@host:port` [default: a cluster of one].
     #[arg(long, env = "STRAND_PEERS")]
     peers: Option<String>,
+    /// Join a running cluster through any of these brokers
+    /// (`host:port[,host:port…]`), with an empty data directory the first
+    /// time; keep the flag on restarts. Conflicts with --peers.
+    #[arg(long, env = "STRAND_JOIN", conflicts_with = "peers")]
+    join: Option<String>,
     /// Serve /metrics, /health/live and /health/ready over HTTP here
     /// [default: off].
     #[arg(long, env = "STRAND_METRICS_LISTEN")]
@@ -54,6 +59,9 @@ impl BrokerArgs {
         }
         if let Some(p) = self.peers {
             c.peers = vec![p];
+        }
+        if let Some(j) = self.join {
+            c.join = Some(j);
         }
         if let Some(m) = self.metrics_listen {
             c.metrics_listen = Some(m);

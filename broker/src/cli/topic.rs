@@ -44,6 +44,21 @@ pub enum TopicCommand {
         #[arg(long)]
         partitions: u32,
     },
+    /// Move a partition's replicas to other brokers (for example onto a
+    /// broker that joined with --join).
+    Reassign {
+        /// Topic name.
+        name: String,
+        /// Partition.
+        #[arg(long)]
+        partition: u32,
+        /// The new replicas, preferred leader first: `4,2,3`.
+        #[arg(long, value_delimiter = ',', required = true)]
+        replicas: Vec<u64>,
+        /// Wait until the move is done.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Delete a topic and its data.
     Delete {
         /// Topic name.
@@ -69,6 +84,35 @@ pub async fn run(bootstrap: &str, cmd: TopicCommand) -> anyhow::Result<ExitCode>
         TopicCommand::AddPartitions { name, partitions } => {
             let t = admin.create_partitions(&name, partitions).await?;
             println!("topic {} now has {} partitions", t.name, t.partitions.len());
+        }
+        TopicCommand::Reassign {
+            name,
+            partition,
+            replicas,
+            wait,
+        } => {
+            admin.reassign_partition(&name, partition, &replicas).await?;
+            if wait {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+                loop {
+                    let d = admin.describe_topic(&name).await?;
+                    let p = d
+                        .partitions
+                        .get(partition as usize)
+                        .ok_or_else(|| anyhow::anyhow!("partition {partition} vanished"))?;
+                    if p.moving_to.is_empty() && p.replicas == replicas {
+                        break;
+                    }
+                    anyhow::ensure!(
+                        std::time::Instant::now() < deadline,
+                        "the move did not finish in 10 minutes"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                println!("{name}-{partition} replicas {replicas:?}");
+            } else {
+                println!("{name}-{partition} moving to {replicas:?} (see topic describe)");
+            }
         }
         TopicCommand::List => {
             for t in admin.list_topics().await? {

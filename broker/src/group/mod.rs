@@ -167,7 +167,7 @@ impl GroupCoordinator {
                 let rf = self
                     .config
                     .offsets_replication_factor
-                    .min(state.peers.len() as u32)
+                    .min(state.brokers().len() as u32)
                     .max(1);
                 let req = pb::CreateTopicRequest {
                     name: OFFSETS_TOPIC.into(),

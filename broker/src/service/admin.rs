@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strand_proto::v1::{
-    BrokerInfo, CreatePartitionsRequest, CreateTopicRequest, DeleteTopicRequest, ListTopicsResponse, MetadataRequest,
-    MetadataResponse, PartitionDescription, PartitionMetadata, TopicDescription, TopicMetadata, TopicSummary,
+    BrokerInfo, CreatePartitionsRequest, CreateTopicRequest, DeleteTopicRequest, JoinClusterRequest,
+    JoinClusterResponse, ListTopicsResponse, MetadataRequest, MetadataResponse, PartitionDescription,
+    PartitionMetadata, ReassignPartitionRequest, TopicDescription, TopicMetadata, TopicSummary,
     admin_client::AdminClient,
 };
 
@@ -38,6 +39,7 @@ pub fn describe(state: &BrokerState, topic: &TopicState) -> TopicDescription {
                 let mut d = PartitionDescription {
                     partition: p as u32,
                     replicas: replicas.clone(),
+                    moving_to: topic.moving.get(&(p as u32)).cloned().unwrap_or_default(),
                     ..Default::default()
                 };
                 if let Some(local) = local {
@@ -70,7 +72,7 @@ fn validate(state: &BrokerState, meta: &TopicMeta) -> Result<()> {
             ),
         });
     }
-    let brokers = state.peers.len() as u32;
+    let brokers = state.brokers().len() as u32;
     if meta.replication_factor > brokers {
         return Err(BrokerError::InvalidRequest {
             reason: format!(
@@ -186,12 +188,14 @@ pub async fn create_topic(
                 }
                 let current = state.metadata();
                 let id = current.allocate_topic_id();
-                let brokers: Vec<u64> = state.peers.keys().copied().collect();
+                let brokers: Vec<u64> = state.brokers().keys().copied().collect();
                 let assignment = place(&brokers, meta.partitions, meta.replication_factor, id);
                 let topic = TopicState {
                     meta: meta.clone(),
                     id,
                     assignment,
+                    origin: Vec::new(),
+                    moving: BTreeMap::new(),
                 };
                 match state.propose_metadata(&Command::CreateTopic { topic }).await {
                     Err(BrokerError::NotLeader { .. }) => continue,
@@ -254,7 +258,7 @@ pub async fn create_partitions(
                         reason: format!("topic {name:?} already has {} partitions", current.meta.partitions),
                     });
                 }
-                let brokers: Vec<u64> = state.peers.keys().copied().collect();
+                let brokers: Vec<u64> = state.brokers().keys().copied().collect();
                 let placed = place(&brokers, total, current.meta.replication_factor, current.id);
                 let added = placed[current.meta.partitions as usize..].to_vec();
                 let cmd = Command::AddPartitions {
@@ -271,6 +275,140 @@ pub async fn create_partitions(
                 tracing::info!(topic = %name, from = current.meta.partitions, to = grown.meta.partitions, "added partitions");
                 wait_for_leaders(state, &grown).await;
                 return Ok(describe(state, &grown));
+            }
+        }
+    }
+}
+
+/// Starts moving a partition's replicas (`finish`: the partition's leader
+/// reports the move done).
+pub async fn reassign(
+    state: &Arc<BrokerState>,
+    topic: String,
+    partition: u32,
+    replicas: Vec<u64>,
+    finish: bool,
+    is_forwarded: bool,
+) -> Result<()> {
+    if topic == "__controller" {
+        return Err(BrokerError::InvalidTopic {
+            name: topic,
+            reason: "the controller's replicas are the brokers the cluster was formed with",
+        });
+    }
+    crate::reassign::validate_replicas(state, &replicas)?;
+    loop {
+        let t = state.topic(&topic)?;
+        if partition >= t.meta.partitions {
+            return Err(BrokerError::UnknownPartition {
+                topic,
+                partition,
+                partitions: t.meta.partitions,
+            });
+        }
+        match route(state, is_forwarded).await? {
+            Route::Forward(addr) => {
+                admin_client(state, &addr)
+                    .await?
+                    .reassign_partition(forwarded(ReassignPartitionRequest {
+                        topic: topic.clone(),
+                        partition,
+                        replicas: replicas.clone(),
+                        finish,
+                    }))
+                    .await?;
+                return Ok(());
+            }
+            Route::Local => {
+                let _guard = state.admin_lock().await;
+                let t = state.topic(&topic)?;
+                let cmd = if finish {
+                    Command::FinishReassign {
+                        name: topic.clone(),
+                        id: t.id,
+                        partition,
+                        replicas: replicas.clone(),
+                    }
+                } else {
+                    Command::Reassign {
+                        name: topic.clone(),
+                        id: t.id,
+                        partition,
+                        replicas: replicas.clone(),
+                    }
+                };
+                match state.propose_metadata(&cmd).await {
+                    Err(BrokerError::NotLeader { .. }) => continue,
+                    other => other?,
+                }
+                tracing::info!(topic = %topic, partition, ?replicas, finish, "partition replicas moving");
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Admits a broker with an empty data directory: records it in the
+/// metadata and makes it a learner of the controller group.
+pub async fn join(
+    state: &Arc<BrokerState>,
+    req: JoinClusterRequest,
+    is_forwarded: bool,
+) -> Result<JoinClusterResponse> {
+    if req.node_id == 0 || !req.addr.contains(':') {
+        return Err(BrokerError::InvalidRequest {
+            reason: format!(
+                "a joining broker needs a node id > 0 and a host:port address, got {} at {:?}",
+                req.node_id, req.addr
+            ),
+        });
+    }
+    if state.peers.contains_key(&req.node_id) {
+        return Err(BrokerError::InvalidRequest {
+            reason: format!(
+                "node id {} belongs to a broker the cluster was formed with",
+                req.node_id
+            ),
+        });
+    }
+    if let Some(a) = state.metadata().joined.get(&req.node_id)
+        && *a != req.addr
+    {
+        return Err(BrokerError::InvalidRequest {
+            reason: format!("node id {} already joined from {a}", req.node_id),
+        });
+    }
+    loop {
+        match route(state, is_forwarded).await? {
+            Route::Forward(addr) => {
+                return Ok(admin_client(state, &addr)
+                    .await?
+                    .join_cluster(forwarded(req.clone()))
+                    .await?
+                    .into_inner());
+            }
+            Route::Local => {
+                let _guard = state.admin_lock().await;
+                match state
+                    .propose_metadata(&crate::reassign::add_broker(req.node_id, req.addr.clone()))
+                    .await
+                {
+                    Err(BrokerError::NotLeader { .. }) => continue,
+                    other => other?,
+                }
+                crate::reassign::add_controller_learner(state, req.node_id).await?;
+                tracing::info!(node = req.node_id, addr = %req.addr, "broker joined the cluster");
+                return Ok(JoinClusterResponse {
+                    cluster_id: state.cluster_id.clone(),
+                    founders: state
+                        .peers
+                        .iter()
+                        .map(|(&node_id, addr)| BrokerInfo {
+                            node_id,
+                            addr: addr.clone(),
+                        })
+                        .collect(),
+                });
             }
         }
     }
@@ -389,7 +527,7 @@ pub fn metadata(state: &BrokerState, req: MetadataRequest) -> MetadataResponse {
     };
     MetadataResponse {
         brokers: state
-            .peers
+            .brokers()
             .iter()
             .map(|(&node_id, addr)| BrokerInfo {
                 node_id,

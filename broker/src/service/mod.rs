@@ -104,6 +104,24 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(pb::CreateTopicResponse { topic: Some(topic) }))
     }
 
+    async fn reassign_partition(
+        &self,
+        req: Request<pb::ReassignPartitionRequest>,
+    ) -> Result<Response<pb::ReassignPartitionResponse>, Status> {
+        let fwd = req.metadata().contains_key(admin::FORWARDED_KEY);
+        let r = req.into_inner();
+        admin::reassign(&self.state, r.topic, r.partition, r.replicas, r.finish, fwd).await?;
+        Ok(Response::new(pb::ReassignPartitionResponse {}))
+    }
+
+    async fn join_cluster(
+        &self,
+        req: Request<pb::JoinClusterRequest>,
+    ) -> Result<Response<pb::JoinClusterResponse>, Status> {
+        let fwd = req.metadata().contains_key(admin::FORWARDED_KEY);
+        Ok(Response::new(admin::join(&self.state, req.into_inner(), fwd).await?))
+    }
+
     async fn list_topics(
         &self,
         _req: Request<pb::ListTopicsRequest>,

@@ -28,7 +28,7 @@ impl PeerService {
 impl Peer for PeerService {
     async fn raft(&self, req: Request<RaftBatch>) -> Result<Response<RaftBatchAck>, Status> {
         let batch = req.into_inner();
-        if !self.state.peers.contains_key(&batch.from) || batch.from == self.state.node_id {
+        if batch.from == self.state.node_id || self.state.addr_of(batch.from).is_none() {
             tracing::warn!(
                 from = batch.from,
                 "raft traffic from a node that is not a peer; ignored"

@@ -70,7 +70,8 @@ async fn ask(addr: String) -> Option<LocalStatusResponse> {
 
 /// Every broker's report (`None`: it did not answer).
 pub async fn gather(state: &BrokerState) -> Vec<(u64, String, Option<LocalStatusResponse>)> {
-    let asks = state.peers.iter().map(|(&id, addr)| {
+    let brokers = state.brokers();
+    let asks = brokers.iter().map(|(&id, addr)| {
         let addr = if id == state.node_id {
             state.advertised_addr.clone()
         } else {

@@ -15,6 +15,8 @@ pub struct Node {
     pub id: u64,
     pub addr: String,
     pub dir: PathBuf,
+    /// Seeds of a broker that joined the running cluster (`--join`).
+    joins: Option<String>,
     child: Option<Child>,
 }
 
@@ -69,6 +71,7 @@ impl Cluster {
                 id,
                 addr: format!("127.0.0.1:{p}"),
                 dir,
+                joins: None,
                 child: None,
             });
         }
@@ -91,6 +94,10 @@ impl Cluster {
             .append(true)
             .open(&log_path)
             .expect("log file");
+        let (how, with) = match &node.joins {
+            Some(seeds) => ("--join", seeds.clone()),
+            None => ("--peers", peers),
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_strand"))
             .args(["--log-format", "json", "broker", "--config"])
             .arg(&config)
@@ -99,8 +106,8 @@ impl Cluster {
                 &id.to_string(),
                 "--listen",
                 &node.addr,
-                "--peers",
-                &peers,
+                how,
+                &with,
                 "--data-dir",
             ])
             .arg(&node.dir)
@@ -110,6 +117,23 @@ impl Cluster {
             .spawn()
             .expect("spawn broker");
         node.child = Some(child);
+    }
+
+    /// Starts one more broker, with an empty data directory, that joins
+    /// the running cluster; returns its node id.
+    pub fn add_joining(&mut self) -> u64 {
+        let id = self.nodes.len() as u64 + 1;
+        let port = free_ports(1)[0];
+        let seeds = self.bootstrap();
+        self.nodes.push(Node {
+            id,
+            addr: format!("127.0.0.1:{port}"),
+            dir: self.tmp.path().join(format!("node-{id}")),
+            joins: Some(seeds),
+            child: None,
+        });
+        self.spawn(id);
+        id
     }
 
     pub fn bootstrap(&self) -> String {

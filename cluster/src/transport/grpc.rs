@@ -71,6 +71,20 @@ impl GrpcTransport {
             .remove(&id);
     }
 
+    /// Adds a peer, or moves one whose address changed; a known peer at the
+    /// same address keeps its connection.
+    pub fn set_peer_if_new(&self, id: u64, addr: String) {
+        let known = self
+            .addrs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&id)
+            .is_some_and(|a| *a == addr);
+        if !known {
+            self.set_peer(id, addr);
+        }
+    }
+
     fn queue(&self, from: u64, to: u64) -> Option<Outbox> {
         let mut queues = self.queues.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(q) = queues.get(&to).filter(|q| !q.is_closed()) {
