@@ -1,0 +1,384 @@
+//! The checker: reads a history and reports every anomaly Jepsen's Kafka,
+//! Redpanda and NATS JetStream analyses looked for, with a count and the
+//! first counterexamples of each.
+//!
+//! Assumptions of the workload (see `tests/FAULTS.md`): record values are
+//! unique ids, an id is only re-sent (same id) after a failed or unknown
+//! send, one producer process owns a key, and every offset below the high
+//! watermark holds a record (control entries take no offset).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+use crate::history::Event;
+
+/// Kinds of anomaly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// Two different records at one partition offset, or an acknowledgement
+    /// naming an offset where the log holds another record.
+    InconsistentOffset,
+    /// Acknowledged but absent from the final log.
+    Lost,
+    /// Read, although every send of it definitely failed.
+    AbortedRead,
+    /// One id at more offsets than it was retried.
+    Duplicate,
+    /// A key's records out of send order, or a record acknowledged before
+    /// another was sent stored after it.
+    Reorder,
+    /// A consumer skipped offsets within one assignment.
+    PollGap,
+    /// A group's committed offset went backwards without a reset.
+    OffsetRegress,
+    /// Replicas hold different batches below the high watermark.
+    Divergence,
+    /// Two brokers led one Raft group in the same term.
+    SplitBrain,
+}
+
+impl Kind {
+    /// Every kind, in report order.
+    pub const ALL: [Kind; 9] = [
+        Kind::InconsistentOffset,
+        Kind::Lost,
+        Kind::AbortedRead,
+        Kind::Duplicate,
+        Kind::Reorder,
+        Kind::PollGap,
+        Kind::OffsetRegress,
+        Kind::Divergence,
+        Kind::SplitBrain,
+    ];
+}
+
+/// Examples kept per kind.
+const EXAMPLES: usize = 5;
+
+/// What the checker found.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    counts: BTreeMap<Kind, usize>,
+    examples: BTreeMap<Kind, Vec<String>>,
+    /// Sends acknowledged.
+    pub acknowledged: usize,
+    /// Records in the final log.
+    pub read: usize,
+    /// Sends that were retries of an id.
+    pub retried_sends: usize,
+    /// Extra copies of ids in the final log (within what retries allow).
+    pub duplicates: usize,
+    /// Sends with an unknown outcome.
+    pub unknown: usize,
+}
+
+impl Report {
+    fn flag(&mut self, kind: Kind, detail: impl FnOnce() -> String) {
+        *self.counts.entry(kind).or_default() += 1;
+        let ex = self.examples.entry(kind).or_default();
+        if ex.len() < EXAMPLES {
+            ex.push(detail());
+        }
+    }
+
+    /// How many anomalies of `kind`.
+    pub fn count(&self, kind: Kind) -> usize {
+        self.counts.get(&kind).copied().unwrap_or(0)
+    }
+
+    /// The first counterexamples of `kind`.
+    pub fn examples(&self, kind: Kind) -> &[String] {
+        self.examples.get(&kind).map_or(&[], Vec::as_slice)
+    }
+
+    /// No anomaly of any kind.
+    pub fn is_valid(&self) -> bool {
+        self.counts.values().all(|n| *n == 0)
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} acknowledged, {} unknown, {} read, {} retried sends, {} duplicates",
+            self.acknowledged, self.unknown, self.read, self.retried_sends, self.duplicates
+        )?;
+        for k in Kind::ALL {
+            writeln!(f, "  {k:?}: {}", self.count(k))?;
+            for e in self.examples(k) {
+                writeln!(f, "    {e}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Send {
+    key: String,
+    process: u64,
+    invokes: usize,
+    first_invoke: u64,
+    oks: Vec<(u32, u64, u64)>,
+    failed: bool,
+    unknown: bool,
+}
+
+/// Checks a history.
+pub fn check(events: &[Event]) -> Report {
+    let mut r = Report::default();
+    let mut sends: HashMap<&str, Send> = HashMap::new();
+    let mut at: BTreeMap<(u32, u64), Vec<&str>> = BTreeMap::new();
+    let mut positions: HashMap<&str, Vec<(u32, u64)>> = HashMap::new();
+    for e in events {
+        match e {
+            Event::Invoke {
+                process,
+                time_ms,
+                id,
+                key,
+            } => {
+                let s = sends.entry(id).or_default();
+                if s.invokes == 0 {
+                    s.first_invoke = *time_ms;
+                }
+                s.invokes += 1;
+                s.key.clone_from(key);
+                s.process = *process;
+            }
+            Event::Ok {
+                time_ms,
+                id,
+                partition,
+                offset,
+                ..
+            } => sends.entry(id).or_default().oks.push((*partition, *offset, *time_ms)),
+            Event::Fail { id, .. } => sends.entry(id).or_default().failed = true,
+            Event::Unknown { id, .. } => sends.entry(id).or_default().unknown = true,
+            Event::Read {
+                partition, offset, id, ..
+            } => {
+                at.entry((*partition, *offset)).or_default().push(id);
+                positions.entry(id).or_default().push((*partition, *offset));
+            }
+            _ => {}
+        }
+    }
+    r.read = at.values().map(Vec::len).sum();
+    r.acknowledged = sends.values().filter(|s| !s.oks.is_empty()).count();
+    r.unknown = sends.values().filter(|s| s.unknown && s.oks.is_empty()).count();
+    r.retried_sends = sends.values().map(|s| s.invokes.saturating_sub(1)).sum();
+
+    // Inconsistent offsets: one offset, two records.
+    for ((p, o), ids) in &at {
+        let distinct: BTreeSet<&&str> = ids.iter().collect();
+        if distinct.len() > 1 {
+            r.flag(Kind::InconsistentOffset, || format!("{p}@{o} holds {distinct:?}"));
+        }
+    }
+    let mut ids: Vec<&&str> = sends.keys().collect();
+    ids.sort();
+    for id in ids {
+        let s = &sends[*id];
+        let read_at = positions.get(*id);
+        for (p, o, _) in &s.oks {
+            if let Some(found) = read_at
+                && !found.contains(&(*p, *o))
+            {
+                r.flag(Kind::InconsistentOffset, || {
+                    format!("{id} acknowledged at {p}@{o} but stored at {found:?}")
+                });
+            }
+        }
+        match read_at {
+            None if !s.oks.is_empty() => {
+                r.flag(Kind::Lost, || {
+                    format!("{id} acknowledged at {:?} but not in the log", s.oks[0])
+                });
+            }
+            Some(found) => {
+                if s.failed && s.oks.is_empty() && !s.unknown {
+                    r.flag(Kind::AbortedRead, || format!("{id} failed but is stored at {found:?}"));
+                }
+                let extra = found.len() - 1;
+                r.duplicates += extra;
+                if extra > s.invokes.saturating_sub(1) {
+                    r.flag(Kind::Duplicate, || {
+                        format!("{id} stored at {found:?} but sent {} time(s)", s.invokes)
+                    });
+                }
+            }
+            None => {}
+        }
+    }
+
+    check_order(&mut r, &sends, &positions);
+    check_polls(&mut r, events);
+    check_commits(&mut r, events);
+    check_replicas(&mut r, events);
+    r
+}
+
+/// Per key: one process's sends (sent once) stored in send order, and a
+/// record acknowledged before another was first sent stored before it.
+fn check_order(r: &mut Report, sends: &HashMap<&str, Send>, positions: &HashMap<&str, Vec<(u32, u64)>>) {
+    // (key) -> [(first_invoke, ok_time, position, id, sent once)]
+    let mut by_key: BTreeMap<&str, Vec<(u64, u64, (u32, u64), &str, bool)>> = BTreeMap::new();
+    for (id, s) in sends {
+        let (Some(ok), Some(pos)) = (s.oks.first(), positions.get(id).and_then(|p| p.iter().min())) else {
+            continue;
+        };
+        by_key
+            .entry(&s.key)
+            .or_default()
+            .push((s.first_invoke, ok.2, *pos, id, s.invokes == 1));
+    }
+    for (key, mut list) in by_key {
+        // Send order (ids of one key come from one process, in order).
+        list.sort_by_key(|x| (x.0, x.3));
+        let mut last: Option<&(u64, u64, (u32, u64), &str, bool)> = None;
+        for x in list.iter().filter(|x| x.4) {
+            if let Some(prev) = last
+                && x.2 <= prev.2
+            {
+                r.flag(Kind::Reorder, || {
+                    format!("key {key}: {} sent after {} but stored at {:?} before {:?}", x.3, prev.3, x.2, prev.2)
+                });
+            }
+            last = Some(x);
+        }
+        // Real time: acknowledged before b was first sent => stored before b.
+        let mut by_ok: Vec<&(u64, u64, (u32, u64), &str, bool)> = list.iter().collect();
+        by_ok.sort_by_key(|x| x.1);
+        let mut i = 0;
+        let mut max_done: Option<&(u64, u64, (u32, u64), &str, bool)> = None;
+        for b in &list {
+            while i < by_ok.len() && by_ok[i].1 < b.0 {
+                if max_done.is_none_or(|m| by_ok[i].2 > m.2) {
+                    max_done = Some(by_ok[i]);
+                }
+                i += 1;
+            }
+            if let Some(a) = max_done
+                && b.2 <= a.2
+            {
+                r.flag(Kind::Reorder, || {
+                    format!(
+                        "key {key}: {} was acknowledged ({} ms) before {} was sent ({} ms) but is stored after it ({:?} vs {:?})",
+                        a.3, a.1, b.3, b.0, a.2, b.2
+                    )
+                });
+            }
+        }
+    }
+}
+
+/// Within one assignment, a consumer's polled offsets are consecutive.
+fn check_polls(r: &mut Report, events: &[Event]) {
+    // (consumer, partition) -> last polled offset in the current assignment
+    let mut last: HashMap<(u64, u32), Option<u64>> = HashMap::new();
+    for e in events {
+        match e {
+            Event::Assigned {
+                consumer, partition, ..
+            } => {
+                last.insert((*consumer, *partition), None);
+            }
+            Event::Revoked {
+                consumer, partition, ..
+            } => {
+                last.remove(&(*consumer, *partition));
+            }
+            Event::Poll {
+                consumer,
+                partition,
+                offset,
+                ..
+            } => {
+                let Some(prev) = last.get_mut(&(*consumer, *partition)) else {
+                    r.flag(Kind::PollGap, || {
+                        format!("consumer {consumer} polled {partition}@{offset} without holding the partition")
+                    });
+                    continue;
+                };
+                if let Some(p) = *prev
+                    && *offset > p + 1
+                {
+                    r.flag(Kind::PollGap, || {
+                        format!("consumer {consumer} skipped {partition}@{}..{offset}", p + 1)
+                    });
+                }
+                *prev = Some(*offset);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A group's acknowledged commits never go backwards except by a reset.
+fn check_commits(r: &mut Report, events: &[Event]) {
+    let mut commits: Vec<(&u64, &str, u32, u64, bool)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Commit {
+                time_ms,
+                group,
+                partition,
+                offset,
+                reset,
+                ..
+            } => Some((time_ms, group.as_str(), *partition, *offset, *reset)),
+            _ => None,
+        })
+        .collect();
+    commits.sort_by_key(|c| *c.0);
+    let mut high: HashMap<(&str, u32), u64> = HashMap::new();
+    for (t, group, p, offset, reset) in commits {
+        let h = high.entry((group, p)).or_insert(offset);
+        if reset {
+            *h = offset;
+        } else if offset < *h {
+            let was = *h;
+            r.flag(Kind::OffsetRegress, || {
+                format!("group {group} partition {p}: committed {offset} at {t} ms after {was}")
+            });
+        } else {
+            *h = offset;
+        }
+    }
+}
+
+/// Replicas agree below the high watermark; one leader per group and term.
+fn check_replicas(r: &mut Report, events: &[Event]) {
+    let mut stored: BTreeMap<(u32, u64), BTreeMap<u64, (u64, u32)>> = BTreeMap::new();
+    let mut leaders: BTreeMap<(u64, u64), BTreeSet<u64>> = BTreeMap::new();
+    for e in events {
+        match e {
+            Event::Replica {
+                node,
+                partition,
+                offset,
+                term,
+                crc,
+            } => {
+                stored.entry((*partition, *offset)).or_default().insert(*node, (*term, *crc));
+            }
+            Event::Leader { node, group, term } => {
+                leaders.entry((*group, *term)).or_default().insert(*node);
+            }
+            _ => {}
+        }
+    }
+    for ((p, o), by_node) in stored {
+        let distinct: BTreeSet<&(u64, u32)> = by_node.values().collect();
+        if distinct.len() > 1 {
+            r.flag(Kind::Divergence, || format!("{p}@{o}: (term, crc) by node {by_node:?}"));
+        }
+    }
+    for ((group, term), nodes) in leaders {
+        if nodes.len() > 1 {
+            r.flag(Kind::SplitBrain, || format!("group {group} term {term} led by {nodes:?}"));
+        }
+    }
+}
