@@ -114,13 +114,18 @@ impl fmt::Display for Report {
     }
 }
 
+/// What happened to one id. Event positions in the history order events in
+/// real time (each is recorded when it happens, under one lock), finer than
+/// their millisecond stamps.
 #[derive(Default)]
 struct Send {
     key: String,
     process: u64,
     invokes: usize,
-    first_invoke: u64,
-    oks: Vec<(u32, u64, u64)>,
+    /// Position of the first invoke in the history.
+    first_invoke: usize,
+    /// (partition, offset, position of the acknowledgement).
+    oks: Vec<(u32, u64, usize)>,
     failed: bool,
     unknown: bool,
 }
@@ -131,29 +136,20 @@ pub fn check(events: &[Event]) -> Report {
     let mut sends: HashMap<&str, Send> = HashMap::new();
     let mut at: BTreeMap<(u32, u64), Vec<&str>> = BTreeMap::new();
     let mut positions: HashMap<&str, Vec<(u32, u64)>> = HashMap::new();
-    for e in events {
+    for (seq, e) in events.iter().enumerate() {
         match e {
-            Event::Invoke {
-                process,
-                time_ms,
-                id,
-                key,
-            } => {
+            Event::Invoke { process, id, key, .. } => {
                 let s = sends.entry(id).or_default();
                 if s.invokes == 0 {
-                    s.first_invoke = *time_ms;
+                    s.first_invoke = seq;
                 }
                 s.invokes += 1;
                 s.key.clone_from(key);
                 s.process = *process;
             }
             Event::Ok {
-                time_ms,
-                id,
-                partition,
-                offset,
-                ..
-            } => sends.entry(id).or_default().oks.push((*partition, *offset, *time_ms)),
+                id, partition, offset, ..
+            } => sends.entry(id).or_default().oks.push((*partition, *offset, seq)),
             Event::Fail { id, .. } => sends.entry(id).or_default().failed = true,
             Event::Unknown { id, .. } => sends.entry(id).or_default().unknown = true,
             Event::Read {
@@ -220,53 +216,71 @@ pub fn check(events: &[Event]) -> Report {
     r
 }
 
+/// An acknowledged send as the order checks see it.
+struct Acked<'a> {
+    /// Position of its first invoke in the history.
+    sent: usize,
+    /// Position of its acknowledgement.
+    acked: usize,
+    /// Where the log holds it (first copy).
+    at: (u32, u64),
+    id: &'a str,
+    /// Sent once (no retry that could legitimately land later).
+    once: bool,
+}
+
 /// Per key: one process's sends (sent once) stored in send order, and a
 /// record acknowledged before another was first sent stored before it.
 fn check_order(r: &mut Report, sends: &HashMap<&str, Send>, positions: &HashMap<&str, Vec<(u32, u64)>>) {
-    // (key) -> [(first_invoke, ok_time, position, id, sent once)]
-    let mut by_key: BTreeMap<&str, Vec<(u64, u64, (u32, u64), &str, bool)>> = BTreeMap::new();
+    let mut by_key: BTreeMap<&str, Vec<Acked<'_>>> = BTreeMap::new();
     for (id, s) in sends {
         let (Some(ok), Some(pos)) = (s.oks.first(), positions.get(id).and_then(|p| p.iter().min())) else {
             continue;
         };
-        by_key
-            .entry(&s.key)
-            .or_default()
-            .push((s.first_invoke, ok.2, *pos, id, s.invokes == 1));
+        by_key.entry(&s.key).or_default().push(Acked {
+            sent: s.first_invoke,
+            acked: ok.2,
+            at: *pos,
+            id,
+            once: s.invokes == 1,
+        });
     }
     for (key, mut list) in by_key {
         // Send order (ids of one key come from one process, in order).
-        list.sort_by_key(|x| (x.0, x.3));
-        let mut last: Option<&(u64, u64, (u32, u64), &str, bool)> = None;
-        for x in list.iter().filter(|x| x.4) {
+        list.sort_by_key(|x| x.sent);
+        let mut last: Option<&Acked<'_>> = None;
+        for x in list.iter().filter(|x| x.once) {
             if let Some(prev) = last
-                && x.2 <= prev.2
+                && x.at <= prev.at
             {
                 r.flag(Kind::Reorder, || {
-                    format!("key {key}: {} sent after {} but stored at {:?} before {:?}", x.3, prev.3, x.2, prev.2)
+                    format!(
+                        "key {key}: {} sent after {} but stored at {:?} before {:?}",
+                        x.id, prev.id, x.at, prev.at
+                    )
                 });
             }
             last = Some(x);
         }
         // Real time: acknowledged before b was first sent => stored before b.
-        let mut by_ok: Vec<&(u64, u64, (u32, u64), &str, bool)> = list.iter().collect();
-        by_ok.sort_by_key(|x| x.1);
+        let mut by_ack: Vec<&Acked<'_>> = list.iter().collect();
+        by_ack.sort_by_key(|x| x.acked);
         let mut i = 0;
-        let mut max_done: Option<&(u64, u64, (u32, u64), &str, bool)> = None;
+        let mut latest_done: Option<&Acked<'_>> = None;
         for b in &list {
-            while i < by_ok.len() && by_ok[i].1 < b.0 {
-                if max_done.is_none_or(|m| by_ok[i].2 > m.2) {
-                    max_done = Some(by_ok[i]);
+            while i < by_ack.len() && by_ack[i].acked < b.sent {
+                if latest_done.is_none_or(|m| by_ack[i].at > m.at) {
+                    latest_done = Some(by_ack[i]);
                 }
                 i += 1;
             }
-            if let Some(a) = max_done
-                && b.2 <= a.2
+            if let Some(a) = latest_done
+                && b.at <= a.at
             {
                 r.flag(Kind::Reorder, || {
                     format!(
-                        "key {key}: {} was acknowledged ({} ms) before {} was sent ({} ms) but is stored after it ({:?} vs {:?})",
-                        a.3, a.1, b.3, b.0, a.2, b.2
+                        "key {key}: {} was acknowledged (event {}) before {} was sent (event {}) but is stored after it ({:?} vs {:?})",
+                        a.id, a.acked, b.id, b.sent, a.at, b.at
                     )
                 });
             }
@@ -362,7 +376,10 @@ fn check_replicas(r: &mut Report, events: &[Event]) {
                 term,
                 crc,
             } => {
-                stored.entry((*partition, *offset)).or_default().insert(*node, (*term, *crc));
+                stored
+                    .entry((*partition, *offset))
+                    .or_default()
+                    .insert(*node, (*term, *crc));
             }
             Event::Leader { node, group, term } => {
                 leaders.entry((*group, *term)).or_default().insert(*node);
@@ -378,7 +395,9 @@ fn check_replicas(r: &mut Report, events: &[Event]) {
     }
     for ((group, term), nodes) in leaders {
         if nodes.len() > 1 {
-            r.flag(Kind::SplitBrain, || format!("group {group} term {term} led by {nodes:?}"));
+            r.flag(Kind::SplitBrain, || {
+                format!("group {group} term {term} led by {nodes:?}")
+            });
         }
     }
 }

@@ -205,9 +205,8 @@ pub fn read_jsonl(r: impl BufRead) -> std::io::Result<Vec<Event>> {
         if line.trim().is_empty() {
             continue;
         }
-        let e = serde_json::from_str(&line).map_err(|e| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("line {}: {e}", i + 1))
-        })?;
+        let e = serde_json::from_str(&line)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("line {}: {e}", i + 1)))?;
         out.push(e);
     }
     Ok(out)

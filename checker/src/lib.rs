@@ -105,7 +105,11 @@ mod tests {
         for k in Kind::ALL {
             let want = usize::from(k == kind);
             assert!(
-                if want == 1 { report.count(k) >= 1 } else { report.count(k) == 0 },
+                if want == 1 {
+                    report.count(k) >= 1
+                } else {
+                    report.count(k) == 0
+                },
                 "{k:?} expected {want}: {report}"
             );
         }
@@ -205,6 +209,17 @@ mod tests {
             h.push(read(0, o, id, "k"));
         }
         only(&check(&h), Kind::Reorder);
+    }
+
+    #[test]
+    fn send_order_is_history_order_not_id_order_or_equal_timestamps() {
+        // p1-32 sent before p1-4 in the same millisecond, stored in that order.
+        let mut h = send(1, 5, "p1-32", "k", 0, 0);
+        h.extend(send(1, 5, "p1-4", "k", 0, 1));
+        h.push(read(0, 0, "p1-32", "k"));
+        h.push(read(0, 1, "p1-4", "k"));
+        let r = check(&h);
+        assert!(r.is_valid(), "{r}");
     }
 
     #[test]

@@ -144,6 +144,11 @@ impl Cluster {
         self.node(id).addr.clone()
     }
 
+    /// The broker's log file (JSON lines).
+    pub fn log_path(&self, id: u64) -> PathBuf {
+        self.tmp.path().join(format!("node-{id}.log"))
+    }
+
     pub fn data_dir(&self, id: u64) -> &Path {
         &self.node(id).dir
     }
