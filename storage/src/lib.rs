@@ -86,6 +86,7 @@ mod batch;
 mod config;
 mod error;
 mod index;
+mod journal;
 mod log;
 mod prealloc;
 mod recovery;
@@ -97,5 +98,6 @@ pub use batch::{
 };
 pub use config::{FsyncPolicy, LogConfig};
 pub use error::{BatchError, Result, StorageError};
+pub use journal::JOURNAL_ENV;
 pub use log::{AppendInfo, BatchLocation, PartitionLog, RetentionReport, SyncPoint, now_ms, stamp_batch};
 pub use recovery::{RecoveryReport, Truncation};

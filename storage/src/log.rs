@@ -65,6 +65,8 @@ pub struct SyncPoint {
     file: Arc<File>,
     path: PathBuf,
     offset: u64,
+    /// Bytes of the segment written when the point was taken.
+    len: u64,
 }
 
 impl SyncPoint {
@@ -78,7 +80,9 @@ impl SyncPoint {
     pub fn sync(&self) -> Result<()> {
         self.file
             .sync_data()
-            .map_err(|e| StorageError::io("fdatasync", &self.path, e))
+            .map_err(|e| StorageError::io("fdatasync", &self.path, e))?;
+        crate::journal::synced(&self.path, self.len);
+        Ok(())
     }
 }
 
@@ -605,6 +609,7 @@ impl PartitionLog {
             file: active.file_handle(),
             path: active.log_path().to_path_buf(),
             offset: active.next_offset(),
+            len: active.size(),
         }
     }
 

@@ -291,6 +291,7 @@ impl Segment {
                 s.file
                     .sync_data()
                     .map_err(|e| StorageError::io("fdatasync", &s.log_path, e))?;
+                crate::journal::synced(&s.log_path, pos);
                 tracing::warn!(
                     file = %s.log_path.display(),
                     position = pos,
@@ -470,6 +471,7 @@ impl Segment {
         self.file
             .sync_data()
             .map_err(|e| StorageError::io("fdatasync", &self.log_path, e))?;
+        crate::journal::synced(&self.log_path, self.size);
         self.offset_index.sync()?;
         self.time_index.sync()
     }
@@ -665,6 +667,7 @@ impl Segment {
         self.file
             .sync_data()
             .map_err(|e| StorageError::io("fdatasync", &self.log_path, e))?;
+        crate::journal::synced(&self.log_path, pos);
         let rel = offset - self.base_offset;
         let oi = self.offset_index.valid();
         let keep_oi = (0..self.offset_index.entries())

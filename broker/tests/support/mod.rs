@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,6 +27,10 @@ pub struct Cluster {
     peers: String,
     config: PathBuf,
     tmp: tempfile::TempDir,
+    /// Brokers write a durability journal (see `journal_path`).
+    journal: bool,
+    /// Brokers run in their own network namespaces (dropped after them).
+    mesh: Option<netns::Mesh>,
 }
 
 /// Ports the OS hands out for `n` listeners, released for the brokers.
@@ -43,12 +49,36 @@ impl Cluster {
 
     /// Starts `n` brokers with extra TOML config lines.
     pub fn start_with(n: usize, extra_config: &str) -> Self {
+        Self::start_opts(n, extra_config, false, None)
+    }
+
+    /// Starts `n` journaled brokers, each in its own namespace of `mesh`
+    /// (so links between them can be cut).
+    pub fn start_in_mesh(mesh: netns::Mesh, n: usize, extra_config: &str) -> Self {
+        Self::start_opts(n, extra_config, true, Some(mesh))
+    }
+
+    /// The namespaces, when the brokers run in a mesh.
+    pub fn mesh(&self) -> Option<&netns::Mesh> {
+        self.mesh.as_ref()
+    }
+
+    /// Like `start_with`, each broker recording the bytes of every segment
+    /// it fsynced (`STRAND_TEST_FSYNC_JOURNAL`), for power-loss tests.
+    pub fn start_journaled(n: usize, extra_config: &str) -> Self {
+        Self::start_opts(n, extra_config, true, None)
+    }
+
+    fn start_opts(n: usize, extra_config: &str, journal: bool, mesh: Option<netns::Mesh>) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let ports = free_ports(n);
-        let peers = ports
+        let addrs: Vec<String> = match &mesh {
+            Some(m) => (1..=n).map(|i| format!("{}:9292", m.addr(i))).collect(),
+            None => free_ports(n).iter().map(|p| format!("127.0.0.1:{p}")).collect(),
+        };
+        let peers = addrs
             .iter()
             .enumerate()
-            .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
+            .map(|(i, a)| format!("{}@{a}", i + 1))
             .collect::<Vec<_>>()
             .join(",");
         // Faster elections than the default keep failover tests short.
@@ -63,13 +93,15 @@ impl Cluster {
             peers,
             config,
             tmp,
+            journal,
+            mesh,
         };
-        for (i, p) in ports.iter().enumerate() {
+        for (i, addr) in addrs.iter().enumerate() {
             let id = i as u64 + 1;
             let dir = c.tmp.path().join(format!("node-{id}"));
             c.nodes.push(Node {
                 id,
-                addr: format!("127.0.0.1:{p}"),
+                addr: addr.clone(),
                 dir,
                 joins: None,
                 child: None,
@@ -87,6 +119,7 @@ impl Cluster {
 
     fn spawn(&mut self, id: u64) {
         let (peers, config) = (self.peers.clone(), self.config.clone());
+        let journal = self.journal.then(|| self.journal_path(id));
         let log_path = self.tmp.path().join(format!("node-{id}.log"));
         let node = &mut self.nodes[(id - 1) as usize];
         let log = std::fs::OpenOptions::new()
@@ -98,7 +131,18 @@ impl Cluster {
             Some(seeds) => ("--join", seeds.clone()),
             None => ("--peers", peers),
         };
-        let child = Command::new(env!("CARGO_BIN_EXE_strand"))
+        let mut cmd = match &self.mesh {
+            Some(m) => {
+                let mut c = Command::new("ip");
+                c.args(m.exec_prefix(id as usize)).arg(env!("CARGO_BIN_EXE_strand"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_strand")),
+        };
+        if let Some(j) = journal {
+            cmd.env(strand_storage::JOURNAL_ENV, j);
+        }
+        let child = cmd
             .args(["--log-format", "json", "broker", "--config"])
             .arg(&config)
             .args([
@@ -142,6 +186,11 @@ impl Cluster {
 
     pub fn addr(&self, id: u64) -> String {
         self.node(id).addr.clone()
+    }
+
+    /// Where a journaled broker records what it fsynced.
+    pub fn journal_path(&self, id: u64) -> PathBuf {
+        self.tmp.path().join(format!("node-{id}.fsync"))
     }
 
     /// The broker's log file (JSON lines).
