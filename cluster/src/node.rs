@@ -385,6 +385,24 @@ fn run(id: u64, cfg: NodeConfig, rx: mpsc::Receiver<Command>, transport: Arc<dyn
                             }
                             Some(r) => {
                                 r.heard_from(from);
+                                let mut m = m;
+                                let last = r.node.raft.raft_log.last_index();
+                                if m.get_msg_type() == raft::eraftpb::MessageType::MsgHeartbeat && m.commit > last {
+                                    // The leader thinks this replica has entries it
+                                    // does not (its data was lost or replaced):
+                                    // raft-rs would panic committing past its log.
+                                    // Commit what it has; the leader's probing
+                                    // re-sends the rest.
+                                    tracing::warn!(
+                                        node = id,
+                                        group,
+                                        from,
+                                        commit = m.commit,
+                                        last,
+                                        "heartbeat commits past this replica's log: it lost entries it had"
+                                    );
+                                    m.commit = last;
+                                }
                                 if let Err(e) = r.node.step(m) {
                                     tracing::debug!(node = id, group, from, error = %e, "dropped raft message");
                                 }

@@ -485,3 +485,43 @@ async fn replicas_move_to_a_new_node_that_ends_byte_identical_and_votes() {
         .await
         .expect("a majority of the new configuration commits");
 }
+
+/// A follower whose data was lost (a replaced disk, restarted under the same
+/// node id) must not bring its node down: the leader's heartbeats name a
+/// commit index past its now empty log. It re-fetches and ends identical.
+#[tokio::test]
+async fn a_follower_that_lost_its_data_catches_up_instead_of_crashing() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    let mut next = 0;
+    for i in 0..20 {
+        let info = c
+            .member(leader)
+            .node
+            .propose(GROUP, batch(&format!("b{i}"), 4), Ack::All)
+            .await
+            .expect("committed");
+        next = info.last_offset + 1;
+    }
+    let victim = (1..=3).find(|&i| i != leader).expect("a follower");
+    wait_hw(&c.member(victim).handle, next).await;
+    let dir = c.kill(victim);
+    std::fs::remove_dir_all(&dir).expect("wipe");
+    let m = c.start_member(victim, dir, 3).await;
+    c.members[(victim - 1) as usize] = Some(m);
+    // With nothing proposed, what reaches it first is a heartbeat (naming the
+    // leader and a commit index past its empty log).
+    let vh = Arc::clone(&c.member(victim).handle);
+    wait_status(&vh, "the leader's heartbeat", |s| s.leader == Some(leader)).await;
+    for i in 0..5 {
+        let info = c
+            .member(leader)
+            .node
+            .propose(GROUP, batch(&format!("after-{i}"), 4), Ack::All)
+            .await
+            .expect("committed");
+        next = info.last_offset + 1;
+    }
+    wait_hw(&c.member(victim).handle, next).await;
+    assert_eq!(raw(&c.member(victim).log, next), raw(&c.member(leader).log, next));
+}

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -19,6 +20,8 @@ pub struct Node {
     pub dir: PathBuf,
     /// Seeds of a broker that joined the running cluster (`--join`).
     joins: Option<String>,
+    /// Where it listens, when `addr` is its fault proxy.
+    listen: Option<String>,
     child: Option<Child>,
 }
 
@@ -31,6 +34,11 @@ pub struct Cluster {
     journal: bool,
     /// Brokers run in their own network namespaces (dropped after them).
     mesh: Option<netns::Mesh>,
+    /// tmpfs mounted over data directories (unmounted after the brokers
+    /// stop).
+    mounts: Vec<PathBuf>,
+    /// One fault proxy per broker, when every connection goes through them.
+    proxies: Vec<proxy::FaultProxy>,
 }
 
 /// Ports the OS hands out for `n` listeners, released for the brokers.
@@ -49,13 +57,25 @@ impl Cluster {
 
     /// Starts `n` brokers with extra TOML config lines.
     pub fn start_with(n: usize, extra_config: &str) -> Self {
-        Self::start_opts(n, extra_config, false, None)
+        Self::start_opts(n, extra_config, false, None, None)
     }
 
     /// Starts `n` journaled brokers, each in its own namespace of `mesh`
     /// (so links between them can be cut).
     pub fn start_in_mesh(mesh: netns::Mesh, n: usize, extra_config: &str) -> Self {
-        Self::start_opts(n, extra_config, true, Some(mesh))
+        Self::start_opts(n, extra_config, true, Some(mesh), None)
+    }
+
+    /// Starts `n` journaled brokers, every connection to each (from clients
+    /// and peers alike) through a seeded fault proxy (see `proxies`). Call
+    /// inside a Tokio runtime.
+    pub fn start_proxied(n: usize, extra_config: &str, seed: u64) -> Self {
+        Self::start_opts(n, extra_config, true, None, Some(seed))
+    }
+
+    /// The fault proxies, when started with `start_proxied`.
+    pub fn proxies(&self) -> &[proxy::FaultProxy] {
+        &self.proxies
     }
 
     /// The namespaces, when the brokers run in a mesh.
@@ -66,15 +86,31 @@ impl Cluster {
     /// Like `start_with`, each broker recording the bytes of every segment
     /// it fsynced (`STRAND_TEST_FSYNC_JOURNAL`), for power-loss tests.
     pub fn start_journaled(n: usize, extra_config: &str) -> Self {
-        Self::start_opts(n, extra_config, true, None)
+        Self::start_opts(n, extra_config, true, None, None)
     }
 
-    fn start_opts(n: usize, extra_config: &str, journal: bool, mesh: Option<netns::Mesh>) -> Self {
+    fn start_opts(
+        n: usize,
+        extra_config: &str,
+        journal: bool,
+        mesh: Option<netns::Mesh>,
+        proxy_seed: Option<u64>,
+    ) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let addrs: Vec<String> = match &mesh {
+        let mut addrs: Vec<String> = match &mesh {
             Some(m) => (1..=n).map(|i| format!("{}:9292", m.addr(i))).collect(),
             None => free_ports(n).iter().map(|p| format!("127.0.0.1:{p}")).collect(),
         };
+        let mut listens: Vec<Option<String>> = vec![None; n];
+        let mut proxies = Vec::new();
+        if let Some(seed) = proxy_seed {
+            for (i, upstream) in addrs.iter_mut().enumerate() {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").expect("proxy port");
+                let p = proxy::FaultProxy::start(l, upstream.clone(), seed.wrapping_add(i as u64));
+                listens[i] = Some(std::mem::replace(upstream, p.addr.clone()));
+                proxies.push(p);
+            }
+        }
         let peers = addrs
             .iter()
             .enumerate()
@@ -95,6 +131,8 @@ impl Cluster {
             tmp,
             journal,
             mesh,
+            mounts: Vec::new(),
+            proxies,
         };
         for (i, addr) in addrs.iter().enumerate() {
             let id = i as u64 + 1;
@@ -104,6 +142,7 @@ impl Cluster {
                 addr: addr.clone(),
                 dir,
                 joins: None,
+                listen: listens[i].clone(),
                 child: None,
             });
         }
@@ -149,6 +188,8 @@ impl Cluster {
                 "--node-id",
                 &id.to_string(),
                 "--listen",
+                node.listen.as_deref().unwrap_or(&node.addr),
+                "--advertised-addr",
                 &node.addr,
                 how,
                 &with,
@@ -174,6 +215,7 @@ impl Cluster {
             addr: format!("127.0.0.1:{port}"),
             dir: self.tmp.path().join(format!("node-{id}")),
             joins: Some(seeds),
+            listen: None,
             child: None,
         });
         self.spawn(id);
@@ -186,6 +228,62 @@ impl Cluster {
 
     pub fn addr(&self, id: u64) -> String {
         self.node(id).addr.clone()
+    }
+
+    /// Moves broker `id`'s data directory (the broker must be stopped) onto
+    /// a tmpfs with `free_mib` MiB free beyond what the data takes, to run it
+    /// full. `false` where mounting is not allowed (not root); the directory
+    /// is unchanged then.
+    pub fn mount_small_disk(&mut self, id: u64, free_mib: u64) -> bool {
+        let dir = self.node(id).dir.clone();
+        let used = Command::new("du")
+            .args(["-sk"])
+            .arg(&dir)
+            .output()
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0);
+        let size = format!("{}k", used + free_mib * 1024);
+        let aside = dir.with_extension("aside");
+        if std::fs::rename(&dir, &aside).is_err() || std::fs::create_dir_all(&dir).is_err() {
+            return false;
+        }
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = std::fs::remove_dir(&dir);
+            let _ = std::fs::rename(&aside, &dir);
+            return false;
+        }
+        self.mounts.push(dir.clone());
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(aside.join("."))
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(copied, "copying node {id}'s data onto its tmpfs failed");
+        let _ = std::fs::remove_dir_all(&aside);
+        true
+    }
+
+    /// Grows broker `id`'s tmpfs data directory to `size`.
+    pub fn grow_disk(&self, id: u64, size: &str) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.node(id).dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "remount of node {id}'s data directory failed");
     }
 
     /// Where a journaled broker records what it fsynced.
@@ -326,6 +424,9 @@ impl Drop for Cluster {
                 let _ = c.kill();
                 let _ = c.wait();
             }
+        }
+        for m in &self.mounts {
+            let _ = Command::new("umount").arg("-l").arg(m).status();
         }
     }
 }
