@@ -6,8 +6,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use strand_proto::v1::FindCoordinatorRequest;
 use strand_proto::v1::groups_client::GroupsClient;
+use strand_proto::v1::{FetchOffsetsRequest, FindCoordinatorRequest, OffsetCommit, TopicPartitions};
 use tonic::transport::Channel;
 
 use crate::error::Result;
@@ -116,5 +116,27 @@ impl Coordinator {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// The group's committed offsets of `partitions` (all when empty).
+    ///
+    /// # Errors
+    /// As [`Coordinator::call`].
+    pub(crate) async fn fetch_offsets(
+        &self,
+        partitions: Vec<TopicPartitions>,
+        limit: Duration,
+    ) -> Result<Vec<OffsetCommit>> {
+        let req = FetchOffsetsRequest {
+            group: self.group.clone(),
+            partitions,
+        };
+        let resp = self
+            .call(limit, |mut c| {
+                let req = req.clone();
+                async move { Ok(c.fetch_offsets(req).await?.into_inner()) }
+            })
+            .await?;
+        Ok(resp.offsets)
     }
 }

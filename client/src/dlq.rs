@@ -202,17 +202,8 @@ impl DeadLetterQueue {
     pub async fn dead_letter(&self, record: &ConsumerRecord, error: &str, attempts: u32) -> Result<RecordMetadata> {
         let topic = self.dlq_topic(&record.topic);
         let build = || {
-            let mut r = ProducerRecord::new(topic.as_str(), record.value.clone().unwrap_or_default());
-            r.value = record.value.clone();
-            r.key = record.key.clone();
-            r.timestamp_ms = Some(record.timestamp_ms);
-            r.headers = record
-                .headers
-                .iter()
-                .filter(|(k, _)| !k.starts_with("strand.dlq."))
-                .cloned()
-                .collect();
-            r.header(HEADER_ERROR, error.to_string())
+            copy_to(record, &topic)
+                .header(HEADER_ERROR, error.to_string())
                 .header(HEADER_ATTEMPTS, attempts.to_string())
                 .header(HEADER_TOPIC, record.topic.to_string())
                 .header(HEADER_PARTITION, record.partition.to_string())
@@ -245,6 +236,33 @@ impl DeadLetterQueue {
     }
 }
 
+/// `record` as a record for `topic`: its key, value, timestamp and own
+/// headers (not the `strand.dlq.*` ones).
+fn copy_to(record: &ConsumerRecord, topic: &str) -> ProducerRecord {
+    let mut r = ProducerRecord::new(topic, record.value.clone().unwrap_or_default());
+    r.value = record.value.clone();
+    r.key = record.key.clone();
+    r.timestamp_ms = Some(record.timestamp_ms);
+    r.headers = record
+        .headers
+        .iter()
+        .filter(|(k, _)| !k.starts_with("strand.dlq."))
+        .cloned()
+        .collect();
+    r
+}
+
+/// A dead letter as it was before it failed: for its original topic, with
+/// its key, value, timestamp and own headers.
+///
+/// # Errors
+/// [`ClientError::InvalidArgument`] if `record` has no
+/// `strand.dlq.topic` header (it is not a dead letter).
+pub fn restore(record: &ConsumerRecord) -> Result<ProducerRecord> {
+    let topic = original_topic(record).ok_or_else(|| not_a_dead_letter(record))?;
+    Ok(copy_to(record, &topic))
+}
+
 /// The original topic of a dead letter, from its headers.
 pub fn original_topic(record: &ConsumerRecord) -> Option<String> {
     record
@@ -256,8 +274,7 @@ pub fn original_topic(record: &ConsumerRecord) -> Option<String> {
         .map(str::to_string)
 }
 
-/// The error of a failed dead-letter lookup, for tools.
-pub fn not_a_dead_letter(record: &ConsumerRecord) -> ClientError {
+fn not_a_dead_letter(record: &ConsumerRecord) -> ClientError {
     ClientError::invalid(format!(
         "{}/{}@{} has no {HEADER_TOPIC} header: not a dead letter",
         record.topic, record.partition, record.offset

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use strand_proto::v1::{
-    DeleteGroupRequest, DescribeGroupRequest, FetchOffsetsRequest, GroupDescription, GroupSummary, ListGroupsRequest,
-    OffsetCommit, ResetOffsetsRequest,
+    DeleteGroupRequest, DescribeGroupRequest, GroupDescription, GroupSummary, ListGroupsRequest, OffsetCommit,
+    ResetOffsetsRequest,
 };
 
 use crate::admin::Admin;
@@ -91,22 +91,11 @@ impl Admin {
     /// # Errors
     /// A failure reaching the coordinator.
     pub async fn group_offsets(&self, group: &str) -> Result<Vec<(String, u32, u64)>> {
-        let req = FetchOffsetsRequest {
-            group: group.into(),
-            partitions: Vec::new(),
-        };
-        let resp = self
+        let offsets = self
             .coordinator(group)
-            .call(self.request_timeout(), |mut c| {
-                let req = req.clone();
-                async move { Ok(c.fetch_offsets(req).await?.into_inner()) }
-            })
+            .fetch_offsets(Vec::new(), self.request_timeout())
             .await?;
-        Ok(resp
-            .offsets
-            .into_iter()
-            .map(|o| (o.topic, o.partition, o.offset))
-            .collect())
+        Ok(offsets.into_iter().map(|o| (o.topic, o.partition, o.offset)).collect())
     }
 
     /// Moves the group's committed offsets of every partition of `topic`.

@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use strand_client::dlq::{self, original_topic};
-use strand_client::{Consumer, OffsetReset, Producer, ProducerRecord};
+use strand_client::dlq;
+use strand_client::{Consumer, OffsetReset, Producer};
 
 #[derive(Debug, Args)]
 pub struct DlqReplayArgs {
@@ -54,20 +54,7 @@ pub async fn run(bootstrap: &str, cmd: DlqCommand) -> anyhow::Result<ExitCode> {
         last = Instant::now();
         let mut deliveries = Vec::with_capacity(records.len());
         for r in &records {
-            let Some(topic) = original_topic(r) else {
-                return Err(dlq::not_a_dead_letter(r).into());
-            };
-            let mut out = ProducerRecord::new(topic.as_str(), r.value.clone().unwrap_or_default());
-            out.value = r.value.clone();
-            out.key = r.key.clone();
-            out.timestamp_ms = Some(r.timestamp_ms);
-            out.headers = r
-                .headers
-                .iter()
-                .filter(|(k, _)| !k.starts_with("strand.dlq."))
-                .cloned()
-                .collect();
-            deliveries.push(producer.send(out).await?);
+            deliveries.push(producer.send(dlq::restore(r)?).await?);
         }
         for d in deliveries {
             d.await?;

@@ -94,7 +94,7 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
     shared.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn to_wire(set: &BTreeSet<Tp>) -> Vec<TopicPartitions> {
+pub(crate) fn to_wire(set: &BTreeSet<Tp>) -> Vec<TopicPartitions> {
     let mut out: Vec<TopicPartitions> = Vec::new();
     for (t, p) in set {
         match out.last_mut() {

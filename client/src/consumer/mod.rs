@@ -627,7 +627,6 @@ impl Consumer {
             m.nudge();
             let committed = match committed(
                 Arc::clone(&g.coordinator),
-                g.settings.group.clone(),
                 &added,
                 self.fetcher.config().request_timeout,
             )
@@ -803,34 +802,10 @@ impl CommitCtx {
 }
 
 /// The group's committed offsets of `partitions`.
-async fn committed(
-    coordinator: Arc<Coordinator>,
-    group: String,
-    partitions: &[Tp],
-    limit: Duration,
-) -> Result<BTreeMap<Tp, u64>> {
-    let mut wire: Vec<strand_proto::v1::TopicPartitions> = Vec::new();
-    for (t, p) in partitions {
-        match wire.last_mut() {
-            Some(last) if last.topic == **t => last.partitions.push(*p),
-            _ => wire.push(strand_proto::v1::TopicPartitions {
-                topic: t.to_string(),
-                partitions: vec![*p],
-            }),
-        }
-    }
-    let req = strand_proto::v1::FetchOffsetsRequest {
-        group,
-        partitions: wire,
-    };
-    let resp = coordinator
-        .call(limit, |mut c| {
-            let req = req.clone();
-            async move { Ok(c.fetch_offsets(req).await?.into_inner()) }
-        })
-        .await?;
-    Ok(resp
-        .offsets
+async fn committed(coordinator: Arc<Coordinator>, partitions: &[Tp], limit: Duration) -> Result<BTreeMap<Tp, u64>> {
+    let set: BTreeSet<Tp> = partitions.iter().cloned().collect();
+    let offsets = coordinator.fetch_offsets(group::to_wire(&set), limit).await?;
+    Ok(offsets
         .into_iter()
         .map(|o| ((Arc::from(o.topic.as_str()), o.partition), o.offset))
         .collect())
