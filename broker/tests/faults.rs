@@ -4,9 +4,9 @@
 //! claims from the brokers' logs, all checked by `strand-checker`.
 //!
 //! `STRAND_FAULT_SECONDS` sets how long each nemesis runs (default 8, the
-//! short profile CI runs; use minutes for a long run). A failed run keeps
-//! its history in `$TMPDIR/strand-history-<test>.jsonl` and its brokers'
-//! logs in `$TMPDIR/strand-failed-<pid>/`.
+//! short profile CI runs; use minutes for a long run). Every run writes its
+//! history to `$TMPDIR/strand-history-<nemesis>.jsonl`; a failed one keeps
+//! its brokers' logs in `$TMPDIR/strand-failed-<pid>/`.
 
 mod support;
 
@@ -360,12 +360,12 @@ async fn heal_and_check(mut c: Cluster, rec: Recorder, name: &str) {
         "{name}: no leadership claims ({claims}) or replica dumps ({dumped})"
     );
     let report = check(&events);
-    eprintln!("{name}: {report}");
+    let path = std::env::temp_dir().join(format!("strand-history-{name}.jsonl"));
+    if let Ok(f) = std::fs::File::create(&path) {
+        let _ = write_jsonl(&events, std::io::BufWriter::new(f));
+    }
+    eprintln!("{name} (history in {}): {report}", path.display());
     if !report.is_valid() {
-        let path = std::env::temp_dir().join(format!("strand-history-{name}.jsonl"));
-        if let Ok(f) = std::fs::File::create(&path) {
-            let _ = write_jsonl(&events, std::io::BufWriter::new(f));
-        }
         panic!("{name}: anomalies (history in {}):\n{report}", path.display());
     }
     assert!(report.acknowledged > 0, "{name}: nothing was acknowledged");
@@ -627,7 +627,9 @@ async fn isolate_the_leader() {
             for other in (1..=3).filter(|&o| o != leader) {
                 mesh.cut(leader, other);
             }
-            tokio::time::sleep(Duration::from_secs(6)).await;
+            // 30 s in a long run; most of the run in the short profile.
+            let isolation = (fault_duration() * 3 / 4).clamp(Duration::from_secs(6), Duration::from_secs(30));
+            tokio::time::sleep(isolation).await;
             mesh.heal_all();
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
