@@ -78,6 +78,7 @@ mod group_admin;
 mod metadata;
 mod offsets;
 mod producer;
+pub mod rebalance;
 mod retry;
 
 pub use admin::Admin;

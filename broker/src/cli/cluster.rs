@@ -15,10 +15,23 @@ pub enum ClusterCommand {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
     },
+    /// Spread replicas evenly over the brokers (after a broker joined): one
+    /// replica moves per partition, from the most to the least loaded broker.
+    Rebalance {
+        /// Print the moves without making them.
+        #[arg(long)]
+        dry_run: bool,
+        /// Wait until every move is done.
+        #[arg(long)]
+        wait: bool,
+    },
 }
 
 pub async fn run(bootstrap: &str, cmd: ClusterCommand) -> anyhow::Result<ExitCode> {
-    let ClusterCommand::Status { format } = cmd;
+    let format = match cmd {
+        ClusterCommand::Status { format } => format,
+        ClusterCommand::Rebalance { dry_run, wait } => return rebalance(bootstrap, dry_run, wait).await,
+    };
     let s = Admin::connect(bootstrap).await?.cluster_status().await?;
     match format {
         OutputFormat::Json => {
@@ -61,5 +74,47 @@ pub async fn run(bootstrap: &str, cmd: ClusterCommand) -> anyhow::Result<ExitCod
             }
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn rebalance(bootstrap: &str, dry_run: bool, wait: bool) -> anyhow::Result<ExitCode> {
+    let admin = Admin::connect(bootstrap).await?;
+    let moves = admin.plan_rebalance().await?;
+    if moves.is_empty() {
+        println!("replicas are already spread evenly");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for m in &moves {
+        println!("{}-{}: {:?} -> {:?}", m.topic, m.partition, m.from, m.to);
+        if !dry_run {
+            admin.reassign_partition(&m.topic, m.partition, &m.to).await?;
+        }
+    }
+    if dry_run || !wait {
+        println!(
+            "{} move(s){}",
+            moves.len(),
+            if dry_run { " planned" } else { " started" }
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1800);
+    for m in &moves {
+        loop {
+            let d = admin.describe_topic(&m.topic).await?;
+            if d.partitions
+                .get(m.partition as usize)
+                .is_some_and(|p| p.moving_to.is_empty() && p.replicas == m.to)
+            {
+                break;
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "moves did not finish in 30 minutes"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    println!("{} move(s) done", moves.len());
     Ok(ExitCode::SUCCESS)
 }

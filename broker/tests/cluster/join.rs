@@ -37,6 +37,8 @@ async fn a_new_empty_broker_joins_and_takes_over_a_replica() {
     let mut c = Cluster::start(3);
     c.wait_ready().await;
     create(&c, "moves", 2).await;
+    // More partitions on the first three brokers, for the rebalance below.
+    create(&c, "spread", 6).await;
     produce(&c, 0, 2_000).await;
 
     let new = c.add_joining();
@@ -129,4 +131,38 @@ async fn a_new_empty_broker_joins_and_takes_over_a_replica() {
     // And it restarts with its data (keeping --join).
     c.restart(4);
     c.wait_ready().await;
+
+    // A rebalance spreads the rest over the four brokers: the killed one
+    // comes back first so every move can complete.
+    c.restart(other);
+    c.wait_ready().await;
+    let moves = a.plan_rebalance().await.expect("plan");
+    assert!(
+        moves.iter().all(|m| m.to.contains(&4)),
+        "every move goes to the new broker: {moves:?}"
+    );
+    assert!(moves.len() >= 4, "broker 4 gets its share: {moves:?}");
+    for m in &moves {
+        a.reassign_partition(&m.topic, m.partition, &m.to)
+            .await
+            .expect("reassign");
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let left = a.plan_rebalance().await.expect("plan");
+        let moving = a
+            .describe_topic("moves")
+            .await
+            .expect("describe")
+            .partitions
+            .iter()
+            .any(|p| !p.moving_to.is_empty());
+        if left.is_empty() && !moving {
+            break;
+        }
+        assert!(Instant::now() < deadline, "rebalance did not settle: {left:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let all = drain(&c, "moves", 2).await;
+    assert_eq!(values(&all).len(), 2_700, "nothing lost by the rebalance");
 }
