@@ -143,11 +143,11 @@ struct PartitionCollector {
     state: std::sync::Weak<BrokerState>,
 }
 
-fn gauge_family(
+fn gauge_family<L: EncodeLabelSet>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    rows: &[(PartitionLabel, i64)],
+    rows: &[(L, i64)],
 ) -> Result<(), std::fmt::Error> {
     let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
     for (label, v) in rows {
@@ -241,35 +241,36 @@ impl Collector for PartitionCollector {
         )?;
         ConstCounter::new(changes).encode(m)?;
         let (members, rows) = state.groups.metrics_rows(&state);
-        let mut m = encoder.encode_descriptor(
+        let members: Vec<(GroupLabel, i64)> = members
+            .into_iter()
+            .map(|(group, n)| (GroupLabel { group }, n as i64))
+            .collect();
+        gauge_family(
+            &mut encoder,
             "strand_consumer_group_members",
             "Members of each consumer group coordinated by this broker",
-            None,
-            MetricType::Gauge,
+            &members,
         )?;
-        for (group, n) in &members {
-            ConstGauge::new(*n as i64).encode(m.encode_family(&GroupLabel { group: group.clone() })?)?;
-        }
-        let mut m = encoder.encode_descriptor(
+        let committed: Vec<(GroupPartitionLabel, i64)> = rows
+            .iter()
+            .map(|r| (GroupPartitionLabel::of(r), r.committed as i64))
+            .collect();
+        gauge_family(
+            &mut encoder,
             "strand_consumer_group_committed_offset",
             "Committed offset per group and partition (groups coordinated here)",
-            None,
-            MetricType::Gauge,
+            &committed,
         )?;
-        for r in &rows {
-            ConstGauge::new(r.committed as i64).encode(m.encode_family(&GroupPartitionLabel::of(r))?)?;
-        }
-        let mut m = encoder.encode_descriptor(
+        let lag: Vec<(GroupPartitionLabel, i64)> = rows
+            .iter()
+            .filter_map(|r| Some((GroupPartitionLabel::of(r), r.lag? as i64)))
+            .collect();
+        gauge_family(
+            &mut encoder,
             "strand_consumer_group_lag",
             "High watermark minus committed offset per group and partition (partitions hosted here)",
-            None,
-            MetricType::Gauge,
+            &lag,
         )?;
-        for r in &rows {
-            if let Some(lag) = r.lag {
-                ConstGauge::new(lag as i64).encode(m.encode_family(&GroupPartitionLabel::of(r))?)?;
-            }
-        }
         let m = encoder.encode_descriptor(
             "strand_open_connections",
             "Client connections open now",

@@ -65,6 +65,7 @@ async fn producer(bootstrap: String, process: u64, rec: Recorder, mut stop: watc
     // send is in the history (the producer's own retries would be invisible).
     let p = Producer::builder(bootstrap)
         .request_timeout(Duration::from_secs(3))
+        .delivery_timeout(Duration::from_secs(10))
         .retries(0)
         .build()
         .await
@@ -73,7 +74,9 @@ async fn producer(bootstrap: String, process: u64, rec: Recorder, mut stop: watc
     let mut retries: Vec<(String, String)> = Vec::new();
     let mut seq = 0u64;
     loop {
-        if *stop.borrow_and_update() && retries.is_empty() {
+        if *stop.borrow_and_update() {
+            // Sends still to retry stay unknown (as recorded); what is in
+            // flight is settled below.
             break;
         }
         while inflight.len() < 32 && !*stop.borrow() {
@@ -102,57 +105,57 @@ async fn producer(bootstrap: String, process: u64, rec: Recorder, mut stop: watc
             }
         }
         let Some((id, key, result)) = inflight.next().await else {
-            // Stopped with retries left: send them now.
-            if retries.is_empty() {
-                break;
-            }
             continue;
         };
-        match result {
-            Ok(meta) => rec.record(Event::Ok {
-                process,
-                time_ms: rec.now(),
-                id,
-                partition: meta.partition,
-                offset: meta.offset.unwrap_or(u64::MAX),
-            }),
-            Err(e) if e.is_retriable() => {
-                rec.record(Event::Unknown {
-                    process,
-                    time_ms: rec.now(),
-                    id: id.clone(),
-                    error: e.to_string(),
-                });
-                if !*stop.borrow() {
-                    retries.push((id, key));
-                }
-            }
-            Err(e) => rec.record(Event::Fail {
-                process,
-                time_ms: rec.now(),
-                id,
-                error: e.to_string(),
-            }),
+        if record_outcome(&rec, process, &id, result) && !*stop.borrow() {
+            retries.push((id, key));
         }
     }
     while let Some((id, _, result)) = inflight.next().await {
-        match result {
-            Ok(meta) => rec.record(Event::Ok {
+        record_outcome(&rec, process, &id, result);
+    }
+    let _ = p.close().await;
+}
+
+/// Records how a send ended; true when its outcome is unknown (a retry with
+/// the same id may follow).
+fn record_outcome(
+    rec: &Recorder,
+    process: u64,
+    id: &str,
+    result: strand_client::Result<strand_client::RecordMetadata>,
+) -> bool {
+    let (id, time_ms) = (id.to_string(), rec.now());
+    match result {
+        Ok(meta) => {
+            rec.record(Event::Ok {
                 process,
-                time_ms: rec.now(),
+                time_ms,
                 id,
                 partition: meta.partition,
                 offset: meta.offset.unwrap_or(u64::MAX),
-            }),
-            Err(e) => rec.record(Event::Unknown {
+            });
+            false
+        }
+        Err(e) if e.is_retriable() => {
+            rec.record(Event::Unknown {
                 process,
-                time_ms: rec.now(),
+                time_ms,
                 id,
                 error: e.to_string(),
-            }),
+            });
+            true
+        }
+        Err(e) => {
+            rec.record(Event::Fail {
+                process,
+                time_ms,
+                id,
+                error: e.to_string(),
+            });
+            false
         }
     }
-    let _ = p.close().await;
 }
 
 /// A group member: polls, records what it processed, commits after
@@ -242,30 +245,33 @@ async fn commit_observer(bootstrap: String, rec: Recorder, mut stop: watch::Rece
 
 struct Workload {
     stop: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: Vec<(String, tokio::task::JoinHandle<()>)>,
 }
 
 fn start_workload(c: &Cluster, rec: &Recorder) -> Workload {
     let (stop, rx) = watch::channel(false);
     let mut tasks = Vec::new();
     for p in 1..=2 {
-        tasks.push(tokio::spawn(producer(c.bootstrap(), p, rec.clone(), rx.clone())));
+        let t = tokio::spawn(producer(c.bootstrap(), p, rec.clone(), rx.clone()));
+        tasks.push((format!("producer {p}"), t));
     }
     for id in 1..=2 {
-        tasks.push(tokio::spawn(consumer(c.bootstrap(), id, rec.clone(), rx.clone())));
+        let t = tokio::spawn(consumer(c.bootstrap(), id, rec.clone(), rx.clone()));
+        tasks.push((format!("consumer {id}"), t));
     }
-    tasks.push(tokio::spawn(commit_observer(c.bootstrap(), rec.clone(), rx)));
+    let t = tokio::spawn(commit_observer(c.bootstrap(), rec.clone(), rx));
+    tasks.push(("commit observer".to_string(), t));
     Workload { stop, tasks }
 }
 
 impl Workload {
     async fn finish(self) {
         let _ = self.stop.send(true);
-        for t in self.tasks {
-            tokio::time::timeout(Duration::from_secs(60), t)
-                .await
-                .expect("workload task ends")
-                .expect("workload task");
+        for (name, t) in self.tasks {
+            match tokio::time::timeout(Duration::from_secs(60), t).await {
+                Ok(r) => r.unwrap_or_else(|e| panic!("{name} failed: {e}")),
+                Err(_) => panic!("{name} did not stop within 60 s"),
+            }
         }
     }
 }
