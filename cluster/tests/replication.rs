@@ -88,6 +88,23 @@ impl Cluster {
         Member { node, log, handle, dir }
     }
 
+    /// Proposes `n` batches of `records` records through `via` (which must
+    /// lead), each committed; returns the offset after the last.
+    async fn write(&self, via: u64, tag: &str, n: u32, records: u32) -> u64 {
+        let mut end = 0;
+        for i in 0..n {
+            end = self
+                .member(via)
+                .node
+                .propose(GROUP, batch(&format!("{tag}{i:04}"), records), Ack::All)
+                .await
+                .expect("committed")
+                .last_offset
+                + 1;
+        }
+        end
+    }
+
     fn member(&self, id: u64) -> &Member {
         self.members[(id - 1) as usize].as_ref().expect("running")
     }
@@ -190,12 +207,7 @@ async fn a_committed_batch_is_on_every_replica_byte_for_byte() {
 async fn an_isolated_leader_cannot_commit_and_its_tail_is_replaced() {
     let c = Cluster::start(3).await;
     let old = c.leader().await;
-    let first = c
-        .member(old)
-        .node
-        .propose(GROUP, batch("before", 3), Ack::All)
-        .await
-        .expect("committed");
+    c.write(old, "before", 1, 3).await;
     c.net.isolate(old);
     // The minority leader accepts the proposal into its log but can never
     // commit it; it steps down (check_quorum) and the proposal fails.
@@ -205,16 +217,7 @@ async fn an_isolated_leader_cannot_commit_and_its_tail_is_replaced() {
         "a minority must not acknowledge acks=all: {stranded:?}"
     );
     let new = c.leader_other_than(old).await;
-    let mut end = first.last_offset + 1;
-    for i in 0..10 {
-        let info = c
-            .member(new)
-            .node
-            .propose(GROUP, batch(&format!("after{i}"), 2), Ack::All)
-            .await
-            .expect("committed");
-        end = info.last_offset + 1;
-    }
+    let end = c.write(new, "after", 10, 2).await;
     c.net.heal();
     wait_hw(&c.member(old).handle, end).await;
     let reference = raw(&c.member(new).log, end);
@@ -231,29 +234,10 @@ async fn an_isolated_leader_cannot_commit_and_its_tail_is_replaced() {
 async fn a_killed_leader_is_replaced_and_rejoins_from_its_data() {
     let mut c = Cluster::start(3).await;
     let old = c.leader().await;
-    let mut end = 0;
-    for i in 0..20 {
-        end = c
-            .member(old)
-            .node
-            .propose(GROUP, batch(&format!("a{i}"), 5), Ack::All)
-            .await
-            .expect("ok")
-            .last_offset
-            + 1;
-    }
+    c.write(old, "a", 20, 5).await;
     let dir = c.kill(old);
     let new = c.leader_other_than(old).await;
-    for i in 0..20 {
-        end = c
-            .member(new)
-            .node
-            .propose(GROUP, batch(&format!("b{i}"), 5), Ack::All)
-            .await
-            .expect("ok")
-            .last_offset
-            + 1;
-    }
+    let end = c.write(new, "b", 20, 5).await;
     // Restart the old leader on its data directory.
     let m = c.start_member(old, dir, 3).await;
     c.members[(old - 1) as usize] = Some(m);
@@ -291,17 +275,7 @@ async fn acks_leader_answers_after_the_local_fsync() {
 async fn a_recovering_replica_neither_votes_nor_campaigns() {
     let mut c = Cluster::start(3).await;
     let leader = c.leader().await;
-    let mut end = 0;
-    for i in 0..10 {
-        end = c
-            .member(leader)
-            .node
-            .propose(GROUP, batch(&format!("r{i}"), 2), Ack::All)
-            .await
-            .expect("ok")
-            .last_offset
-            + 1;
-    }
+    let end = c.write(leader, "r", 10, 2).await;
     for id in 1..=3 {
         wait_hw(&c.member(id).handle, end).await;
     }
@@ -344,17 +318,7 @@ async fn a_follower_behind_the_retained_log_catches_up_by_snapshot() {
     let leader = c.leader().await;
     let lagger = (1..=3).find(|&i| i != leader).expect("follower");
     let dir = c.kill(lagger);
-    let mut end = 0;
-    for i in 0..400 {
-        end = c
-            .member(leader)
-            .node
-            .propose(GROUP, batch(&format!("s{i:04}"), 20), Ack::All)
-            .await
-            .expect("ok")
-            .last_offset
-            + 1;
-    }
+    let end = c.write(leader, "s", 400, 20).await;
     let retention = LogConfig {
         retention_bytes: Some(64 * 1024),
         ..log_config()
@@ -411,16 +375,7 @@ async fn replicas_move_to_a_new_node_that_ends_byte_identical_and_votes() {
     use strand_cluster::ReplicaChange;
     let mut c = Cluster::start(3).await;
     let leader = c.leader().await;
-    let mut next = 0;
-    for i in 0..30 {
-        let info = c
-            .member(leader)
-            .node
-            .propose(GROUP, batch(&format!("before-{i}"), 4), Ack::All)
-            .await
-            .expect("committed");
-        next = info.last_offset + 1;
-    }
+    let next = c.write(leader, "before-", 30, 4).await;
     // Node 4 starts empty, with the group's original configuration (which
     // does not include it): it cannot campaign, and replaying the log's
     // membership changes from there gives it the group's real configuration.
@@ -455,15 +410,7 @@ async fn replicas_move_to_a_new_node_that_ends_byte_identical_and_votes() {
     })
     .await;
     c.kill(victim);
-    for i in 0..10 {
-        let info = c
-            .member(leader)
-            .node
-            .propose(GROUP, batch(&format!("after-{i}"), 4), Ack::All)
-            .await
-            .expect("committed by the new set");
-        next = info.last_offset + 1;
-    }
+    let next = c.write(leader, "after-", 10, 4).await;
     wait_hw(&c.member(4).handle, next).await;
     assert_eq!(
         raw(&c.member(4).log, next),
@@ -493,16 +440,7 @@ async fn replicas_move_to_a_new_node_that_ends_byte_identical_and_votes() {
 async fn a_follower_that_lost_its_data_catches_up_instead_of_crashing() {
     let mut c = Cluster::start(3).await;
     let leader = c.leader().await;
-    let mut next = 0;
-    for i in 0..20 {
-        let info = c
-            .member(leader)
-            .node
-            .propose(GROUP, batch(&format!("b{i}"), 4), Ack::All)
-            .await
-            .expect("committed");
-        next = info.last_offset + 1;
-    }
+    let next = c.write(leader, "b", 20, 4).await;
     let victim = (1..=3).find(|&i| i != leader).expect("a follower");
     wait_hw(&c.member(victim).handle, next).await;
     let dir = c.kill(victim);
@@ -513,15 +451,7 @@ async fn a_follower_that_lost_its_data_catches_up_instead_of_crashing() {
     // leader and a commit index past its empty log).
     let vh = Arc::clone(&c.member(victim).handle);
     wait_status(&vh, "the leader's heartbeat", |s| s.leader == Some(leader)).await;
-    for i in 0..5 {
-        let info = c
-            .member(leader)
-            .node
-            .propose(GROUP, batch(&format!("after-{i}"), 4), Ack::All)
-            .await
-            .expect("committed");
-        next = info.last_offset + 1;
-    }
+    let next = c.write(leader, "after-", 5, 4).await;
     wait_hw(&c.member(victim).handle, next).await;
     assert_eq!(raw(&c.member(victim).log, next), raw(&c.member(leader).log, next));
 }
