@@ -26,8 +26,8 @@ die() { printf 'build-image: %s\n' "$*" >&2; exit 1; }
 # An explicit --target keeps these objects (built with crt-static) apart from
 # the ordinary target/release build, and makes proc-macros and build scripts
 # build for the host without crt-static.
-echo "building a static strand binary (cargo build --release -p strand-broker --target $TRIPLE)…"
-(cd "$ROOT" && RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -p strand-broker --target "$TRIPLE") \
+echo "building a static strand binary (cargo build --release -p strand-cli --target $TRIPLE)…"
+(cd "$ROOT" && RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -p strand-cli --target "$TRIPLE") \
     || die "cargo build failed"
 [[ -x $BIN ]] || die "no binary at $BIN"
 

@@ -133,8 +133,8 @@ ensure_binary() {
         return
     fi
     command -v cargo >/dev/null 2>&1 || die "cargo not found: install the Rust toolchain (https://rustup.rs)"
-    log "building the release binary (cargo build --release -p strand-broker)…"
-    (cd "$ROOT" && cargo build --release -p strand-broker) || die "cargo build failed"
+    log "building the release binary (cargo build --release -p strand-cli)…"
+    (cd "$ROOT" && cargo build --release -p strand-cli) || die "cargo build failed"
     [[ -x $BIN ]] || die "the build did not produce $BIN (CARGO_TARGET_DIR?)"
 }
 

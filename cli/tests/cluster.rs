@@ -2,22 +2,19 @@
 //! failover under load with no acknowledged record lost, byte-identical
 //! replicas, controller failover, follower catch-up.
 
-#[path = "cluster/groups.rs"]
 mod groups;
-#[path = "cluster/join.rs"]
 mod join;
-mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::Cluster;
 use bytes::Bytes;
 use strand_client::proto::{DescribeTopicRequest, admin_client::AdminClient};
 use strand_client::{Admin, Consumer, ConsumerRecord, OffsetReset, Producer, ProducerRecord};
 use strand_storage::{LogConfig, PartitionLog, batches};
-use support::Cluster;
 
 async fn admin(c: &Cluster) -> Admin {
     Admin::connect(c.bootstrap()).await.expect("admin")

@@ -8,18 +8,16 @@
 //! history to `$TMPDIR/strand-history-<nemesis>.jsonl`; a failed one keeps
 //! its brokers' logs in `$TMPDIR/strand-failed-<pid>/`.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::support::Cluster;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use strand_checker::{Event, Recorder, check, write_jsonl};
 use strand_client::{Admin, Consumer, OffsetReset, Producer, ProducerRecord, RebalanceEvent};
 use strand_storage::{LogConfig, PartitionLog, batches};
-use support::Cluster;
 use tokio::sync::watch;
 
 const TOPIC: &str = "jepsen";
@@ -437,11 +435,11 @@ where
     Fut: std::future::Future<Output = Cluster>,
 {
     let _serial = SERIAL.lock().await;
-    if !support::netns::Mesh::available() {
+    if !crate::support::netns::Mesh::available() {
         eprintln!("{name}: SKIPPED: network namespaces need root and iproute2; link faults not tested here");
         return;
     }
-    let mesh = support::netns::Mesh::create(3).expect("network namespaces");
+    let mesh = crate::support::netns::Mesh::create(3).expect("network namespaces");
     run_on(Cluster::start_in_mesh(mesh, 3, ""), name, nemesis).await;
 }
 
@@ -463,6 +461,7 @@ where
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: the fault suite, run by .ci/run"]
 async fn kill_the_leader_repeatedly() {
     run("kill-leader", "", |mut c, until| async move {
         let mut p = 0;
@@ -480,6 +479,7 @@ async fn kill_the_leader_repeatedly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: the fault suite, run by .ci/run"]
 async fn pause_the_leader_past_the_election_timeout() {
     run("pause-leader", "", |c, until| async move {
         let mut p = 0;
@@ -497,6 +497,7 @@ async fn pause_the_leader_past_the_election_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: the fault suite, run by .ci/run"]
 async fn rolling_restarts() {
     run("rolling-restart", "", |mut c, until| async move {
         let mut rounds = 0;
@@ -514,6 +515,7 @@ async fn rolling_restarts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: the fault suite, run by .ci/run"]
 async fn a_follower_with_a_flipped_bit_then_the_leader_killed() {
     let small_segments = "[log]\nsegment_bytes = 65536\nmax_batch_bytes = 65536\n";
     run("bitflip-kill-leader", small_segments, |mut c, until| async move {
@@ -607,6 +609,7 @@ fn power_loss(c: &mut Cluster, seed: &mut u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: the fault suite, run by .ci/run"]
 async fn coordinated_power_loss() {
     run("power-loss", "", |mut c, until| async move {
         let mut seed = std::time::SystemTime::now()
@@ -625,6 +628,7 @@ async fn coordinated_power_loss() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: the fault suite, run by .ci/run"]
 async fn isolate_the_leader() {
     run_in_mesh("isolate-leader", |c, until| async move {
         while Instant::now() < until {
@@ -645,6 +649,7 @@ async fn isolate_the_leader() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: the fault suite, run by .ci/run"]
 async fn bridge_partition() {
     run_in_mesh("bridge", |c, until| async move {
         // 1 and 3 cannot talk; 2 sees both.
@@ -660,6 +665,7 @@ async fn bridge_partition() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: the fault suite, run by .ci/run"]
 async fn disk_full_on_one_follower() {
     run("disk-full", "", |mut c, until| async move {
         // Broker 3 moves to a disk with 2 MiB free, which the workload soon
@@ -722,6 +728,7 @@ async fn disk_full_on_one_follower() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: the fault suite, run by .ci/run"]
 async fn flaky_links() {
     let _serial = SERIAL.lock().await;
     let seed = std::time::SystemTime::now()

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use strand_client::{Producer, ProducerRecord};
 
-use super::support::Cluster;
 use super::{admin, create, drain, replica_bytes};
+use crate::support::Cluster;
 
 async fn produce(c: &Cluster, from: usize, n: usize) {
     let p = Producer::builder(c.bootstrap()).build().await.expect("producer");

@@ -10,8 +10,8 @@ use strand_client::proto::FindCoordinatorRequest;
 use strand_client::proto::groups_client::GroupsClient;
 use strand_client::{Consumer, ConsumerRecord, OffsetReset, Producer, ProducerRecord};
 
-use super::support::Cluster;
 use super::{admin, create};
+use crate::support::Cluster;
 
 const GROUP_CONFIG: &str =
     "[groups]\ninitial_rebalance_delay_ms = 300\nheartbeat_interval_ms = 200\nmin_session_timeout_ms = 500\n";
