@@ -5,7 +5,7 @@
 //! shorter run). Results per machine are in `benches/README.md`.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use strand_storage::{BatchBuilder, Compression, FsyncPolicy, LogConfig, NewRecord, PartitionLog};
+use strand_storage::{BatchBuilder, Compression, FsyncPolicy, LogConfig, NewRecord, Offset, PartitionLog};
 
 const RECORDS_PER_BATCH: usize = 100;
 const RECORD_BYTES: usize = 100;
@@ -70,7 +70,7 @@ fn read(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(total));
     g.bench_function("sequential_1MiB_fetches", |b| {
         b.iter(|| {
-            let mut offset = 0;
+            let mut offset = Offset(0);
             let mut bytes = 0usize;
             while offset < log.latest() {
                 let chunk = log.read(offset, 1 << 20).expect("read");
@@ -87,19 +87,19 @@ fn read(c: &mut Criterion) {
 fn lookup(c: &mut Criterion) {
     let mut g = c.benchmark_group("lookup");
     let (_dir, log) = filled_log(4000);
-    let latest = log.latest();
+    let latest = log.latest().get();
     let mut i = 0u64;
     g.bench_function("read_one_batch_at_random_offset", |b| {
         b.iter(|| {
             // A spread of offsets so the branch predictor cannot learn one path.
             i = (i + 7919) % latest;
-            log.read(i, 1).expect("read").len()
+            log.read(Offset(i), 1).expect("read").len()
         });
     });
     g.bench_function("offset_index_locate", |b| {
         b.iter(|| {
             i = (i + 7919) % latest;
-            log.locate(i).expect("locate")
+            log.locate(Offset(i)).expect("locate")
         });
     });
     let mut t = 0i64;

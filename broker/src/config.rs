@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use strand_cluster::NodeId;
 use strand_storage::LogConfig;
 
 use crate::error::{BrokerError, Result};
@@ -235,7 +236,7 @@ impl BrokerConfig {
                 "a broker either forms a cluster (peers) or joins one (join), not both",
             );
         }
-        if !peers.is_empty() && !peers.contains_key(&self.node_id) {
+        if !peers.is_empty() && !peers.contains_key(&self.node()) {
             return Err(BrokerError::InvalidConfig {
                 key: "peers".into(),
                 reason: format!("this broker's node id {} is not in the peer list", self.node_id),
@@ -248,8 +249,13 @@ impl BrokerConfig {
     ///
     /// # Errors
     /// `InvalidConfig` for an entry that is not `id@host:port` or a repeated id.
-    pub fn parsed_peers(&self) -> Result<std::collections::BTreeMap<u64, String>> {
+    pub fn parsed_peers(&self) -> Result<std::collections::BTreeMap<NodeId, String>> {
         parse_peers(&self.peers)
+    }
+
+    /// This broker's node id, typed.
+    pub fn node(&self) -> NodeId {
+        NodeId(self.node_id)
     }
 
     pub(crate) fn request_timeout(&self) -> Duration {
@@ -258,7 +264,7 @@ impl BrokerConfig {
 }
 
 /// Parses `id@host:port` entries (also accepts one comma-separated string).
-pub fn parse_peers(entries: &[String]) -> Result<std::collections::BTreeMap<u64, String>> {
+pub fn parse_peers(entries: &[String]) -> Result<std::collections::BTreeMap<NodeId, String>> {
     let mut out = std::collections::BTreeMap::new();
     for entry in entries
         .iter()
@@ -282,7 +288,7 @@ pub fn parse_peers(entries: &[String]) -> Result<std::collections::BTreeMap<u64,
         if !addr.contains(':') {
             return Err(bad(format!("{entry:?}: address {addr:?} has no port")));
         }
-        if out.insert(id, addr.to_string()).is_some() {
+        if out.insert(NodeId(id), addr.to_string()).is_some() {
             return Err(bad(format!("node id {id} appears twice")));
         }
     }
@@ -297,7 +303,7 @@ mod tests {
     fn peers_parse_and_bad_entries_are_named() {
         let p = parse_peers(&["1@a:1,2@b:2".into(), "3@c:3".into()]).unwrap();
         assert_eq!(p.len(), 3);
-        assert_eq!(p[&2], "b:2");
+        assert_eq!(p[&NodeId(2)], "b:2");
         for bad in ["x@a:1", "1a:1", "1@a", "0@a:1", "1@a:1,1@b:2"] {
             assert!(parse_peers(&[bad.into()]).is_err(), "{bad} must be refused");
         }

@@ -156,6 +156,16 @@ pub enum BrokerError {
         /// What is wrong.
         reason: String,
     },
+    /// Work moved off the async runtime (file I/O) panicked or was
+    /// cancelled.
+    #[error("{what} failed in the background: {source}")]
+    TaskFailed {
+        /// What was being done.
+        what: &'static str,
+        /// Cause.
+        #[source]
+        source: tokio::task::JoinError,
+    },
     /// Binding or serving the listener failed.
     #[error("serving {addr}: {source}")]
     Serve {
@@ -203,9 +213,10 @@ impl BrokerError {
                 StorageError::InvalidConfig { .. } => ErrorCode::InvalidConfig,
                 _ => ErrorCode::StorageFailed,
             },
-            BrokerError::Metadata { .. } | BrokerError::DataDir { .. } | BrokerError::Serve { .. } => {
-                ErrorCode::StorageFailed
-            }
+            BrokerError::Metadata { .. }
+            | BrokerError::DataDir { .. }
+            | BrokerError::Serve { .. }
+            | BrokerError::TaskFailed { .. } => ErrorCode::StorageFailed,
         }
     }
 
@@ -233,8 +244,8 @@ impl BrokerError {
             ..Default::default()
         };
         if let BrokerError::Storage(StorageError::OffsetOutOfRange { earliest, latest, .. }) = self {
-            e.earliest = *earliest;
-            e.latest = *latest;
+            e.earliest = earliest.get();
+            e.latest = latest.get();
         }
         if let BrokerError::NotLeader {
             leader_addr: Some(a), ..
@@ -291,6 +302,23 @@ impl From<BrokerError> for tonic::Status {
             }
         }
         status
+    }
+}
+
+impl From<strand_cluster::ClusterError> for BrokerError {
+    /// A replication failure: storage errors keep their storage reason, a
+    /// refused proposal is `NOT_LEADER` (without an address: callers that know
+    /// the topic use `Node::not_leader`).
+    fn from(e: strand_cluster::ClusterError) -> Self {
+        match e {
+            strand_cluster::ClusterError::Storage(s) => BrokerError::Storage(s),
+            strand_cluster::ClusterError::NotLeader { .. } => BrokerError::NotLeader {
+                topic: String::new(),
+                partition: 0,
+                leader_addr: None,
+            },
+            other => BrokerError::Replication { source: other },
+        }
     }
 }
 

@@ -1,34 +1,37 @@
-//! The Strand broker: serves produce, fetch, subscribe, offsets, metadata
-//! and topic administration over gRPC, on top of `strand-storage`.
+//! The Strand broker: serves produce, fetch, subscribe, offsets, metadata,
+//! topic administration and consumer groups over gRPC, on top of
+//! `strand-cluster` (Raft) and `strand-storage` (segment logs). The `strand`
+//! binary (crate `strand-cli`) starts one with [`run`].
 //!
-//! - [`server::run`] serves a bound listener until a shutdown future
-//!   completes; [`server::RunningBroker`] does the same on a background task
-//!   (tests bind `127.0.0.1:0`).
-//! - [`state::BrokerState`] owns topics and partitions;
-//!   [`partition::Partition`] owns one log, its high watermark and its
-//!   group-commit flusher.
-//! - [`group::GroupCoordinator`] runs consumer groups whose offsets live in
-//!   the replicated `__consumer_offsets` topic.
-//! - [`service`] holds the gRPC services; [`error::BrokerError`] maps every
-//!   failure to a stable wire reason.
+//! Layers, each depending only on those below it:
+//!
+//! ```text
+//! server      Broker: owns the layers, serves them, runs background tasks
+//! service     gRPC: protobuf ↔ domain, nothing else
+//! data_path   admin   groups   metrics      (domain: what a request does)
+//! node        identity, replication loop, metadata, hosted replicas
+//! partition   controller   topic            (one replica; pure metadata)
+//! strand-cluster → strand-storage
+//! ```
 //!
 //! Every partition, and the cluster metadata (the controller), is a Raft
 //! group run by `strand-cluster`; a broker started without `--peers` is a
 //! cluster of one.
 
+pub mod admin;
+pub mod blocking;
 pub mod config;
 pub mod controller;
+pub mod data_path;
 pub mod error;
-pub mod group;
+pub mod groups;
 pub mod metrics;
+pub mod node;
 pub mod partition;
-pub mod reassign;
-pub mod registry;
 pub mod server;
 pub mod service;
-pub mod state;
 pub mod topic;
 
 pub use config::BrokerConfig;
 pub use error::BrokerError;
-pub use server::{RunningBroker, run};
+pub use server::{Broker, RunningBroker, run};

@@ -7,23 +7,34 @@
 //! never across an `.await`; writes happen only in the node's replication
 //! loop, never here.
 
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::Arc;
 
 use bytes::Bytes;
-use strand_cluster::{GroupHandle, GroupStatus};
-use strand_storage::PartitionLog;
+use parking_lot::{RwLock, RwLockReadGuard};
+use strand_cluster::{NodeId, RaftGroupId, ReplicaHandle, ReplicaProgress, ReplicaStatus};
+use strand_storage::{Offset, PartitionLog};
 use tokio::sync::watch;
 
 use crate::error::Result;
+
+/// A replica more than this many Raft entries behind its leader is out of
+/// sync (and so is one that has not answered within two election timeouts).
+pub const MAX_IN_SYNC_LAG: u64 = 1_000;
+
+/// Whether a follower, as its leader sees it, is in sync. The one rule for
+/// `cluster status`, `topic describe` and the under-replication metrics.
+pub fn in_sync(leader_last_index: strand_storage::RaftIndex, r: &ReplicaProgress) -> bool {
+    r.active && leader_last_index.since(r.matched) <= MAX_IN_SYNC_LAG
+}
 
 /// A hosted partition replica.
 pub struct Partition {
     topic: Arc<str>,
     id: u32,
-    group: u64,
-    replicas: Vec<u64>,
+    group: RaftGroupId,
+    replicas: Vec<NodeId>,
     log: Arc<RwLock<PartitionLog>>,
-    handle: Arc<GroupHandle>,
+    handle: Arc<ReplicaHandle>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -32,15 +43,15 @@ impl std::fmt::Debug for Partition {
     }
 }
 
-/// Offsets and sizes of a partition at one moment.
+/// Offsets and sizes of a partition replica at one moment.
 #[derive(Clone, Copy, Debug)]
-pub struct PartitionState {
+pub struct PartitionOffsets {
     /// First stored offset.
-    pub log_start_offset: u64,
+    pub log_start_offset: Offset,
     /// End of what consumers may read.
-    pub high_watermark: u64,
+    pub high_watermark: Offset,
     /// End of what this replica stored.
-    pub log_end_offset: u64,
+    pub log_end_offset: Offset,
     /// Bytes of log.
     pub size_bytes: u64,
     /// Segment count.
@@ -52,15 +63,14 @@ impl Partition {
     pub fn new(
         topic: Arc<str>,
         id: u32,
-        group: u64,
-        replicas: Vec<u64>,
+        replicas: Vec<NodeId>,
         log: Arc<RwLock<PartitionLog>>,
-        handle: Arc<GroupHandle>,
+        handle: Arc<ReplicaHandle>,
     ) -> Self {
         Partition {
             topic,
             id,
-            group,
+            group: handle.group,
             replicas,
             log,
             handle,
@@ -78,12 +88,12 @@ impl Partition {
     }
 
     /// Raft group id.
-    pub fn group(&self) -> u64 {
+    pub fn raft_group(&self) -> RaftGroupId {
         self.group
     }
 
     /// Replica node ids, preferred leader first.
-    pub fn replicas(&self) -> &[u64] {
+    pub fn replicas(&self) -> &[NodeId] {
         &self.replicas
     }
 
@@ -93,14 +103,17 @@ impl Partition {
     }
 
     fn read_log(&self) -> RwLockReadGuard<'_, PartitionLog> {
-        // A poisoned lock means a panic mid-call elsewhere; the log keeps its
-        // own invariants per call, so keep serving.
-        self.log.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.log.read()
     }
 
     /// Leadership and progress of the group.
-    pub fn status(&self) -> GroupStatus {
+    pub fn status(&self) -> ReplicaStatus {
         self.handle.status.borrow().clone()
+    }
+
+    /// A receiver that changes whenever leadership or progress does.
+    pub fn watch_status(&self) -> watch::Receiver<ReplicaStatus> {
+        self.handle.status.subscribe()
     }
 
     /// Leader changes this replica has seen.
@@ -109,27 +122,27 @@ impl Partition {
     }
 
     /// High watermark: the offset after the last committed record.
-    pub fn high_watermark(&self) -> u64 {
+    pub fn high_watermark(&self) -> Offset {
         *self.handle.high_watermark.borrow()
     }
 
     /// Whole batches from `offset` below the high watermark (see
     /// [`PartitionLog::read_bounded`]); empty when nothing is visible yet.
-    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Bytes> {
+    pub fn read(&self, offset: Offset, max_bytes: usize) -> Result<Bytes> {
         let hw = self.high_watermark();
         Ok(self.read_log().read_bounded(offset, max_bytes, hw)?)
     }
 
     /// First visible offset with a timestamp at or after `ts_ms`.
-    pub fn lookup_by_timestamp(&self, ts_ms: i64) -> Result<Option<u64>> {
+    pub fn lookup_by_timestamp(&self, ts_ms: i64) -> Result<Option<Offset>> {
         let hw = self.high_watermark();
         Ok(self.read_log().lookup_by_timestamp_bounded(ts_ms, hw)?)
     }
 
     /// Current offsets and sizes.
-    pub fn state(&self) -> PartitionState {
+    pub fn offsets(&self) -> PartitionOffsets {
         let log = self.read_log();
-        PartitionState {
+        PartitionOffsets {
             log_start_offset: log.earliest(),
             high_watermark: self.high_watermark().min(log.latest()),
             log_end_offset: log.latest(),
@@ -139,8 +152,14 @@ impl Partition {
     }
 
     /// A receiver that changes whenever the high watermark moves.
-    pub fn watch_high_watermark(&self) -> watch::Receiver<u64> {
+    pub fn watch_high_watermark(&self) -> watch::Receiver<Offset> {
         self.handle.high_watermark.subscribe()
+    }
+
+    /// Whether this replica leads and some replica is out of sync.
+    pub fn under_replicated(&self) -> bool {
+        let status = self.status();
+        status.is_leader && status.replicas.iter().any(|r| !in_sync(status.last_index, r))
     }
 
     /// Applies retention to committed segments (blocking file deletes); the
@@ -148,12 +167,12 @@ impl Partition {
     /// is sent a snapshot.
     pub fn apply_retention(&self, now_ms: i64) -> Result<strand_storage::RetentionReport> {
         let hw = self.high_watermark();
-        self.handle.log.compact(now_ms, hw).map_err(crate::state::cluster_error)
+        Ok(self.handle.log.compact(now_ms, hw)?)
     }
 
     /// Syncs the log (graceful shutdown).
     pub fn flush(&self) -> Result<()> {
-        let mut log = self.log.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut log = self.log.write();
         if log.failure().is_none() {
             log.flush()?;
         }

@@ -72,6 +72,7 @@ fn replica_bytes(dir: &std::path::Path, upper: u64) -> Vec<u8> {
     let mut out = Vec::new();
     let mut data_end = 0;
     let mut next = log.earliest();
+    let upper = strand_storage::Offset(upper);
     while next < upper.min(log.latest()) {
         let bytes = log.read_bounded(next, 1 << 20, upper).expect("read");
         if bytes.is_empty() {

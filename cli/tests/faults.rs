@@ -386,6 +386,7 @@ fn dump_replica(rec: &Recorder, node: u64, partition: u32, dir: &std::path::Path
         return;
     };
     let mut next = log.earliest();
+    let upper = strand_storage::Offset(upper);
     while next < upper.min(log.latest()) {
         let Ok(bytes) = log.read_bounded(next, 1 << 20, upper) else {
             break;
@@ -408,8 +409,8 @@ fn dump_replica(rec: &Recorder, node: u64, partition: u32, dir: &std::path::Path
             rec.record(Event::Replica {
                 node,
                 partition,
-                offset: b.base_offset(),
-                term: b.term(),
+                offset: b.base_offset().get(),
+                term: b.term().get(),
                 crc: h,
             });
         }

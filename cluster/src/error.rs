@@ -2,6 +2,8 @@
 
 use strand_storage::StorageError;
 
+use crate::ids::{NodeId, RaftGroupId};
+
 /// Why a replication request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -9,16 +11,16 @@ pub enum ClusterError {
     #[error("not the leader of group {group} (leader: {leader:?})")]
     NotLeader {
         /// The Raft group.
-        group: u64,
+        group: RaftGroupId,
         /// The current leader's node id, if known.
-        leader: Option<u64>,
+        leader: Option<NodeId>,
     },
     /// The proposal was dropped or its entry was replaced by another leader's;
     /// whether it was stored is unknown to this replica.
     #[error("proposal in group {group} was dropped or superseded ({reason})")]
     ProposalDropped {
         /// The Raft group.
-        group: u64,
+        group: RaftGroupId,
         /// What happened.
         reason: &'static str,
     },
@@ -26,13 +28,13 @@ pub enum ClusterError {
     #[error("unknown Raft group {group}")]
     UnknownGroup {
         /// The Raft group.
-        group: u64,
+        group: RaftGroupId,
     },
     /// The node's replication loop has stopped.
     #[error("the replication loop of node {node} has stopped")]
     Stopped {
         /// Node id.
-        node: u64,
+        node: NodeId,
     },
     /// The storage layer failed.
     #[error(transparent)]

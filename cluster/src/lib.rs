@@ -23,15 +23,17 @@
 #![deny(missing_docs)]
 
 mod error;
+mod ids;
 mod node;
 mod raft_log;
 mod replica;
 mod transport;
 
 pub use error::{ClusterError, Result};
-pub use node::{NodeConfig, RaftNode};
+pub use ids::{NodeId, RaftGroupId};
+pub use node::{NewReplica, NodeConfig, RaftNode};
 pub use raft_log::{PersistedState, RaftLog};
-pub use replica::{Ack, GroupHandle, GroupStatus, ReplicaChange, ReplicaProgress};
+pub use replica::{Ack, ReplicaChange, ReplicaHandle, ReplicaProgress, ReplicaStatus};
 pub use transport::{GrpcTransport, Inbox, MemoryNetwork, Transport, decode_batch};
 
 /// Re-exported so peers can encode messages for a transport.

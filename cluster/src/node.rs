@@ -4,20 +4,21 @@
 //! runtime, and one batch of outgoing messages per peer per iteration.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
 use raft::eraftpb::Message;
 use raft::{Config, RawNode};
-use strand_storage::{AppendInfo, PartitionLog};
+use strand_storage::{AppendInfo, PartitionLog, RaftIndex, RecordBatch};
 use tokio::sync::{oneshot, watch};
 
 use crate::error::{ClusterError, Result};
-use crate::raft_log::RaftLog;
-use crate::replica::{Ack, GroupHandle, GroupStatus, Replica, ReplicaChange, StagedReady};
+use crate::ids::{NodeId, RaftGroupId};
+use crate::raft_log::{RaftLog, validate_received};
+use crate::replica::{Ack, Outbox, Replica, ReplicaChange, ReplicaHandle, ReplicaStatus, StagedReady};
 use crate::transport::{Inbox, Transport};
 
 /// Timing of the replication loop.
@@ -47,37 +48,54 @@ impl Default for NodeConfig {
     }
 }
 
+/// A replica for the loop to host (see [`RaftNode::host`]).
+#[derive(Debug)]
+pub struct NewReplica {
+    /// Its Raft group.
+    pub group: RaftGroupId,
+    /// Its log (which is its Raft log).
+    pub log: Arc<RwLock<PartitionLog>>,
+    /// The configuration a new group starts with; a group with stored Raft
+    /// state keeps its own.
+    pub voters: Vec<NodeId>,
+    /// A replica whose damaged log was replaced by an empty one: until it
+    /// has re-fetched every entry up to this index (the commit index it had
+    /// persisted) it neither votes nor campaigns, so a replica that lost
+    /// committed data can never help elect a leader that lacks it.
+    pub recover_to: Option<RaftIndex>,
+    /// Entered whenever the loop works on this replica, so its log lines
+    /// carry what the caller knows of it (topic, partition).
+    pub span: tracing::Span,
+}
+
 enum Command {
-    AddGroup {
-        group: u64,
-        log: Arc<RwLock<PartitionLog>>,
-        voters: Vec<u64>,
-        recover_to: Option<u64>,
-        reply: oneshot::Sender<Result<Arc<GroupHandle>>>,
+    Host {
+        replica: NewReplica,
+        reply: oneshot::Sender<Result<Arc<ReplicaHandle>>>,
     },
-    RemoveGroup {
-        group: u64,
+    Remove {
+        group: RaftGroupId,
         reply: oneshot::Sender<()>,
     },
     Propose {
-        group: u64,
-        batch: Bytes,
+        group: RaftGroupId,
+        batch: RecordBatch,
         ack: Ack,
         reply: oneshot::Sender<Result<AppendInfo>>,
     },
     Step {
-        from: u64,
-        msgs: Vec<(u64, Message)>,
+        from: NodeId,
+        msgs: Vec<(RaftGroupId, Message)>,
     },
     Campaign {
-        group: u64,
+        group: RaftGroupId,
     },
     TransferLeader {
-        group: u64,
-        to: u64,
+        group: RaftGroupId,
+        to: NodeId,
     },
     ChangeReplicas {
-        group: u64,
+        group: RaftGroupId,
         change: ReplicaChange,
         reply: oneshot::Sender<Result<()>>,
     },
@@ -87,9 +105,9 @@ enum Command {
 /// Handle to a node's replication loop. Cloning shares the loop.
 #[derive(Clone)]
 pub struct RaftNode {
-    id: u64,
+    id: NodeId,
     tx: mpsc::Sender<Command>,
-    thread: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -102,7 +120,7 @@ impl std::fmt::Debug for RaftNode {
 struct NodeInbox(mpsc::Sender<Command>);
 
 impl Inbox for NodeInbox {
-    fn deliver(&self, from: u64, msgs: Vec<(u64, Message)>) {
+    fn deliver(&self, from: NodeId, msgs: Vec<(RaftGroupId, Message)>) {
         let _ = self.0.send(Command::Step { from, msgs });
     }
 }
@@ -127,24 +145,24 @@ impl slog::Drain for TracingDrain {
 impl RaftNode {
     /// Starts node `id`'s loop on its own thread; messages leave through
     /// `transport`.
-    pub fn start(id: u64, config: NodeConfig, transport: Arc<dyn Transport>) -> Self {
+    pub fn start(id: NodeId, config: NodeConfig, transport: Arc<dyn Transport>) -> Self {
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(format!("raft-{id}"))
             .spawn(move || run(id, config, rx, transport))
             .ok();
         if thread.is_none() {
-            tracing::error!(node = id, "could not start the replication thread");
+            tracing::error!(node = %id, "could not start the replication thread");
         }
         RaftNode {
             id,
             tx,
-            thread: Arc::new(std::sync::Mutex::new(thread)),
+            thread: Arc::new(Mutex::new(thread)),
         }
     }
 
     /// This node's id.
-    pub fn id(&self) -> u64 {
+    pub fn id(&self) -> NodeId {
         self.id
     }
 
@@ -157,60 +175,26 @@ impl RaftNode {
         self.tx.send(c).map_err(|_| ClusterError::Stopped { node: self.id })
     }
 
-    /// Hosts a replica of `group` over `log`. A new group starts with `voters`
-    /// as its configuration; an existing one keeps its stored configuration.
-    pub async fn add_group(
-        &self,
-        group: u64,
-        log: Arc<RwLock<PartitionLog>>,
-        voters: Vec<u64>,
-    ) -> Result<Arc<GroupHandle>> {
-        self.add(group, log, voters, None).await
-    }
-
-    /// Hosts a replica whose log was found damaged and replaced by an empty
-    /// one: until it has re-fetched every entry up to `recover_to` (the commit
-    /// index it had persisted) it neither votes nor campaigns, so a replica
-    /// that lost committed data can never help elect a leader that lacks it.
-    pub async fn add_recovering_group(
-        &self,
-        group: u64,
-        log: Arc<RwLock<PartitionLog>>,
-        voters: Vec<u64>,
-        recover_to: u64,
-    ) -> Result<Arc<GroupHandle>> {
-        self.add(group, log, voters, Some(recover_to)).await
-    }
-
-    async fn add(
-        &self,
-        group: u64,
-        log: Arc<RwLock<PartitionLog>>,
-        voters: Vec<u64>,
-        recover_to: Option<u64>,
-    ) -> Result<Arc<GroupHandle>> {
+    /// Hosts a replica of a group (see [`NewReplica`]); a group already
+    /// hosted keeps running and its handle is returned.
+    pub async fn host(&self, replica: NewReplica) -> Result<Arc<ReplicaHandle>> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::AddGroup {
-            group,
-            log,
-            voters,
-            recover_to,
-            reply,
-        })?;
+        self.send(Command::Host { replica, reply })?;
         rx.await.map_err(|_| ClusterError::Stopped { node: self.id })?
     }
 
     /// Stops hosting `group` and answers once the loop no longer touches
     /// its files (they stay; the caller deletes them).
-    pub async fn remove_group(&self, group: u64) -> Result<()> {
+    pub async fn remove(&self, group: RaftGroupId) -> Result<()> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::RemoveGroup { group, reply })?;
+        self.send(Command::Remove { group, reply })?;
         rx.await.map_err(|_| ClusterError::Stopped { node: self.id })
     }
 
-    /// Proposes a producer's batch; answers at the `ack` level with where it
-    /// landed, or `NotLeader` naming the leader.
-    pub async fn propose(&self, group: u64, batch: Bytes, ack: Ack) -> Result<AppendInfo> {
+    /// Proposes a producer's batch, validated when it arrived; answers at
+    /// the `ack` level with where it landed, or `NotLeader` naming the
+    /// leader.
+    pub async fn propose(&self, group: RaftGroupId, batch: RecordBatch, ack: Ack) -> Result<AppendInfo> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Propose {
             group,
@@ -222,13 +206,13 @@ impl RaftNode {
     }
 
     /// Starts an election in `group` (tests, leader transfer).
-    pub fn campaign(&self, group: u64) -> Result<()> {
+    pub fn campaign(&self, group: RaftGroupId) -> Result<()> {
         self.send(Command::Campaign { group })
     }
 
     /// Asks this node, if it leads `group`, to hand leadership to `to` (the
     /// transfer happens once `to` is caught up; raft-rs aborts it otherwise).
-    pub fn transfer_leader(&self, group: u64, to: u64) -> Result<()> {
+    pub fn transfer_leader(&self, group: RaftGroupId, to: NodeId) -> Result<()> {
         self.send(Command::TransferLeader { group, to })
     }
 
@@ -239,7 +223,7 @@ impl RaftNode {
     /// # Errors
     /// `NotLeader`, `UnknownGroup`, or raft-rs refusing it (another change
     /// is still pending).
-    pub async fn change_replicas(&self, group: u64, change: ReplicaChange) -> Result<()> {
+    pub async fn change_replicas(&self, group: RaftGroupId, change: ReplicaChange) -> Result<()> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::ChangeReplicas { group, change, reply })?;
         rx.await.map_err(|_| ClusterError::Stopped { node: self.id })?
@@ -248,27 +232,24 @@ impl RaftNode {
     /// Stops the loop and waits for it.
     pub fn shutdown(&self) {
         let _ = self.tx.send(Command::Shutdown);
-        let handle = self
-            .thread
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        let handle = self.thread.lock().take();
         if let Some(h) = handle {
             let _ = h.join();
         }
     }
 }
 
-fn add_group(id: u64, cfg: &NodeConfig, group: u64, log: Arc<RwLock<PartitionLog>>, voters: &[u64]) -> Result<Replica> {
-    let storage = RaftLog::open(log, voters)?;
+fn start_replica(id: NodeId, cfg: &NodeConfig, r: &NewReplica) -> Result<Replica> {
+    let group = r.group;
+    let storage = RaftLog::open(Arc::clone(&r.log), &r.voters)?;
     let persisted = storage.persisted();
-    let last = raft::Storage::last_index(&storage)?;
+    let last = RaftIndex(raft::Storage::last_index(&storage)?);
     let raft_cfg = Config {
-        id,
+        id: id.get(),
         election_tick: cfg.election_ticks,
         heartbeat_tick: cfg.heartbeat_ticks,
         // Everything committed is already "applied": the log is the state.
-        applied: persisted.commit.min(last),
+        applied: persisted.commit.min(last).get(),
         max_size_per_msg: cfg.max_size_per_msg,
         max_inflight_msgs: 256,
         check_quorum: true,
@@ -277,12 +258,12 @@ fn add_group(id: u64, cfg: &NodeConfig, group: u64, log: Arc<RwLock<PartitionLog
     };
     raft_cfg.validate()?;
     let hw = storage.next_offset_after(persisted.commit.min(last))?;
-    let logger = slog::Logger::root(TracingDrain, slog::o!("group" => group));
+    let logger = slog::Logger::root(TracingDrain, slog::o!("group" => group.get()));
     let node = RawNode::new(&raft_cfg, storage.clone(), &logger)?;
-    let handle = Arc::new(GroupHandle {
+    let handle = Arc::new(ReplicaHandle {
         group,
         high_watermark: watch::Sender::new(hw),
-        status: watch::Sender::new(GroupStatus::default()),
+        status: watch::Sender::new(ReplicaStatus::default()),
         leader_changes: std::sync::atomic::AtomicU64::new(0),
         log: storage.clone(),
     });
@@ -323,10 +304,15 @@ fn is_vote_request(m: &Message) -> bool {
     )
 }
 
-fn run(id: u64, cfg: NodeConfig, rx: mpsc::Receiver<Command>, transport: Arc<dyn Transport>) {
-    let mut groups: HashMap<u64, Replica> = HashMap::new();
-    let mut next_tick = Instant::now() + cfg.tick;
-    let mut ticks: u64 = 0;
+fn run(id: NodeId, cfg: NodeConfig, rx: mpsc::Receiver<Command>, transport: Arc<dyn Transport>) {
+    let _node = tracing::info_span!("raft", node = %id).entered();
+    let mut node = Loop {
+        id,
+        cfg,
+        replicas: HashMap::new(),
+        ticks: 0,
+    };
+    let mut next_tick = Instant::now() + node.cfg.tick;
     loop {
         let wait = next_tick.saturating_duration_since(Instant::now());
         let first = match rx.recv_timeout(wait) {
@@ -340,154 +326,196 @@ fn run(id: u64, cfg: NodeConfig, rx: mpsc::Receiver<Command>, transport: Arc<dyn
             .into_iter()
             .chain(std::iter::from_fn(|| rx.try_recv().ok()).take(4096))
         {
-            match c {
-                Command::AddGroup {
-                    group,
-                    log,
-                    voters,
-                    recover_to,
-                    reply,
-                } => {
-                    let r = match groups.get(&group) {
-                        Some(existing) => Ok(Arc::clone(&existing.handle)),
-                        None => add_group(id, &cfg, group, log, &voters).map(|mut rep| {
-                            rep.recover_to(recover_to);
-                            rep.set_active_window(cfg.tick * (2 * cfg.election_ticks) as u32);
-                            let h = Arc::clone(&rep.handle);
-                            groups.insert(group, rep);
-                            h
-                        }),
-                    };
-                    let _ = reply.send(r);
-                }
-                Command::RemoveGroup { group, reply } => {
-                    if let Some(mut r) = groups.remove(&group) {
-                        r.close();
-                    }
-                    let _ = reply.send(());
-                }
-                Command::Propose {
-                    group,
-                    batch,
-                    ack,
-                    reply,
-                } => match groups.get_mut(&group) {
-                    Some(r) => r.propose(&batch, ack, strand_storage::now_ms(), reply),
-                    None => {
-                        let _ = reply.send(Err(ClusterError::UnknownGroup { group }));
-                    }
-                },
-                Command::Step { from, msgs } => {
-                    for (group, m) in msgs {
-                        match groups.get_mut(&group) {
-                            Some(r) if r.is_recovering() && is_vote_request(&m) => {
-                                tracing::debug!(node = id, group, from, "recovering replica ignores a vote request");
-                            }
-                            Some(r) => {
-                                r.heard_from(from);
-                                let mut m = m;
-                                let last = r.node.raft.raft_log.last_index();
-                                if m.get_msg_type() == raft::eraftpb::MessageType::MsgHeartbeat && m.commit > last {
-                                    // The leader thinks this replica has entries it
-                                    // does not (its data was lost or replaced):
-                                    // raft-rs would panic committing past its log.
-                                    // Commit what it has; the leader's probing
-                                    // re-sends the rest.
-                                    tracing::warn!(
-                                        node = id,
-                                        group,
-                                        from,
-                                        commit = m.commit,
-                                        last,
-                                        "heartbeat commits past this replica's log: it lost entries it had"
-                                    );
-                                    m.commit = last;
-                                }
-                                if let Err(e) = r.node.step(m) {
-                                    tracing::debug!(node = id, group, from, error = %e, "dropped raft message");
-                                }
-                            }
-                            None => tracing::debug!(node = id, group, from, "message for a group not hosted here"),
-                        }
-                    }
-                }
-                Command::Campaign { group } => {
-                    if let Some(r) = groups.get_mut(&group).filter(|r| !r.is_recovering()) {
-                        let _ = r.node.campaign();
-                    }
-                }
-                Command::TransferLeader { group, to } => {
-                    if let Some(r) = groups
-                        .get_mut(&group)
-                        .filter(|r| r.node.raft.state == raft::StateRole::Leader)
-                    {
-                        // Only to a replica that has every entry and answered
-                        // within the last two heartbeats, and never while a
-                        // transfer is under way: a transfer blocks proposals
-                        // until it succeeds or times out.
-                        let last = r.node.raft.raft_log.last_index();
-                        let live = r.heard_within(to, cfg.tick * (2 * cfg.heartbeat_ticks) as u32);
-                        let caught_up = r.node.raft.prs().get(to).is_some_and(|p| p.matched == last);
-                        if live && caught_up && r.node.raft.lead_transferee.is_none() {
-                            tracing::info!(node = id, group, to, "transferring leadership to the preferred replica");
-                            r.node.transfer_leader(to);
-                        } else {
-                            tracing::debug!(
-                                node = id,
-                                group,
-                                to,
-                                live,
-                                caught_up,
-                                "preferred replica not ready to lead"
-                            );
-                        }
-                    }
-                }
-                Command::ChangeReplicas { group, change, reply } => {
-                    let r = match groups.get_mut(&group) {
-                        Some(r) => r.propose_replica_change(change),
-                        None => Err(ClusterError::UnknownGroup { group }),
-                    };
-                    let _ = reply.send(r);
-                }
-                Command::Shutdown => stop = true,
-            }
+            stop |= node.handle(c);
         }
         if stop {
             break;
         }
         let now = Instant::now();
         if now >= next_tick {
-            // A recovering replica does not tick: without ticks it never
-            // starts an election.
-            ticks += 1;
-            let heartbeat = ticks.is_multiple_of(cfg.heartbeat_ticks.max(1) as u64);
-            for r in groups.values_mut().filter(|r| !r.is_recovering()) {
-                r.node.tick();
-                if heartbeat {
-                    r.refresh_status();
+            node.tick();
+            next_tick = (next_tick + node.cfg.tick).max(now);
+        }
+        for (to, msgs) in node.process_ready() {
+            transport.send(id, to, msgs);
+        }
+    }
+    for r in node.replicas.values_mut() {
+        r.in_span(Replica::close);
+    }
+}
+
+/// The loop's state: every hosted replica, driven from one thread.
+struct Loop {
+    id: NodeId,
+    cfg: NodeConfig,
+    replicas: HashMap<RaftGroupId, Replica>,
+    ticks: u64,
+}
+
+impl Loop {
+    /// Handles one command; `true` to stop.
+    fn handle(&mut self, c: Command) -> bool {
+        match c {
+            Command::Host { replica, reply } => {
+                let _ = reply.send(self.host(replica));
+            }
+            Command::Remove { group, reply } => {
+                if let Some(mut r) = self.replicas.remove(&group) {
+                    r.in_span(Replica::close);
+                }
+                let _ = reply.send(());
+            }
+            Command::Propose {
+                group,
+                batch,
+                ack,
+                reply,
+            } => match self.replicas.get_mut(&group) {
+                Some(r) => r.in_span(|r| r.propose(&batch, ack, strand_storage::now_ms(), reply)),
+                None => {
+                    let _ = reply.send(Err(ClusterError::UnknownGroup { group }));
+                }
+            },
+            Command::Step { from, msgs } => {
+                for (group, m) in msgs {
+                    self.step(from, group, m);
                 }
             }
-            next_tick = (next_tick + cfg.tick).max(now);
+            Command::Campaign { group } => {
+                if let Some(r) = self.replicas.get_mut(&group).filter(|r| !r.is_recovering()) {
+                    let _ = r.node.campaign();
+                }
+            }
+            Command::TransferLeader { group, to } => self.transfer_leader(group, to),
+            Command::ChangeReplicas { group, change, reply } => {
+                let r = match self.replicas.get_mut(&group) {
+                    Some(r) => r.in_span(|r| r.propose_replica_change(change)),
+                    None => Err(ClusterError::UnknownGroup { group }),
+                };
+                let _ = reply.send(r);
+            }
+            Command::Shutdown => return true,
         }
-        let mut out: HashMap<u64, Vec<(u64, Message)>> = HashMap::new();
-        let staged: Vec<(u64, StagedReady)> = groups
+        false
+    }
+
+    fn host(&mut self, new: NewReplica) -> Result<Arc<ReplicaHandle>> {
+        if let Some(existing) = self.replicas.get(&new.group) {
+            return Ok(Arc::clone(&existing.handle));
+        }
+        let _span = new.span.clone().entered();
+        let mut rep = start_replica(self.id, &self.cfg, &new)?;
+        rep.span = new.span;
+        rep.recover_to(new.recover_to);
+        rep.set_active_window(self.cfg.tick * (2 * self.cfg.election_ticks) as u32);
+        let h = Arc::clone(&rep.handle);
+        self.replicas.insert(new.group, rep);
+        Ok(h)
+    }
+
+    /// Steps one message from a peer into its replica.
+    fn step(&mut self, from: NodeId, group: RaftGroupId, m: Message) {
+        let Some(r) = self.replicas.get_mut(&group) else {
+            tracing::debug!(%group, %from, "message for a group not hosted here");
+            return;
+        };
+        r.in_span(|r| step_replica(r, from, m));
+    }
+
+    fn transfer_leader(&mut self, group: RaftGroupId, to: NodeId) {
+        let heartbeat_window = self.cfg.tick * (2 * self.cfg.heartbeat_ticks) as u32;
+        let Some(r) = self
+            .replicas
+            .get_mut(&group)
+            .filter(|r| r.node.raft.state == raft::StateRole::Leader)
+        else {
+            return;
+        };
+        r.in_span(|r| {
+            // Only to a replica that has every entry and answered within the
+            // last two heartbeats, and never while a transfer is under way: a
+            // transfer blocks proposals until it succeeds or times out.
+            let last = r.last_index();
+            let live = r.heard_within(to, heartbeat_window);
+            let caught_up = r
+                .node
+                .raft
+                .prs()
+                .get(to.get())
+                .is_some_and(|p| RaftIndex(p.matched) == last);
+            if live && caught_up && r.node.raft.lead_transferee.is_none() {
+                tracing::info!(%to, "transferring leadership to the preferred replica");
+                r.node.transfer_leader(to.get());
+            } else {
+                tracing::debug!(%to, live, caught_up, "preferred replica not ready to lead");
+            }
+        });
+    }
+
+    /// One tick for every replica; a recovering replica does not tick, so it
+    /// never starts an election.
+    fn tick(&mut self) {
+        self.ticks += 1;
+        let heartbeat = self.ticks.is_multiple_of(self.cfg.heartbeat_ticks.max(1) as u64);
+        for r in self.replicas.values_mut().filter(|r| !r.is_recovering()) {
+            r.node.tick();
+            if heartbeat {
+                r.refresh_status();
+            }
+        }
+    }
+
+    /// Handles every replica's `Ready` in two halves around one parallel
+    /// round of fsyncs; returns the messages to send, by peer.
+    fn process_ready(&mut self) -> Outbox {
+        let mut out = Outbox::new();
+        let staged: Vec<(RaftGroupId, StagedReady)> = self
+            .replicas
             .iter_mut()
-            .filter_map(|(&g, r)| r.stage_ready(&mut out).map(|st| (g, st)))
+            .filter(|(_, r)| r.has_ready())
+            .filter_map(|(&g, r)| r.in_span(|r| r.stage_ready(&mut out)).map(|st| (g, st)))
             .collect();
         // One fdatasync per group with new entries, all groups in parallel, so
         // a partition does not wait for the others' syncs one after another.
         let results = sync_all(staged.iter().map(|(_, st)| st.sync.as_ref()).collect());
         for ((g, st), synced) in staged.into_iter().zip(results) {
-            if let Some(r) = groups.get_mut(&g) {
-                r.finish_ready(st, synced, &mut out);
+            if let Some(r) = self.replicas.get_mut(&g) {
+                r.in_span(|r| r.finish_ready(st, synced, &mut out));
             }
         }
-        for (to, msgs) in out {
-            transport.send(id, to, msgs);
-        }
+        out
     }
-    for r in groups.values_mut() {
-        r.close();
+}
+
+/// Steps one message into `r` (inside its span).
+fn step_replica(r: &mut Replica, from: NodeId, mut m: Message) {
+    if r.is_recovering() && is_vote_request(&m) {
+        tracing::debug!(%from, "recovering replica ignores a vote request");
+        return;
+    }
+    // Entries reach Raft checked once, here (a leader's own proposals
+    // were checked when they arrived): see `RaftLog::append`.
+    if let Err(e) = validate_received(&m) {
+        tracing::warn!(%from, error = %e, "dropped a raft message with a bad entry");
+        return;
+    }
+    r.heard_from(from);
+    let last = r.last_index();
+    if m.get_msg_type() == raft::eraftpb::MessageType::MsgHeartbeat && RaftIndex(m.commit) > last {
+        // The leader thinks this replica has entries it does not (its
+        // data was lost or replaced): raft-rs would panic committing past
+        // its log. Commit what it has; the leader's probing re-sends the
+        // rest.
+        tracing::warn!(
+            %from,
+            commit = m.commit,
+            %last,
+            "heartbeat commits past this replica's log: it lost entries it had"
+        );
+        m.commit = last.get();
+    }
+    if let Err(e) = r.node.step(m) {
+        tracing::debug!(%from, error = %e, "dropped raft message");
     }
 }

@@ -28,15 +28,17 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
+use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError as RaftStorageError};
 use serde::{Deserialize, Serialize};
-use strand_storage::{BatchRef, PartitionLog, Stamp, control_batch};
+use strand_storage::{BatchRef, Offset, PartitionLog, RaftIndex, Stamp, Term, control_batch};
 
 use crate::error::{ClusterError, Result};
+use crate::ids::NodeId;
 
 /// Control-batch payload kinds (first byte).
 const KIND_EMPTY: u8 = 0;
@@ -49,22 +51,30 @@ const STATE_FILE: &str = "raft-state.json";
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PersistedState {
     /// Current term.
-    pub term: u64,
-    /// Vote in the current term (0: none).
-    pub vote: u64,
+    pub term: Term,
+    /// Vote in the current term (`NodeId(0)`: none, as raft-rs has it).
+    pub vote: NodeId,
     /// Last known commit index (may lag).
-    pub commit: u64,
+    pub commit: RaftIndex,
     /// Voters of the group.
-    pub voters: Vec<u64>,
+    pub voters: Vec<NodeId>,
     /// Learners of the group.
-    pub learners: Vec<u64>,
+    pub learners: Vec<NodeId>,
     /// Last Raft index removed from the front of the log (by retention or by
     /// installing a snapshot); 0: nothing removed.
     #[serde(default)]
-    pub snapshot_index: u64,
+    pub snapshot_index: RaftIndex,
     /// Term of that entry.
     #[serde(default)]
-    pub snapshot_term: u64,
+    pub snapshot_term: Term,
+}
+
+fn node_ids(ids: &[u64]) -> Vec<NodeId> {
+    ids.iter().copied().map(NodeId).collect()
+}
+
+fn raw_ids(ids: &[NodeId]) -> Vec<u64> {
+    ids.iter().map(|n| n.0).collect()
 }
 
 /// The Raft view of one partition log.
@@ -111,12 +121,8 @@ fn write_state(path: &Path, s: &PersistedState) -> Result<()> {
 impl RaftLog {
     /// Opens the Raft state of `log`. A partition without `raft-state.json`
     /// starts with `voters` as its configuration.
-    pub fn open(log: Arc<RwLock<PartitionLog>>, voters: &[u64]) -> Result<Self> {
-        let dir = log
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .dir()
-            .to_path_buf();
+    pub fn open(log: Arc<RwLock<PartitionLog>>, voters: &[NodeId]) -> Result<Self> {
+        let dir = log.read().dir().to_path_buf();
         let state_path = dir.join(STATE_FILE);
         let state = match std::fs::read(&state_path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ClusterError::Malformed {
@@ -151,16 +157,16 @@ impl RaftLog {
         &self.log
     }
 
-    fn read_log(&self) -> std::sync::RwLockReadGuard<'_, PartitionLog> {
-        self.log.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn read_log(&self) -> RwLockReadGuard<'_, PartitionLog> {
+        self.log.read()
     }
 
-    fn write_log(&self) -> std::sync::RwLockWriteGuard<'_, PartitionLog> {
-        self.log.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn write_log(&self) -> RwLockWriteGuard<'_, PartitionLog> {
+        self.log.write()
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, PersistedState> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn state(&self) -> MutexGuard<'_, PersistedState> {
+        self.state.lock()
     }
 
     /// A copy of the persisted state.
@@ -172,10 +178,10 @@ impl RaftLog {
     /// changed (required before answering a vote or sending in a new term).
     pub fn set_hard_state(&self, hs: &HardState) -> Result<()> {
         let mut s = self.state();
-        let durable_change = s.term != hs.term || s.vote != hs.vote;
-        s.term = hs.term;
-        s.vote = hs.vote;
-        s.commit = hs.commit;
+        let durable_change = s.term.0 != hs.term || s.vote.0 != hs.vote;
+        s.term = Term(hs.term);
+        s.vote = NodeId(hs.vote);
+        s.commit = RaftIndex(hs.commit);
         if durable_change {
             write_state(&self.state_path, &s)?;
         }
@@ -184,7 +190,7 @@ impl RaftLog {
 
     /// Records the last known commit index (persisted on the next durable
     /// state change or [`RaftLog::persist_state`]).
-    pub fn set_commit(&self, commit: u64) {
+    pub fn set_commit(&self, commit: RaftIndex) {
         let mut s = self.state();
         s.commit = s.commit.max(commit);
     }
@@ -198,21 +204,28 @@ impl RaftLog {
     /// Records a new configuration, durably.
     pub fn set_conf_state(&self, cs: &ConfState) -> Result<()> {
         let mut s = self.state();
-        s.voters = cs.voters.clone();
-        s.learners = cs.learners.clone();
+        s.voters = node_ids(&cs.voters);
+        s.learners = node_ids(&cs.learners);
         write_state(&self.state_path, &s)
     }
 
     /// Stores entries handed over by Raft (from a `Ready`): first drops any
     /// stored suffix they replace, then appends each as a batch. Not synced:
-    /// call [`RaftLog::sync`] before sending messages that acknowledge them.
+    /// sync (see [`RaftLog::sync_point`]) before sending messages that
+    /// acknowledge them.
+    ///
+    /// Every data entry reached Raft validated, CRC included: a leader's own
+    /// proposals are [`strand_storage::RecordBatch`]es, and a follower checks
+    /// each entry of an append message when it receives it
+    /// ([`validate_received`]). So only the header is read here.
     pub fn append(&self, entries: &[Entry]) -> Result<()> {
         let Some(first) = entries.first() else {
             return Ok(());
         };
         let mut log = self.write_log();
-        if log.last_raft_index()?.is_some_and(|last| first.index <= last) {
-            log.truncate_from_raft_index(first.index)?;
+        let first_index = RaftIndex(first.index);
+        if log.last_raft_index()?.is_some_and(|last| first_index <= last) {
+            log.truncate_from_raft_index(first_index)?;
         }
         for e in entries {
             let kind = match e.get_entry_type() {
@@ -223,31 +236,16 @@ impl RaftLog {
             };
             match kind {
                 None => {
-                    let b = BatchRef::validate(&e.data).map_err(|err| ClusterError::Malformed {
-                        what: "proposed batch",
-                        reason: err.to_string(),
-                    })?;
-                    if b.raft_index() != e.index || b.term() != e.term {
-                        return Err(ClusterError::Malformed {
-                            what: "proposed batch",
-                            reason: format!(
-                                "stamped as entry {} term {} but carried by entry {} term {}",
-                                b.raft_index(),
-                                b.term(),
-                                e.index,
-                                e.term
-                            ),
-                        });
-                    }
-                    log.append_replicated(&e.data)?;
+                    let b = stamped_entry(e)?;
+                    log.append_replicated(b)?;
                 }
                 Some(kind) => {
                     let mut payload = Vec::with_capacity(1 + e.data.len());
                     payload.push(kind);
                     payload.extend_from_slice(&e.data);
                     let stamp = Stamp {
-                        term: e.term,
-                        raft_index: e.index,
+                        term: Term(e.term),
+                        raft_index: RaftIndex(e.index),
                         append_time_ms: 0,
                     };
                     log.append_entry(&control_batch(&payload, 0), stamp)?;
@@ -260,7 +258,7 @@ impl RaftLog {
     /// Applies retention to committed segments (below `upper`, the high
     /// watermark) and records the last removed entry before removing it, so
     /// `term(first_index - 1)` stays answerable after a crash.
-    pub fn compact(&self, now_ms: i64, upper: u64) -> Result<strand_storage::RetentionReport> {
+    pub fn compact(&self, now_ms: i64, upper: Offset) -> Result<strand_storage::RetentionReport> {
         let mut st = self.state();
         let plan = self.read_log().plan_retention(now_ms, upper)?;
         if let Some((index, term)) = plan.last_deleted {
@@ -283,24 +281,25 @@ impl RaftLog {
         let offset = decode_snapshot(&snap.data)?;
         let mut st = self.state();
         self.write_log().reset_to(offset)?;
-        st.snapshot_index = meta.index;
-        st.snapshot_term = meta.term;
-        st.commit = st.commit.max(meta.index);
-        st.voters = meta.get_conf_state().voters.clone();
-        st.learners = meta.get_conf_state().learners.clone();
+        st.snapshot_index = RaftIndex(meta.index);
+        st.snapshot_term = Term(meta.term);
+        st.commit = st.commit.max(RaftIndex(meta.index));
+        st.voters = node_ids(&meta.get_conf_state().voters);
+        st.learners = node_ids(&meta.get_conf_state().learners);
         write_state(&self.state_path, &st)?;
         tracing::info!(
             index = meta.index,
             term = meta.term,
-            offset,
+            %offset,
             "installed snapshot: log restarts at offset"
         );
         Ok(())
     }
 
-    fn first_index_locked(&self, st: &PersistedState) -> raft::Result<u64> {
+    fn first_index_locked(&self, st: &PersistedState) -> raft::Result<RaftIndex> {
+        let after_snapshot = st.snapshot_index.next();
         let stored = self.read_log().first_raft_index().map_err(other)?;
-        Ok(stored.unwrap_or(st.snapshot_index + 1).max(st.snapshot_index + 1))
+        Ok(stored.unwrap_or(after_snapshot).max(after_snapshot))
     }
 
     /// A handle to fsync the appended entries without holding the log.
@@ -329,38 +328,88 @@ impl RaftLog {
     }
 
     /// The offset after Raft entry `index` (0 for index 0).
-    pub fn next_offset_after(&self, index: u64) -> Result<u64> {
+    pub fn next_offset_after(&self, index: RaftIndex) -> Result<Offset> {
         if index <= self.state().snapshot_index {
             return Ok(self.read_log().earliest());
         }
         let log = self.read_log();
         match log.raft_entry(index)? {
-            Some((bytes, _)) => {
-                let b = BatchRef::validate(&bytes).map_err(|e| ClusterError::Malformed {
-                    what: "stored entry",
-                    reason: e.to_string(),
-                })?;
-                Ok(b.next_offset())
-            }
+            // `raft_entry` checked the stored batch's CRC.
+            Some((bytes, _)) => Ok(trusted(&bytes, "stored entry")?.next_offset()),
             None => Ok(log.latest()),
         }
     }
 }
 
-fn decode_snapshot(data: &[u8]) -> Result<u64> {
+/// Checks the data entries of a message a follower received (an append
+/// from its leader) once, CRC included, before Raft sees them: from then on
+/// the entries are trusted ([`RaftLog::append`] reads only headers). A data
+/// entry must be the batch the leader stamped for that index and term.
+///
+/// # Errors
+/// `Malformed` naming the first bad entry.
+pub fn validate_received(m: &raft::eraftpb::Message) -> Result<()> {
+    for e in m.get_entries() {
+        if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
+            continue;
+        }
+        let b = BatchRef::validate(&e.data).map_err(|err| ClusterError::Malformed {
+            what: "received entry",
+            reason: format!("entry {}: {err}", e.index),
+        })?;
+        check_stamp(&b, e)?;
+    }
+    Ok(())
+}
+
+fn check_stamp(b: &BatchRef<'_>, e: &Entry) -> Result<()> {
+    if b.raft_index() != RaftIndex(e.index) || b.term() != Term(e.term) {
+        return Err(ClusterError::Malformed {
+            what: "entry",
+            reason: format!(
+                "stamped as entry {} term {} but carried by entry {} term {}",
+                b.raft_index(),
+                b.term(),
+                e.index,
+                e.term
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The batch a data entry carries, read as validated before (see
+/// [`RaftLog::append`]).
+fn stamped_entry(e: &Entry) -> Result<BatchRef<'_>> {
+    let b = trusted(&e.data, "entry")?;
+    check_stamp(&b, e)?;
+    Ok(b)
+}
+
+/// A header view of bytes that were validated when they entered Raft or
+/// were read from the log.
+pub(crate) fn trusted<'a>(bytes: &'a [u8], what: &'static str) -> Result<BatchRef<'a>> {
+    BatchRef::trusted(bytes).map_err(|e| ClusterError::Malformed {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+fn decode_snapshot(data: &[u8]) -> Result<Offset> {
     let bytes: [u8; 8] = data.try_into().map_err(|_| ClusterError::Malformed {
         what: "snapshot",
         reason: format!("{} bytes of data, expected 8", data.len()),
     })?;
-    Ok(u64::from_le_bytes(bytes))
+    Ok(Offset(u64::from_le_bytes(bytes)))
 }
 
-/// Converts a stored batch into the Raft entry it is.
-fn to_entry(bytes: Bytes, term: u64) -> raft::Result<Entry> {
-    let b = BatchRef::validate(&bytes).map_err(other)?;
+/// Converts a stored batch (CRC-checked by the read) into the Raft entry it
+/// is.
+fn to_entry(bytes: Bytes, term: Term) -> raft::Result<Entry> {
+    let b = BatchRef::trusted(&bytes).map_err(other)?;
     let mut e = Entry {
-        index: b.raft_index(),
-        term,
+        index: b.raft_index().get(),
+        term: term.get(),
         ..Default::default()
     };
     if b.is_control() {
@@ -392,14 +441,14 @@ impl raft::Storage for RaftLog {
             .map_err(other)?
             .unwrap_or(s.snapshot_index);
         let hs = HardState {
-            term: s.term,
-            vote: s.vote,
-            commit: s.commit.min(last),
+            term: s.term.get(),
+            vote: s.vote.get(),
+            commit: s.commit.min(last).get(),
             ..Default::default()
         };
         let cs = ConfState {
-            voters: s.voters.clone(),
-            learners: s.learners.clone(),
+            voters: raw_ids(&s.voters),
+            learners: raw_ids(&s.learners),
             ..Default::default()
         };
         Ok(RaftState::new(hs, cs))
@@ -414,10 +463,13 @@ impl raft::Storage for RaftLog {
     ) -> raft::Result<Vec<Entry>> {
         let max = max_size.into().unwrap_or(u64::MAX);
         let st = self.state();
-        if low < self.first_index_locked(&st)? {
+        if low < self.first_index_locked(&st)?.get() {
             return Err(raft::Error::Store(RaftStorageError::Compacted));
         }
-        let stored = self.read_log().raft_entries(low, high, max).map_err(other)?;
+        let stored = self
+            .read_log()
+            .raft_entries(RaftIndex(low), RaftIndex(high), max)
+            .map_err(other)?;
         if stored.is_empty() && low < high {
             return Err(raft::Error::Store(RaftStorageError::Unavailable));
         }
@@ -429,11 +481,12 @@ impl raft::Storage for RaftLog {
         if idx == 0 {
             return Ok(0);
         }
+        let idx = RaftIndex(idx);
         if idx == st.snapshot_index {
-            return Ok(st.snapshot_term);
+            return Ok(st.snapshot_term.get());
         }
         match self.read_log().raft_term(idx).map_err(other)? {
-            Some(t) => Ok(t),
+            Some(t) => Ok(t.get()),
             None => {
                 let first = self.first_index_locked(&st)?;
                 if idx < first {
@@ -447,7 +500,7 @@ impl raft::Storage for RaftLog {
 
     fn first_index(&self) -> raft::Result<u64> {
         let st = self.state();
-        self.first_index_locked(&st)
+        self.first_index_locked(&st).map(RaftIndex::get)
     }
 
     fn last_index(&self) -> raft::Result<u64> {
@@ -456,25 +509,26 @@ impl raft::Storage for RaftLog {
             .read_log()
             .last_raft_index()
             .map_err(other)?
-            .unwrap_or(st.snapshot_index))
+            .unwrap_or(st.snapshot_index)
+            .get())
     }
 
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         let st = self.state();
-        if st.snapshot_index == 0 {
+        if st.snapshot_index == RaftIndex::ZERO {
             // Nothing was ever removed: the follower can be sent entries.
             return Err(raft::Error::Store(RaftStorageError::SnapshotTemporarilyUnavailable));
         }
         let offset = self.read_log().earliest();
         let mut snap = Snapshot {
-            data: bytes::Bytes::copy_from_slice(&offset.to_le_bytes()),
+            data: bytes::Bytes::copy_from_slice(&offset.get().to_le_bytes()),
             ..Default::default()
         };
         let meta = snap.mut_metadata();
-        meta.index = st.snapshot_index;
-        meta.term = st.snapshot_term;
-        meta.mut_conf_state().voters = st.voters.clone();
-        meta.mut_conf_state().learners = st.learners.clone();
+        meta.index = st.snapshot_index.get();
+        meta.term = st.snapshot_term.get();
+        meta.mut_conf_state().voters = raw_ids(&st.voters);
+        meta.mut_conf_state().learners = raw_ids(&st.learners);
         Ok(snap)
     }
 }

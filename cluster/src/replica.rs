@@ -12,11 +12,15 @@ use std::sync::Arc;
 
 use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
 use raft::{RawNode, StateRole};
-use strand_storage::{AppendInfo, BatchRef, Stamp};
+use strand_storage::{AppendInfo, Offset, RaftIndex, RecordBatch, Stamp, Term};
 use tokio::sync::{oneshot, watch};
 
 use crate::error::{ClusterError, Result};
-use crate::raft_log::RaftLog;
+use crate::ids::{NodeId, RaftGroupId};
+use crate::raft_log::{RaftLog, trusted};
+
+/// Outgoing messages by destination node: `(group, message)` pairs.
+pub(crate) type Outbox = HashMap<NodeId, Vec<(RaftGroupId, Message)>>;
 
 /// When a proposal is acknowledged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,33 +35,34 @@ pub enum Ack {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReplicaProgress {
     /// Node id.
-    pub node: u64,
+    pub node: NodeId,
     /// Highest Raft index known to be stored on it.
-    pub matched: u64,
+    pub matched: RaftIndex,
     /// Whether it answered within the last election timeout.
     pub active: bool,
 }
 
-/// What a group publishes to the rest of the broker.
+/// What a replica publishes to the rest of the broker: its group's
+/// leadership and progress as this node sees them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct GroupStatus {
+pub struct ReplicaStatus {
     /// Leader's node id, if known.
-    pub leader: Option<u64>,
+    pub leader: Option<NodeId>,
     /// Current term.
-    pub term: u64,
+    pub term: Term,
     /// Whether this node is the leader.
     pub is_leader: bool,
     /// Highest committed Raft index.
-    pub commit: u64,
+    pub commit: RaftIndex,
     /// Last Raft index stored here.
-    pub last_index: u64,
+    pub last_index: RaftIndex,
     /// Every voter's and learner's progress (only on the leader; empty
     /// elsewhere).
     pub replicas: Vec<ReplicaProgress>,
     /// The group's voters, as this replica's configuration says.
-    pub voters: Vec<u64>,
+    pub voters: Vec<NodeId>,
     /// The group's learners (replicas being added, not yet voting).
-    pub learners: Vec<u64>,
+    pub learners: Vec<NodeId>,
 }
 
 /// One step of moving a group's replicas: raft single-server membership
@@ -65,22 +70,22 @@ pub struct GroupStatus {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReplicaChange {
     /// Start replicating to a node that does not vote yet.
-    AddLearner(u64),
+    AddLearner(NodeId),
     /// Let a caught-up learner vote.
-    Promote(u64),
+    Promote(NodeId),
     /// Remove a voter or learner.
-    Remove(u64),
+    Remove(NodeId),
 }
 
-/// Shared, read-mostly view of a group.
+/// Shared, read-mostly view of a replica hosted by the loop.
 #[derive(Debug)]
-pub struct GroupHandle {
+pub struct ReplicaHandle {
     /// Raft group id.
-    pub group: u64,
+    pub group: RaftGroupId,
     /// Offset after the last committed record: what consumers may read.
-    pub high_watermark: watch::Sender<u64>,
+    pub high_watermark: watch::Sender<Offset>,
     /// Leadership and progress.
-    pub status: watch::Sender<GroupStatus>,
+    pub status: watch::Sender<ReplicaStatus>,
     /// Times this replica saw the group's leader change.
     pub leader_changes: std::sync::atomic::AtomicU64,
     /// The group's Raft view of the log (for retention, which must record
@@ -91,37 +96,46 @@ pub struct GroupHandle {
 /// A `Ready` between its two halves: entries appended, waiting for `sync`.
 pub(crate) struct StagedReady {
     rd: raft::Ready,
-    appended: Option<u64>,
+    appended: Option<RaftIndex>,
     /// What to fsync before the second half (`None`: nothing to sync).
     pub(crate) sync: Option<strand_storage::SyncPoint>,
 }
 
 struct Pending {
-    term: u64,
+    term: Term,
     ack: Ack,
     info: AppendInfo,
     reply: oneshot::Sender<Result<AppendInfo>>,
 }
 
 pub(crate) struct Replica {
-    pub(crate) group: u64,
+    pub(crate) group: RaftGroupId,
     pub(crate) node: RawNode<RaftLog>,
     storage: RaftLog,
-    pending: BTreeMap<u64, Pending>,
-    pub(crate) handle: Arc<GroupHandle>,
+    /// Proposals waiting for their acknowledgement level, by Raft index.
+    pending: BTreeMap<RaftIndex, Pending>,
+    pub(crate) handle: Arc<ReplicaHandle>,
     last_append_ms: i64,
-    last_leader: u64,
-    recovering_until: Option<u64>,
+    last_leader: NodeId,
+    recovering_until: Option<RaftIndex>,
     /// When each peer was last heard from in this group (leader's view of
     /// liveness; raft-rs's own flag resets every election timeout).
-    last_heard: HashMap<u64, std::time::Instant>,
+    last_heard: HashMap<NodeId, std::time::Instant>,
     /// A peer heard from within this long counts as active.
     active_window: std::time::Duration,
     failed: bool,
+    /// Entered while the loop works on this replica (see
+    /// [`Replica::in_span`]).
+    pub(crate) span: tracing::Span,
 }
 
 impl Replica {
-    pub(crate) fn new(group: u64, node: RawNode<RaftLog>, storage: RaftLog, handle: Arc<GroupHandle>) -> Self {
+    pub(crate) fn new(
+        group: RaftGroupId,
+        node: RawNode<RaftLog>,
+        storage: RaftLog,
+        handle: Arc<ReplicaHandle>,
+    ) -> Self {
         Replica {
             group,
             node,
@@ -129,12 +143,31 @@ impl Replica {
             pending: BTreeMap::new(),
             handle,
             last_append_ms: 0,
-            last_leader: 0,
+            last_leader: NodeId(0),
             recovering_until: None,
             last_heard: HashMap::new(),
             active_window: std::time::Duration::from_secs(2),
             failed: false,
+            span: tracing::Span::none(),
         }
+    }
+
+    /// Runs `f` inside this replica's span (moved out for the call, so no
+    /// reference count moves: the loop does this for every busy replica on
+    /// every iteration).
+    pub(crate) fn in_span<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
+        let span = std::mem::replace(&mut self.span, tracing::Span::none());
+        let out = {
+            let _entered = span.enter();
+            f(self)
+        };
+        self.span = span;
+        out
+    }
+
+    /// Whether the loop has anything to do for this replica.
+    pub(crate) fn has_ready(&self) -> bool {
+        !self.failed && self.node.has_ready()
     }
 
     /// Sets how recently a peer must have answered to count as active
@@ -144,12 +177,12 @@ impl Replica {
     }
 
     /// Whether `peer` answered within `window`.
-    pub(crate) fn heard_within(&self, peer: u64, window: std::time::Duration) -> bool {
+    pub(crate) fn heard_within(&self, peer: NodeId, window: std::time::Duration) -> bool {
         self.last_heard.get(&peer).is_some_and(|t| t.elapsed() <= window)
     }
 
     /// Notes a message from `peer` (for liveness in the published status).
-    pub(crate) fn heard_from(&mut self, peer: u64) {
+    pub(crate) fn heard_from(&mut self, peer: NodeId) {
         self.last_heard.insert(peer, std::time::Instant::now());
     }
 
@@ -162,15 +195,16 @@ impl Replica {
     }
 
     /// Marks the replica as re-fetching its log up to Raft index `target`.
-    pub(crate) fn recover_to(&mut self, target: Option<u64>) {
-        self.recovering_until = target.filter(|&t| t > self.node.raft.raft_log.last_index());
+    pub(crate) fn recover_to(&mut self, target: Option<RaftIndex>) {
+        self.recovering_until = target.filter(|&t| t > self.last_index());
         if let Some(t) = self.recovering_until {
-            tracing::warn!(
-                group = self.group,
-                up_to = t,
-                "replica recovering a damaged log: no votes until caught up"
-            );
+            tracing::warn!(up_to = %t, "replica recovering a damaged log: no votes until caught up");
         }
+    }
+
+    /// Last Raft index in this replica's log (stored or not yet).
+    pub(crate) fn last_index(&self) -> RaftIndex {
+        RaftIndex(self.node.raft.raft_log.last_index())
     }
 
     /// Whether the replica is still re-fetching a damaged log.
@@ -178,35 +212,33 @@ impl Replica {
         self.recovering_until.is_some()
     }
 
-    fn leader(&self) -> Option<u64> {
+    fn leader(&self) -> Option<NodeId> {
         let l = self.node.raft.leader_id;
-        (l != 0).then_some(l)
+        (l != 0).then_some(NodeId(l))
     }
 
     /// Offset the next proposed batch gets: after the last data entry in
     /// Raft's unstable tail, else the stored log end (a leader's unstable
     /// entries always extend its stored log).
-    fn next_offset(&self) -> Result<u64> {
+    fn next_offset(&self) -> Result<Offset> {
         for e in self.node.raft.raft_log.unstable.entries.iter().rev() {
             if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
-                let b = BatchRef::validate(&e.data).map_err(|err| ClusterError::Malformed {
-                    what: "unstable entry",
-                    reason: err.to_string(),
-                })?;
-                return Ok(b.next_offset());
+                // This leader's own proposal: a stamped RecordBatch.
+                return Ok(trusted(&e.data, "unstable entry")?.next_offset());
             }
         }
-        Ok(self
-            .storage
-            .partition_log()
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .latest())
+        Ok(self.storage.partition_log().read().latest())
     }
 
     /// Stamps `batch` with the offsets, term and index it will have and
     /// proposes it. The reply fires at the acknowledgement level.
-    pub(crate) fn propose(&mut self, batch: &[u8], ack: Ack, now_ms: i64, reply: oneshot::Sender<Result<AppendInfo>>) {
+    pub(crate) fn propose(
+        &mut self,
+        batch: &RecordBatch,
+        ack: Ack,
+        now_ms: i64,
+        reply: oneshot::Sender<Result<AppendInfo>>,
+    ) {
         let r = self.try_propose(batch, ack, now_ms);
         match r {
             Ok((idx, pending_info, term)) => {
@@ -226,7 +258,7 @@ impl Replica {
         }
     }
 
-    fn try_propose(&mut self, batch: &[u8], _ack: Ack, now_ms: i64) -> Result<(u64, AppendInfo, u64)> {
+    fn try_propose(&mut self, batch: &RecordBatch, _ack: Ack, now_ms: i64) -> Result<(RaftIndex, AppendInfo, Term)> {
         if self.failed {
             return Err(ClusterError::ProposalDropped {
                 group: self.group,
@@ -239,8 +271,8 @@ impl Replica {
                 leader: self.leader(),
             });
         }
-        let idx = self.node.raft.raft_log.last_index() + 1;
-        let term = self.node.raft.term;
+        let idx = self.last_index().next();
+        let term = Term(self.node.raft.term);
         let base = self.next_offset()?;
         self.last_append_ms = self.last_append_ms.max(now_ms);
         let stamp = Stamp {
@@ -248,14 +280,11 @@ impl Replica {
             raft_index: idx,
             append_time_ms: self.last_append_ms,
         };
-        let stamped = strand_storage::stamp_batch(batch, base, &stamp)?;
-        let count = BatchRef::validate(&stamped)
-            .map_err(|e| ClusterError::Malformed {
-                what: "stamped batch",
-                reason: e.to_string(),
-            })?
-            .record_count();
-        match self.node.propose(Vec::new(), stamped) {
+        let stamped = batch.stamp(base, &stamp);
+        let count = stamped.view().record_count();
+        // raft-rs takes a Vec; `Bytes` into `Vec` reuses the buffer when the
+        // stamp holds the only reference, as it does here.
+        match self.node.propose(Vec::new(), stamped.into_bytes().into()) {
             Ok(()) => {}
             // raft-rs drops proposals during a leadership transfer: the
             // client retries against the new leader.
@@ -267,7 +296,7 @@ impl Replica {
             }
             Err(e) => return Err(e.into()),
         }
-        if self.node.raft.raft_log.last_index() != idx {
+        if self.last_index() != idx {
             return Err(ClusterError::ProposalDropped {
                 group: self.group,
                 reason: "raft did not append the proposal",
@@ -275,13 +304,13 @@ impl Replica {
         }
         let info = AppendInfo {
             base_offset: base,
-            last_offset: (base + u64::from(count)).saturating_sub(1),
+            last_offset: Offset(base.plus(u64::from(count)).get().saturating_sub(1)),
             append_time_ms: self.last_append_ms,
         };
         Ok((idx, info, term))
     }
 
-    fn fail_all_pending(&mut self, leader: Option<u64>) {
+    fn fail_all_pending(&mut self, leader: Option<NodeId>) {
         for (_, p) in std::mem::take(&mut self.pending) {
             let _ = p.reply.send(Err(ClusterError::NotLeader {
                 group: self.group,
@@ -298,12 +327,12 @@ impl Replica {
                 .prs()
                 .iter()
                 .map(|(&node, p)| ReplicaProgress {
-                    node,
-                    matched: p.matched,
+                    node: NodeId(node),
+                    matched: RaftIndex(p.matched),
                     active: node == self.node.raft.id
                         || self
                             .last_heard
-                            .get(&node)
+                            .get(&NodeId(node))
                             .is_some_and(|t| t.elapsed() <= self.active_window),
                 })
                 .collect()
@@ -312,16 +341,16 @@ impl Replica {
         };
         replicas.sort_by_key(|r| r.node);
         let conf = self.node.raft.prs().conf();
-        let mut voters: Vec<u64> = conf.voters().ids().iter().collect();
+        let mut voters: Vec<NodeId> = conf.voters().ids().iter().map(NodeId).collect();
         voters.sort_unstable();
-        let mut learners: Vec<u64> = conf.learners().iter().copied().collect();
+        let mut learners: Vec<NodeId> = conf.learners().iter().copied().map(NodeId).collect();
         learners.sort_unstable();
-        let status = GroupStatus {
+        let status = ReplicaStatus {
             leader: self.leader(),
-            term: self.node.raft.term,
+            term: Term(self.node.raft.term),
             is_leader,
-            commit: self.node.raft.raft_log.committed,
-            last_index: self.node.raft.raft_log.last_index(),
+            commit: RaftIndex(self.node.raft.raft_log.committed),
+            last_index: self.last_index(),
             replicas,
             voters,
             learners,
@@ -350,9 +379,9 @@ impl Replica {
         };
         let mut cc = ConfChange::default();
         cc.set_change_type(kind);
-        cc.node_id = node;
+        cc.node_id = node.get();
         self.node.propose_conf_change(vec![], cc)?;
-        tracing::info!(group = self.group, ?change, "proposed a replica change");
+        tracing::info!(?change, "proposed a replica change");
         Ok(())
     }
 
@@ -365,11 +394,7 @@ impl Replica {
         for e in entries {
             match e.get_entry_type() {
                 EntryType::EntryNormal if !e.data.is_empty() => {
-                    let b = BatchRef::validate(&e.data).map_err(|err| ClusterError::Malformed {
-                        what: "committed entry",
-                        reason: err.to_string(),
-                    })?;
-                    hw = Some(b.next_offset());
+                    hw = Some(trusted(&e.data, "committed entry")?.next_offset());
                 }
                 EntryType::EntryNormal => {}
                 EntryType::EntryConfChange => {
@@ -393,8 +418,8 @@ impl Replica {
                     conf_changed = true;
                 }
             }
-            if let Some(p) = self.pending.remove(&e.index) {
-                let result = if p.term == e.term {
+            if let Some(p) = self.pending.remove(&RaftIndex(e.index)) {
+                let result = if p.term == Term(e.term) {
                     Ok(p.info)
                 } else {
                     Err(ClusterError::ProposalDropped {
@@ -424,8 +449,8 @@ impl Replica {
     }
 
     /// Answers `acks=leader` proposals whose entries are now fsynced here.
-    fn resolve_persisted(&mut self, up_to: u64) {
-        let ready: Vec<u64> = self
+    fn resolve_persisted(&mut self, up_to: RaftIndex) {
+        let ready: Vec<RaftIndex> = self
             .pending
             .range(..=up_to)
             .filter(|(_, p)| p.ack == Ack::Leader)
@@ -444,7 +469,7 @@ impl Replica {
     /// snapshot, apply committed entries, append new entries and record the
     /// hard state. Returns what must be fsynced before the rest may happen
     /// (`None` when there is no `Ready` or the replica failed).
-    pub(crate) fn stage_ready(&mut self, out: &mut HashMap<u64, Vec<(u64, Message)>>) -> Option<StagedReady> {
+    pub(crate) fn stage_ready(&mut self, out: &mut Outbox) -> Option<StagedReady> {
         if self.failed || !self.node.has_ready() {
             return None;
         }
@@ -460,12 +485,7 @@ impl Replica {
     /// Second half, once the staged sync (if any) ended with `synced`: answer
     /// `acks=leader`, send the messages that acknowledge the entries, advance,
     /// apply what committed, publish.
-    pub(crate) fn finish_ready(
-        &mut self,
-        staged: StagedReady,
-        synced: Option<Result<()>>,
-        out: &mut HashMap<u64, Vec<(u64, Message)>>,
-    ) {
+    pub(crate) fn finish_ready(&mut self, staged: StagedReady, synced: Option<Result<()>>, out: &mut Outbox) {
         if let Err(e) = self.try_finish(staged, synced, out) {
             self.fail(e);
         }
@@ -474,25 +494,25 @@ impl Replica {
     fn fail(&mut self, e: ClusterError) {
         // Storage failed under Raft: stop this replica rather than
         // acknowledge anything that may not be on disk.
-        tracing::error!(group = self.group, error = %e, "replica stopped: storage failure");
+        tracing::error!(error = %e, "replica stopped: storage failure");
         self.failed = true;
         self.fail_all_pending(self.leader());
     }
 
-    fn push(group: u64, out: &mut HashMap<u64, Vec<(u64, Message)>>, msgs: Vec<Message>) {
+    fn push(group: RaftGroupId, out: &mut Outbox, msgs: Vec<Message>) {
         for m in msgs {
-            out.entry(m.to).or_default().push((group, m));
+            out.entry(NodeId(m.to)).or_default().push((group, m));
         }
     }
 
-    fn try_stage(&mut self, out: &mut HashMap<u64, Vec<(u64, Message)>>) -> Result<StagedReady> {
+    fn try_stage(&mut self, out: &mut Outbox) -> Result<StagedReady> {
         let group = self.group;
         let mut rd = self.node.ready();
         if let Some(ss) = rd.ss() {
-            let leader = (ss.leader_id != 0).then_some(ss.leader_id);
-            tracing::info!(group, leader = ?leader, role = ?ss.raft_state, term = self.node.raft.term, "raft role change");
-            if ss.leader_id != 0 && ss.leader_id != self.last_leader {
-                self.last_leader = ss.leader_id;
+            let leader = (ss.leader_id != 0).then_some(NodeId(ss.leader_id));
+            tracing::info!(leader = ?leader, role = ?ss.raft_state, term = self.node.raft.term, "raft role change");
+            if ss.leader_id != 0 && NodeId(ss.leader_id) != self.last_leader {
+                self.last_leader = NodeId(ss.leader_id);
                 self.handle
                     .leader_changes
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -504,7 +524,9 @@ impl Replica {
         Self::push(group, out, rd.take_messages());
         if !rd.snapshot().is_empty() {
             self.storage.apply_snapshot(rd.snapshot())?;
-            let offset = self.storage.next_offset_after(rd.snapshot().get_metadata().index)?;
+            let offset = self
+                .storage
+                .next_offset_after(RaftIndex(rd.snapshot().get_metadata().index))?;
             self.handle.high_watermark.send_if_modified(|cur| {
                 let moved = offset > *cur;
                 *cur = (*cur).max(offset);
@@ -512,7 +534,7 @@ impl Replica {
             });
         }
         self.apply(rd.take_committed_entries())?;
-        let appended = rd.entries().last().map(|e| e.index);
+        let appended = rd.entries().last().map(|e| RaftIndex(e.index));
         if appended.is_some() {
             self.storage.append(rd.entries())?;
         }
@@ -523,12 +545,7 @@ impl Replica {
         Ok(StagedReady { rd, appended, sync })
     }
 
-    fn try_finish(
-        &mut self,
-        staged: StagedReady,
-        synced: Option<Result<()>>,
-        out: &mut HashMap<u64, Vec<(u64, Message)>>,
-    ) -> Result<()> {
+    fn try_finish(&mut self, staged: StagedReady, synced: Option<Result<()>>, out: &mut Outbox) -> Result<()> {
         let group = self.group;
         let StagedReady { mut rd, appended, sync } = staged;
         if let Some(point) = &sync {
@@ -552,15 +569,15 @@ impl Replica {
         Self::push(group, out, rd.take_persisted_messages());
         let mut light = self.node.advance(rd);
         if let Some(c) = light.commit_index() {
-            self.storage.set_commit(c);
+            self.storage.set_commit(RaftIndex(c));
         }
         Self::push(group, out, light.take_messages());
         self.apply(light.take_committed_entries())?;
         self.node.advance_apply();
         if let Some(t) = self.recovering_until
-            && self.node.raft.raft_log.persisted >= t
+            && RaftIndex(self.node.raft.raft_log.persisted) >= t
         {
-            tracing::info!(group = self.group, index = t, "replica recovered its log; voting again");
+            tracing::info!(index = %t, "replica recovered its log; voting again");
             self.recovering_until = None;
         }
         self.publish_status();
@@ -571,7 +588,7 @@ impl Replica {
     pub(crate) fn close(&mut self) {
         self.fail_all_pending(self.leader());
         if let Err(e) = self.storage.persist_state() {
-            tracing::warn!(group = self.group, error = %e, "could not persist raft state at shutdown");
+            tracing::warn!(error = %e, "could not persist raft state at shutdown");
         }
     }
 }

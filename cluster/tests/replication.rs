@@ -1,14 +1,20 @@
 //! Replication of one partition across three in-process nodes over a
 //! memory network (DESIGN.md, "Replication").
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use strand_cluster::{Ack, ClusterError, GroupHandle, MemoryNetwork, NodeConfig, RaftNode};
-use strand_storage::{BatchBuilder, Compression, FsyncPolicy, LogConfig, NewRecord, PartitionLog, batches};
+use parking_lot::RwLock;
+use strand_cluster::{
+    Ack, ClusterError, MemoryNetwork, NewReplica, NodeConfig, NodeId, RaftGroupId, RaftNode, ReplicaHandle,
+    ReplicaStatus,
+};
+use strand_storage::{
+    BatchBuilder, Compression, FsyncPolicy, LogConfig, NewRecord, Offset, PartitionLog, RaftIndex, RecordBatch, batches,
+};
 
-const GROUP: u64 = 7;
+const GROUP: RaftGroupId = RaftGroupId(7);
 
 fn log_config() -> LogConfig {
     LogConfig {
@@ -29,7 +35,7 @@ fn fast() -> NodeConfig {
     }
 }
 
-fn batch(tag: &str, n: u32) -> Bytes {
+fn batch(tag: &str, n: u32) -> RecordBatch {
     let mut b = BatchBuilder::new(Compression::None);
     for i in 0..n {
         let v = format!("{tag}-{i}");
@@ -40,13 +46,17 @@ fn batch(tag: &str, n: u32) -> Bytes {
             headers: &[],
         });
     }
-    Bytes::from(b.build().expect("batch"))
+    RecordBatch::validate(Bytes::from(b.build().expect("batch"))).expect("valid")
+}
+
+fn ids(ids: &[u64]) -> Vec<NodeId> {
+    ids.iter().copied().map(NodeId).collect()
 }
 
 struct Member {
     node: RaftNode,
     log: Arc<RwLock<PartitionLog>>,
-    handle: Arc<GroupHandle>,
+    handle: Arc<ReplicaHandle>,
     dir: std::path::PathBuf,
 }
 
@@ -78,20 +88,36 @@ impl Cluster {
     }
 
     async fn start_member_with(&self, id: u64, dir: std::path::PathBuf, voters: Vec<u64>) -> Member {
+        self.start_replica(id, dir, voters, None).await
+    }
+
+    async fn start_replica(
+        &self,
+        id: u64,
+        dir: std::path::PathBuf,
+        voters: Vec<u64>,
+        recover_to: Option<RaftIndex>,
+    ) -> Member {
         let log = Arc::new(RwLock::new(PartitionLog::open(&dir, log_config()).expect("open log")));
-        let node = RaftNode::start(id, fast(), Arc::new(self.net.clone()));
-        self.net.attach(id, node.inbox());
+        let node = RaftNode::start(NodeId(id), fast(), Arc::new(self.net.clone()));
+        self.net.attach(NodeId(id), node.inbox());
         let handle = node
-            .add_group(GROUP, Arc::clone(&log), voters)
+            .host(NewReplica {
+                group: GROUP,
+                log: Arc::clone(&log),
+                voters: ids(&voters),
+                recover_to,
+                span: tracing::Span::none(),
+            })
             .await
-            .expect("add group");
+            .expect("host replica");
         Member { node, log, handle, dir }
     }
 
     /// Proposes `n` batches of `records` records through `via` (which must
     /// lead), each committed; returns the offset after the last.
-    async fn write(&self, via: u64, tag: &str, n: u32, records: u32) -> u64 {
-        let mut end = 0;
+    async fn write(&self, via: u64, tag: &str, n: u32, records: u32) -> Offset {
+        let mut end = Offset::ZERO;
         for i in 0..n {
             end = self
                 .member(via)
@@ -100,7 +126,7 @@ impl Cluster {
                 .await
                 .expect("committed")
                 .last_offset
-                + 1;
+                .next();
         }
         end
     }
@@ -115,7 +141,7 @@ impl Cluster {
             for m in self.members.iter().flatten() {
                 let s = m.handle.status.borrow().clone();
                 if s.is_leader {
-                    return m.node.id();
+                    return m.node.id().get();
                 }
             }
             assert!(tokio::time::Instant::now() < deadline, "no leader elected within 10 s");
@@ -128,8 +154,8 @@ impl Cluster {
         loop {
             for m in self.members.iter().flatten() {
                 let s = m.handle.status.borrow().clone();
-                if s.is_leader && m.node.id() != old {
-                    return m.node.id();
+                if s.is_leader && m.node.id() != NodeId(old) {
+                    return m.node.id().get();
                 }
             }
             assert!(tokio::time::Instant::now() < deadline, "no new leader within 10 s");
@@ -140,15 +166,15 @@ impl Cluster {
     /// Stops node `id` abruptly (no state persisted beyond what Raft synced).
     fn kill(&mut self, id: u64) -> std::path::PathBuf {
         let m = self.members[(id - 1) as usize].take().expect("running");
-        self.net.detach(id);
+        self.net.detach(NodeId(id));
         m.node.shutdown();
         m.dir
     }
 }
 
 /// Every record batch stored by `log` below `upper`, as raw bytes.
-fn raw(log: &Arc<RwLock<PartitionLog>>, upper: u64) -> Vec<u8> {
-    let log = log.read().expect("lock");
+fn raw(log: &Arc<RwLock<PartitionLog>>, upper: Offset) -> Vec<u8> {
+    let log = log.read();
     let mut out = Vec::new();
     let mut next = log.earliest();
     while next < upper {
@@ -164,7 +190,7 @@ fn raw(log: &Arc<RwLock<PartitionLog>>, upper: u64) -> Vec<u8> {
     out
 }
 
-async fn wait_hw(h: &GroupHandle, at_least: u64) {
+async fn wait_hw(h: &ReplicaHandle, at_least: Offset) {
     let mut rx = h.high_watermark.subscribe();
     tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|&hw| hw >= at_least))
         .await
@@ -176,7 +202,7 @@ async fn wait_hw(h: &GroupHandle, at_least: u64) {
 async fn a_committed_batch_is_on_every_replica_byte_for_byte() {
     let c = Cluster::start(3).await;
     let leader = c.leader().await;
-    let mut next = 0;
+    let mut next = Offset::ZERO;
     for i in 0..50 {
         let info = c
             .member(leader)
@@ -185,7 +211,7 @@ async fn a_committed_batch_is_on_every_replica_byte_for_byte() {
             .await
             .expect("committed");
         assert_eq!(info.base_offset, next, "offsets are contiguous");
-        next = info.last_offset + 1;
+        next = info.last_offset.next();
     }
     for id in 1..=3 {
         wait_hw(&c.member(id).handle, next).await;
@@ -198,7 +224,7 @@ async fn a_committed_batch_is_on_every_replica_byte_for_byte() {
     // A follower refuses proposals and names the leader.
     let follower = (1..=3).find(|&i| i != leader).expect("a follower");
     match c.member(follower).node.propose(GROUP, batch("x", 1), Ack::All).await {
-        Err(ClusterError::NotLeader { leader: Some(l), .. }) => assert_eq!(l, leader),
+        Err(ClusterError::NotLeader { leader: Some(l), .. }) => assert_eq!(l, NodeId(leader)),
         other => panic!("expected NotLeader, got {other:?}"),
     }
 }
@@ -208,7 +234,7 @@ async fn an_isolated_leader_cannot_commit_and_its_tail_is_replaced() {
     let c = Cluster::start(3).await;
     let old = c.leader().await;
     c.write(old, "before", 1, 3).await;
-    c.net.isolate(old);
+    c.net.isolate(NodeId(old));
     // The minority leader accepts the proposal into its log but can never
     // commit it; it steps down (check_quorum) and the proposal fails.
     let stranded = c.member(old).node.propose(GROUP, batch("stranded", 3), Ack::All).await;
@@ -245,7 +271,7 @@ async fn a_killed_leader_is_replaced_and_rejoins_from_its_data() {
     assert_eq!(raw(&c.member(old).log, end), raw(&c.member(new).log, end));
     // Offsets never repeat across leaders.
     let bytes = raw(&c.member(new).log, end);
-    let mut expected = 0;
+    let mut expected = Offset::ZERO;
     for b in batches(&bytes) {
         let b = b.expect("valid");
         assert_eq!(b.base_offset(), expected);
@@ -264,8 +290,8 @@ async fn acks_leader_answers_after_the_local_fsync() {
         .propose(GROUP, batch("l", 2), Ack::Leader)
         .await
         .expect("stored");
-    assert_eq!(info.base_offset, 0);
-    assert!(c.member(leader).log.read().expect("lock").durable_offset() >= 2);
+    assert_eq!(info.base_offset, Offset::ZERO);
+    assert!(c.member(leader).log.read().durable_offset() >= Offset(2));
 }
 
 /// A replica that lost its log (replaced by an empty one) must not vote or
@@ -288,23 +314,26 @@ async fn a_recovering_replica_neither_votes_nor_campaigns() {
     std::fs::create_dir_all(&dir).expect("mkdir");
     std::fs::write(dir.join("raft-state.json"), state).expect("restore raft state");
     let last = c.member(leader).handle.status.borrow().last_index;
-    let log = Arc::new(RwLock::new(PartitionLog::open(&dir, log_config()).expect("open")));
-    let node = RaftNode::start(wiped, fast(), Arc::new(c.net.clone()));
-    c.net.attach(wiped, node.inbox());
-    let handle = node
-        .add_recovering_group(GROUP, Arc::clone(&log), vec![1, 2, 3], last)
-        .await
-        .expect("add");
-    c.members[(wiped - 1) as usize] = Some(Member { node, log, handle, dir });
+    let m = c.start_replica(wiped, dir, vec![1, 2, 3], Some(last)).await;
+    c.members[(wiped - 1) as usize] = Some(m);
     // Cut the leader off. The other follower needs the wiped replica's vote,
-    // which it must not get.
-    c.net.isolate(leader);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    for id in [wiped, other] {
-        assert!(
-            !c.member(id).handle.status.borrow().is_leader,
-            "node {id} must not become leader"
-        );
+    // which it must not get: watch both for two seconds (at least two
+    // election timeouts at this tick), failing at the first leadership.
+    c.net.isolate(NodeId(leader));
+    let watchers = [wiped, other].map(|id| {
+        let h = Arc::clone(&c.member(id).handle);
+        async move {
+            wait_status(&h, "a leadership", |s| s.is_leader).await;
+            id
+        }
+    });
+    let elected = tokio::time::timeout(
+        Duration::from_secs(2),
+        futures::future::select_all(watchers.map(Box::pin)),
+    )
+    .await;
+    if let Ok((id, _, _)) = elected {
+        panic!("node {id} must not become leader");
     }
     c.net.heal();
 }
@@ -326,25 +355,21 @@ async fn a_follower_behind_the_retained_log_catches_up_by_snapshot() {
     for id in (1..=3).filter(|&i| i != lagger) {
         let m = c.member(id);
         wait_hw(&m.handle, end).await;
-        m.log
-            .write()
-            .expect("lock")
-            .set_config(retention.clone())
-            .expect("config");
+        m.log.write().set_config(retention.clone()).expect("config");
         let report = m.handle.log.compact(strand_storage::now_ms(), end).expect("compact");
         assert!(
             report.deleted_segments > 0,
             "node {id}: retention removed the log's start"
         );
     }
-    let leader_start = c.member(leader).log.read().expect("lock").earliest();
-    assert!(leader_start > 0);
+    let leader_start = c.member(leader).log.read().earliest();
+    assert!(leader_start > Offset::ZERO);
     let m = c.start_member(lagger, dir, 3).await;
     c.members[(lagger - 1) as usize] = Some(m);
     wait_hw(&c.member(lagger).handle, end).await;
     let lagger_log = &c.member(lagger).log;
     assert_eq!(
-        lagger_log.read().expect("lock").earliest(),
+        lagger_log.read().earliest(),
         leader_start,
         "restarted at the leader's log start"
     );
@@ -357,12 +382,12 @@ async fn a_follower_behind_the_retained_log_catches_up_by_snapshot() {
         .await
         .expect("ok")
         .last_offset
-        + 1;
+        .next();
     wait_hw(&c.member(lagger).handle, more).await;
     assert_eq!(raw(lagger_log, more), raw(&c.member(leader).log, more));
 }
 
-async fn wait_status(h: &GroupHandle, what: &str, ok: impl Fn(&strand_cluster::GroupStatus) -> bool) {
+async fn wait_status(h: &ReplicaHandle, what: &str, ok: impl Fn(&ReplicaStatus) -> bool) {
     let mut rx = h.status.subscribe();
     tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|s| ok(s)))
         .await
@@ -385,28 +410,34 @@ async fn replicas_move_to_a_new_node_that_ends_byte_identical_and_votes() {
     let lh = Arc::clone(&c.member(leader).handle);
     c.member(leader)
         .node
-        .change_replicas(GROUP, ReplicaChange::AddLearner(4))
+        .change_replicas(GROUP, ReplicaChange::AddLearner(NodeId(4)))
         .await
         .expect("learner proposed");
     wait_status(&lh, "node 4 caught up as a learner", |s| {
-        s.learners == [4] && s.replicas.iter().any(|r| r.node == 4 && r.matched == s.last_index)
+        s.learners == [NodeId(4)]
+            && s.replicas
+                .iter()
+                .any(|r| r.node == NodeId(4) && r.matched == s.last_index)
     })
     .await;
     wait_hw(&c.member(4).handle, next).await;
     c.member(leader)
         .node
-        .change_replicas(GROUP, ReplicaChange::Promote(4))
+        .change_replicas(GROUP, ReplicaChange::Promote(NodeId(4)))
         .await
         .expect("promotion proposed");
-    wait_status(&lh, "node 4 voting", |s| s.voters.contains(&4) && s.learners.is_empty()).await;
+    wait_status(&lh, "node 4 voting", |s| {
+        s.voters.contains(&NodeId(4)) && s.learners.is_empty()
+    })
+    .await;
     let victim = (1..=3).find(|&i| i != leader).expect("a follower");
     c.member(leader)
         .node
-        .change_replicas(GROUP, ReplicaChange::Remove(victim))
+        .change_replicas(GROUP, ReplicaChange::Remove(NodeId(victim)))
         .await
         .expect("removal proposed");
     wait_status(&lh, "victim removed", |s| {
-        !s.voters.contains(&victim) && s.voters.len() == 3
+        !s.voters.contains(&NodeId(victim)) && s.voters.len() == 3
     })
     .await;
     c.kill(victim);
@@ -419,7 +450,7 @@ async fn replicas_move_to_a_new_node_that_ends_byte_identical_and_votes() {
     );
     let st4 = c.member(4).handle.status.borrow().clone();
     assert!(
-        st4.voters.contains(&4) && !st4.voters.contains(&victim),
+        st4.voters.contains(&NodeId(4)) && !st4.voters.contains(&NodeId(victim)),
         "node 4's own view: {st4:?}"
     );
     // Node 4 votes: with the old leader gone, the two left elect one of them.
@@ -450,7 +481,7 @@ async fn a_follower_that_lost_its_data_catches_up_instead_of_crashing() {
     // With nothing proposed, what reaches it first is a heartbeat (naming the
     // leader and a commit index past its empty log).
     let vh = Arc::clone(&c.member(victim).handle);
-    wait_status(&vh, "the leader's heartbeat", |s| s.leader == Some(leader)).await;
+    wait_status(&vh, "the leader's heartbeat", |s| s.leader == Some(NodeId(leader))).await;
     let next = c.write(leader, "after-", 5, 4).await;
     wait_hw(&c.member(victim).handle, next).await;
     assert_eq!(raw(&c.member(victim).log, next), raw(&c.member(leader).log, next));

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::coordinates::{Offset, RaftIndex};
+
 /// Why a byte string is not a valid record batch.
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
@@ -81,11 +83,21 @@ pub enum StorageError {
     #[error("offset {requested} is out of range [{earliest}, {latest}]")]
     OffsetOutOfRange {
         /// Offset asked for.
-        requested: u64,
+        requested: Offset,
         /// First stored offset.
-        earliest: u64,
+        earliest: Offset,
         /// Log end offset (the next offset to be written).
-        latest: u64,
+        latest: Offset,
+    },
+    /// A Raft entry that is not stored.
+    #[error("Raft index {requested} is not stored (the log holds [{first}, {last}])")]
+    RaftIndexOutOfRange {
+        /// Raft index asked for.
+        requested: RaftIndex,
+        /// First stored Raft index.
+        first: RaftIndex,
+        /// Last stored Raft index.
+        last: RaftIndex,
     },
     /// A batch larger than the configured maximum.
     #[error("batch of {size} bytes exceeds the maximum of {max} bytes")]
@@ -116,17 +128,25 @@ pub enum StorageError {
     #[error("offset {offset} is inside the batch starting at {batch_base}")]
     NotBatchBoundary {
         /// Offset asked for.
-        offset: u64,
+        offset: Offset,
         /// First offset of the batch that contains it.
-        batch_base: u64,
+        batch_base: Offset,
     },
     /// A replicated batch whose base offset is not the log end.
     #[error("batch starts at offset {got} but the log ends at {expected}")]
     UnexpectedOffset {
         /// Log end offset.
-        expected: u64,
+        expected: Offset,
         /// The batch's base offset.
-        got: u64,
+        got: Offset,
+    },
+    /// A Raft entry that does not follow the last stored one.
+    #[error("entry has Raft index {got} but the log expects {expected}")]
+    UnexpectedRaftIndex {
+        /// The index that would follow the log.
+        expected: RaftIndex,
+        /// The entry's index.
+        got: RaftIndex,
     },
     /// An earlier fsync failed: the partition accepts no more writes.
     #[error("partition {dir} stopped accepting writes after a failed fsync: {reason}")]

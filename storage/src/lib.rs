@@ -1,18 +1,25 @@
 //! Strand's storage engine: the log of one partition as memory-mapped
 //! segment files.
 //!
-//! This is a plain synchronous library: no async runtime, no networking, no
-//! knowledge of Raft beyond storing each batch's term. Its main types:
+//! This is a plain synchronous library: no async runtime, no networking. Of
+//! Raft it knows only what a replicated log must answer: each stored batch
+//! carries the [`Term`] and [`RaftIndex`] of the entry it is, and the log can
+//! be read and truncated by Raft index ([`PartitionLog::raft_entries`],
+//! [`PartitionLog::truncate_from_raft_index`]). Its main types:
 //!
 //! - [`BatchBuilder`] encodes records into a record batch, the unit that is
-//!   written, replicated and served; [`BatchRef`] is a validated view of one
-//!   and [`DecodedRecords`] iterates its records.
+//!   written, replicated and served; [`BatchRef`] is a validated view of one,
+//!   [`RecordBatch`] an owned batch validated once (a type that vouches for
+//!   its bytes, so nothing re-checks them), and [`DecodedRecords`] iterates
+//!   its records.
+//! - [`Offset`], [`RaftIndex`] and [`Term`] keep a record's position and a
+//!   Raft entry's coordinates apart.
 //! - [`PartitionLog`] stores batches in segments, assigns offsets, serves
 //!   reads straight from the memory map, looks offsets up by timestamp,
 //!   truncates (for Raft), recovers after a crash and applies retention.
 //!
 //! ```
-//! use strand_storage::{BatchBuilder, Compression, LogConfig, NewRecord, PartitionLog, batches};
+//! use strand_storage::{BatchBuilder, Compression, LogConfig, NewRecord, Offset, PartitionLog, batches};
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
@@ -21,11 +28,11 @@
 //!     b.push(&NewRecord { timestamp_ms: 1_000 + i64::from(i), key: None, value: Some(&[i]), headers: &[] });
 //! }
 //! let appended = log.append(&b.build().unwrap()).unwrap();
-//! assert_eq!((appended.base_offset, appended.last_offset), (0, 2));
-//! let bytes = log.read(1, 1 << 20).unwrap();          // whole batches, from the map
+//! assert_eq!((appended.base_offset, appended.last_offset), (Offset(0), Offset(2)));
+//! let bytes = log.read(Offset(1), 1 << 20).unwrap();  // whole batches, from the map
 //! let batch = batches(&bytes).next().unwrap().unwrap();
-//! assert_eq!(batch.base_offset(), 0);                  // the batch holding offset 1
-//! assert_eq!(log.lookup_by_timestamp(1_002).unwrap(), Some(2));
+//! assert_eq!(batch.base_offset(), Offset(0));          // the batch holding offset 1
+//! assert_eq!(log.lookup_by_timestamp(1_002).unwrap(), Some(Offset(2)));
 //! ```
 //!
 //! # Record batch layout
@@ -83,7 +90,9 @@
 #![deny(missing_docs)]
 
 mod batch;
+mod clock;
 mod config;
+mod coordinates;
 mod error;
 mod index;
 mod journal;
@@ -94,10 +103,12 @@ mod segment;
 
 pub use batch::{
     BatchBuilder, BatchRef, Compression, DecodedRecords, HEADER_LEN, Header, LENGTH_PREFIX, MAGIC, NewRecord,
-    ProducerInfo, RecordIter, RecordView, Stamp, batches, control_batch, encoded_len_estimate, framed_len,
+    ProducerInfo, RecordBatch, RecordIter, RecordView, Stamp, batches, control_batch, encoded_len_estimate, framed_len,
 };
+pub use clock::now_ms;
 pub use config::{FsyncPolicy, LogConfig};
+pub use coordinates::{Offset, RaftIndex, Term};
 pub use error::{BatchError, Result, StorageError};
 pub use journal::JOURNAL_ENV;
-pub use log::{AppendInfo, BatchLocation, PartitionLog, RetentionReport, SyncPoint, now_ms, stamp_batch};
+pub use log::{AppendInfo, BatchLocation, PartitionLog, RetentionReport, SyncPoint};
 pub use recovery::{RecoveryReport, Truncation};

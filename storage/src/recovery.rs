@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::coordinates::Offset;
 use crate::error::{Result, StorageError};
 
 /// A torn or corrupt tail cut from the active segment on open.
@@ -29,7 +30,7 @@ pub struct RecoveryReport {
 }
 
 /// Base offsets of the segments in `dir`, ascending (from `*.log` names).
-pub(crate) fn segment_bases(dir: &Path) -> Result<Vec<u64>> {
+pub(crate) fn segment_bases(dir: &Path) -> Result<Vec<Offset>> {
     let rd = std::fs::read_dir(dir).map_err(|e| StorageError::io("read dir", dir, e))?;
     let mut bases = Vec::new();
     for entry in rd {
@@ -37,7 +38,7 @@ pub(crate) fn segment_bases(dir: &Path) -> Result<Vec<u64>> {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if let Some(base) = name.strip_suffix(".log").and_then(|stem| stem.parse::<u64>().ok()) {
-            bases.push(base);
+            bases.push(Offset(base));
         }
     }
     bases.sort_unstable();

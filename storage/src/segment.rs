@@ -21,6 +21,7 @@ use memmap2::Mmap;
 use crate::batch::header::{self, BatchRef, HEADER_LEN};
 use crate::batch::{DecodedRecords, framed_len};
 use crate::config::LogConfig;
+use crate::coordinates::{Offset, RaftIndex, Term};
 use crate::error::{Result, StorageError};
 use crate::index::file::IndexFile;
 use crate::index::{self, OFFSET_ENTRY, TIME_ENTRY};
@@ -29,13 +30,13 @@ use crate::prealloc;
 /// What the log needs to know about a batch it stores.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct BatchInfo {
-    pub base: u64,
-    pub next: u64,
+    pub base: Offset,
+    pub next: Offset,
     pub len: u64,
     pub max_timestamp_ms: i64,
     pub append_ms: i64,
-    pub term: u64,
-    pub raft_index: u64,
+    pub term: Term,
+    pub raft_index: RaftIndex,
 }
 
 impl BatchInfo {
@@ -71,13 +72,13 @@ fn header_at(buf: &[u8], pos: u64, limit: u64) -> std::result::Result<BatchInfo,
     }
     let base = header::u64_at(b, header::BASE_OFFSET);
     Ok(BatchInfo {
-        base,
-        next: base.saturating_add(u64::from(count)),
+        base: Offset(base),
+        next: Offset(base.saturating_add(u64::from(count))),
         len: len as u64,
         max_timestamp_ms: header::i64_at(b, header::MAX_TIMESTAMP),
         append_ms: header::i64_at(b, header::APPEND_TIME),
-        term: header::u64_at(b, header::TERM),
-        raft_index: header::u64_at(b, header::RAFT_INDEX),
+        term: Term(header::u64_at(b, header::TERM)),
+        raft_index: RaftIndex(header::u64_at(b, header::RAFT_INDEX)),
     })
 }
 
@@ -94,7 +95,7 @@ struct Walk {
     /// Position after the last good batch.
     end: u64,
     /// Offset after the last good batch.
-    next_offset: u64,
+    next_offset: Offset,
     /// Where and why the walk stopped early.
     error: Option<(u64, String)>,
 }
@@ -105,7 +106,7 @@ fn walk(
     buf: &[u8],
     from: u64,
     limit: u64,
-    expected: u64,
+    expected: Offset,
     verify_crc: bool,
     mut visit: impl FnMut(u64, &BatchInfo) -> Result<()>,
 ) -> Result<Walk> {
@@ -166,7 +167,8 @@ fn map_read_only(file: &File, path: &Path) -> Result<Bytes> {
 }
 
 /// File names of the segment starting at `base`.
-pub(crate) fn segment_paths(dir: &Path, base: u64) -> [PathBuf; 3] {
+pub(crate) fn segment_paths(dir: &Path, base: Offset) -> [PathBuf; 3] {
+    let base = base.0;
     [
         dir.join(format!("{base:020}.log")),
         dir.join(format!("{base:020}.index")),
@@ -183,13 +185,13 @@ pub(crate) struct TailRepair {
 }
 
 pub(crate) struct Segment {
-    base_offset: u64,
+    base_offset: Offset,
     log_path: PathBuf,
     file: Arc<File>,
     map: Bytes,
     size: u64,
     capacity: u64,
-    next_offset: u64,
+    next_offset: Offset,
     offset_index: IndexFile,
     time_index: IndexFile,
     bytes_since_index: u64,
@@ -204,7 +206,7 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    fn open_files(dir: &Path, base: u64, cfg: &LogConfig, create: bool) -> Result<Self> {
+    fn open_files(dir: &Path, base: Offset, cfg: &LogConfig, create: bool) -> Result<Self> {
         let [log_path, idx_path, tidx_path] = segment_paths(dir, base);
         // A new segment must not reuse an existing file: that would mean two
         // segments with one base offset, one overwriting the other.
@@ -244,7 +246,7 @@ impl Segment {
     }
 
     /// Creates a new, empty active segment starting at `base`.
-    pub(crate) fn create(dir: &Path, base: u64, cfg: &LogConfig) -> Result<Self> {
+    pub(crate) fn create(dir: &Path, base: Offset, cfg: &LogConfig) -> Result<Self> {
         let mut s = Self::open_files(dir, base, cfg, true)?;
         s.offset_index.set_entries(0);
         s.time_index.set_entries(0);
@@ -258,7 +260,7 @@ impl Segment {
     /// [`StorageError::Corrupt`] if a bad batch is followed by batches the
     /// previous index knew about: that is damage in the middle of the log, not
     /// a torn write, and truncating there would drop acknowledged data.
-    pub(crate) fn open_active(dir: &Path, base: u64, cfg: &LogConfig) -> Result<(Self, TailRepair)> {
+    pub(crate) fn open_active(dir: &Path, base: Offset, cfg: &LogConfig) -> Result<(Self, TailRepair)> {
         let mut s = Self::open_files(dir, base, cfg, false)?;
         let file_len = s.capacity;
         let old_positions: Vec<u64> = {
@@ -317,7 +319,7 @@ impl Segment {
     /// # Errors
     /// [`StorageError::Corrupt`] naming file and position if any batch is bad:
     /// a sealed segment is never truncated on open.
-    pub(crate) fn open_sealed(dir: &Path, base: u64, cfg: &LogConfig, verify: bool) -> Result<(Self, bool)> {
+    pub(crate) fn open_sealed(dir: &Path, base: Offset, cfg: &LogConfig, verify: bool) -> Result<(Self, bool)> {
         let mut s = Self::open_files(dir, base, cfg, false)?;
         s.sealed = true;
         s.size = s.capacity;
@@ -340,7 +342,7 @@ impl Segment {
         if index_ok {
             let (rel, pos) = index::read_offset_entry(s.offset_index.valid(), s.offset_index.entries() - 1);
             match header_at(&map, u64::from(pos), size) {
-                Ok(info) if info.base == base + u64::from(rel) => resume = (u64::from(pos), info.base),
+                Ok(info) if info.base == base.plus(u64::from(rel)) => resume = (u64::from(pos), info.base),
                 _ => index_ok = false,
             }
         }
@@ -373,7 +375,7 @@ impl Segment {
         if size == 0 {
             return Err(corrupt(0, "sealed segment is empty".into(), &s.log_path));
         }
-        if !rebuild && !index::time_entries_are_sane(s.time_index.valid(), w.next_offset - base) {
+        if !rebuild && !index::time_entries_are_sane(s.time_index.valid(), w.next_offset.since(base)) {
             // Offsets index fine, time index not: rebuild both from the log.
             return Self::rebuild_sealed(dir, base, cfg);
         }
@@ -387,7 +389,7 @@ impl Segment {
         Ok((s, rebuild))
     }
 
-    fn rebuild_sealed(dir: &Path, base: u64, cfg: &LogConfig) -> Result<(Self, bool)> {
+    fn rebuild_sealed(dir: &Path, base: Offset, cfg: &LogConfig) -> Result<(Self, bool)> {
         let [_, idx, tidx] = segment_paths(dir, base);
         for p in [&idx, &tidx] {
             std::fs::remove_file(p).map_err(|e| StorageError::io("remove index", p, e))?;
@@ -404,7 +406,7 @@ impl Segment {
         }
         self.max_timestamp_ms = self.max_timestamp_ms.max(info.max_timestamp_ms);
         self.max_append_ms = self.max_append_ms.max(info.append_ms);
-        let rel = (info.base - self.base_offset) as u32;
+        let rel = info.base.since(self.base_offset) as u32;
         let first = self.offset_index.entries() == 0;
         // Control batches share their offset with the next batch; index only
         // strictly increasing offsets.
@@ -482,14 +484,14 @@ impl Segment {
 
     /// Position of the batch containing `offset`, or `None` if the segment
     /// ends at or before it.
-    pub(crate) fn find_position(&self, offset: u64) -> Result<Option<(u64, BatchInfo)>> {
+    pub(crate) fn find_position(&self, offset: Offset) -> Result<Option<(u64, BatchInfo)>> {
         if offset < self.base_offset || offset >= self.next_offset {
             return Ok(None);
         }
-        let rel = (offset - self.base_offset) as u32;
+        let rel = offset.since(self.base_offset) as u32;
         let (mut expected, mut pos) = index::lookup_offset(self.offset_index.valid(), rel)
             .map_or((self.base_offset, 0), |(r, p)| {
-                (self.base_offset + u64::from(r), u64::from(p))
+                (self.base_offset.plus(u64::from(r)), u64::from(p))
             });
         while pos < self.size {
             let info = header_at(&self.map, pos, self.size).map_err(|reason| self.corrupt(pos, reason))?;
@@ -513,7 +515,7 @@ impl Segment {
     /// Position of the batch whose Raft index is `raft_index`, if this
     /// segment holds it. Binary search over the offset index (reading each
     /// probed batch's Raft index from its header), then a header walk.
-    pub(crate) fn find_raft_index(&self, raft_index: u64) -> Result<Option<(u64, BatchInfo)>> {
+    pub(crate) fn find_raft_index(&self, raft_index: RaftIndex) -> Result<Option<(u64, BatchInfo)>> {
         let entries = self.offset_index.valid();
         let n = self.offset_index.entries();
         let (mut lo, mut hi) = (0usize, n);
@@ -590,7 +592,7 @@ impl Segment {
     /// more while the total stays within `max_bytes` and each batch ends at or
     /// below `upper`. Every returned batch has passed its CRC check; the bytes
     /// are a slice of the map, not a copy.
-    pub(crate) fn read(&self, pos: u64, max_bytes: usize, upper: u64) -> Result<Bytes> {
+    pub(crate) fn read(&self, pos: u64, max_bytes: usize, upper: Offset) -> Result<Bytes> {
         let mut end = pos;
         while end < self.size {
             let info = validated_at(&self.map, end, self.size).map_err(|reason| self.corrupt(end, reason))?;
@@ -603,12 +605,12 @@ impl Segment {
     }
 
     /// First offset in this segment whose record timestamp is `>= ts`.
-    pub(crate) fn lookup_timestamp(&self, ts: i64, upper: u64) -> Result<Option<u64>> {
+    pub(crate) fn lookup_timestamp(&self, ts: i64, upper: Offset) -> Result<Option<Offset>> {
         if self.max_timestamp_ms < ts {
             return Ok(None);
         }
         let start = index::lookup_time(self.time_index.valid(), ts)
-            .map_or(self.base_offset, |(_, rel)| self.base_offset + u64::from(rel));
+            .map_or(self.base_offset, |(_, rel)| self.base_offset.plus(u64::from(rel)));
         let Some((mut pos, _)) = self.find_position(start)? else {
             return Ok(None);
         };
@@ -637,7 +639,7 @@ impl Segment {
     /// Removes every batch from `offset` on; `offset` must start a batch.
     /// The freed bytes are zeroed and synced before this returns, so a crash
     /// cannot bring the removed batches back.
-    pub(crate) fn truncate_from(&mut self, offset: u64) -> Result<()> {
+    pub(crate) fn truncate_from(&mut self, offset: Offset) -> Result<()> {
         // Whatever is left becomes the active segment again.
         self.sealed = false;
         if offset >= self.next_offset {
@@ -658,7 +660,7 @@ impl Segment {
 
     /// Removes every batch from byte `pos` on; `pos` starts a batch whose base
     /// offset is `offset`. Zeroed and synced before returning.
-    pub(crate) fn truncate_at(&mut self, pos: u64, offset: u64) -> Result<()> {
+    pub(crate) fn truncate_at(&mut self, pos: u64, offset: Offset) -> Result<()> {
         self.sealed = false;
         if pos >= self.size {
             return Ok(());
@@ -668,7 +670,7 @@ impl Segment {
             .sync_data()
             .map_err(|e| StorageError::io("fdatasync", &self.log_path, e))?;
         crate::journal::synced(&self.log_path, pos);
-        let rel = offset - self.base_offset;
+        let rel = offset.since(self.base_offset);
         let oi = self.offset_index.valid();
         let keep_oi = (0..self.offset_index.entries())
             .take_while(|&i| u64::from(index::read_offset_entry(oi, i).1) < pos)
@@ -701,12 +703,11 @@ impl Segment {
             &map,
             from,
             pos,
-            self.base_offset
-                + u64::from(
-                    keep_oi
-                        .checked_sub(1)
-                        .map_or(0, |i| index::read_offset_entry(self.offset_index.valid(), i).0),
-                ),
+            self.base_offset.plus(u64::from(
+                keep_oi
+                    .checked_sub(1)
+                    .map_or(0, |i| index::read_offset_entry(self.offset_index.valid(), i).0),
+            )),
             false,
             |_, info| {
                 max_ts = max_ts.max(info.max_timestamp_ms);
@@ -736,10 +737,10 @@ impl Segment {
         Ok(())
     }
 
-    pub(crate) fn base_offset(&self) -> u64 {
+    pub(crate) fn base_offset(&self) -> Offset {
         self.base_offset
     }
-    pub(crate) fn next_offset(&self) -> u64 {
+    pub(crate) fn next_offset(&self) -> Offset {
         self.next_offset
     }
     pub(crate) fn size(&self) -> u64 {

@@ -241,7 +241,7 @@ async fn subscribe_pushes_batches_as_they_become_visible() {
     produce_numbered(&b, "s", 3, |_| strand_storage::now_ms()).await;
     let mut next = 0;
     for batch in strand_storage::batches(&first.records) {
-        next = batch.unwrap().next_offset();
+        next = batch.unwrap().next_offset().get();
     }
     while next < 8 {
         let more = tokio::time::timeout(Duration::from_secs(5), stream.message())
@@ -250,7 +250,7 @@ async fn subscribe_pushes_batches_as_they_become_visible() {
             .unwrap()
             .expect("data");
         for batch in strand_storage::batches(&more.records) {
-            next = batch.unwrap().next_offset();
+            next = batch.unwrap().next_offset().get();
         }
     }
     assert_eq!(next, 8);

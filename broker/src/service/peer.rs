@@ -1,85 +1,118 @@
-//! The `Peer` service: Raft messages from other brokers enter this node's
-//! replication loop here. Only members of this cluster are heard.
+//! The `Peer` service: traffic between brokers of one cluster. Raft
+//! messages enter this node's replication loop here; peers also ask for this
+//! broker's replica report, for committed log entries (a replica recovering a
+//! damaged log) and, when this broker leads the controller, to carry out a
+//! metadata change. Only members of this cluster are heard.
 
-use std::sync::Arc;
-
-use strand_proto::v1::{
-    LocalStatusRequest, LocalStatusResponse, RaftBatch, RaftBatchAck, ReadLogRequest, ReadLogResponse,
-    peer_server::Peer,
-};
+use strand_cluster::{NodeId, RaftGroupId};
+use strand_proto::v1 as pb;
+use strand_storage::RaftIndex;
 use tonic::{Request, Response, Status};
 
-use crate::state::BrokerState;
+use crate::admin::status::{local_report, report_to_proto};
+use crate::admin::{Admin, MetadataRequest};
+use crate::error::BrokerError;
 
-/// Receives Raft traffic.
+/// The `Peer` service.
 #[derive(Clone, Debug)]
 pub struct PeerService {
-    state: Arc<BrokerState>,
+    admin: Admin,
 }
 
 impl PeerService {
-    /// A service over `state`.
-    pub fn new(state: Arc<BrokerState>) -> Self {
-        PeerService { state }
+    /// A service over `admin` (and its node).
+    pub fn new(admin: Admin) -> Self {
+        PeerService { admin }
+    }
+
+    fn check_cluster(&self, cluster_id: &str) -> Result<(), Status> {
+        if cluster_id != self.admin.node().cluster_id() {
+            return Err(Status::permission_denied("another cluster"));
+        }
+        Ok(())
     }
 }
 
 #[tonic::async_trait]
-impl Peer for PeerService {
-    async fn raft(&self, req: Request<RaftBatch>) -> Result<Response<RaftBatchAck>, Status> {
+impl pb::peer_server::Peer for PeerService {
+    async fn raft(&self, req: Request<pb::RaftBatch>) -> Result<Response<pb::RaftBatchAck>, Status> {
+        let node = self.admin.node();
         let batch = req.into_inner();
-        if batch.from == self.state.node_id || self.state.addr_of(batch.from).is_none() {
-            tracing::warn!(
-                from = batch.from,
-                "raft traffic from a node that is not a peer; ignored"
-            );
+        let from = NodeId(batch.from);
+        if from == node.id() || node.addr_of(from).is_none() {
+            tracing::warn!(%from, "raft traffic from a node that is not a peer; ignored");
             return Err(Status::permission_denied(format!(
-                "node {} is not a peer of this cluster",
-                batch.from
+                "node {from} is not a peer of this cluster"
             )));
         }
-        match strand_cluster::decode_batch(&batch, &self.state.cluster_id) {
+        match strand_cluster::decode_batch(&batch, node.cluster_id()) {
             Ok(msgs) => {
-                self.state.inbox().deliver(batch.from, msgs);
-                Ok(Response::new(RaftBatchAck {}))
+                node.inbox().deliver(from, msgs);
+                Ok(Response::new(pb::RaftBatchAck {}))
             }
             Err(e) => {
-                tracing::warn!(from = batch.from, error = %e, "dropped raft batch");
+                tracing::warn!(%from, error = %e, "dropped raft batch");
                 Err(Status::invalid_argument(e.to_string()))
             }
         }
     }
 
-    async fn local_status(&self, _req: Request<LocalStatusRequest>) -> Result<Response<LocalStatusResponse>, Status> {
-        Ok(Response::new(super::status::local_status(&self.state)))
+    async fn local_status(
+        &self,
+        _req: Request<pb::LocalStatusRequest>,
+    ) -> Result<Response<pb::LocalStatusResponse>, Status> {
+        let node = self.admin.node();
+        Ok(Response::new(report_to_proto(node, local_report(node))))
     }
 
-    async fn read_log(&self, req: Request<ReadLogRequest>) -> Result<Response<ReadLogResponse>, Status> {
+    async fn read_log(&self, req: Request<pb::ReadLogRequest>) -> Result<Response<pb::ReadLogResponse>, Status> {
         let req = req.into_inner();
-        if req.cluster_id != self.state.cluster_id {
-            return Err(Status::permission_denied("another cluster"));
-        }
-        let Some(p) = self.state.replica_of_group(req.group) else {
+        self.check_cluster(&req.cluster_id)?;
+        let node = self.admin.node();
+        let Some(p) = node.replica_of_group(RaftGroupId(req.group)) else {
             return Err(Status::not_found(format!("group {} is not hosted here", req.group)));
         };
         let commit = p.status().commit;
         let max = u64::from(req.max_bytes.clamp(1, 8 << 20));
-        let entries = if req.from_index == 0 || req.from_index > commit {
+        let from = RaftIndex(req.from_index);
+        let entries = if from == RaftIndex::ZERO || from > commit {
             Vec::new()
         } else {
             p.log()
                 .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .raft_entries(req.from_index, commit + 1, max)
-                .map_err(|e| Status::internal(e.to_string()))?
+                .raft_entries(from, commit.next(), max)
+                .map_err(|e| Status::from(BrokerError::from(e)))?
         };
         let mut batches = Vec::with_capacity(entries.iter().map(|(b, _)| b.len()).sum());
         for (b, _) in &entries {
             batches.extend_from_slice(b);
         }
-        Ok(Response::new(ReadLogResponse {
+        Ok(Response::new(pb::ReadLogResponse {
             batches: batches.into(),
-            commit,
+            commit: commit.get(),
+        }))
+    }
+
+    async fn submit_metadata(
+        &self,
+        req: Request<pb::SubmitMetadataRequest>,
+    ) -> Result<Response<pb::SubmitMetadataResponse>, Status> {
+        let req = req.into_inner();
+        self.check_cluster(&req.cluster_id)?;
+        if self.admin.node().addr_of(NodeId(req.from)).is_none() {
+            return Err(Status::permission_denied(format!(
+                "node {} is not a broker of this cluster",
+                req.from
+            )));
+        }
+        let request: MetadataRequest = serde_json::from_slice(&req.request).map_err(|e| {
+            Status::from(BrokerError::InvalidRequest {
+                reason: format!("undecodable metadata request: {e}"),
+            })
+        })?;
+        let applied = self.admin.execute_on_leader(&request).await?;
+        Ok(Response::new(pb::SubmitMetadataResponse {
+            applied_offset: applied.get(),
         }))
     }
 }

@@ -180,7 +180,7 @@ pub(crate) fn decode_records(
             Ok(b) => b,
             Err(e) => return corrupt(e, next),
         };
-        if batch.next_offset() <= next {
+        if batch.next_offset().get() <= next {
             continue;
         }
         let mark = out.len();
@@ -188,7 +188,7 @@ pub(crate) fn decode_records(
             out.truncate(mark);
             return corrupt(e, next);
         }
-        next = batch.next_offset();
+        next = batch.next_offset().get();
     }
     Decoded {
         next_position: next,
@@ -209,7 +209,7 @@ fn decode_batch(
     let make = |r: &RecordView<'_>, bytes: &mut dyn FnMut(&[u8]) -> Bytes| ConsumerRecord {
         topic: topic.clone(),
         partition,
-        offset: r.offset,
+        offset: r.offset.get(),
         timestamp_ms: r.timestamp_ms,
         key: r.key.map(&mut *bytes),
         value: r.value.map(&mut *bytes),
@@ -222,7 +222,7 @@ fn decode_batch(
         // Keys and values point into the fetched buffer.
         for r in decoded.iter() {
             let r = r?;
-            if r.offset >= position {
+            if r.offset.get() >= position {
                 out.push(make(&r, &mut |s| share(buf, s)));
             }
         }
@@ -233,7 +233,7 @@ fn decode_batch(
     let mut total = 0;
     for r in decoded.iter() {
         let r = r?;
-        if r.offset >= position {
+        if r.offset.get() >= position {
             total += r.key.map_or(0, <[u8]>::len) + r.value.map_or(0, <[u8]>::len);
             total += r.headers().map(|h| h.value.map_or(0, <[u8]>::len)).sum::<usize>();
         }
@@ -241,7 +241,7 @@ fn decode_batch(
     let mut arena = BytesMut::with_capacity(total);
     for r in decoded.iter() {
         let r = r?;
-        if r.offset >= position {
+        if r.offset.get() >= position {
             out.push(make(&r, &mut |s| {
                 arena.extend_from_slice(s);
                 arena.split().freeze()

@@ -3,10 +3,11 @@
 //! flight goes out in the next call, across all groups.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 use strand_proto::v1::{GroupMessage, RaftBatch, peer_client::PeerClient};
@@ -14,6 +15,7 @@ use tokio::sync::mpsc;
 
 use super::Transport;
 use crate::error::{ClusterError, Result};
+use crate::ids::{NodeId, RaftGroupId};
 
 /// Messages queued per peer before new ones are dropped (Raft resends).
 const PEER_QUEUE: usize = 1024;
@@ -21,13 +23,13 @@ const PEER_QUEUE: usize = 1024;
 const MAX_BATCH: usize = 4096;
 
 /// Messages for one peer: `(group, message)` pairs.
-type Outbox = mpsc::Sender<Vec<(u64, Message)>>;
+type Outbox = mpsc::Sender<Vec<(RaftGroupId, Message)>>;
 
 /// Sends Raft messages to peers over gRPC.
 pub struct GrpcTransport {
     cluster_id: String,
-    addrs: Mutex<HashMap<u64, String>>,
-    queues: Mutex<HashMap<u64, Outbox>>,
+    addrs: Mutex<HashMap<NodeId, String>>,
+    queues: Mutex<HashMap<NodeId, Outbox>>,
     runtime: tokio::runtime::Handle,
     max_message_bytes: usize,
 }
@@ -45,7 +47,7 @@ impl GrpcTransport {
     /// tasks run on `runtime`.
     pub fn new(
         cluster_id: String,
-        addrs: HashMap<u64, String>,
+        addrs: HashMap<NodeId, String>,
         runtime: tokio::runtime::Handle,
         max_message_bytes: usize,
     ) -> Arc<Self> {
@@ -59,43 +61,27 @@ impl GrpcTransport {
     }
 
     /// Adds or moves a peer.
-    pub fn set_peer(&self, id: u64, addr: String) {
-        self.addrs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(id, addr);
+    pub fn set_peer(&self, id: NodeId, addr: String) {
+        self.addrs.lock().insert(id, addr);
         // A new address takes effect with a new connection.
-        self.queues
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&id);
+        self.queues.lock().remove(&id);
     }
 
     /// Adds a peer, or moves one whose address changed; a known peer at the
     /// same address keeps its connection.
-    pub fn set_peer_if_new(&self, id: u64, addr: String) {
-        let known = self
-            .addrs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&id)
-            .is_some_and(|a| *a == addr);
+    pub fn set_peer_if_new(&self, id: NodeId, addr: String) {
+        let known = self.addrs.lock().get(&id).is_some_and(|a| *a == addr);
         if !known {
             self.set_peer(id, addr);
         }
     }
 
-    fn queue(&self, from: u64, to: u64) -> Option<Outbox> {
-        let mut queues = self.queues.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    fn queue(&self, from: NodeId, to: NodeId) -> Option<Outbox> {
+        let mut queues = self.queues.lock();
         if let Some(q) = queues.get(&to).filter(|q| !q.is_closed()) {
             return Some(q.clone());
         }
-        let addr = self
-            .addrs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&to)
-            .cloned()?;
+        let addr = self.addrs.lock().get(&to).cloned()?;
         let (tx, rx) = mpsc::channel(PEER_QUEUE);
         let cluster_id = self.cluster_id.clone();
         let max = self.max_message_bytes;
@@ -106,24 +92,24 @@ impl GrpcTransport {
 }
 
 impl Transport for GrpcTransport {
-    fn send(&self, from: u64, to: u64, msgs: Vec<(u64, Message)>) {
+    fn send(&self, from: NodeId, to: NodeId, msgs: Vec<(RaftGroupId, Message)>) {
         let Some(q) = self.queue(from, to) else {
-            tracing::debug!(node = from, peer = to, "no address for peer; dropping raft messages");
+            tracing::debug!(node = %from, peer = %to, "no address for peer; dropping raft messages");
             return;
         };
         if q.try_send(msgs).is_err() {
-            tracing::debug!(node = from, peer = to, "peer queue full; dropping raft messages");
+            tracing::debug!(node = %from, peer = %to, "peer queue full; dropping raft messages");
         }
     }
 }
 
 async fn peer_task(
-    from: u64,
-    to: u64,
+    from: NodeId,
+    to: NodeId,
     addr: String,
     cluster_id: String,
     max_message_bytes: usize,
-    mut rx: mpsc::Receiver<Vec<(u64, Message)>>,
+    mut rx: mpsc::Receiver<Vec<(RaftGroupId, Message)>>,
 ) {
     let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
         Ok(e) => e
@@ -133,7 +119,7 @@ async fn peer_task(
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(10)),
         Err(e) => {
-            tracing::error!(node = from, peer = to, %addr, error = %e, "invalid peer address");
+            tracing::error!(node = %from, peer = %to, %addr, error = %e, "invalid peer address");
             return;
         }
     };
@@ -150,17 +136,17 @@ async fn peer_task(
             }
         }
         let mut batch = RaftBatch {
-            from,
+            from: from.get(),
             cluster_id: cluster_id.clone(),
             messages: Vec::with_capacity(msgs.len()),
         };
         for (group, m) in msgs {
             match m.write_to_bytes() {
                 Ok(bytes) => batch.messages.push(GroupMessage {
-                    group,
+                    group: group.get(),
                     message: Bytes::from(bytes),
                 }),
-                Err(e) => tracing::error!(node = from, peer = to, group, error = %e, "cannot encode raft message"),
+                Err(e) => tracing::error!(node = %from, peer = %to, %group, error = %e, "cannot encode raft message"),
             }
         }
         match client.raft(batch).await {
@@ -168,7 +154,7 @@ async fn peer_task(
             Err(status) => {
                 failures += 1;
                 if failures == 1 || failures.is_power_of_two() {
-                    tracing::warn!(node = from, peer = to, %addr, failures, error = %status.message(), "raft send failed");
+                    tracing::warn!(node = %from, peer = %to, %addr, failures, error = %status.message(), "raft send failed");
                 }
                 // Back off a little; whatever queued meanwhile is mostly
                 // superseded heartbeats and appends Raft will resend.
@@ -183,7 +169,7 @@ async fn peer_task(
 ///
 /// # Errors
 /// `Malformed` for another cluster's batch or an undecodable message.
-pub fn decode_batch(batch: &RaftBatch, cluster_id: &str) -> Result<Vec<(u64, Message)>> {
+pub fn decode_batch(batch: &RaftBatch, cluster_id: &str) -> Result<Vec<(RaftGroupId, Message)>> {
     if batch.cluster_id != cluster_id {
         return Err(ClusterError::Malformed {
             what: "raft batch",
@@ -195,7 +181,7 @@ pub fn decode_batch(batch: &RaftBatch, cluster_id: &str) -> Result<Vec<(u64, Mes
         .iter()
         .map(|gm| {
             Message::parse_from_bytes(&gm.message)
-                .map(|m| (gm.group, m))
+                .map(|m| (RaftGroupId(gm.group), m))
                 .map_err(|e| ClusterError::Malformed {
                     what: "raft message",
                     reason: e.to_string(),

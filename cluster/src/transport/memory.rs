@@ -1,11 +1,13 @@
 //! An in-process network for tests of the replication logic.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use parking_lot::{Mutex, MutexGuard};
 use raft::eraftpb::Message;
 
 use super::{Inbox, Transport};
+use crate::ids::{NodeId, RaftGroupId};
 
 /// An in-process network of nodes with links that can be cut, for tests of
 /// the replication logic (STYLE.md: raft-rs `harness/src/network.rs`).
@@ -16,8 +18,8 @@ pub struct MemoryNetwork {
 
 #[derive(Default)]
 struct NetworkState {
-    inboxes: HashMap<u64, Arc<dyn Inbox>>,
-    cut: HashSet<(u64, u64)>,
+    inboxes: HashMap<NodeId, Arc<dyn Inbox>>,
+    cut: HashSet<(NodeId, NodeId)>,
 }
 
 impl MemoryNetwork {
@@ -27,19 +29,19 @@ impl MemoryNetwork {
     }
 
     /// Attaches node `id`'s inbox.
-    pub fn attach(&self, id: u64, inbox: Arc<dyn Inbox>) {
+    pub fn attach(&self, id: NodeId, inbox: Arc<dyn Inbox>) {
         self.state().inboxes.insert(id, inbox);
     }
 
     /// Detaches node `id` (as if it crashed).
-    pub fn detach(&self, id: u64) {
+    pub fn detach(&self, id: NodeId) {
         self.state().inboxes.remove(&id);
     }
 
     /// Cuts both directions between node `id` and every other node.
-    pub fn isolate(&self, id: u64) {
+    pub fn isolate(&self, id: NodeId) {
         let mut s = self.state();
-        let others: Vec<u64> = s.inboxes.keys().copied().filter(|&o| o != id).collect();
+        let others: Vec<NodeId> = s.inboxes.keys().copied().filter(|&o| o != id).collect();
         for o in others {
             s.cut.insert((id, o));
             s.cut.insert((o, id));
@@ -51,13 +53,13 @@ impl MemoryNetwork {
         self.state().cut.clear();
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, NetworkState> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn state(&self) -> MutexGuard<'_, NetworkState> {
+        self.inner.lock()
     }
 }
 
 impl Transport for MemoryNetwork {
-    fn send(&self, from: u64, to: u64, msgs: Vec<(u64, Message)>) {
+    fn send(&self, from: NodeId, to: NodeId, msgs: Vec<(RaftGroupId, Message)>) {
         let inbox = {
             let s = self.state();
             if s.cut.contains(&(from, to)) {

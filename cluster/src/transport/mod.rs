@@ -10,17 +10,19 @@ mod memory;
 
 use raft::eraftpb::Message;
 
+use crate::ids::{NodeId, RaftGroupId};
+
 pub use grpc::{GrpcTransport, decode_batch};
 pub use memory::MemoryNetwork;
 
 /// Sends batches of `(group, message)` to peer nodes.
 pub trait Transport: Send + Sync + 'static {
     /// Queues `msgs` for node `to`; never blocks the caller.
-    fn send(&self, from: u64, to: u64, msgs: Vec<(u64, Message)>);
+    fn send(&self, from: NodeId, to: NodeId, msgs: Vec<(RaftGroupId, Message)>);
 }
 
 /// Receives message batches addressed to a node.
 pub trait Inbox: Send + Sync + 'static {
     /// Delivers a batch from node `from`.
-    fn deliver(&self, from: u64, msgs: Vec<(u64, Message)>);
+    fn deliver(&self, from: NodeId, msgs: Vec<(RaftGroupId, Message)>);
 }

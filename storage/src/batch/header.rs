@@ -32,6 +32,7 @@
 //! a configuration change) lives in the same log as the data.
 
 use crate::batch::compression::Compression;
+use crate::coordinates::{Offset, RaftIndex, Term};
 use crate::error::BatchError;
 
 /// Size of the fixed header that precedes the records section.
@@ -127,6 +128,24 @@ impl<'a> BatchRef<'a> {
     /// Like [`BatchRef::validate`], and also returns the CRC state of the
     /// producer-owned part so the caller can re-stamp the batch cheaply.
     pub(crate) fn validate_with(buf: &'a [u8]) -> Result<(Self, crc32fast::Hasher), BatchError> {
+        let b = Self::trusted(buf)?;
+        let payload = payload_crc(buf);
+        let expected = combine(&buf[..PRODUCER_PART], &payload);
+        let stored = u32_at(buf, CRC);
+        if expected != stored {
+            return Err(BatchError::CrcMismatch {
+                stored,
+                computed: expected,
+            });
+        }
+        Ok((b, payload))
+    }
+
+    /// A view of bytes that were validated before (with their CRC) when they
+    /// entered the system, such as a Raft entry this node proposed or checked
+    /// on receipt: framing, magic, record count and codec are checked (a few
+    /// header reads, so no accessor can panic), the CRC is not.
+    pub fn trusted(buf: &'a [u8]) -> Result<Self, BatchError> {
         if buf.len() < HEADER_LEN {
             return Err(BatchError::TooShort { len: buf.len() });
         }
@@ -140,22 +159,13 @@ impl<'a> BatchRef<'a> {
         if buf[MAGIC_POS] != MAGIC {
             return Err(BatchError::UnsupportedMagic { magic: buf[MAGIC_POS] });
         }
-        let payload = payload_crc(buf);
-        let expected = combine(&buf[..PRODUCER_PART], &payload);
-        let stored = u32_at(buf, CRC);
-        if expected != stored {
-            return Err(BatchError::CrcMismatch {
-                stored,
-                computed: expected,
-            });
-        }
         let count = u32_at(buf, RECORD_COUNT);
         let control = u16_at(buf, ATTRIBUTES) & CONTROL_BIT != 0;
         if control != (count == 0) {
             return Err(BatchError::Empty);
         }
         Compression::from_attributes(u16_at(buf, ATTRIBUTES) & CODEC_MASK)?;
-        Ok((BatchRef { buf }, payload))
+        Ok(BatchRef { buf })
     }
 
     /// The whole batch, header included, exactly as stored.
@@ -163,33 +173,33 @@ impl<'a> BatchRef<'a> {
         self.buf
     }
     /// Offset of the first record.
-    pub fn base_offset(&self) -> u64 {
-        u64_at(self.buf, BASE_OFFSET)
+    pub fn base_offset(&self) -> Offset {
+        Offset(u64_at(self.buf, BASE_OFFSET))
     }
     /// Offset of the last record (for a control batch, which has none, the
     /// offset before its base).
-    pub fn last_offset(&self) -> u64 {
-        self.next_offset().saturating_sub(1)
+    pub fn last_offset(&self) -> Offset {
+        Offset(self.next_offset().0.saturating_sub(1))
     }
     /// The offset after this batch.
-    pub fn next_offset(&self) -> u64 {
-        self.base_offset() + u64::from(self.record_count())
+    pub fn next_offset(&self) -> Offset {
+        self.base_offset().plus(u64::from(self.record_count()))
     }
     /// Whether this is a control batch (a Raft entry without records).
     pub fn is_control(&self) -> bool {
         u16_at(self.buf, ATTRIBUTES) & CONTROL_BIT != 0
     }
     /// Raft index of the entry this batch is (0 when not replicated).
-    pub fn raft_index(&self) -> u64 {
-        u64_at(self.buf, RAFT_INDEX)
+    pub fn raft_index(&self) -> RaftIndex {
+        RaftIndex(u64_at(self.buf, RAFT_INDEX))
     }
     /// Number of records: at least one, or zero for a control batch.
     pub fn record_count(&self) -> u32 {
         u32_at(self.buf, RECORD_COUNT)
     }
     /// Raft term of the leader that appended the batch.
-    pub fn term(&self) -> u64 {
-        u64_at(self.buf, TERM)
+    pub fn term(&self) -> Term {
+        Term(u64_at(self.buf, TERM))
     }
     /// Wall-clock time (ms since the epoch) at which the leader appended it.
     pub fn append_time_ms(&self) -> i64 {
@@ -246,9 +256,9 @@ pub struct ProducerInfo {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stamp {
     /// Raft term of the leader (0 on a single broker).
-    pub term: u64,
+    pub term: Term,
     /// Raft index of the entry (0 on a single broker).
-    pub raft_index: u64,
+    pub raft_index: RaftIndex,
     /// Append time, ms since the epoch.
     pub append_time_ms: i64,
 }
@@ -258,15 +268,15 @@ pub struct Stamp {
 pub(crate) fn stamped_prefix(
     original: &[u8],
     payload: &crc32fast::Hasher,
-    base_offset: u64,
+    base_offset: Offset,
     stamp: &Stamp,
 ) -> [u8; PRODUCER_PART] {
     let (term, append_time_ms) = (stamp.term, stamp.append_time_ms);
     let mut p = [0u8; PRODUCER_PART];
-    p[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&base_offset.to_le_bytes());
+    p[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&base_offset.0.to_le_bytes());
     p[BATCH_LENGTH..BATCH_LENGTH + 4].copy_from_slice(&original[BATCH_LENGTH..BATCH_LENGTH + 4]);
-    p[TERM..TERM + 8].copy_from_slice(&term.to_le_bytes());
-    p[RAFT_INDEX..RAFT_INDEX + 8].copy_from_slice(&stamp.raft_index.to_le_bytes());
+    p[TERM..TERM + 8].copy_from_slice(&term.0.to_le_bytes());
+    p[RAFT_INDEX..RAFT_INDEX + 8].copy_from_slice(&stamp.raft_index.0.to_le_bytes());
     p[APPEND_TIME..APPEND_TIME + 8].copy_from_slice(&append_time_ms.to_le_bytes());
     let crc = combine(&p, payload);
     p[CRC..CRC + 4].copy_from_slice(&crc.to_le_bytes());

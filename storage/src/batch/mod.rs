@@ -2,18 +2,21 @@
 //!
 //! A batch is written once by the leader and the same bytes travel to
 //! followers and consumers; [`BatchRef`] is a validated view of those bytes,
-//! [`BatchBuilder`] makes new ones and [`DecodedRecords`] reads their records.
+//! [`RecordBatch`] owns validated bytes, [`BatchBuilder`] makes new ones and
+//! [`DecodedRecords`] reads their records.
 
 pub(crate) mod builder;
 pub(crate) mod compression;
 pub(crate) mod header;
 pub(crate) mod record;
+pub(crate) mod record_batch;
 pub(crate) mod varint;
 
 pub use builder::{BatchBuilder, control_batch};
 pub use compression::Compression;
 pub use header::{BatchRef, HEADER_LEN, LENGTH_PREFIX, MAGIC, ProducerInfo, Stamp, framed_len};
 pub use record::{DecodedRecords, Header, NewRecord, RecordIter, RecordView, encoded_len_estimate};
+pub use record_batch::RecordBatch;
 
 /// Iterates the whole batches in `buf` (as returned by a fetch), validating
 /// each. Stops at the first invalid batch with its error.

@@ -18,6 +18,7 @@ use std::borrow::Cow;
 
 use crate::batch::header::BatchRef;
 use crate::batch::varint::{get_varlong, put_varlong, varlong_len};
+use crate::coordinates::Offset;
 use crate::error::BatchError;
 
 /// A record header: a string key and an optional byte value.
@@ -115,7 +116,7 @@ fn get_bytes<'a>(buf: &mut &'a [u8]) -> Result<Option<&'a [u8]>, BatchError> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordView<'a> {
     /// Absolute offset in the partition.
-    pub offset: u64,
+    pub offset: Offset,
     /// Create time, ms since the epoch.
     pub timestamp_ms: i64,
     /// Key, if not null.
@@ -146,7 +147,7 @@ impl<'a> RecordView<'a> {
 #[derive(Debug)]
 pub struct DecodedRecords<'a> {
     data: Cow<'a, [u8]>,
-    base_offset: u64,
+    base_offset: Offset,
     first_timestamp_ms: i64,
     count: u32,
 }
@@ -178,7 +179,7 @@ impl<'a> DecodedRecords<'a> {
 pub struct RecordIter<'a> {
     rest: &'a [u8],
     remaining: u32,
-    base_offset: u64,
+    base_offset: Offset,
     first_timestamp_ms: i64,
 }
 
@@ -223,7 +224,7 @@ impl<'a> RecordIter<'a> {
             });
         }
         Ok(RecordView {
-            offset: self.base_offset + off_delta as u64,
+            offset: self.base_offset.plus(off_delta as u64),
             timestamp_ms: self.first_timestamp_ms.wrapping_add(ts_delta),
             key,
             value,

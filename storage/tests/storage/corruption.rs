@@ -3,7 +3,7 @@
 
 use std::os::unix::fs::FileExt;
 
-use strand_storage::{LogConfig, PartitionLog, StorageError};
+use strand_storage::{LogConfig, Offset, PartitionLog, StorageError};
 
 use crate::support::{batch, copy_dir, logical_size, raw_log, read_all, segment_files, small_config};
 
@@ -39,7 +39,7 @@ fn a_torn_tail_loses_only_the_torn_batch() {
             .unwrap();
         let log = PartitionLog::open(dir.path(), small_config()).unwrap();
         let complete = ((size - cut) as usize) / last_len;
-        assert_eq!(log.latest(), 3 * complete as u64, "cut {cut}");
+        assert_eq!(log.latest(), Offset(3 * complete as u64), "cut {cut}");
         assert_eq!(read_all(&log).len(), 3 * complete, "cut {cut}");
         let r = log.recovery_report();
         if !((size - cut) as usize).is_multiple_of(last_len) {
@@ -65,7 +65,7 @@ fn a_flipped_byte_in_the_last_batch_is_caught_and_cut() {
     f.read_exact_at(&mut b, size - 3).unwrap();
     f.write_all_at(&[b[0] ^ 0x10], size - 3).unwrap();
     let log = PartitionLog::open(dir.path(), small_config()).unwrap();
-    assert_eq!(log.latest(), 8);
+    assert_eq!(log.latest(), Offset(8));
     assert_eq!(read_all(&log), before[..8]);
     let t = log.recovery_report().truncated.clone().expect("reported");
     assert!(t.reason.contains("CRC"), "{}", t.reason);

@@ -1,7 +1,7 @@
 //! Round trips of the record-batch format (DESIGN.md, "Storage").
 
 use proptest::prelude::*;
-use strand_storage::{BatchBuilder, BatchError, BatchRef, Compression, DecodedRecords, Header, NewRecord};
+use strand_storage::{BatchBuilder, BatchError, BatchRef, Compression, DecodedRecords, Header, NewRecord, Offset};
 
 #[derive(Debug, Clone)]
 struct Rec {
@@ -60,7 +60,7 @@ proptest! {
         let mut n = 0;
         for (i, (got, want)) in decoded.iter().zip(&recs).enumerate() {
             let got = got.unwrap();
-            prop_assert_eq!(got.offset, i as u64);
+            prop_assert_eq!(got.offset, Offset(i as u64));
             prop_assert_eq!(got.timestamp_ms, want.ts);
             prop_assert_eq!(got.key, want.key.as_deref());
             prop_assert_eq!(got.value, want.value.as_deref());

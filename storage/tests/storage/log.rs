@@ -1,7 +1,7 @@
 //! PartitionLog behaviour: append/read, roll, lookups, truncation, retention,
 //! bad input (DESIGN.md, "Storage").
 
-use strand_storage::{LogConfig, PartitionLog, StorageError, batches};
+use strand_storage::{LogConfig, Offset, PartitionLog, RaftIndex, StorageError, Term, batches};
 
 use crate::support::{batch, raw_log, read_all, segment_files, small_config};
 
@@ -11,18 +11,18 @@ fn appends_get_contiguous_offsets_and_read_back_from_any_offset() {
     let mut log = PartitionLog::open(dir.path(), small_config()).unwrap();
     for i in 0..50 {
         let info = log.append(&batch(&format!("b{i}"), 3, 1000 + i)).unwrap();
-        assert_eq!(info.base_offset, 3 * i as u64, "batch {i}");
-        assert_eq!(info.last_offset, 3 * i as u64 + 2, "batch {i}");
+        assert_eq!(info.base_offset, Offset(3 * i as u64), "batch {i}");
+        assert_eq!(info.last_offset, Offset(3 * i as u64 + 2), "batch {i}");
     }
     assert!(log.segment_count() > 3, "small segments roll: {}", log.segment_count());
-    assert_eq!((log.earliest(), log.latest()), (0, 150));
+    assert_eq!((log.earliest(), log.latest()), (Offset(0), Offset(150)));
     let all = read_all(&log);
     assert_eq!(all.len(), 150);
     for (i, (offset, _, value)) in all.iter().enumerate() {
-        assert_eq!(*offset, i as u64);
+        assert_eq!(*offset, Offset(i as u64));
         assert_eq!(value, format!("b{}-{}", i / 3, i % 3).as_bytes(), "offset {i}");
     }
-    for offset in 0..150 {
+    for offset in (0..150).map(Offset) {
         let bytes = log.read(offset, 1).unwrap();
         let first = batches(&bytes).next().unwrap().unwrap();
         assert!(
@@ -41,14 +41,14 @@ fn appends_get_contiguous_offsets_and_read_back_from_any_offset() {
 fn a_fetch_at_the_log_end_is_empty_and_outside_the_range_is_typed() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = PartitionLog::open(dir.path(), small_config()).unwrap();
-    assert!(log.read(0, 1024).unwrap().is_empty(), "empty log, offset 0");
+    assert!(log.read(Offset(0), 1024).unwrap().is_empty(), "empty log, offset 0");
     log.append(&batch("a", 4, 1)).unwrap();
-    assert!(log.read(4, 1024).unwrap().is_empty());
-    match log.read(5, 1024) {
+    assert!(log.read(Offset(4), 1024).unwrap().is_empty());
+    match log.read(Offset(5), 1024) {
         Err(StorageError::OffsetOutOfRange {
-            requested: 5,
-            earliest: 0,
-            latest: 4,
+            requested: Offset(5),
+            earliest: Offset(0),
+            latest: Offset(4),
         }) => {}
         other => panic!("expected OffsetOutOfRange, got {other:?}"),
     }
@@ -68,12 +68,12 @@ fn a_batch_over_the_maximum_is_refused_and_nothing_is_written() {
         Err(StorageError::RecordTooLarge { size, max: 200 }) => assert_eq!(size, big.len()),
         other => panic!("expected RecordTooLarge, got {other:?}"),
     }
-    assert_eq!(log.latest(), 0);
+    assert_eq!(log.latest(), Offset(0));
     let mut bad = batch("x", 1, 1);
     bad[40] ^= 1;
     assert!(matches!(log.append(&bad), Err(StorageError::InvalidBatch { .. })));
-    assert_eq!(log.latest(), 0, "a corrupt batch writes nothing");
-    assert_eq!(log.append(&batch("ok", 1, 1)).unwrap().base_offset, 0);
+    assert_eq!(log.latest(), Offset(0), "a corrupt batch writes nothing");
+    assert_eq!(log.append(&batch("ok", 1, 1)).unwrap().base_offset, Offset(0));
 }
 
 #[test]
@@ -101,13 +101,13 @@ fn timestamp_lookup_finds_the_first_offset_at_or_after() {
         log.append(&batch("t", 5, 1000 + 10 * i)).unwrap();
     }
     let cases = [
-        (0, Some(0)),
-        (1000, Some(0)),
-        (1003, Some(3)),
-        (1005, Some(5)),
-        (1010, Some(5)),
-        (1012, Some(7)),
-        (1394, Some(199)),
+        (0, Some(Offset(0))),
+        (1000, Some(Offset(0))),
+        (1003, Some(Offset(3))),
+        (1005, Some(Offset(5))),
+        (1010, Some(Offset(5))),
+        (1012, Some(Offset(7))),
+        (1394, Some(Offset(199))),
         (1395, None),
     ];
     for (i, (ts, want)) in cases.into_iter().enumerate() {
@@ -122,9 +122,9 @@ fn timestamp_lookup_with_out_of_order_timestamps_returns_the_first_match_in_log_
     for ts in [500, 100, 900, 200, 950] {
         log.append(&batch("o", 1, ts)).unwrap();
     }
-    assert_eq!(log.lookup_by_timestamp(150).unwrap(), Some(0));
-    assert_eq!(log.lookup_by_timestamp(600).unwrap(), Some(2));
-    assert_eq!(log.lookup_by_timestamp(920).unwrap(), Some(4));
+    assert_eq!(log.lookup_by_timestamp(150).unwrap(), Some(Offset(0)));
+    assert_eq!(log.lookup_by_timestamp(600).unwrap(), Some(Offset(2)));
+    assert_eq!(log.lookup_by_timestamp(920).unwrap(), Some(Offset(4)));
 }
 
 #[test]
@@ -138,16 +138,16 @@ fn truncate_then_append_reuses_the_offsets() {
     assert!(segments > 2);
     // Offset 13 is inside the batch [12, 13].
     assert!(matches!(
-        log.truncate_from(13),
+        log.truncate_from(Offset(13)),
         Err(StorageError::NotBatchBoundary {
-            offset: 13,
-            batch_base: 12
+            offset: Offset(13),
+            batch_base: Offset(12)
         })
     ));
-    log.truncate_from(12).unwrap();
-    assert_eq!(log.latest(), 12);
+    log.truncate_from(Offset(12)).unwrap();
+    assert_eq!(log.latest(), Offset(12));
     assert!(log.segment_count() < segments);
-    assert_eq!(log.append(&batch("new", 3, 99)).unwrap().base_offset, 12);
+    assert_eq!(log.append(&batch("new", 3, 99)).unwrap().base_offset, Offset(12));
     let all = read_all(&log);
     assert_eq!(all.len(), 15);
     assert_eq!(all[11].2, b"old5-1");
@@ -160,8 +160,11 @@ fn truncate_then_append_reuses_the_offsets() {
     assert!(matches!(
         PartitionLog::open(dir.path(), small_config())
             .unwrap()
-            .truncate_from(16),
-        Err(StorageError::OffsetOutOfRange { requested: 16, .. })
+            .truncate_from(Offset(16)),
+        Err(StorageError::OffsetOutOfRange {
+            requested: Offset(16),
+            ..
+        })
     ));
 }
 
@@ -174,14 +177,14 @@ fn truncating_to_a_segment_start_or_to_zero_works() {
         bases.push(log.append(&batch("s", 2, i)).unwrap().base_offset);
     }
     let files = segment_files(dir.path());
-    let second_base: u64 = files[1].file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    let second_base = Offset(files[1].file_stem().unwrap().to_str().unwrap().parse().unwrap());
     log.truncate_from(second_base).unwrap();
     assert_eq!(log.latest(), second_base);
     assert_eq!(log.segment_count(), 1);
     log.append(&batch("again", 1, 5)).unwrap();
-    log.truncate_from(0).unwrap();
-    assert_eq!((log.earliest(), log.latest()), (0, 0));
-    assert_eq!(log.append(&batch("fresh", 1, 5)).unwrap().base_offset, 0);
+    log.truncate_from(Offset(0)).unwrap();
+    assert_eq!((log.earliest(), log.latest()), (Offset(0), Offset(0)));
+    assert_eq!(log.append(&batch("fresh", 1, 5)).unwrap().base_offset, Offset(0));
 }
 
 #[test]
@@ -191,7 +194,7 @@ fn deleted_index_files_are_rebuilt_with_the_same_lookups() {
     for i in 0..60 {
         log.append(&batch("i", 3, 10 * i)).unwrap();
     }
-    let reads: Vec<_> = (0..180).map(|o| log.read(o, 300).unwrap()).collect();
+    let reads: Vec<_> = (0..180).map(|o| log.read(Offset(o), 300).unwrap()).collect();
     let lookups: Vec<_> = (0..620)
         .step_by(7)
         .map(|ts| log.lookup_by_timestamp(ts).unwrap())
@@ -206,7 +209,7 @@ fn deleted_index_files_are_rebuilt_with_the_same_lookups() {
     let log = PartitionLog::open(dir.path(), small_config()).unwrap();
     assert!(!log.recovery_report().rebuilt_indexes.is_empty());
     for (o, want) in reads.iter().enumerate() {
-        assert_eq!(&log.read(o as u64, 300).unwrap(), want, "read at {o}");
+        assert_eq!(&log.read(Offset(o as u64), 300).unwrap(), want, "read at {o}");
     }
     let again: Vec<_> = (0..620)
         .step_by(7)
@@ -253,9 +256,12 @@ fn retention_by_size_deletes_whole_old_segments_but_never_the_active_one() {
         "keeps at least retention_bytes: {}",
         log.size_bytes()
     );
-    assert!(log.earliest() > 0);
-    assert_eq!(read_all(&log).len() as u64, log.latest() - log.earliest());
-    assert!(matches!(log.read(0, 100), Err(StorageError::OffsetOutOfRange { .. })));
+    assert!(log.earliest() > Offset(0));
+    assert_eq!(read_all(&log).len() as u64, log.latest().since(log.earliest()));
+    assert!(matches!(
+        log.read(Offset(0), 100),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
 
     let cfg = LogConfig {
         retention_bytes: Some(0),
@@ -279,34 +285,35 @@ fn retention_by_time_uses_append_time_not_record_timestamps() {
     let t0 = 1_000_000_000_000i64;
     // Old data appended at t0, with record timestamps far in the future.
     for _ in 0..30 {
-        log.append_stamped(&batch("old", 3, t0 + 1000 * hour), 0, t0).unwrap();
+        log.append_stamped(&batch("old", 3, t0 + 1000 * hour), Term(0), t0)
+            .unwrap();
     }
     log.roll().unwrap();
     let old_end = log.latest();
     // New data appended two hours later, stamped in the distant past.
     for _ in 0..30 {
-        log.append_stamped(&batch("new", 3, 0), 0, t0 + 2 * hour).unwrap();
+        log.append_stamped(&batch("new", 3, 0), Term(0), t0 + 2 * hour).unwrap();
     }
     assert!(
         log.apply_retention(t0 + 2 * hour).unwrap().deleted_segments > 0,
         "old segments are > 1 h old"
     );
     assert_eq!(log.earliest(), old_end, "every old segment went, no new one");
-    let kept = log.latest() - log.earliest();
+    let kept = log.latest().since(log.earliest());
     assert_eq!(
         log.apply_retention(t0 + 2 * hour + 1).unwrap().deleted_segments,
         0,
         "past-stamped records are not expired"
     );
-    assert_eq!(log.latest() - log.earliest(), kept);
+    assert_eq!(log.latest().since(log.earliest()), kept);
 }
 
 #[test]
 fn append_time_never_goes_backwards_when_the_clock_does() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = PartitionLog::open(dir.path(), small_config()).unwrap();
-    let a = log.append_stamped(&batch("a", 1, 0), 0, 5_000).unwrap();
-    let b = log.append_stamped(&batch("b", 1, 0), 0, 1_000).unwrap();
+    let a = log.append_stamped(&batch("a", 1, 0), Term(0), 5_000).unwrap();
+    let b = log.append_stamped(&batch("b", 1, 0), Term(0), 1_000).unwrap();
     assert_eq!(a.append_time_ms, 5_000);
     assert_eq!(b.append_time_ms, 5_000);
 }
@@ -319,10 +326,10 @@ fn segments_roll_by_age() {
         ..small_config()
     };
     let mut log = PartitionLog::open(dir.path(), cfg).unwrap();
-    log.append_stamped(&batch("a", 1, 0), 0, 10_000).unwrap();
-    log.append_stamped(&batch("b", 1, 0), 0, 10_500).unwrap();
+    log.append_stamped(&batch("a", 1, 0), Term(0), 10_000).unwrap();
+    log.append_stamped(&batch("b", 1, 0), Term(0), 10_500).unwrap();
     assert_eq!(log.segment_count(), 1);
-    log.append_stamped(&batch("c", 1, 0), 0, 11_000).unwrap();
+    log.append_stamped(&batch("c", 1, 0), Term(0), 11_000).unwrap();
     assert_eq!(log.segment_count(), 2);
 }
 
@@ -332,18 +339,21 @@ fn a_replicated_batch_is_stored_byte_for_byte() {
     let mut leader = PartitionLog::open(a.path(), small_config()).unwrap();
     let mut follower = PartitionLog::open(b.path(), small_config()).unwrap();
     for i in 0..20 {
-        leader.append_stamped(&batch("r", 2, i), 7, 1_000 + i).unwrap();
+        leader.append_stamped(&batch("r", 2, i), Term(7), 1_000 + i).unwrap();
     }
     let bytes = raw_log(&leader);
     for bt in batches(&bytes) {
-        follower.append_replicated(bt.unwrap().as_bytes()).unwrap();
+        follower.append_replicated(bt.unwrap()).unwrap();
     }
     assert_eq!(raw_log(&follower), bytes);
     let first = batches(&bytes).next().unwrap().unwrap();
-    assert_eq!(first.term(), 7);
+    assert_eq!(first.term(), Term(7));
     assert!(matches!(
-        follower.append_replicated(first.as_bytes()),
-        Err(StorageError::UnexpectedOffset { expected: 40, got: 0 })
+        follower.append_replicated(first),
+        Err(StorageError::UnexpectedOffset {
+            expected: Offset(40),
+            got: Offset(0)
+        })
     ));
 }
 
@@ -391,17 +401,17 @@ fn a_full_disk_fails_the_append_cleanly() {
     };
     let logdir = dir.path().join("p-0");
     let mut log = PartitionLog::open(&logdir, cfg.clone()).unwrap();
-    let mut acked = 0u64;
+    let mut acked = Offset(0);
     let err = loop {
         match log.append(&batch("fill-the-disk-with-this-value", 50, 1)) {
-            Ok(info) => acked = info.last_offset + 1,
+            Ok(info) => acked = info.last_offset.next(),
             Err(e) => break e,
         }
-        assert!(acked < 1_000_000, "disk never filled");
+        assert!(acked < Offset(1_000_000), "disk never filled");
     };
     assert!(matches!(err, StorageError::DiskFull { .. }), "got {err:?}");
     assert_eq!(log.latest(), acked);
-    assert_eq!(read_all(&log).len() as u64, acked);
+    assert_eq!(read_all(&log).len() as u64, acked.get());
     drop(log);
     let log = PartitionLog::open(&logdir, cfg).unwrap();
     assert_eq!(log.latest(), acked, "everything acknowledged survives reopen");
@@ -415,12 +425,12 @@ fn locate_names_the_batch_holding_an_offset() {
         log.append(&batch("l", 3, i)).unwrap();
     }
     for offset in 0..90 {
-        let loc = log.locate(offset).unwrap().expect("inside the log");
-        assert_eq!(loc.base_offset, offset / 3 * 3, "offset {offset}");
-        assert_eq!(loc.next_offset, loc.base_offset + 3);
+        let loc = log.locate(Offset(offset)).unwrap().expect("inside the log");
+        assert_eq!(loc.base_offset, Offset(offset / 3 * 3), "offset {offset}");
+        assert_eq!(loc.next_offset, loc.base_offset.plus(3));
         assert!(loc.segment_base_offset <= loc.base_offset);
     }
-    assert_eq!(log.locate(90).unwrap(), None);
+    assert_eq!(log.locate(Offset(90)).unwrap(), None);
 }
 
 #[test]
@@ -430,7 +440,7 @@ fn control_batches_take_a_place_in_the_log_but_no_offset() {
     for i in 0..20 {
         log.append(&strand_storage::control_batch(b"", i)).unwrap();
         let info = log.append(&batch(&format!("d{i}"), 2, i)).unwrap();
-        assert_eq!(info.base_offset, 2 * i as u64, "control batches take no offset");
+        assert_eq!(info.base_offset, Offset(2 * i as u64), "control batches take no offset");
         log.append(&strand_storage::control_batch(b"conf", i)).unwrap();
     }
     let want = read_all(&log);
@@ -438,7 +448,7 @@ fn control_batches_take_a_place_in_the_log_but_no_offset() {
     assert_eq!(want[39].2, b"d19-1");
     log.close().unwrap();
     let log = PartitionLog::open(dir.path(), small_config()).unwrap();
-    assert_eq!(log.latest(), 40);
+    assert_eq!(log.latest(), Offset(40));
     assert_eq!(read_all(&log), want);
     let controls = batches(&raw_log(&log))
         .filter(|b| b.as_ref().unwrap().is_control())
@@ -464,30 +474,34 @@ fn raft_entries_are_found_by_index_and_truncated_by_index() {
     };
     for i in 1..=100u64 {
         let stamp = Stamp {
-            term: 1 + i / 20,
-            raft_index: i,
+            term: Term(1 + i / 20),
+            raft_index: RaftIndex(i),
             append_time_ms: 1_000,
         };
         log.append_entry(&entry(i), stamp).unwrap();
     }
     assert!(log.segment_count() > 3);
-    assert_eq!(log.first_raft_index().unwrap(), Some(1));
-    assert_eq!(log.last_raft_index().unwrap(), Some(100));
-    assert_eq!(log.latest(), 80 * 2, "control entries take no offset");
+    assert_eq!(log.first_raft_index().unwrap(), Some(RaftIndex(1)));
+    assert_eq!(log.last_raft_index().unwrap(), Some(RaftIndex(100)));
+    assert_eq!(log.latest(), Offset(80 * 2), "control entries take no offset");
     for i in 1..=100u64 {
-        assert_eq!(log.raft_term(i).unwrap(), Some(1 + i / 20), "term of {i}");
-        let (bytes, term) = log.raft_entry(i).unwrap().expect("stored");
+        assert_eq!(
+            log.raft_term(RaftIndex(i)).unwrap(),
+            Some(Term(1 + i / 20)),
+            "term of {i}"
+        );
+        let (bytes, term) = log.raft_entry(RaftIndex(i)).unwrap().expect("stored");
         let b = strand_storage::BatchRef::validate(&bytes).unwrap();
         assert_eq!(
             (b.raft_index(), term, b.is_control()),
-            (i, 1 + i / 20, i.is_multiple_of(5)),
+            (RaftIndex(i), Term(1 + i / 20), i.is_multiple_of(5)),
             "entry {i}"
         );
     }
-    assert_eq!(log.raft_term(101).unwrap(), None);
-    let range = log.raft_entries(10, 40, u64::MAX).unwrap();
+    assert_eq!(log.raft_term(RaftIndex(101)).unwrap(), None);
+    let range = log.raft_entries(RaftIndex(10), RaftIndex(40), u64::MAX).unwrap();
     assert_eq!(range.len(), 30);
-    let limited = log.raft_entries(10, 40, 300).unwrap();
+    let limited = log.raft_entries(RaftIndex(10), RaftIndex(40), 300).unwrap();
     assert!(
         !limited.is_empty() && limited.len() < 30,
         "max_bytes bounds the answer: {}",
@@ -495,29 +509,29 @@ fn raft_entries_are_found_by_index_and_truncated_by_index() {
     );
     // A stamp that does not follow the log is refused.
     let stamp = Stamp {
-        term: 9,
-        raft_index: 150,
+        term: Term(9),
+        raft_index: RaftIndex(150),
         append_time_ms: 0,
     };
     assert!(matches!(
         log.append_entry(&entry(1), stamp),
-        Err(StorageError::UnexpectedOffset {
-            expected: 101,
-            got: 150
+        Err(StorageError::UnexpectedRaftIndex {
+            expected: RaftIndex(101),
+            got: RaftIndex(150)
         })
     ));
 
     // A new leader's log diverges from entry 37 on.
-    log.truncate_from_raft_index(37).unwrap();
-    assert_eq!(log.last_raft_index().unwrap(), Some(36));
+    log.truncate_from_raft_index(RaftIndex(37)).unwrap();
+    assert_eq!(log.last_raft_index().unwrap(), Some(RaftIndex(36)));
     let offsets_before_37 = (1..37u64).filter(|i| !i.is_multiple_of(5)).count() as u64 * 2;
-    assert_eq!(log.latest(), offsets_before_37);
+    assert_eq!(log.latest(), Offset(offsets_before_37));
     for i in 37..=50u64 {
         log.append_entry(
             &batch(&format!("new{i}"), 1, 0),
             Stamp {
-                term: 7,
-                raft_index: i,
+                term: Term(7),
+                raft_index: RaftIndex(i),
                 append_time_ms: 2_000,
             },
         )
@@ -525,9 +539,9 @@ fn raft_entries_are_found_by_index_and_truncated_by_index() {
     }
     drop(log);
     let log = PartitionLog::open(dir.path(), small_config()).unwrap();
-    assert_eq!(log.last_raft_index().unwrap(), Some(50));
-    assert_eq!(log.raft_term(36).unwrap(), Some(2));
-    assert_eq!(log.raft_term(37).unwrap(), Some(7));
+    assert_eq!(log.last_raft_index().unwrap(), Some(RaftIndex(50)));
+    assert_eq!(log.raft_term(RaftIndex(36)).unwrap(), Some(Term(2)));
+    assert_eq!(log.raft_term(RaftIndex(37)).unwrap(), Some(Term(7)));
     let all = read_all(&log);
     assert_eq!(all.len() as u64, offsets_before_37 + 14);
     assert_eq!(all.last().unwrap().2, b"new50-0");
@@ -545,8 +559,8 @@ fn a_segment_without_offsets_never_rolls() {
     };
     let mut log = PartitionLog::open(dir.path(), cfg.clone()).unwrap();
     let stamp = |i| strand_storage::Stamp {
-        term: 1,
-        raft_index: i,
+        term: Term(1),
+        raft_index: RaftIndex(i),
         append_time_ms: 0,
     };
     log.append_entry(&strand_storage::control_batch(b"", 0), stamp(1))
@@ -561,9 +575,9 @@ fn a_segment_without_offsets_never_rolls() {
     )
     .unwrap();
     assert_eq!(log.segment_count(), 1);
-    assert_eq!(log.raft_term(1).unwrap(), Some(1));
+    assert_eq!(log.raft_term(RaftIndex(1)).unwrap(), Some(Term(1)));
     drop(log);
     let log = PartitionLog::open(dir.path(), cfg).unwrap();
     assert_eq!(read_all(&log).len(), 2);
-    assert_eq!(log.last_raft_index().unwrap(), Some(2));
+    assert_eq!(log.last_raft_index().unwrap(), Some(RaftIndex(2)));
 }

@@ -10,7 +10,7 @@
 use std::os::unix::fs::FileExt;
 
 use proptest::prelude::*;
-use strand_storage::PartitionLog;
+use strand_storage::{Offset, PartitionLog};
 
 use crate::support::{batch, logical_size, read_all, segment_files, small_config};
 
@@ -36,8 +36,8 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 struct ModelBatch {
-    base: u64,
-    records: Vec<(u64, i64, Vec<u8>)>,
+    base: Offset,
+    records: Vec<(Offset, i64, Vec<u8>)>,
     len: u64,
 }
 
@@ -49,10 +49,12 @@ struct Model {
 }
 
 impl Model {
-    fn next(&self) -> u64 {
-        self.batches.last().map_or(0, |b| b.base + b.records.len() as u64)
+    fn next(&self) -> Offset {
+        self.batches
+            .last()
+            .map_or(Offset(0), |b| b.base.plus(b.records.len() as u64))
     }
-    fn records(&self) -> Vec<(u64, i64, Vec<u8>)> {
+    fn records(&self) -> Vec<(Offset, i64, Vec<u8>)> {
         self.batches.iter().flat_map(|b| b.records.clone()).collect()
     }
 }
@@ -79,7 +81,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let recs = (0..records)
                     .map(|i| {
                         (
-                            info.base_offset + u64::from(i),
+                            info.base_offset.plus(u64::from(i)),
                             ts + i64::from(i),
                             format!("{name}-{i}").into_bytes(),
                         )

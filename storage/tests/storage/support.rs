@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use strand_storage::{BatchBuilder, Compression, DecodedRecords, LogConfig, NewRecord, PartitionLog, batches};
+use strand_storage::{BatchBuilder, Compression, DecodedRecords, LogConfig, NewRecord, Offset, PartitionLog, batches};
 
 /// A config small enough that tests roll segments and write index entries.
 pub fn small_config() -> LogConfig {
@@ -38,7 +38,7 @@ pub fn batch(tag: &str, n: u32, ts: i64) -> Vec<u8> {
 
 /// Every record in the log as `(offset, timestamp, value)`, read through the
 /// public read path from the earliest offset to the end.
-pub fn read_all(log: &PartitionLog) -> Vec<(u64, i64, Vec<u8>)> {
+pub fn read_all(log: &PartitionLog) -> Vec<(Offset, i64, Vec<u8>)> {
     let mut out = Vec::new();
     let mut next = log.earliest();
     while next < log.latest() {

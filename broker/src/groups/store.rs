@@ -12,8 +12,9 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use strand_storage::{BatchBuilder, Compression, DecodedRecords, NewRecord, batches};
+use strand_storage::{BatchBuilder, Compression, DecodedRecords, NewRecord, Offset, RecordBatch, batches};
 
 use crate::error::{BrokerError, Result};
 
@@ -43,7 +44,7 @@ pub enum GroupRecord {
         /// Partition.
         partition: u32,
         /// Offset.
-        offset: u64,
+        offset: Offset,
         /// Written by an operator's reset (may go backwards).
         #[serde(default)]
         reset: bool,
@@ -78,8 +79,12 @@ impl GroupRecord {
     }
 }
 
+fn invalid(source: strand_storage::BatchError) -> BrokerError {
+    strand_storage::StorageError::InvalidBatch { source }.into()
+}
+
 /// Encodes records as one batch.
-pub fn encode(records: &[GroupRecord]) -> Result<Vec<u8>> {
+pub fn encode(records: &[GroupRecord]) -> Result<RecordBatch> {
     let now = strand_storage::now_ms();
     let values = records
         .iter()
@@ -98,15 +103,15 @@ pub fn encode(records: &[GroupRecord]) -> Result<Vec<u8>> {
             headers: &[],
         });
     }
-    b.build()
-        .map_err(|source| strand_storage::StorageError::InvalidBatch { source }.into())
+    let bytes = b.build().map_err(invalid)?;
+    RecordBatch::validate(Bytes::from(bytes)).map_err(invalid)
 }
 
 /// What a coordinator knows of a group after reading the log.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StoredGroup {
     /// Committed offsets.
-    pub offsets: BTreeMap<(String, u32), u64>,
+    pub offsets: BTreeMap<(String, u32), Offset>,
     /// Last epoch written.
     pub epoch: i32,
     /// Session timeout of the last epoch (ms).
@@ -150,25 +155,24 @@ pub fn fold(groups: &mut BTreeMap<String, StoredGroup>, record: GroupRecord) {
 
 /// Folds every record of a buffer of whole batches; a record that does not
 /// decode is skipped with a warning (it cannot be repaired by stopping).
-pub fn fold_batches(groups: &mut BTreeMap<String, StoredGroup>, buf: &[u8]) -> Result<u64> {
+pub fn fold_batches(groups: &mut BTreeMap<String, StoredGroup>, buf: &[u8]) -> Result<Offset> {
     let mut next = None;
     for batch in batches(buf) {
-        let batch = batch.map_err(|source| strand_storage::StorageError::InvalidBatch { source })?;
+        let batch = batch.map_err(invalid)?;
         next = Some(batch.next_offset());
         if batch.is_control() {
             continue;
         }
-        let decoded =
-            DecodedRecords::new(&batch).map_err(|source| strand_storage::StorageError::InvalidBatch { source })?;
+        let decoded = DecodedRecords::new(&batch).map_err(invalid)?;
         for r in decoded.iter() {
-            let r = r.map_err(|source| strand_storage::StorageError::InvalidBatch { source })?;
+            let r = r.map_err(invalid)?;
             match r.value.map(serde_json::from_slice::<GroupRecord>) {
                 Some(Ok(rec)) => fold(groups, rec),
-                other => tracing::warn!(offset = r.offset, ?other, "skipping an unreadable group record"),
+                other => tracing::warn!(offset = %r.offset, ?other, "skipping an unreadable group record"),
             }
         }
     }
-    Ok(next.unwrap_or(0))
+    Ok(next.unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -180,7 +184,7 @@ mod tests {
             group: group.into(),
             topic: "t".into(),
             partition: p,
-            offset,
+            offset: Offset(offset),
             reset,
         }
     }
@@ -202,16 +206,23 @@ mod tests {
         ];
         let batch = encode(&records).unwrap();
         let stamp = strand_storage::Stamp {
-            term: 1,
-            raft_index: 1,
+            term: strand_storage::Term(1),
+            raft_index: strand_storage::RaftIndex(1),
             append_time_ms: 0,
         };
-        let batch = strand_storage::stamp_batch(&batch, 0, &stamp).unwrap();
+        let batch = batch.stamp(Offset(0), &stamp);
         let mut groups = BTreeMap::new();
-        assert_eq!(fold_batches(&mut groups, &batch).unwrap(), records.len() as u64);
+        assert_eq!(
+            fold_batches(&mut groups, batch.bytes()).unwrap(),
+            Offset(records.len() as u64)
+        );
         assert_eq!(groups.len(), 1, "b was deleted");
         let a = &groups["a"];
-        assert_eq!(a.offsets[&("t".to_string(), 0)], 2, "the reset is the last word");
+        assert_eq!(
+            a.offsets[&("t".to_string(), 0)],
+            Offset(2),
+            "the reset is the last word"
+        );
         assert_eq!((a.epoch, a.session_timeout_ms, a.members), (3, 10_000, 2));
     }
 

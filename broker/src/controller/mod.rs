@@ -6,16 +6,22 @@
 //! command that no longer fits the state, such as creating an existing
 //! topic, changes nothing), so every broker that applied the same prefix of
 //! the log has the same state. Replica placement is decided once, by the
-//! proposer, and travels in the command.
+//! proposer ([`placement`]), and travels in the command.
+//!
+//! This module is pure data: no I/O, no Raft. The broker's node folds the
+//! log into it (`node::metadata`); admin operations plan commands from it.
+
+pub mod placement;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use strand_cluster::{NodeId, RaftGroupId};
 
 use crate::topic::TopicMeta;
 
 /// The Raft group that holds cluster metadata.
-pub const CONTROLLER_GROUP: u64 = 0;
+pub const CONTROLLER_GROUP: RaftGroupId = RaftGroupId(0);
 
 /// A topic as the cluster knows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,26 +31,26 @@ pub struct TopicState {
     /// Cluster-unique id; partition `p` is Raft group `id << 16 | p`.
     pub id: u64,
     /// Replicas of each partition, preferred leader first.
-    pub assignment: Vec<Vec<u64>>,
+    pub assignment: Vec<Vec<NodeId>>,
     /// Each partition's replicas when its Raft group was created (recorded
     /// at the first reassignment; empty while nothing moved). A new replica
     /// starts from this configuration and replays the group's membership
     /// changes from there.
     #[serde(default)]
-    pub origin: Vec<Vec<u64>>,
+    pub origin: Vec<Vec<NodeId>>,
     /// Partitions whose replicas are moving, to these replicas.
     #[serde(default)]
-    pub moving: BTreeMap<u32, Vec<u64>>,
+    pub moving: BTreeMap<u32, Vec<NodeId>>,
 }
 
 impl TopicState {
     /// Raft group of partition `p`.
-    pub fn group(&self, p: u32) -> u64 {
-        group_id(self.id, p)
+    pub fn raft_group(&self, p: u32) -> RaftGroupId {
+        raft_group_of(self.id, p)
     }
 
     /// The configuration partition `p`'s Raft group was created with.
-    pub fn origin_of(&self, p: u32) -> Vec<u64> {
+    pub fn origin_of(&self, p: u32) -> Vec<NodeId> {
         self.origin
             .get(p as usize)
             .or_else(|| self.assignment.get(p as usize))
@@ -54,7 +60,7 @@ impl TopicState {
 
     /// Brokers that host partition `p`: its replicas, then those it is
     /// moving to.
-    pub fn hosts_of(&self, p: u32) -> Vec<u64> {
+    pub fn hosts_of(&self, p: u32) -> Vec<NodeId> {
         let mut out = self.assignment.get(p as usize).cloned().unwrap_or_default();
         for n in self.moving.get(&p).into_iter().flatten() {
             if !out.contains(n) {
@@ -66,8 +72,8 @@ impl TopicState {
 }
 
 /// Raft group id of a topic's partition.
-pub fn group_id(topic_id: u64, partition: u32) -> u64 {
-    (topic_id << 16) | u64::from(partition)
+pub fn raft_group_of(topic_id: u64, partition: u32) -> RaftGroupId {
+    RaftGroupId((topic_id << 16) | u64::from(partition))
 }
 
 /// A change to cluster metadata, as stored in the controller log.
@@ -88,7 +94,7 @@ pub enum Command {
         /// The partition count it grows from.
         from: u32,
         /// Replicas of each new partition, in partition order.
-        added: Vec<Vec<u64>>,
+        added: Vec<Vec<NodeId>>,
     },
     /// Start moving a partition's replicas to `replicas` (the partition's
     /// leader adds, promotes and removes replicas one at a time).
@@ -100,7 +106,7 @@ pub enum Command {
         /// Partition.
         partition: u32,
         /// The replicas it moves to, preferred leader first.
-        replicas: Vec<u64>,
+        replicas: Vec<NodeId>,
     },
     /// The partition's Raft group now has exactly `replicas`.
     FinishReassign {
@@ -111,12 +117,12 @@ pub enum Command {
         /// Partition.
         partition: u32,
         /// Must equal the reassignment's target.
-        replicas: Vec<u64>,
+        replicas: Vec<NodeId>,
     },
     /// A broker joined the running cluster.
     AddBroker {
         /// Its node id.
-        id: u64,
+        id: NodeId,
         /// Its address.
         addr: String,
     },
@@ -137,7 +143,7 @@ pub struct MetadataState {
     /// The next topic id to hand out.
     pub next_topic_id: u64,
     /// Brokers that joined after the cluster was formed (id → address).
-    pub joined: BTreeMap<u64, String>,
+    pub joined: BTreeMap<NodeId, String>,
 }
 
 impl MetadataState {
@@ -220,26 +226,13 @@ impl MetadataState {
     }
 }
 
-/// Places `partitions` × `replication_factor` replicas over `brokers`
-/// (sorted ids): replicas of a partition are distinct brokers, and the
-/// preferred leader (first replica) rotates so leaders spread evenly; the
-/// starting broker is offset by the topic id so small topics do not all lead
-/// on the same broker.
-pub fn place(brokers: &[u64], partitions: u32, replication_factor: u32, topic_id: u64) -> Vec<Vec<u64>> {
-    let n = brokers.len();
-    (0..partitions as usize)
-        .map(|p| {
-            let start = (p + topic_id as usize) % n;
-            (0..replication_factor as usize)
-                .map(|r| brokers[(start + r) % n])
-                .collect()
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn n(ids: &[u64]) -> Vec<NodeId> {
+        ids.iter().copied().map(NodeId).collect()
+    }
 
     fn topic(name: &str, id: u64) -> TopicState {
         TopicState {
@@ -250,7 +243,7 @@ mod tests {
                 configs: BTreeMap::new(),
             },
             id,
-            assignment: vec![vec![1], vec![1]],
+            assignment: vec![n(&[1]), n(&[1])],
             origin: Vec::new(),
             moving: BTreeMap::new(),
         }
@@ -264,49 +257,32 @@ mod tests {
             name: "a".into(),
             id: 1,
             partition: 0,
-            replicas: vec![2],
+            replicas: n(&[2]),
         };
         assert!(s.apply(&start));
         assert!(!s.apply(&start), "idempotent");
         let t = &s.topics["a"];
-        assert_eq!(t.origin_of(0), vec![1]);
-        assert_eq!(t.hosts_of(0), vec![1, 2]);
+        assert_eq!(t.origin_of(0), n(&[1]));
+        assert_eq!(t.hosts_of(0), n(&[1, 2]));
         let wrong = Command::FinishReassign {
             name: "a".into(),
             id: 1,
             partition: 0,
-            replicas: vec![3],
+            replicas: n(&[3]),
         };
         assert!(!s.apply(&wrong), "not the target");
         assert!(s.apply(&Command::FinishReassign {
             name: "a".into(),
             id: 1,
             partition: 0,
-            replicas: vec![2],
+            replicas: n(&[2]),
         }));
         let t = &s.topics["a"];
         assert_eq!(
             (t.assignment[0].clone(), t.hosts_of(0), t.origin_of(0)),
-            (vec![2], vec![2], vec![1])
+            (n(&[2]), n(&[2]), n(&[1]))
         );
         assert!(t.moving.is_empty());
-    }
-
-    #[test]
-    fn placement_spreads_replicas_and_leaders() {
-        let brokers = [1, 2, 3];
-        let a = place(&brokers, 6, 3, 0);
-        for (p, replicas) in a.iter().enumerate() {
-            let mut r = replicas.clone();
-            r.sort();
-            r.dedup();
-            assert_eq!(r.len(), 3, "partition {p}: replicas are distinct brokers");
-        }
-        let mut leaders = [0; 4];
-        for replicas in &a {
-            leaders[replicas[0] as usize] += 1;
-        }
-        assert_eq!(&leaders[1..], &[2, 2, 2], "each broker leads two of six partitions");
     }
 
     #[test]
@@ -334,13 +310,13 @@ mod tests {
         let mut s = MetadataState::default();
         let mut t = topic("a", 1);
         t.meta.partitions = 2;
-        t.assignment = vec![vec![1], vec![2]];
+        t.assignment = vec![n(&[1]), n(&[2])];
         s.apply(&Command::CreateTopic { topic: t });
         let add = Command::AddPartitions {
             name: "a".into(),
             id: 1,
             from: 2,
-            added: vec![vec![3], vec![1]],
+            added: vec![n(&[3]), n(&[1])],
         };
         assert!(s.apply(&add));
         assert!(!s.apply(&add), "a duplicate adds nothing");
@@ -350,7 +326,7 @@ mod tests {
             name: "a".into(),
             id: 9,
             from: 4,
-            added: vec![vec![1]],
+            added: vec![n(&[1])],
         };
         assert!(!s.apply(&other), "another topic's id");
     }

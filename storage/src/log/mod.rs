@@ -1,20 +1,32 @@
 //! `PartitionLog`: the ordered segments of one partition.
 //!
+//! This module holds opening, appending, reading and truncating by offset;
+//! the rest of the log's surface lives beside it: [`raft_index`] (entries by
+//! Raft index, for a replicated log), [`retention`] (deleting old segments,
+//! restarting at a snapshot) and [`sync`] (fsync and group commit).
+//!
 //! Invariants: there is always at least one segment; the last one is the
 //! active segment and the only one written; segments are contiguous (each
 //! starts at the previous one's next offset); every sealed segment is synced.
 //! A `PartitionLog` has a single owner; callers that share one across threads
 //! wrap it in a lock (reads take `&self`, writes `&mut self`).
 
-use std::fs::File;
+mod raft_index;
+mod retention;
+mod sync;
+
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+pub use retention::RetentionReport;
+pub use sync::SyncPoint;
+
 use crate::batch::header::{self, BatchRef, PRODUCER_PART};
+use crate::clock::now_ms;
 use crate::config::{FsyncPolicy, LogConfig};
+use crate::coordinates::{Offset, Term};
 use crate::error::{Result, StorageError};
 use crate::recovery::RecoveryReport;
 use crate::segment::{BatchInfo, Segment};
@@ -23,9 +35,9 @@ use crate::segment::{BatchInfo, Segment};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AppendInfo {
     /// Offset of the batch's first record.
-    pub base_offset: u64,
+    pub base_offset: Offset,
     /// Offset of its last record.
-    pub last_offset: u64,
+    pub last_offset: Offset,
     /// The append time stamped into the batch (ms since the epoch).
     pub append_time_ms: i64,
 }
@@ -34,79 +46,13 @@ pub struct AppendInfo {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchLocation {
     /// Base offset of the segment (its file name).
-    pub segment_base_offset: u64,
+    pub segment_base_offset: Offset,
     /// Byte position of the batch in the segment file.
     pub position: u64,
     /// The batch's first offset.
-    pub base_offset: u64,
+    pub base_offset: Offset,
     /// The offset after the batch.
-    pub next_offset: u64,
-}
-
-/// What [`PartitionLog::apply_retention`] removed.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RetentionReport {
-    /// Number of segments deleted.
-    pub deleted_segments: usize,
-    /// Bytes of log deleted.
-    pub deleted_bytes: u64,
-    /// `(raft_index, term)` of the last batch deleted, for a replicated log
-    /// (Raft must still answer the term of the entry before its first one).
-    pub last_deleted: Option<(u64, u64)>,
-}
-
-/// A handle to sync appended bytes without holding the log: take it with
-/// [`PartitionLog::sync_point`], call [`SyncPoint::sync`] on any thread, then
-/// report the outcome with [`PartitionLog::mark_synced`] or
-/// [`PartitionLog::mark_failed`]. One sync covers every batch appended before
-/// the point was taken (group commit).
-#[derive(Clone, Debug)]
-pub struct SyncPoint {
-    file: Arc<File>,
-    path: PathBuf,
-    offset: u64,
-    /// Bytes of the segment written when the point was taken.
-    len: u64,
-}
-
-impl SyncPoint {
-    /// Every offset below this one is durable once [`SyncPoint::sync`] succeeds.
-    pub fn offset(&self) -> u64 {
-        self.offset
-    }
-
-    /// `fdatasync` of the active segment file. Blocks; never call it on an
-    /// async runtime's worker thread.
-    pub fn sync(&self) -> Result<()> {
-        self.file
-            .sync_data()
-            .map_err(|e| StorageError::io("fdatasync", &self.path, e))?;
-        crate::journal::synced(&self.path, self.len);
-        Ok(())
-    }
-}
-
-/// A copy of a producer's `batch` stamped with `base_offset` and `stamp`,
-/// ready to be proposed as a Raft entry (a Raft leader stamps a batch before
-/// it replicates it, so every replica stores the same bytes). The CRC is
-/// validated first and re-computed by combination, without a second pass.
-///
-/// # Errors
-/// `InvalidBatch` if the CRC or framing is wrong.
-pub fn stamp_batch(batch: &[u8], base_offset: u64, stamp: &header::Stamp) -> Result<Vec<u8>> {
-    let (_, payload) = BatchRef::validate_with(batch).map_err(|source| StorageError::InvalidBatch { source })?;
-    let prefix = header::stamped_prefix(batch, &payload, base_offset, stamp);
-    let mut out = Vec::with_capacity(batch.len());
-    out.extend_from_slice(&prefix);
-    out.extend_from_slice(&batch[PRODUCER_PART..]);
-    Ok(out)
-}
-
-/// Milliseconds since the Unix epoch by the system clock.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    pub next_offset: Offset,
 }
 
 /// The log of one partition.
@@ -114,7 +60,7 @@ pub struct PartitionLog {
     dir: PathBuf,
     config: LogConfig,
     segments: Vec<Segment>,
-    synced_offset: u64,
+    synced_offset: Offset,
     last_sync: Instant,
     last_append_ms: i64,
     failed: Option<String>,
@@ -187,10 +133,10 @@ impl PartitionLog {
             }
         }
         if segments.is_empty() {
-            segments.push(Segment::create(&dir, 0, &config)?);
+            segments.push(Segment::create(&dir, Offset::ZERO, &config)?);
         }
         report.segments = segments.len();
-        let latest = segments.last().map_or(0, Segment::next_offset);
+        let latest = segments.last().map_or(Offset::ZERO, Segment::next_offset);
         let last_append_ms = segments.iter().map(Segment::max_append_ms).max().unwrap_or(i64::MIN);
         Ok(PartitionLog {
             dir,
@@ -230,17 +176,17 @@ impl PartitionLog {
     }
 
     /// First offset still stored.
-    pub fn earliest(&self) -> u64 {
-        self.segments.first().map_or(0, Segment::base_offset)
+    pub fn earliest(&self) -> Offset {
+        self.segments.first().map_or(Offset::ZERO, Segment::base_offset)
     }
 
     /// Log end offset: the offset the next record will get.
-    pub fn latest(&self) -> u64 {
+    pub fn latest(&self) -> Offset {
         self.active().next_offset()
     }
 
     /// Offsets below this one are known to be on disk (fsynced).
-    pub fn durable_offset(&self) -> u64 {
+    pub fn durable_offset(&self) -> Offset {
         self.synced_offset
     }
 
@@ -282,7 +228,7 @@ impl PartitionLog {
     /// Appends a producer's batch with Raft term 0 at the system clock's time.
     /// See [`PartitionLog::append_stamped`].
     pub fn append(&mut self, batch: &[u8]) -> Result<AppendInfo> {
-        self.append_stamped(batch, 0, now_ms())
+        self.append_stamped(batch, Term::ZERO, now_ms())
     }
 
     /// Validates `batch` (framing, CRC, size), assigns it the next offsets,
@@ -295,7 +241,7 @@ impl PartitionLog {
     /// # Errors
     /// `RecordTooLarge`, `InvalidBatch` (nothing written); `DiskFull` or `Io`
     /// (nothing visible written); `Failed` after an earlier fsync failure.
-    pub fn append_stamped(&mut self, batch: &[u8], term: u64, now_ms: i64) -> Result<AppendInfo> {
+    pub fn append_stamped(&mut self, batch: &[u8], term: Term, now_ms: i64) -> Result<AppendInfo> {
         self.check_writable()?;
         self.check_size(batch)?;
         let (b, payload) = BatchRef::validate_with(batch).map_err(|source| StorageError::InvalidBatch { source })?;
@@ -303,213 +249,38 @@ impl PartitionLog {
         let append_ms = now_ms.max(self.last_append_ms);
         let stamp = header::Stamp {
             term,
-            raft_index: 0,
+            raft_index: crate::RaftIndex::ZERO,
             append_time_ms: append_ms,
         };
         let prefix = header::stamped_prefix(batch, &payload, base, &stamp);
         let info = BatchInfo {
             base,
-            next: base + u64::from(b.record_count()),
+            next: base.plus(u64::from(b.record_count())),
             len: batch.len() as u64,
             max_timestamp_ms: b.max_timestamp_ms(),
             append_ms,
             term,
-            raft_index: 0,
+            raft_index: crate::RaftIndex::ZERO,
         };
         self.write(&prefix, &batch[PRODUCER_PART..], &info, now_ms)?;
         Ok(AppendInfo {
             base_offset: base,
-            last_offset: info.next.saturating_sub(1),
+            last_offset: Offset(info.next.0.saturating_sub(1)),
             append_time_ms: append_ms,
         })
     }
 
-    /// Appends a batch as a Raft leader does when it proposes: validates it,
-    /// assigns the next offsets and stamps `stamp` (term, Raft index, append
-    /// time) into the header. Returns the stored bytes' location like
-    /// [`PartitionLog::append_stamped`]. The Raft index must follow the last
-    /// stored one.
-    ///
-    /// # Errors
-    /// `UnexpectedOffset` (naming Raft indexes) if `stamp.raft_index` does not
-    /// follow the log; otherwise as `append_stamped`.
-    pub fn append_entry(&mut self, batch: &[u8], stamp: header::Stamp) -> Result<AppendInfo> {
-        self.check_writable()?;
-        self.check_size(batch)?;
-        let expected = self.last_raft_index()?.map_or(stamp.raft_index, |i| i + 1);
-        if stamp.raft_index != expected {
-            return Err(StorageError::UnexpectedOffset {
-                expected,
-                got: stamp.raft_index,
-            });
-        }
-        let (b, payload) = BatchRef::validate_with(batch).map_err(|source| StorageError::InvalidBatch { source })?;
-        let base = self.latest();
-        let prefix = header::stamped_prefix(batch, &payload, base, &stamp);
-        let info = BatchInfo {
-            base,
-            next: base + u64::from(b.record_count()),
-            len: batch.len() as u64,
-            max_timestamp_ms: b.max_timestamp_ms(),
-            append_ms: stamp.append_time_ms,
-            term: stamp.term,
-            raft_index: stamp.raft_index,
-        };
-        self.write(&prefix, &batch[PRODUCER_PART..], &info, stamp.append_time_ms)?;
-        Ok(AppendInfo {
-            base_offset: base,
-            last_offset: info.next.saturating_sub(1),
-            append_time_ms: stamp.append_time_ms,
-        })
-    }
-
-    /// Raft index of the first stored batch (`None` if the log is empty).
-    pub fn first_raft_index(&self) -> Result<Option<u64>> {
-        for seg in &self.segments {
-            if let Some(info) = seg.first_batch()? {
-                return Ok(Some(info.raft_index));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Raft index of the last stored batch (`None` if the log is empty).
-    pub fn last_raft_index(&self) -> Result<Option<u64>> {
-        for seg in self.segments.iter().rev() {
-            if seg.is_empty() {
-                continue;
-            }
-            let info = seg.last_batch()?;
-            return Ok(info.map(|i| i.raft_index));
-        }
-        Ok(None)
-    }
-
-    fn segment_for_raft_index(&self, raft_index: u64) -> Result<Option<&Segment>> {
-        // Segments hold increasing Raft indexes: binary search for the last
-        // one starting at or below `raft_index` (Raft asks for terms on every
-        // append, so this must not walk every segment). Only the active
-        // segment can be empty.
-        let searchable = self.segments.len() - usize::from(self.active().is_empty());
-        let mut failure = None;
-        let n = self.segments[..searchable].partition_point(|s| match s.first_batch() {
-            Ok(first) => first.is_none_or(|f| f.raft_index <= raft_index),
-            Err(e) => {
-                failure.get_or_insert(e);
-                false
-            }
-        });
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        Ok(n.checked_sub(1).map(|i| &self.segments[i]))
-    }
-
-    /// The stored batch that is Raft entry `raft_index`, with its term.
-    pub fn raft_entry(&self, raft_index: u64) -> Result<Option<(Bytes, u64)>> {
-        let Some(seg) = self.segment_for_raft_index(raft_index)? else {
-            return Ok(None);
-        };
-        match seg.find_raft_index(raft_index)? {
-            Some((pos, _)) => {
-                let (bytes, info) = seg.batch_at(pos)?;
-                Ok(Some((bytes, info.term)))
-            }
-            None => Ok(None),
-        }
-    }
-
-    /// Term of Raft entry `raft_index` (header read only, no CRC check).
-    pub fn raft_term(&self, raft_index: u64) -> Result<Option<u64>> {
-        let Some(seg) = self.segment_for_raft_index(raft_index)? else {
-            return Ok(None);
-        };
-        Ok(seg.find_raft_index(raft_index)?.map(|(_, info)| info.term))
-    }
-
-    /// Raft entries `[low, high)` as stored batches with their terms, stopping
-    /// once `max_bytes` is reached (at least one entry is returned).
-    pub fn raft_entries(&self, low: u64, high: u64, max_bytes: u64) -> Result<Vec<(Bytes, u64)>> {
-        let mut out = Vec::new();
-        let mut total = 0u64;
-        let mut idx = low;
-        while idx < high {
-            let Some(seg) = self.segment_for_raft_index(idx)? else {
-                break;
-            };
-            let Some((mut pos, _)) = seg.find_raft_index(idx)? else {
-                break;
-            };
-            // Walk this segment sequentially instead of searching per entry.
-            while idx < high && pos < seg.size() {
-                let (bytes, info) = seg.batch_at(pos)?;
-                if info.raft_index != idx {
-                    return Err(StorageError::Corrupt {
-                        file: seg.log_path().to_path_buf(),
-                        position: pos,
-                        reason: format!("Raft index {} found where {idx} was expected", info.raft_index),
-                    });
-                }
-                total += info.len;
-                if !out.is_empty() && total > max_bytes {
-                    return Ok(out);
-                }
-                out.push((bytes, info.term));
-                pos += info.len;
-                idx += 1;
-            }
-        }
-        Ok(out)
-    }
-
-    /// Removes Raft entries from `raft_index` on (a conflicting suffix). The
-    /// removed bytes are zeroed and synced before this returns.
-    ///
-    /// # Errors
-    /// `OffsetOutOfRange` (in Raft indexes) if the entry is not stored.
-    pub fn truncate_from_raft_index(&mut self, raft_index: u64) -> Result<()> {
-        let last = self.last_raft_index()?;
-        if last.is_none_or(|l| raft_index > l) {
-            return Ok(());
-        }
-        // The segment holding the entry: the last one starting at or below it.
-        let mut holder = 0;
-        for (i, seg) in self.segments.iter().enumerate() {
-            if seg.first_batch()?.is_some_and(|f| f.raft_index <= raft_index) {
-                holder = i;
-            }
-        }
-        // Newest first, so a crash part-way leaves a contiguous log.
-        while self.segments.len() > holder + 1 {
-            if let Some(seg) = self.segments.pop() {
-                seg.delete(&self.dir)?;
-            }
-        }
-        let seg = self.active_mut();
-        let Some((pos, info)) = seg.find_raft_index(raft_index)? else {
-            let earliest = self.first_raft_index()?.unwrap_or(0);
-            return Err(StorageError::OffsetOutOfRange {
-                requested: raft_index,
-                earliest,
-                latest: last.unwrap_or(0),
-            });
-        };
-        seg.truncate_at(pos, info.base)?;
-        let latest = self.latest();
-        self.synced_offset = self.synced_offset.min(latest);
-        tracing::info!(dir = %self.dir.display(), raft_index, "truncated log at Raft index");
-        Ok(())
-    }
-
     /// Appends a batch a leader already stamped (a replica's copy), byte for
-    /// byte. Its base offset must be the log end.
+    /// byte. Its base offset must be the log end. The view says the bytes
+    /// were validated already (with their CRC, when they reached this node):
+    /// nothing is hashed again here.
     ///
     /// # Errors
     /// `UnexpectedOffset` if it does not continue the log; as `append_stamped`.
-    pub fn append_replicated(&mut self, batch: &[u8]) -> Result<AppendInfo> {
+    pub fn append_replicated(&mut self, b: BatchRef<'_>) -> Result<AppendInfo> {
+        let batch = b.as_bytes();
         self.check_writable()?;
         self.check_size(batch)?;
-        let b = BatchRef::validate(batch).map_err(|source| StorageError::InvalidBatch { source })?;
         if b.base_offset() != self.latest() {
             return Err(StorageError::UnexpectedOffset {
                 expected: self.latest(),
@@ -521,7 +292,7 @@ impl PartitionLog {
         self.last_append_ms = self.last_append_ms.max(info.append_ms);
         Ok(AppendInfo {
             base_offset: info.base,
-            last_offset: info.next.saturating_sub(1),
+            last_offset: Offset(info.next.0.saturating_sub(1)),
             append_time_ms: info.append_ms,
         })
     }
@@ -578,65 +349,11 @@ impl PartitionLog {
         self.synced_offset = self.synced_offset.max(next);
         let seg = Segment::create(&self.dir, next, &self.config)?;
         self.segments.push(seg);
-        tracing::debug!(dir = %self.dir.display(), base_offset = next, "rolled segment");
+        tracing::debug!(dir = %self.dir.display(), base_offset = %next, "rolled segment");
         Ok(())
     }
 
-    /// Forces every appended byte to disk (`fdatasync` of the active segment).
-    /// A failure is fatal for this log: see [`PartitionLog::mark_failed`].
-    pub fn flush(&mut self) -> Result<()> {
-        self.check_writable()?;
-        #[cfg(test)]
-        if std::mem::take(&mut self.fail_next_sync) {
-            return Err(self.fail(StorageError::io(
-                "fdatasync",
-                &self.dir,
-                std::io::Error::from_raw_os_error(libc::EIO),
-            )));
-        }
-        if let Err(e) = self.active().sync() {
-            return Err(self.fail(e));
-        }
-        self.synced_offset = self.latest();
-        self.last_sync = Instant::now();
-        Ok(())
-    }
-
-    /// A handle for syncing outside the owner's lock (group commit).
-    pub fn sync_point(&self) -> SyncPoint {
-        let active = self.active();
-        SyncPoint {
-            file: active.file_handle(),
-            path: active.log_path().to_path_buf(),
-            offset: active.next_offset(),
-            len: active.size(),
-        }
-    }
-
-    /// Records that `point` was synced successfully.
-    pub fn mark_synced(&mut self, point: &SyncPoint) {
-        self.synced_offset = self.synced_offset.max(point.offset.min(self.latest()));
-        self.last_sync = Instant::now();
-    }
-
-    /// Records a failed fsync: the log stops accepting writes for good. After a
-    /// failed fsync the kernel may have dropped the dirty pages, so retrying
-    /// and carrying on could acknowledge data that is not on disk.
-    pub fn mark_failed(&mut self, error: &StorageError) {
-        self.fail_reason(error.to_string());
-    }
-
-    fn fail(&mut self, e: StorageError) -> StorageError {
-        self.fail_reason(e.to_string());
-        e
-    }
-
-    fn fail_reason(&mut self, reason: String) {
-        tracing::error!(dir = %self.dir.display(), %reason, "fsync failed: partition stops accepting writes");
-        self.failed.get_or_insert(reason);
-    }
-
-    fn out_of_range(&self, requested: u64) -> StorageError {
+    fn out_of_range(&self, requested: Offset) -> StorageError {
         StorageError::OffsetOutOfRange {
             requested,
             earliest: self.earliest(),
@@ -645,7 +362,7 @@ impl PartitionLog {
     }
 
     /// Index of the segment that holds `offset` (the last with base ≤ offset).
-    fn segment_for(&self, offset: u64) -> usize {
+    fn segment_for(&self, offset: Offset) -> usize {
         self.segments
             .partition_point(|s| s.base_offset() <= offset)
             .saturating_sub(1)
@@ -653,7 +370,7 @@ impl PartitionLog {
 
     /// Whole batches starting with the one that contains `offset`, up to
     /// `max_bytes` (at least one batch). See [`PartitionLog::read_bounded`].
-    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Bytes> {
+    pub fn read(&self, offset: Offset, max_bytes: usize) -> Result<Bytes> {
         self.read_bounded(offset, max_bytes, self.latest())
     }
 
@@ -669,7 +386,7 @@ impl PartitionLog {
     /// `OffsetOutOfRange` below `earliest()` or above `latest()` (an offset
     /// equal to `latest()` is an empty answer); `Corrupt` if a stored batch
     /// fails validation.
-    pub fn read_bounded(&self, offset: u64, max_bytes: usize, upper: u64) -> Result<Bytes> {
+    pub fn read_bounded(&self, offset: Offset, max_bytes: usize, upper: Offset) -> Result<Bytes> {
         if offset < self.earliest() || offset > self.latest() {
             return Err(self.out_of_range(offset));
         }
@@ -687,7 +404,7 @@ impl PartitionLog {
     /// Where the batch holding `offset` starts: an index lookup plus a walk of
     /// batch headers (no CRC check, no copy). `None` at or past the log end or
     /// below the earliest offset.
-    pub fn locate(&self, offset: u64) -> Result<Option<BatchLocation>> {
+    pub fn locate(&self, offset: Offset) -> Result<Option<BatchLocation>> {
         if offset < self.earliest() {
             return Ok(None);
         }
@@ -703,12 +420,12 @@ impl PartitionLog {
     /// The first offset whose record timestamp is `>= ts_ms`, or `None` if no
     /// stored record is that recent. Scans from the time index entry before
     /// `ts_ms` and decodes only the batch that holds the answer.
-    pub fn lookup_by_timestamp(&self, ts_ms: i64) -> Result<Option<u64>> {
+    pub fn lookup_by_timestamp(&self, ts_ms: i64) -> Result<Option<Offset>> {
         self.lookup_by_timestamp_bounded(ts_ms, self.latest())
     }
 
     /// [`PartitionLog::lookup_by_timestamp`] among offsets below `upper`.
-    pub fn lookup_by_timestamp_bounded(&self, ts_ms: i64, upper: u64) -> Result<Option<u64>> {
+    pub fn lookup_by_timestamp_bounded(&self, ts_ms: i64, upper: Offset) -> Result<Option<Offset>> {
         for seg in &self.segments {
             if seg.base_offset() >= upper {
                 break;
@@ -726,7 +443,7 @@ impl PartitionLog {
     ///
     /// # Errors
     /// `OffsetOutOfRange` outside `[earliest, latest]`; `NotBatchBoundary`.
-    pub fn truncate_from(&mut self, offset: u64) -> Result<()> {
+    pub fn truncate_from(&mut self, offset: Offset) -> Result<()> {
         if offset < self.earliest() || offset > self.latest() {
             return Err(self.out_of_range(offset));
         }
@@ -756,84 +473,7 @@ impl PartitionLog {
         }
         self.active_mut().truncate_from(offset)?;
         self.synced_offset = self.synced_offset.min(offset);
-        tracing::info!(dir = %self.dir.display(), offset, "truncated log");
-        Ok(())
-    }
-
-    /// Deletes sealed segments past retention: by age of their newest append
-    /// time (`retention_ms`, against `now_ms`), then the oldest while the log
-    /// stays at least `retention_bytes`. The active segment is never deleted.
-    /// Record timestamps play no part, so a record stamped in the future or
-    /// the past cannot make data expire early.
-    pub fn apply_retention(&mut self, now_ms: i64) -> Result<RetentionReport> {
-        self.apply_retention_below(now_ms, u64::MAX)
-    }
-
-    /// [`PartitionLog::apply_retention`], deleting only segments that end at
-    /// or below offset `upper` (a replicated log passes its high watermark,
-    /// so nothing uncommitted is ever deleted).
-    pub fn apply_retention_below(&mut self, now_ms: i64, upper: u64) -> Result<RetentionReport> {
-        let plan = self.plan_retention(now_ms, upper)?;
-        self.delete_oldest_segments(plan.deleted_segments)?;
-        Ok(plan)
-    }
-
-    /// What [`PartitionLog::apply_retention_below`] would delete, without
-    /// deleting anything (a replicated log records the last deleted entry
-    /// durably first, then deletes).
-    pub fn plan_retention(&self, now_ms: i64, upper: u64) -> Result<RetentionReport> {
-        let mut report = RetentionReport::default();
-        let mut total = self.size_bytes();
-        for (i, seg) in self.segments.iter().enumerate() {
-            if i + 1 == self.segments.len() || seg.next_offset() > upper {
-                break;
-            }
-            let expired = self
-                .config
-                .retention_ms
-                .is_some_and(|r| now_ms.saturating_sub(seg.max_append_ms()) > r as i64);
-            let oversize = self
-                .config
-                .retention_bytes
-                .is_some_and(|r| total.saturating_sub(seg.size()) >= r);
-            if !expired && !oversize {
-                break;
-            }
-            if let Some(last) = seg.last_batch()? {
-                report.last_deleted = Some((last.raft_index, last.term));
-            }
-            total -= seg.size();
-            report.deleted_segments += 1;
-            report.deleted_bytes += seg.size();
-        }
-        Ok(report)
-    }
-
-    /// Deletes the `n` oldest sealed segments (never the active one).
-    pub fn delete_oldest_segments(&mut self, n: usize) -> Result<()> {
-        for _ in 0..n.min(self.segments.len().saturating_sub(1)) {
-            let seg = self.segments.remove(0);
-            tracing::info!(file = %seg.log_path().display(), "retention deleted segment");
-            seg.delete(&self.dir)?;
-        }
-        Ok(())
-    }
-
-    /// Drops every segment and starts an empty log whose next offset is
-    /// `base_offset` (a Raft follower installing a snapshot: everything before
-    /// the leader's retained log is gone, and the log resumes where the
-    /// leader's starts).
-    pub fn reset_to(&mut self, base_offset: u64) -> Result<()> {
-        while let Some(seg) = self.segments.pop() {
-            seg.delete(&self.dir)?;
-        }
-        self.segments
-            .push(Segment::create(&self.dir, base_offset, &self.config)?);
-        self.synced_offset = base_offset;
-        std::fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| StorageError::io("fsync dir", &self.dir, e))?;
-        tracing::info!(dir = %self.dir.display(), base_offset, "log reset");
+        tracing::info!(dir = %self.dir.display(), %offset, "truncated log");
         Ok(())
     }
 
@@ -880,8 +520,8 @@ mod tests {
         // No retry that could pretend the lost pages are durable.
         assert!(matches!(log.flush(), Err(StorageError::Failed { .. })));
         assert!(matches!(log.append(&one_record()), Err(StorageError::Failed { .. })));
-        assert_eq!(log.durable_offset(), 0);
+        assert_eq!(log.durable_offset(), Offset::ZERO);
         // Reads of what is there still work.
-        assert!(!log.read(0, 100).unwrap().is_empty());
+        assert!(!log.read(Offset::ZERO, 100).unwrap().is_empty());
     }
 }

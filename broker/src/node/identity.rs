@@ -11,6 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use strand_cluster::NodeId;
 
 use crate::error::{BrokerError, Result};
 
@@ -20,16 +21,16 @@ const FILE: &str = "node.json";
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeIdentity {
     /// This node's id.
-    pub node_id: u64,
+    pub node_id: NodeId,
     /// Every broker (id → address) when the data directory was created.
-    pub peers: BTreeMap<u64, String>,
+    pub peers: BTreeMap<NodeId, String>,
     /// Derived from the sorted peer list, so every broker of one cluster
     /// computes the same id without talking to the others.
     pub cluster_id: String,
 }
 
 /// The cluster id of a peer list: FNV-1a over the sorted `id@addr` entries.
-pub fn cluster_id(peers: &BTreeMap<u64, String>) -> String {
+pub fn cluster_id(peers: &BTreeMap<NodeId, String>) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for (id, addr) in peers {
         for b in format!("{id}@{addr};").bytes() {
@@ -41,7 +42,7 @@ pub fn cluster_id(peers: &BTreeMap<u64, String>) -> String {
 }
 
 /// Loads `node.json`, or creates it; refuses a mismatch.
-pub fn load_or_init(data_dir: &Path, node_id: u64, peers: &BTreeMap<u64, String>) -> Result<NodeIdentity> {
+pub fn load_or_init(data_dir: &Path, node_id: NodeId, peers: &BTreeMap<NodeId, String>) -> Result<NodeIdentity> {
     std::fs::create_dir_all(data_dir).map_err(|source| BrokerError::Metadata {
         op: "create data dir",
         path: data_dir.to_path_buf(),
@@ -112,7 +113,7 @@ pub fn load(data_dir: &Path) -> Result<Option<NodeIdentity>> {
     }
 }
 
-fn describe(peers: &BTreeMap<u64, String>) -> String {
+fn describe(peers: &BTreeMap<NodeId, String>) -> String {
     peers
         .iter()
         .map(|(i, a)| format!("{i}@{a}"))

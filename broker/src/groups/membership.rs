@@ -19,6 +19,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use strand_storage::Offset;
+
 use super::assignor::{Assignor, MemberSubscription, TopicPartition};
 
 /// Why a member's request is refused.
@@ -124,7 +126,7 @@ pub struct Group {
     /// No target before this.
     pub hold_until: Option<Instant>,
     /// Committed offsets.
-    pub offsets: BTreeMap<TopicPartition, u64>,
+    pub offsets: BTreeMap<TopicPartition, Offset>,
 }
 
 impl Group {

@@ -1,0 +1,168 @@
+//! Moving partition replicas between brokers (`topic reassign`, and brokers
+//! that join a running cluster).
+//!
+//! The controller records the target (`Command::Reassign`); every broker
+//! then hosts the partition on its current and its target replicas. The
+//! partition's leader moves its Raft group one single-server change at a
+//! time: add each new broker as a learner, promote it once it has every
+//! entry, remove each old broker (handing leadership to a target replica
+//! first if it is itself leaving), and finally reports the move done
+//! (`Command::FinishReassign`); brokers no longer hosting the partition
+//! then stop and delete their replica.
+//!
+//! Invariants: a change is proposed only when the previous one is applied
+//! (raft-rs refuses otherwise), a learner votes only once it holds the
+//! leader's whole log, and the metadata's replica list changes only once
+//! the group's configuration equals it.
+
+use strand_cluster::{NodeId, ReplicaChange};
+use strand_storage::RaftIndex;
+
+use super::Admin;
+use super::request::MetadataRequest;
+use crate::error::Result;
+
+/// One step of the leader's work on a moving partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Propose this change.
+    Change(ReplicaChange),
+    /// Hand leadership to this target replica (the leader is leaving).
+    Transfer(NodeId),
+    /// The group has exactly the target: record the move done.
+    Finish,
+    /// Wait (a learner is catching up).
+    Wait,
+}
+
+/// What the leader `me` should do next to move a group with `voters` and
+/// `learners` (and per-node matched index, `last` the leader's last index)
+/// to `target`.
+pub fn next_step(
+    me: NodeId,
+    target: &[NodeId],
+    voters: &[NodeId],
+    learners: &[NodeId],
+    matched: &[(NodeId, RaftIndex)],
+    last: RaftIndex,
+) -> Step {
+    let caught_up = |n: NodeId| matched.iter().any(|(id, m)| *id == n && *m >= last);
+    if let Some(n) = target.iter().find(|n| !voters.contains(n) && !learners.contains(n)) {
+        return Step::Change(ReplicaChange::AddLearner(*n));
+    }
+    if let Some(n) = learners.iter().find(|n| !target.contains(n)) {
+        return Step::Change(ReplicaChange::Remove(*n));
+    }
+    if let Some(n) = learners.iter().find(|n| target.contains(n)) {
+        return if caught_up(*n) {
+            Step::Change(ReplicaChange::Promote(*n))
+        } else {
+            Step::Wait
+        };
+    }
+    if let Some(n) = voters.iter().find(|n| !target.contains(n)) {
+        if *n == me {
+            return match target.iter().find(|t| caught_up(**t)) {
+                Some(t) => Step::Transfer(*t),
+                None => Step::Wait,
+            };
+        }
+        return Step::Change(ReplicaChange::Remove(*n));
+    }
+    Step::Finish
+}
+
+impl Admin {
+    /// Drives every moving partition this broker leads one step (called
+    /// periodically).
+    pub async fn drive_reassignments(&self) {
+        let node = &self.node;
+        let meta = node.metadata();
+        for t in meta.topics.values() {
+            for (&p, target) in &t.moving {
+                let Ok(part) = node.partition(&t.meta.name, p) else {
+                    continue;
+                };
+                let st = part.status();
+                if !st.is_leader {
+                    continue;
+                }
+                let matched: Vec<(NodeId, RaftIndex)> = st.replicas.iter().map(|r| (r.node, r.matched)).collect();
+                let step = next_step(node.id(), target, &st.voters, &st.learners, &matched, st.last_index);
+                tracing::debug!(topic = %t.meta.name, partition = p, ?step, ?target, voters = ?st.voters, learners = ?st.learners, "moving replicas");
+                let r: Result<()> = match step {
+                    Step::Change(c) => node
+                        .raft()
+                        .change_replicas(part.raft_group(), c)
+                        .await
+                        .map_err(Into::into),
+                    Step::Transfer(to) => node.raft().transfer_leader(part.raft_group(), to).map_err(Into::into),
+                    Step::Wait => Ok(()),
+                    Step::Finish => {
+                        self.submit(MetadataRequest::FinishReassign {
+                            name: t.meta.name.clone(),
+                            partition: p,
+                            replicas: target.clone(),
+                        })
+                        .await
+                    }
+                };
+                if let Err(e) = r {
+                    tracing::debug!(topic = %t.meta.name, partition = p, error = %e, "replica move step not taken; retrying");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(ids: &[u64]) -> Vec<NodeId> {
+        ids.iter().copied().map(NodeId).collect()
+    }
+
+    fn m(pairs: &[(u64, u64)]) -> Vec<(NodeId, RaftIndex)> {
+        pairs.iter().map(|&(n, i)| (NodeId(n), RaftIndex(i))).collect()
+    }
+
+    #[test]
+    fn a_move_adds_promotes_then_removes_one_at_a_time() {
+        // [1,2,3] -> [4,2,3], led by 1.
+        let t = n(&[4, 2, 3]);
+        let all_matched = m(&[(1, 10), (2, 10), (3, 10), (4, 10)]);
+        let last = RaftIndex(10);
+        assert_eq!(
+            next_step(NodeId(1), &t, &n(&[1, 2, 3]), &[], &all_matched, last),
+            Step::Change(ReplicaChange::AddLearner(NodeId(4)))
+        );
+        assert_eq!(
+            next_step(NodeId(1), &t, &n(&[1, 2, 3]), &n(&[4]), &m(&[(4, 3)]), last),
+            Step::Wait,
+            "catching up"
+        );
+        assert_eq!(
+            next_step(NodeId(1), &t, &n(&[1, 2, 3]), &n(&[4]), &all_matched, last),
+            Step::Change(ReplicaChange::Promote(NodeId(4)))
+        );
+        // The leader itself leaves: it hands over first.
+        assert_eq!(
+            next_step(NodeId(1), &t, &n(&[1, 2, 3, 4]), &[], &all_matched, last),
+            Step::Transfer(NodeId(4))
+        );
+        assert_eq!(
+            next_step(NodeId(2), &t, &n(&[1, 2, 3, 4]), &[], &all_matched, last),
+            Step::Change(ReplicaChange::Remove(NodeId(1)))
+        );
+        assert_eq!(
+            next_step(NodeId(2), &t, &n(&[2, 3, 4]), &[], &all_matched, last),
+            Step::Finish
+        );
+        // A learner that is no longer wanted goes.
+        assert_eq!(
+            next_step(NodeId(2), &n(&[2, 3]), &n(&[2, 3]), &n(&[5]), &all_matched, last),
+            Step::Change(ReplicaChange::Remove(NodeId(5)))
+        );
+    }
+}

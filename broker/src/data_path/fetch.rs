@@ -1,0 +1,176 @@
+//! Fetch and Subscribe: serve whole batches below the high watermark,
+//! straight from the segment maps. A fetch with nothing to return waits until
+//! any of its partitions' high watermark moves (not on a timer), up to its
+//! wait.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use strand_storage::Offset;
+use tokio::sync::{mpsc, watch};
+
+use crate::error::{BrokerError, Result};
+use crate::node::Node;
+use crate::partition::Partition;
+
+/// Per-partition read size when the request does not say.
+pub const DEFAULT_PARTITION_MAX_BYTES: usize = 1 << 20;
+
+/// One partition of a fetch.
+#[derive(Clone, Debug)]
+pub struct FetchPartition {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// First offset wanted.
+    pub offset: Offset,
+    /// Most bytes to read from it (at least one whole batch is returned).
+    pub max_bytes: usize,
+}
+
+/// What one partition read returned.
+#[derive(Clone, Debug, Default)]
+pub struct PartitionRead {
+    /// Whole batches (possibly empty).
+    pub records: Bytes,
+    /// The partition's high watermark.
+    pub high_watermark: Offset,
+    /// Its first stored offset.
+    pub log_start_offset: Offset,
+}
+
+fn read_from(p: &Partition, offset: Offset, max_bytes: usize) -> Result<PartitionRead> {
+    let st = p.offsets();
+    Ok(PartitionRead {
+        records: p.read(offset, max_bytes)?,
+        high_watermark: st.high_watermark,
+        log_start_offset: st.log_start_offset,
+    })
+}
+
+/// Reads every partition, long-polling up to `max_wait` while none has
+/// anything visible; at most `total_bytes` in all (a partition past the
+/// budget is answered empty). One result per partition.
+pub async fn fetch(
+    node: &Node,
+    parts: &[FetchPartition],
+    total_bytes: usize,
+    max_wait: Duration,
+) -> Result<Vec<Result<PartitionRead>>> {
+    let deadline = tokio::time::Instant::now() + max_wait;
+    // A partition that cannot be read here answers at once (with its error),
+    // so the loop below runs once when any lookup failed.
+    let mut resolved: Vec<Result<Arc<Partition>>> =
+        parts.iter().map(|fp| node.partition(&fp.topic, fp.partition)).collect();
+    let mut shutdown = node.shutdown_signal();
+    loop {
+        let mut out = Vec::with_capacity(parts.len());
+        let mut watchers: Vec<watch::Receiver<Offset>> = Vec::new();
+        let mut budget = total_bytes;
+        let mut ready = false;
+        for (fp, p) in parts.iter().zip(resolved.iter_mut()) {
+            let read = match p {
+                Err(e) => {
+                    ready = true;
+                    Err(std::mem::replace(e, BrokerError::ShuttingDown))
+                }
+                Ok(p) => {
+                    // Subscribe before reading so a move in between is not missed.
+                    watchers.push(p.watch_high_watermark());
+                    if budget == 0 {
+                        let st = p.offsets();
+                        Ok(PartitionRead {
+                            records: Bytes::new(),
+                            high_watermark: st.high_watermark,
+                            log_start_offset: st.log_start_offset,
+                        })
+                    } else {
+                        let r = read_from(p, fp.offset, fp.max_bytes.min(budget));
+                        match &r {
+                            Ok(read) => {
+                                budget = budget.saturating_sub(read.records.len());
+                                ready |= !read.records.is_empty();
+                            }
+                            Err(_) => ready = true,
+                        }
+                        r
+                    }
+                }
+            };
+            out.push(read);
+        }
+        if ready || watchers.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(out);
+        }
+        let any_moved = futures::future::select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
+        tokio::select! {
+            _ = any_moved => {}
+            () = tokio::time::sleep_until(deadline) => {}
+            _ = shutdown.wait_for(|s| *s) => return Err(BrokerError::ShuttingDown),
+        }
+    }
+}
+
+/// Offset after the last batch in `records` (which holds whole batches that
+/// were CRC-checked by the read).
+fn next_offset_after(records: &Bytes) -> Option<Offset> {
+    strand_storage::batches(records)
+        .filter_map(|b| b.ok())
+        .last()
+        .map(|b| b.next_offset())
+}
+
+/// Starts a subscription to one partition from `offset`: a task pushes
+/// batches as they become visible until the receiver is dropped or the
+/// broker stops.
+pub fn subscribe(
+    node: &Node,
+    topic: &str,
+    partition: u32,
+    offset: Offset,
+    max_bytes: usize,
+) -> Result<mpsc::Receiver<Result<PartitionRead>>> {
+    let p = node.partition(topic, partition)?;
+    // Fail fast on a bad start offset rather than in the stream.
+    let st = p.offsets();
+    if offset < st.log_start_offset || offset > st.log_end_offset {
+        return Err(BrokerError::Storage(strand_storage::StorageError::OffsetOutOfRange {
+            requested: offset,
+            earliest: st.log_start_offset,
+            latest: st.log_end_offset,
+        }));
+    }
+    // A small buffer: a slow subscriber back-pressures the task, which then
+    // holds at most this many responses.
+    let (tx, rx) = mpsc::channel(4);
+    let mut shutdown = node.shutdown_signal();
+    tokio::spawn(async move {
+        let mut offset = offset;
+        let mut hw = p.watch_high_watermark();
+        loop {
+            hw.borrow_and_update();
+            let read = match read_from(&p, offset, max_bytes) {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            if let Some(next) = next_offset_after(&read.records) {
+                offset = next;
+                if tx.send(Ok(read)).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            tokio::select! {
+                changed = hw.changed() => if changed.is_err() { return },
+                () = tx.closed() => return,
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    });
+    Ok(rx)
+}

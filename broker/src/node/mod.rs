@@ -1,0 +1,272 @@
+//! The broker's node: its identity, its replication loop, the cluster
+//! metadata folded from the controller log, and the partition replicas it
+//! hosts. Everything above (admin, groups, the data path, services) reaches
+//! partitions and metadata through a [`Node`].
+//!
+//! - [`startup`]: checking the data directory's identity, joining a running
+//!   cluster, starting the loop and the controller replica;
+//! - [`metadata`]: applying committed controller records in log order and
+//!   proposing new ones on the local controller replica;
+//! - [`replicas`]: hosting the replicas the metadata assigns here, and
+//!   handing leadership back to preferred replicas;
+//! - [`recovery`]: opening a replica's log, quarantining a damaged one and
+//!   re-fetching it from the other replicas;
+//! - [`identity`]: the `node.json` file.
+//!
+//! Invariants: metadata changes only by applying committed controller
+//! records in log order; the set of hosted replicas follows the applied
+//! metadata (reconciled after every apply); a partition directory carries the
+//! id of the topic it belongs to, so a re-created topic never inherits an old
+//! topic's data.
+
+pub mod identity;
+mod metadata;
+mod recovery;
+mod replicas;
+mod startup;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use strand_cluster::{ClusterError, GrpcTransport, Inbox, NodeId, RaftGroupId, RaftNode, ReplicaStatus};
+use strand_storage::Offset;
+use tokio::sync::watch;
+
+use crate::config::BrokerConfig;
+use crate::controller::{CONTROLLER_GROUP, MetadataState, TopicState};
+use crate::error::{BrokerError, Result};
+use crate::partition::Partition;
+
+/// A hosted replica's key: topic name and partition.
+pub type ReplicaKey = (String, u32);
+
+/// One broker's node.
+pub struct Node {
+    config: BrokerConfig,
+    id: NodeId,
+    advertised_addr: String,
+    cluster_id: String,
+    /// The brokers the cluster was formed with (the controller group's
+    /// voters). Brokers that joined later are in the metadata;
+    /// [`Node::brokers`] lists both.
+    founders: BTreeMap<NodeId, String>,
+    transport: Arc<GrpcTransport>,
+    raft: RaftNode,
+    inbox: Arc<dyn Inbox>,
+    controller: Arc<Partition>,
+    metadata: RwLock<MetadataState>,
+    /// Controller-log offset applied so far.
+    applied: watch::Sender<Offset>,
+    replicas: RwLock<HashMap<ReplicaKey, Arc<Partition>>>,
+    /// Serializes this node's metadata proposals.
+    proposals: tokio::sync::Mutex<()>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("id", &self.id).finish()
+    }
+}
+
+impl Node {
+    /// Settings.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The address clients and peers use for this broker.
+    pub fn advertised_addr(&self) -> &str {
+        &self.advertised_addr
+    }
+
+    /// The cluster's id.
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// The brokers the cluster was formed with.
+    pub fn founders(&self) -> &BTreeMap<NodeId, String> {
+        &self.founders
+    }
+
+    /// The replication loop.
+    pub fn raft(&self) -> &RaftNode {
+        &self.raft
+    }
+
+    /// Where peers' Raft messages are delivered.
+    pub fn inbox(&self) -> &Arc<dyn Inbox> {
+        &self.inbox
+    }
+
+    /// A copy of the applied metadata.
+    pub fn metadata(&self) -> MetadataState {
+        self.metadata.read().clone()
+    }
+
+    /// A topic by name. Until this broker has caught up with the cluster
+    /// metadata an unknown topic is `NOT_LEADER` (retriable), not
+    /// `UNKNOWN_TOPIC`: a broker that just started must not deny a topic it
+    /// has not learned about yet.
+    pub fn topic(&self, name: &str) -> Result<TopicState> {
+        let found = self.metadata.read().topics.get(name).cloned();
+        match found {
+            Some(t) => Ok(t),
+            None if !self.metadata_caught_up() => Err(BrokerError::NotLeader {
+                topic: name.into(),
+                partition: 0,
+                leader_addr: None,
+            }),
+            None => Err(BrokerError::UnknownTopic { topic: name.into() }),
+        }
+    }
+
+    /// The hosted replica of a partition; `UNKNOWN_TOPIC`,
+    /// `UNKNOWN_PARTITION`, or `NOT_LEADER` (naming a replica that hosts it)
+    /// when this broker has none.
+    pub fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
+        let t = self.topic(topic)?;
+        let Some(replicas) = t.assignment.get(partition as usize) else {
+            return Err(BrokerError::UnknownPartition {
+                topic: topic.into(),
+                partition,
+                partitions: t.meta.partitions,
+            });
+        };
+        if let Some(p) = self.replicas.read().get(&(topic.to_string(), partition)) {
+            return Ok(Arc::clone(p));
+        }
+        Err(BrokerError::NotLeader {
+            topic: topic.into(),
+            partition,
+            leader_addr: replicas.first().and_then(|r| self.addr_of(*r)),
+        })
+    }
+
+    /// Hosted replicas of a topic's partitions (`None` where not hosted).
+    pub fn hosted(&self, topic: &TopicState) -> Vec<Option<Arc<Partition>>> {
+        let replicas = self.replicas.read();
+        (0..topic.meta.partitions)
+            .map(|p| replicas.get(&(topic.meta.name.clone(), p)).cloned())
+            .collect()
+    }
+
+    /// Every hosted replica.
+    pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
+        self.replicas.read().values().cloned().collect()
+    }
+
+    /// The hosted replica (or the controller) of a Raft group.
+    pub fn replica_of_group(&self, group: RaftGroupId) -> Option<Arc<Partition>> {
+        if group == CONTROLLER_GROUP {
+            return Some(Arc::clone(&self.controller));
+        }
+        self.replicas.read().values().find(|p| p.raft_group() == group).cloned()
+    }
+
+    /// Address of a node, if it is a broker of the cluster.
+    pub fn addr_of(&self, node: NodeId) -> Option<String> {
+        if node == self.id {
+            return Some(self.advertised_addr.clone());
+        }
+        self.founders
+            .get(&node)
+            .cloned()
+            .or_else(|| self.metadata.read().joined.get(&node).cloned())
+    }
+
+    /// Every broker of the cluster (formed with or joined since): node id →
+    /// address.
+    pub fn brokers(&self) -> BTreeMap<NodeId, String> {
+        let mut all = self.founders.clone();
+        for (id, addr) in &self.metadata.read().joined {
+            all.entry(*id).or_insert_with(|| addr.clone());
+        }
+        all.insert(self.id, self.advertised_addr.clone());
+        all
+    }
+
+    /// Maps a replication error to the wire: `NOT_LEADER` names the leader's
+    /// address when it is known.
+    pub fn not_leader(&self, topic: &str, partition: u32, e: ClusterError) -> BrokerError {
+        match e {
+            ClusterError::NotLeader { leader, .. } => BrokerError::NotLeader {
+                topic: topic.into(),
+                partition,
+                leader_addr: leader.and_then(|l| self.addr_of(l)),
+            },
+            other => other.into(),
+        }
+    }
+
+    /// The controller group's status as this broker sees it.
+    pub fn controller_status(&self) -> ReplicaStatus {
+        self.controller.status()
+    }
+
+    /// The controller log's high watermark (committed records end there).
+    pub fn controller_high_watermark(&self) -> Offset {
+        self.controller.high_watermark()
+    }
+
+    /// The controller group's leader, if known.
+    pub fn controller_leader(&self) -> Option<NodeId> {
+        self.controller.status().leader
+    }
+
+    /// A receiver that changes with the controller group's status.
+    pub fn watch_controller(&self) -> watch::Receiver<ReplicaStatus> {
+        self.controller.watch_status()
+    }
+
+    /// Ready to serve: the controller has a leader, the committed metadata is
+    /// applied, and every hosted partition knows its leader.
+    pub fn readiness(&self) -> std::result::Result<(), String> {
+        if *self.shutdown.borrow() {
+            return Err("shutting down".into());
+        }
+        if !self.metadata_caught_up() {
+            return Err("cluster metadata not caught up yet".into());
+        }
+        let waiting: Vec<String> = self
+            .all_partitions()
+            .iter()
+            .filter(|p| p.status().leader.is_none())
+            .map(|p| format!("{}-{}", p.topic(), p.id()))
+            .collect();
+        if let Some(first) = waiting.first() {
+            return Err(format!(
+                "{} partitions without a leader (first: {first})",
+                waiting.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Becomes `true` when the broker starts shutting down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Tells long-lived requests and background tasks to end.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Stops replication and syncs every log (graceful shutdown). Blocks.
+    pub fn shutdown(&self) {
+        self.raft.shutdown();
+        for p in self.all_partitions().iter().chain(std::iter::once(&self.controller)) {
+            if let Err(e) = p.flush() {
+                tracing::error!(topic = %p.topic(), partition = p.id(), error = %e, "flush at shutdown failed");
+            }
+        }
+    }
+}

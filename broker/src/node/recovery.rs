@@ -1,0 +1,201 @@
+//! Opening a replica's log, and recovering one that is damaged.
+//!
+//! A log that refuses to open because it is damaged is moved aside whole
+//! (kept for an operator) and replaced by an empty one that keeps the Raft
+//! state; the replica then re-fetches the committed entries from its peers
+//! and takes part in no election until it has them back.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use strand_cluster::{NodeId, RaftGroupId};
+use strand_storage::{LogConfig, PartitionLog, RaftIndex};
+
+use super::Node;
+use crate::error::{BrokerError, Result};
+
+/// File in a partition directory naming the topic id it belongs to.
+const TOPIC_ID_FILE: &str = "topic-id";
+
+/// Opens the log of a partition replica for `topic_id`, clearing a
+/// directory left by an older topic of the same name.
+pub(super) fn open_partition_log(
+    dir: &Path,
+    topic_id: u64,
+    config: LogConfig,
+    replicated: bool,
+) -> Result<(PartitionLog, Option<RaftIndex>)> {
+    let marker = dir.join(TOPIC_ID_FILE);
+    let io = |op: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| BrokerError::Metadata { op, path, source }
+    };
+    match std::fs::read_to_string(&marker) {
+        Ok(s) if s.trim() == topic_id.to_string() => {}
+        Ok(_) => {
+            tracing::warn!(dir = %dir.display(), topic_id, "removing the data of an older topic with this name");
+            std::fs::remove_dir_all(dir).map_err(io("remove stale partition", dir))?;
+        }
+        Err(_) if dir.exists() => {
+            tracing::warn!(dir = %dir.display(), "removing a partition directory without a topic id");
+            std::fs::remove_dir_all(dir).map_err(io("remove stale partition", dir))?;
+        }
+        Err(_) => {}
+    }
+    let (log, recover_to) = open_or_quarantine(dir, config, replicated)?;
+    if !marker.exists() {
+        std::fs::write(&marker, topic_id.to_string()).map_err(io("write topic id", &marker))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("fsync dir", dir))?;
+    }
+    Ok((log, recover_to))
+}
+
+/// Opens a replica's log. A log that refuses to open because it is damaged
+/// is moved aside whole (`<dir>.corrupt-<ms>`, kept for an operator) and
+/// replaced by an empty one that keeps the Raft state; the Raft index the
+/// replica must re-fetch up to before it may vote again is returned (the
+/// higher of its persisted commit index and the last entry it can still find
+/// in the damaged files).
+///
+/// A replica without peers (replication factor 1) has nobody to re-fetch
+/// from: its damaged log is an error, never silently emptied.
+pub(super) fn open_or_quarantine(
+    dir: &Path,
+    config: LogConfig,
+    replicated: bool,
+) -> Result<(PartitionLog, Option<RaftIndex>)> {
+    let err = match PartitionLog::open(dir, config.clone()) {
+        Ok(log) => return Ok((log, None)),
+        Err(e @ strand_storage::StorageError::Corrupt { .. }) if replicated => e,
+        Err(e) => return Err(e.into()),
+    };
+    let io = |op: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| BrokerError::Metadata { op, path, source }
+    };
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("partition");
+    let aside = dir.with_file_name(format!("{name}.corrupt-{}", strand_storage::now_ms()));
+    tracing::error!(dir = %dir.display(), moved_to = %aside.display(), error = %err,
+        "damaged replica log moved aside; re-fetching it from the other replicas");
+    let damaged_last = PartitionLog::open(
+        dir,
+        LogConfig {
+            verify_sealed_on_open: false,
+            ..config.clone()
+        },
+    )
+    .ok()
+    .and_then(|l| l.last_raft_index().ok().flatten())
+    .unwrap_or_default();
+    std::fs::rename(dir, &aside).map_err(io("quarantine damaged log", dir))?;
+    std::fs::create_dir_all(dir).map_err(io("create dir", dir))?;
+    let mut commit = RaftIndex::ZERO;
+    for f in ["raft-state.json", TOPIC_ID_FILE] {
+        let from = aside.join(f);
+        if from.exists() {
+            std::fs::copy(&from, dir.join(f)).map_err(io("copy raft state", &from))?;
+        }
+    }
+    if let Ok(bytes) = std::fs::read(dir.join("raft-state.json"))
+        && let Ok(state) = serde_json::from_slice::<strand_cluster::PersistedState>(&bytes)
+    {
+        commit = state.commit;
+    }
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("fsync dir", dir))?;
+    let log = PartitionLog::open(dir, config)?;
+    Ok((log, Some(commit.max(damaged_last))))
+}
+
+/// Re-fetches the committed entries of `group` from the other replicas into
+/// an emptied log, before the replica joins its group. Returns the index the
+/// replica must still reach before it may vote (`None`: it is whole again).
+pub(super) async fn refetch(
+    node: &Node,
+    group: RaftGroupId,
+    replicas: &[NodeId],
+    log: &Arc<RwLock<PartitionLog>>,
+    target: RaftIndex,
+) -> Option<RaftIndex> {
+    use strand_proto::v1::{ReadLogRequest, peer_client::PeerClient};
+    let peers: Vec<String> = replicas
+        .iter()
+        .filter(|&&r| r != node.id)
+        .filter_map(|r| node.addr_of(*r))
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let max = node.config.limits.max_message_bytes;
+    let mut next = log
+        .read()
+        .last_raft_index()
+        .ok()
+        .flatten()
+        .map_or(RaftIndex(1), RaftIndex::next);
+    'peers: while tokio::time::Instant::now() < deadline {
+        for addr in &peers {
+            let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
+                continue;
+            };
+            let Ok(channel) = endpoint
+                .connect_timeout(Duration::from_secs(1))
+                .timeout(Duration::from_secs(10))
+                .connect()
+                .await
+            else {
+                continue;
+            };
+            let mut client = PeerClient::new(channel)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max);
+            while tokio::time::Instant::now() < deadline {
+                let req = ReadLogRequest {
+                    cluster_id: node.cluster_id.clone(),
+                    group: group.get(),
+                    from_index: next.get(),
+                    max_bytes: (max / 2) as u32,
+                };
+                let Ok(resp) = client.read_log(req).await else { break };
+                let resp = resp.into_inner();
+                if resp.batches.is_empty() {
+                    let commit = RaftIndex(resp.commit);
+                    if next > commit.min(target) || next > target {
+                        break 'peers;
+                    }
+                    break;
+                }
+                let mut l = log.write();
+                // `batches` checks each batch's CRC: bytes from a peer.
+                for b in strand_storage::batches(&resp.batches) {
+                    let appended = b
+                        .ok()
+                        .filter(|b| b.raft_index() == next)
+                        .map(|b| l.append_replicated(b));
+                    match appended {
+                        Some(Ok(_)) => next = next.next(),
+                        other => {
+                            tracing::warn!(peer = %addr, ?other, "re-fetch got an unexpected entry; trying elsewhere");
+                            break;
+                        }
+                    }
+                }
+                if let Err(e) = l.flush() {
+                    tracing::error!(error = %e, "cannot sync the re-fetched log");
+                    return Some(target);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let have = RaftIndex(next.get().saturating_sub(1));
+    tracing::info!(
+        re_fetched_up_to = %have,
+        %target,
+        "re-fetched a damaged log from the other replicas"
+    );
+    (have < target).then_some(target)
+}

@@ -1,0 +1,254 @@
+//! Hosting the partition replicas the metadata assigns to this node.
+//!
+//! [`plan`] decides, from the applied metadata and what is hosted now, which
+//! replicas to stop (their topic was deleted or re-created, or the replica
+//! moved away) and which to start; [`Node::reconcile`] carries it out.
+//! Stopped replicas' directories are deleted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use strand_cluster::{NewReplica, NodeId, RaftGroupId};
+
+use super::recovery::{open_partition_log, refetch};
+use super::{Node, ReplicaKey};
+use crate::blocking::run_blocking;
+use crate::controller::{MetadataState, TopicState};
+use crate::error::{BrokerError, Result};
+use crate::partition::Partition;
+use crate::topic;
+
+pub(super) fn partition_dir(data_dir: &Path, topic: &str, partition: u32) -> PathBuf {
+    data_dir.join(format!("{topic}-{partition}"))
+}
+
+/// What reconciling changes.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReconcilePlan {
+    /// Hosted replicas to stop and delete.
+    pub stop: Vec<ReplicaKey>,
+    /// Replicas to start: key, Raft group and the brokers hosting it.
+    pub start: Vec<(ReplicaKey, RaftGroupId, Vec<NodeId>)>,
+}
+
+/// Compares what `me` should host under `meta` with what it hosts (`hosted`:
+/// key → Raft group). A hosted replica whose group differs belongs to an
+/// older topic of the same name: it is stopped, and the new one started.
+pub fn plan(meta: &MetadataState, me: NodeId, hosted: &BTreeMap<ReplicaKey, RaftGroupId>) -> ReconcilePlan {
+    let mut wanted: BTreeMap<ReplicaKey, (RaftGroupId, Vec<NodeId>)> = BTreeMap::new();
+    for t in meta.topics.values() {
+        for p in 0..t.assignment.len() as u32 {
+            let hosts = t.hosts_of(p);
+            if hosts.contains(&me) {
+                wanted.insert((t.meta.name.clone(), p), (t.raft_group(p), hosts));
+            }
+        }
+    }
+    let mut out = ReconcilePlan::default();
+    for (key, group) in hosted {
+        if wanted.get(key).is_none_or(|(g, _)| g != group) {
+            out.stop.push(key.clone());
+        }
+    }
+    for (key, (group, hosts)) in wanted {
+        if hosted.get(&key) != Some(&group) {
+            out.start.push((key, group, hosts));
+        }
+    }
+    out
+}
+
+impl Node {
+    /// Starts replicas this node should host and stops those of deleted
+    /// topics (or that moved away).
+    pub(super) async fn reconcile(self: &Arc<Self>) -> Result<()> {
+        let meta = self.metadata();
+        let hosted: BTreeMap<ReplicaKey, RaftGroupId> = self
+            .replicas
+            .read()
+            .iter()
+            .map(|(k, p)| (k.clone(), p.raft_group()))
+            .collect();
+        let plan = plan(&meta, self.id, &hosted);
+        for key in &plan.stop {
+            self.stop_replica(key).await?;
+        }
+        for ((name, p), _, hosts) in plan.start {
+            let Some(t) = meta.topics.get(&name) else { continue };
+            // One damaged partition must not take the others down: it stays
+            // offline (and says why) while the rest are served.
+            if let Err(e) = self.start_replica(t, p, hosts).await {
+                tracing::error!(topic = %name, partition = p, error = %e, "partition replica offline");
+            }
+        }
+        Ok(())
+    }
+
+    async fn start_replica(&self, t: &TopicState, p: u32, replicas: Vec<NodeId>) -> Result<()> {
+        let group = t.raft_group(p);
+        let span = tracing::info_span!("replica", node = %self.id, topic = %t.meta.name, partition = p);
+        let log_config = topic::log_config(&self.config.log, &t.meta.configs)?;
+        let dir = partition_dir(&self.config.data_dir, &t.meta.name, p);
+        let topic_id = t.id;
+        let replicated = replicas.len() > 1;
+        let (log, recover_to) = run_blocking("open partition log", move || {
+            open_partition_log(&dir, topic_id, log_config, replicated)
+        })
+        .await?;
+        let fresh = recover_to.is_none() && log.latest().get() == 0 && log.last_raft_index().ok().flatten().is_none();
+        let log = Arc::new(RwLock::new(log));
+        let recover_to = match recover_to {
+            Some(to) => refetch(self, group, &replicas, &log, to).await,
+            None => None,
+        };
+        // A new group starts with the configuration it was created with; its
+        // log's membership changes (if it moved) follow from there.
+        let handle = self
+            .raft
+            .host(NewReplica {
+                group,
+                log: Arc::clone(&log),
+                voters: t.origin_of(p),
+                recover_to,
+                span,
+            })
+            .await?;
+        let never_moved = t.origin.is_empty();
+        if never_moved && ((fresh && replicas.first() == Some(&self.id)) || replicas == [self.id]) {
+            // The preferred leader of a new partition stands at once, so
+            // leaders spread as placed and a new topic is usable quickly; a
+            // sole replica need not wait out an election timeout either.
+            let _ = self.raft.campaign(group);
+        }
+        let name: Arc<str> = Arc::from(t.meta.name.as_str());
+        let partition = Arc::new(Partition::new(name, p, replicas, log, handle));
+        self.replicas.write().insert((t.meta.name.clone(), p), partition);
+        tracing::info!(topic = %t.meta.name, partition = p, %group, "hosting partition replica");
+        Ok(())
+    }
+
+    async fn stop_replica(&self, key: &ReplicaKey) -> Result<()> {
+        let removed = self.replicas.write().remove(key);
+        let Some(p) = removed else {
+            return Ok(());
+        };
+        self.raft.remove(p.raft_group()).await?;
+        let dir = p.log().read().dir().to_path_buf();
+        let shown = partition_dir(&self.config.data_dir, &key.0, key.1);
+        run_blocking("delete partition", move || {
+            std::fs::remove_dir_all(&dir).map_err(|source| BrokerError::Metadata {
+                op: "delete partition",
+                path: shown,
+                source,
+            })
+        })
+        .await?;
+        tracing::info!(topic = %key.0, partition = key.1, "stopped hosting partition replica");
+        Ok(())
+    }
+
+    /// Hands leadership back to each partition's preferred replica once it is
+    /// caught up (the leader of a partition asks its loop, which checks the
+    /// preferred replica's live progress; followers do nothing).
+    pub fn balance_leaders(&self) {
+        let replicas: HashMap<RaftGroupId, Arc<Partition>> =
+            self.all_partitions().into_iter().map(|p| (p.raft_group(), p)).collect();
+        for (group, p) in replicas {
+            let Some(&preferred) = p.replicas().first() else {
+                continue;
+            };
+            if p.status().is_leader && preferred != self.id {
+                let _ = self.raft.transfer_leader(group, preferred);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::controller::{Command, TopicState};
+    use crate::topic::TopicMeta;
+
+    fn topic(name: &str, id: u64, assignment: &[&[u64]]) -> TopicState {
+        TopicState {
+            meta: TopicMeta {
+                name: name.into(),
+                partitions: assignment.len() as u32,
+                replication_factor: assignment[0].len() as u32,
+                configs: BTreeMap::new(),
+            },
+            id,
+            assignment: assignment
+                .iter()
+                .map(|r| r.iter().copied().map(NodeId).collect())
+                .collect(),
+            origin: Vec::new(),
+            moving: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn reconciling_starts_what_is_assigned_here_and_stops_what_is_gone_or_recreated() {
+        let mut meta = MetadataState::default();
+        meta.apply(&Command::CreateTopic {
+            topic: topic("a", 1, &[&[1, 2], &[2, 3]]),
+        });
+        meta.apply(&Command::CreateTopic {
+            topic: topic("b", 2, &[&[3, 1]]),
+        });
+        let me = NodeId(1);
+        let none = BTreeMap::new();
+        let p = plan(&meta, me, &none);
+        assert!(p.stop.is_empty());
+        let started: Vec<_> = p.start.iter().map(|(k, g, _)| (k.clone(), *g)).collect();
+        assert_eq!(
+            started,
+            vec![
+                (("a".to_string(), 0), crate::controller::raft_group_of(1, 0)),
+                (("b".to_string(), 0), crate::controller::raft_group_of(2, 0)),
+            ]
+        );
+        // Hosting exactly that: nothing to do.
+        let hosted: BTreeMap<ReplicaKey, RaftGroupId> = p.start.into_iter().map(|(k, g, _)| (k, g)).collect();
+        assert_eq!(plan(&meta, me, &hosted), ReconcilePlan::default());
+        // "b" deleted and re-created with another id: the old replica goes,
+        // the new one comes, under the same name.
+        meta.apply(&Command::DeleteTopic {
+            name: "b".into(),
+            id: 2,
+        });
+        meta.apply(&Command::CreateTopic {
+            topic: topic("b", 3, &[&[1]]),
+        });
+        let p = plan(&meta, me, &hosted);
+        assert_eq!(p.stop, vec![("b".to_string(), 0)]);
+        assert_eq!(p.start.len(), 1);
+        assert_eq!(p.start[0].1, crate::controller::raft_group_of(3, 0));
+    }
+
+    #[test]
+    fn a_replica_moving_here_is_hosted_before_the_move_finishes() {
+        let mut meta = MetadataState::default();
+        meta.apply(&Command::CreateTopic {
+            topic: topic("a", 1, &[&[1, 2]]),
+        });
+        meta.apply(&Command::Reassign {
+            name: "a".into(),
+            id: 1,
+            partition: 0,
+            replicas: vec![NodeId(3), NodeId(2)],
+        });
+        let p = plan(&meta, NodeId(3), &BTreeMap::new());
+        assert_eq!(p.start.len(), 1);
+        assert_eq!(
+            p.start[0].2,
+            vec![NodeId(1), NodeId(2), NodeId(3)],
+            "current replicas, then the target"
+        );
+    }
+}

@@ -1,0 +1,290 @@
+//! The gRPC server and the broker it serves: explicit limits, a bounded
+//! number of connections, background tasks (retention, leader balancing,
+//! group upkeep, replica moves), graceful shutdown that flushes every log.
+//!
+//! [`Broker`] is where the layers meet: it owns the node, admin, the group
+//! coordinator and the metrics, and hands each service what it needs. No
+//! layer below holds a reference back up.
+
+mod connections;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use strand_proto::v1::{
+    admin_server::AdminServer, groups_server::GroupsServer, peer_server::PeerServer, strand_server::StrandServer,
+};
+use tokio::net::TcpListener;
+
+use crate::admin::Admin;
+use crate::blocking::run_blocking;
+use crate::config::BrokerConfig;
+use crate::error::{BrokerError, Result};
+use crate::groups::GroupCoordinator;
+use crate::metrics::Metrics;
+use crate::node::Node;
+use crate::service::{AdminService, GroupsService, PeerService, StrandService};
+use connections::limited_incoming;
+
+/// How long a stopping broker waits for open connections to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// One broker: its node and the layers above it.
+#[derive(Clone, Debug)]
+pub struct Broker {
+    node: Arc<Node>,
+    admin: Admin,
+    groups: Arc<GroupCoordinator>,
+    metrics: Arc<Metrics>,
+}
+
+impl Broker {
+    /// Starts the node (see `Node::start`) and builds the layers over it.
+    pub async fn start(config: BrokerConfig, advertised_addr: String) -> Result<Self> {
+        let groups_config = config.groups.clone();
+        let node = Node::start(config, advertised_addr).await?;
+        let admin = Admin::new(Arc::clone(&node));
+        let groups = Arc::new(GroupCoordinator::new(groups_config, Arc::clone(&node), admin.clone()));
+        Ok(Broker {
+            node,
+            admin,
+            groups,
+            metrics: Arc::new(Metrics::default()),
+        })
+    }
+
+    /// The node.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Runs `job` every `every` until the broker shuts down.
+    fn spawn_periodic<F, Fut>(&self, every: Duration, job: F)
+    where
+        F: Fn(Broker) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let mut stop = self.node.shutdown_signal();
+        let broker = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                job(broker.clone()).await;
+            }
+        });
+    }
+
+    fn spawn_background_tasks(&self) {
+        let cfg = self.node.config();
+        self.spawn_periodic(Duration::from_millis(cfg.retention_check_interval_ms), |b| async move {
+            apply_retention(&b.node).await;
+        });
+        self.spawn_periodic(Duration::from_millis(cfg.leader_balance_interval_ms), |b| async move {
+            b.node.balance_leaders();
+        });
+        self.spawn_periodic(Duration::from_millis(250), |b| async move { b.groups.tick() });
+        self.spawn_periodic(Duration::from_millis(300), |b| async move {
+            b.admin.drive_reassignments().await;
+        });
+    }
+}
+
+/// Applies retention to every hosted partition (file deletes run off the
+/// async workers).
+async fn apply_retention(node: &Arc<Node>) {
+    let node = Arc::clone(node);
+    let _ = run_blocking("retention", move || {
+        let now = strand_storage::now_ms();
+        for p in node.all_partitions() {
+            match p.apply_retention(now) {
+                Ok(r) if r.deleted_segments > 0 => tracing::info!(
+                    topic = %p.topic(), partition = p.id(),
+                    segments = r.deleted_segments, bytes = r.deleted_bytes, "retention"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::error!(topic = %p.topic(), partition = p.id(), error = %e, "retention failed"),
+            }
+        }
+        Ok(())
+    })
+    .await;
+}
+
+/// Serves the broker on `listener` until `shutdown` completes, then stops
+/// accepting, ends long-lived requests and flushes every log.
+pub async fn run(listener: TcpListener, config: BrokerConfig, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+    let local = listener.local_addr().map_err(|e| BrokerError::Serve {
+        addr: config.listen.clone(),
+        source: Box::new(e),
+    })?;
+    let metrics = bind_metrics(&config).await?;
+    let advertised = config.advertised_addr.clone().unwrap_or_else(|| local.to_string());
+    let broker = Broker::start(config, advertised).await?;
+    serve(listener, metrics, local, broker, shutdown).await
+}
+
+async fn bind_metrics(config: &BrokerConfig) -> Result<Option<TcpListener>> {
+    match &config.metrics_listen {
+        Some(addr) => TcpListener::bind(addr).await.map(Some).map_err(|e| BrokerError::Serve {
+            addr: addr.clone(),
+            source: Box::new(e),
+        }),
+        None => Ok(None),
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    local: SocketAddr,
+    broker: Broker,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    let node = Arc::clone(&broker.node);
+    let limits = node.config().limits.clone();
+    broker.spawn_background_tasks();
+    let incoming = limited_incoming(
+        listener,
+        limits.max_connections,
+        Arc::clone(&broker.metrics.open_connections),
+        node.shutdown_signal(),
+    );
+    if let Some(l) = metrics_listener {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!(%addr, "serving metrics and health");
+        }
+        let registry = crate::metrics::collector::registry(&broker.metrics, &node, &broker.groups);
+        tokio::spawn(crate::metrics::http::serve(
+            l,
+            registry,
+            Arc::clone(&node),
+            node.shutdown_signal(),
+        ));
+    }
+    let max = limits.max_message_bytes;
+    let strand = StrandServer::new(StrandService::new(Arc::clone(&node), Arc::clone(&broker.metrics)))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let admin = AdminServer::new(AdminService::new(broker.admin.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let groups = GroupsServer::new(GroupsService::new(
+        Arc::clone(&broker.groups),
+        Arc::clone(&broker.metrics),
+    ))
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
+    let peer = PeerServer::new(PeerService::new(broker.admin.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    tracing::info!(node = %node.id(), addr = %local, data_dir = %node.config().data_dir.display(), "broker serving");
+    let stopping = Arc::clone(&node);
+    let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: ending subscriptions and long polls");
+        stopping.begin_shutdown();
+        let _ = draining_tx.send(());
+    };
+    let serving = tonic::transport::Server::builder()
+        .timeout(node.config().request_timeout())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_keepalive_interval(Some(Duration::from_millis(limits.keepalive_interval_ms)))
+        .http2_keepalive_timeout(Some(Duration::from_millis(limits.keepalive_timeout_ms)))
+        .http2_max_pending_accept_reset_streams(Some(64))
+        .add_service(strand)
+        .add_service(admin)
+        .add_service(groups)
+        .add_service(peer)
+        .serve_with_incoming_shutdown(incoming, signal);
+    // Graceful, but bounded: clients that keep connections open cannot hold
+    // the broker (and the flush of its logs) hostage.
+    let grace = async {
+        if draining_rx.await.is_ok() {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let served = tokio::select! {
+        r = serving => r,
+        () = grace => {
+            tracing::warn!(grace_ms = SHUTDOWN_GRACE.as_millis() as u64, "connections still open after the grace period; closing them");
+            Ok(())
+        }
+    };
+    node.begin_shutdown();
+    let flushing = Arc::clone(&node);
+    let _ = run_blocking("flush logs", move || {
+        flushing.shutdown();
+        Ok(())
+    })
+    .await;
+    tracing::info!("broker stopped; logs flushed");
+    served.map_err(|e| BrokerError::Serve {
+        addr: local.to_string(),
+        source: Box::new(e),
+    })
+}
+
+/// A broker running on a background task (for tests and embedding).
+pub struct RunningBroker {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The bound metrics address, if metrics are served.
+    pub metrics_addr: Option<SocketAddr>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl RunningBroker {
+    /// Binds `config.listen` (use port 0 for an ephemeral port) and serves in
+    /// the background.
+    pub async fn start(config: BrokerConfig) -> Result<Self> {
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .map_err(|e| BrokerError::Serve {
+                addr: config.listen.clone(),
+                source: Box::new(e),
+            })?;
+        let addr = listener.local_addr().map_err(|e| BrokerError::Serve {
+            addr: config.listen.clone(),
+            source: Box::new(e),
+        })?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let metrics = bind_metrics(&config).await?;
+        let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
+        let advertised = config.advertised_addr.clone().unwrap_or_else(|| addr.to_string());
+        let broker = Broker::start(config, advertised).await?;
+        let task = tokio::spawn(serve(listener, metrics, addr, broker, async move {
+            let _ = rx.await;
+        }));
+        Ok(RunningBroker {
+            addr,
+            metrics_addr,
+            stop: Some(tx),
+            task,
+        })
+    }
+
+    /// Stops gracefully (flushing every log) and waits for it.
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match (&mut self.task).await {
+            Ok(r) => r,
+            Err(e) => Err(BrokerError::Serve {
+                addr: self.addr.to_string(),
+                source: Box::new(e),
+            }),
+        }
+    }
+}

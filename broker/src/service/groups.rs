@@ -1,0 +1,233 @@
+//! The `Groups` service: consumer-group coordination and offsets. Protobuf
+//! in, `groups` calls, protobuf out.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use strand_proto::v1 as pb;
+use strand_storage::Offset;
+use tonic::{Request, Response, Status};
+
+use crate::error::{BrokerError, Result};
+use crate::groups::GroupCoordinator;
+use crate::groups::assignor::{Assignor, TopicPartition};
+use crate::groups::heartbeat::HeartbeatRequest;
+use crate::groups::offsets::CommitRequest;
+use crate::metrics::Metrics;
+
+/// The `Groups` service.
+#[derive(Clone, Debug)]
+pub struct GroupsService {
+    groups: Arc<GroupCoordinator>,
+    metrics: Arc<Metrics>,
+}
+
+impl GroupsService {
+    /// A service over `groups`.
+    pub fn new(groups: Arc<GroupCoordinator>, metrics: Arc<Metrics>) -> Self {
+        GroupsService { groups, metrics }
+    }
+}
+
+fn to_topic_partitions(set: &BTreeSet<TopicPartition>) -> Vec<pb::TopicPartitions> {
+    let mut by_topic: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+    for (t, p) in set {
+        by_topic.entry(t).or_default().push(*p);
+    }
+    by_topic
+        .into_iter()
+        .map(|(t, ps)| pb::TopicPartitions {
+            topic: t.to_string(),
+            partitions: ps,
+        })
+        .collect()
+}
+
+fn from_topic_partitions(list: &[pb::TopicPartitions]) -> BTreeSet<TopicPartition> {
+    list.iter()
+        .flat_map(|tp| tp.partitions.iter().map(move |p| (tp.topic.clone(), *p)))
+        .collect()
+}
+
+fn from_offset_commits(list: &[pb::OffsetCommit]) -> Vec<(TopicPartition, Offset)> {
+    list.iter()
+        .map(|o| ((o.topic.clone(), o.partition), Offset(o.offset)))
+        .collect()
+}
+
+fn to_offset_commits(offsets: impl IntoIterator<Item = (TopicPartition, Offset)>) -> Vec<pb::OffsetCommit> {
+    offsets
+        .into_iter()
+        .map(|((topic, partition), offset)| pb::OffsetCommit {
+            topic,
+            partition,
+            offset: offset.get(),
+            metadata: String::new(),
+        })
+        .collect()
+}
+
+impl GroupsService {
+    async fn heartbeat(&self, req: pb::GroupHeartbeatRequest) -> Result<pb::GroupHeartbeatResponse> {
+        let assignor: Assignor = req
+            .assignor
+            .parse()
+            .map_err(|reason| BrokerError::InvalidRequest { reason })?;
+        let a = self
+            .groups
+            .heartbeat(HeartbeatRequest {
+                group: req.group,
+                member_id: req.member_id,
+                instance_id: Some(req.instance_id).filter(|s| !s.is_empty()),
+                client_id: req.client_id,
+                member_epoch: req.member_epoch,
+                topics: req.topics.into_iter().collect(),
+                session_timeout: Duration::from_millis(u64::from(req.session_timeout_ms)),
+                owned: from_topic_partitions(&req.owned),
+                assignor,
+            })
+            .await?;
+        Ok(pb::GroupHeartbeatResponse {
+            member_id: a.answer.member_id,
+            member_epoch: a.answer.epoch,
+            heartbeat_interval_ms: a.heartbeat_interval.as_millis() as u32,
+            assignment: to_topic_partitions(&a.answer.assignment),
+        })
+    }
+
+    async fn describe(&self, group: &str) -> Result<pb::GroupDescription> {
+        let v = self.groups.describe(group).await?;
+        Ok(pb::GroupDescription {
+            group: v.group,
+            state: v.state.into(),
+            epoch: v.epoch,
+            assignor: v.assignor.into(),
+            coordinator: v.coordinator.get(),
+            members: v
+                .members
+                .into_iter()
+                .map(|m| pb::GroupMember {
+                    member_id: m.member_id,
+                    instance_id: m.instance_id.unwrap_or_default(),
+                    client_id: m.client_id,
+                    member_epoch: m.member_epoch,
+                    topics: m.topics.into_iter().collect(),
+                    assignment: to_topic_partitions(&m.assignment),
+                })
+                .collect(),
+            offsets: v
+                .offsets
+                .into_iter()
+                .map(|o| pb::GroupPartitionOffset {
+                    lag: o.lag().map_or(-1, |l| l as i64),
+                    topic: o.partition.0,
+                    partition: o.partition.1,
+                    committed: o.committed.map_or(-1, |c| c.get() as i64),
+                    log_end_offset: o.high_watermark.map_or(-1, |e| e.get() as i64),
+                    member_id: o.member_id.unwrap_or_default(),
+                })
+                .collect(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl pb::groups_server::Groups for GroupsService {
+    async fn find_coordinator(
+        &self,
+        req: Request<pb::FindCoordinatorRequest>,
+    ) -> Result<Response<pb::FindCoordinatorResponse>, Status> {
+        let (node, addr) = self.groups.find(&req.into_inner().group).await?;
+        Ok(Response::new(pb::FindCoordinatorResponse {
+            node_id: node.get(),
+            addr,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<pb::GroupHeartbeatRequest>,
+    ) -> Result<Response<pb::GroupHeartbeatResponse>, Status> {
+        let _t = self.metrics.time("group_heartbeat");
+        Ok(Response::new(self.heartbeat(req.into_inner()).await?))
+    }
+
+    async fn commit_offsets(
+        &self,
+        req: Request<pb::CommitOffsetsRequest>,
+    ) -> Result<Response<pb::CommitOffsetsResponse>, Status> {
+        let _t = self.metrics.time("commit_offsets");
+        let r = req.into_inner();
+        let committed = self
+            .groups
+            .commit(CommitRequest {
+                offsets: from_offset_commits(&r.offsets),
+                group: r.group,
+                member_id: r.member_id,
+                member_epoch: r.member_epoch,
+            })
+            .await?;
+        Ok(Response::new(pb::CommitOffsetsResponse {
+            committed: to_offset_commits(committed),
+        }))
+    }
+
+    async fn fetch_offsets(
+        &self,
+        req: Request<pb::FetchOffsetsRequest>,
+    ) -> Result<Response<pb::FetchOffsetsResponse>, Status> {
+        let r = req.into_inner();
+        let offsets = self
+            .groups
+            .fetch_offsets(&r.group, &from_topic_partitions(&r.partitions))
+            .await?;
+        Ok(Response::new(pb::FetchOffsetsResponse {
+            offsets: to_offset_commits(offsets),
+        }))
+    }
+
+    async fn list_groups(
+        &self,
+        _req: Request<pb::ListGroupsRequest>,
+    ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        let groups = self.groups.list().await?;
+        Ok(Response::new(pb::ListGroupsResponse {
+            groups: groups
+                .into_iter()
+                .map(|g| pb::GroupSummary {
+                    group: g.group,
+                    state: g.state.into(),
+                    members: g.members as u32,
+                    coordinator: g.coordinator.get(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn describe_group(
+        &self,
+        req: Request<pb::DescribeGroupRequest>,
+    ) -> Result<Response<pb::GroupDescription>, Status> {
+        Ok(Response::new(self.describe(&req.into_inner().group).await?))
+    }
+
+    async fn reset_offsets(
+        &self,
+        req: Request<pb::ResetOffsetsRequest>,
+    ) -> Result<Response<pb::ResetOffsetsResponse>, Status> {
+        let r = req.into_inner();
+        self.groups
+            .reset(&r.group, r.force, &from_offset_commits(&r.offsets))
+            .await?;
+        Ok(Response::new(pb::ResetOffsetsResponse { offsets: r.offsets }))
+    }
+
+    async fn delete_group(
+        &self,
+        req: Request<pb::DeleteGroupRequest>,
+    ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
+        self.groups.delete(&req.into_inner().group).await?;
+        Ok(Response::new(pb::DeleteGroupResponse {}))
+    }
+}

@@ -1,0 +1,288 @@
+//! The `Strand` service: produce, fetch, subscribe, list offsets, metadata.
+//! Protobuf in, domain calls (`data_path`), protobuf out.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use strand_cluster::NodeId;
+use strand_proto::v1 as pb;
+use strand_storage::Offset;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::controller::TopicState;
+use crate::data_path::fetch::{self, DEFAULT_PARTITION_MAX_BYTES, FetchPartition, PartitionRead};
+use crate::data_path::offsets::{OffsetSpec, list_offsets};
+use crate::data_path::produce::{self, Acks, ProduceBatch};
+use crate::error::{BrokerError, Result};
+use crate::metrics::Metrics;
+use crate::node::Node;
+
+/// The `Strand` service.
+#[derive(Clone, Debug)]
+pub struct StrandService {
+    node: Arc<Node>,
+    metrics: Arc<Metrics>,
+}
+
+impl StrandService {
+    /// A service over `node`, counting into `metrics`.
+    pub fn new(node: Arc<Node>, metrics: Arc<Metrics>) -> Self {
+        StrandService { node, metrics }
+    }
+}
+
+fn partition_data(topic: &str, partition: u32, read: Result<PartitionRead>) -> pb::PartitionData {
+    let mut d = pb::PartitionData {
+        topic: topic.to_string(),
+        partition,
+        ..Default::default()
+    };
+    match read {
+        Ok(r) => {
+            d.high_watermark = r.high_watermark.get();
+            d.log_start_offset = r.log_start_offset.get();
+            d.records = r.records;
+        }
+        Err(e) => d.error = Some(e.to_proto()),
+    }
+    d
+}
+
+impl StrandService {
+    async fn produce(&self, req: pb::ProduceRequest) -> Result<pb::ProduceResponse> {
+        let acks = match pb::Acks::try_from(req.acks) {
+            Ok(pb::Acks::All) => Acks::All,
+            Ok(pb::Acks::Leader) => Acks::Leader,
+            Ok(pb::Acks::None) => Acks::None,
+            Err(_) => {
+                return Err(BrokerError::InvalidRequest {
+                    reason: format!("unknown acks level {}", req.acks),
+                });
+            }
+        };
+        let limits = &self.node.config().limits;
+        let timeout = match req.timeout_ms {
+            0 => Duration::from_millis(limits.produce_timeout_ms),
+            ms => Duration::from_millis(u64::from(ms)),
+        }
+        .min(self.node.config().request_timeout());
+        let batches: Vec<ProduceBatch> = req
+            .batches
+            .into_iter()
+            .map(|b| ProduceBatch {
+                topic: b.topic,
+                partition: b.partition,
+                batch: b.batch,
+            })
+            .collect();
+        let outcomes = produce::produce(&self.node, &batches, acks, timeout).await;
+        let results = batches
+            .iter()
+            .zip(outcomes)
+            .map(|(b, outcome)| {
+                let mut r = pb::PartitionProduceResult {
+                    topic: b.topic.clone(),
+                    partition: b.partition,
+                    ..Default::default()
+                };
+                match outcome {
+                    Ok(info) => {
+                        r.base_offset = info.base_offset.get();
+                        r.log_append_time_ms = info.append_time_ms;
+                        let m = &self.metrics;
+                        Metrics::add(&m.produce_requests, &b.topic, 1);
+                        if acks != Acks::None {
+                            Metrics::add(
+                                &m.produce_records,
+                                &b.topic,
+                                info.last_offset.since(info.base_offset) + 1,
+                            );
+                        }
+                        Metrics::add(&m.produce_bytes, &b.topic, b.batch.len() as u64);
+                    }
+                    Err(e) => {
+                        tracing::debug!(topic = %b.topic, partition = b.partition, error = %e, "produce refused");
+                        r.error = Some(e.to_proto());
+                    }
+                }
+                r
+            })
+            .collect();
+        Ok(pb::ProduceResponse { results })
+    }
+
+    async fn fetch(&self, req: pb::FetchRequest) -> Result<pb::FetchResponse> {
+        let limits = &self.node.config().limits;
+        let max_wait = Duration::from_millis(u64::from(req.max_wait_ms).min(limits.max_fetch_wait_ms));
+        // Keep the encoded response under the message limit even when the
+        // last partition read returns one whole batch past the budget.
+        let cap = limits.max_message_bytes / 2;
+        let total = match req.max_bytes {
+            0 => cap,
+            n => (n as usize).min(cap),
+        };
+        let parts: Vec<FetchPartition> = req
+            .partitions
+            .iter()
+            .map(|fp| FetchPartition {
+                topic: fp.topic.clone(),
+                partition: fp.partition,
+                offset: Offset(fp.offset),
+                max_bytes: match fp.max_bytes {
+                    0 => DEFAULT_PARTITION_MAX_BYTES,
+                    n => n as usize,
+                },
+            })
+            .collect();
+        let reads = fetch::fetch(&self.node, &parts, total, max_wait).await?;
+        let partitions = parts
+            .iter()
+            .zip(reads)
+            .map(|(fp, read)| {
+                if let Ok(r) = &read
+                    && !r.records.is_empty()
+                {
+                    Metrics::add(&self.metrics.fetch_requests, &fp.topic, 1);
+                    Metrics::add(&self.metrics.fetch_bytes, &fp.topic, r.records.len() as u64);
+                }
+                partition_data(&fp.topic, fp.partition, read)
+            })
+            .collect();
+        Ok(pb::FetchResponse { partitions })
+    }
+
+    fn list_offsets(&self, req: pb::ListOffsetsRequest) -> Result<pb::ListOffsetsResponse> {
+        use pb::list_offsets_request::Spec;
+        let spec = match req.spec {
+            Some(Spec::Earliest(_)) => OffsetSpec::Earliest,
+            Some(Spec::Latest(_)) => OffsetSpec::Latest,
+            Some(Spec::TimestampMs(ts)) => OffsetSpec::Timestamp(ts),
+            None => {
+                return Err(BrokerError::InvalidRequest {
+                    reason: "ListOffsets needs earliest, latest or timestamp_ms".into(),
+                });
+            }
+        };
+        let (offset, st) = list_offsets(&self.node, &req.topic, req.partition, spec)?;
+        Ok(pb::ListOffsetsResponse {
+            offset: offset.get(),
+            log_start_offset: st.log_start_offset.get(),
+            high_watermark: st.high_watermark.get(),
+        })
+    }
+
+    /// Brokers, and topics with their partition leaders (as this broker
+    /// knows them: the live leader of a hosted replica, else the preferred
+    /// replica as a hint that answers `NOT_LEADER` with the leader if it is
+    /// wrong).
+    fn metadata(&self, req: pb::MetadataRequest) -> pb::MetadataResponse {
+        let node = &self.node;
+        let topic_meta = |t: &TopicState| pb::TopicMetadata {
+            name: t.meta.name.clone(),
+            partitions: t
+                .assignment
+                .iter()
+                .zip(node.hosted(t))
+                .enumerate()
+                .map(|(p, (replicas, local))| pb::PartitionMetadata {
+                    partition: p as u32,
+                    leader: match local {
+                        Some(l) => l.status().leader.map_or(0, NodeId::get),
+                        None => replicas.first().map_or(0, |r| r.get()),
+                    },
+                    replicas: replicas.iter().map(|r| r.get()).collect(),
+                })
+                .collect(),
+            error: None,
+        };
+        let meta = node.metadata();
+        let topics = if req.topics.is_empty() {
+            meta.topics.values().map(topic_meta).collect()
+        } else {
+            req.topics
+                .iter()
+                .map(|name| match meta.topics.get(name) {
+                    Some(t) => topic_meta(t),
+                    None => pb::TopicMetadata {
+                        name: name.clone(),
+                        partitions: Vec::new(),
+                        error: Some(BrokerError::UnknownTopic { topic: name.clone() }.to_proto()),
+                    },
+                })
+                .collect()
+        };
+        pb::MetadataResponse {
+            brokers: node
+                .brokers()
+                .into_iter()
+                .map(|(id, addr)| pb::BrokerInfo {
+                    node_id: id.get(),
+                    addr,
+                })
+                .collect(),
+            topics,
+            cluster_id: node.cluster_id().to_string(),
+            controller_id: node.controller_leader().map_or(0, NodeId::get),
+        }
+    }
+}
+
+fn request_span(node: &Node, rpc: &'static str) -> tracing::Span {
+    tracing::debug_span!("request", node = %node.id(), rpc)
+}
+
+#[tonic::async_trait]
+impl pb::strand_server::Strand for StrandService {
+    async fn produce(&self, req: Request<pb::ProduceRequest>) -> Result<Response<pb::ProduceResponse>, Status> {
+        let _t = self.metrics.time("produce");
+        let answer = self
+            .produce(req.into_inner())
+            .instrument(request_span(&self.node, "produce"))
+            .await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn fetch(&self, req: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
+        let _t = self.metrics.time("fetch");
+        let answer = self
+            .fetch(req.into_inner())
+            .instrument(request_span(&self.node, "fetch"))
+            .await?;
+        Ok(Response::new(answer))
+    }
+
+    type SubscribeStream = Pin<Box<dyn Stream<Item = Result<pb::PartitionData, Status>> + Send>>;
+
+    async fn subscribe(&self, req: Request<pb::SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+        let req = req.into_inner();
+        let max_bytes = match req.max_bytes {
+            0 => DEFAULT_PARTITION_MAX_BYTES,
+            n => (n as usize).min(self.node.config().limits.max_message_bytes / 2),
+        };
+        let rx = fetch::subscribe(&self.node, &req.topic, req.partition, Offset(req.offset), max_bytes)?;
+        let (topic, partition) = (req.topic, req.partition);
+        let stream =
+            tokio_stream::StreamExt::map(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+                move |read| match read {
+                    Ok(r) => Ok(partition_data(&topic, partition, Ok(r))),
+                    Err(e) => Err(Status::from(e)),
+                },
+            );
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn list_offsets(
+        &self,
+        req: Request<pb::ListOffsetsRequest>,
+    ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
+        Ok(Response::new(self.list_offsets(req.into_inner())?))
+    }
+
+    async fn metadata(&self, req: Request<pb::MetadataRequest>) -> Result<Response<pb::MetadataResponse>, Status> {
+        Ok(Response::new(self.metadata(req.into_inner())))
+    }
+}
