@@ -5,7 +5,9 @@
 //! re-checked.
 
 use std::io::{BufRead, Write};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -167,18 +169,12 @@ impl Recorder {
 
     /// Appends one event.
     pub fn record(&self, e: Event) {
-        self.events
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(e);
+        self.events.lock().push(e);
     }
 
     /// Everything recorded so far.
     pub fn events(&self) -> Vec<Event> {
-        self.events
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.events.lock().clone()
     }
 }
 

@@ -5,7 +5,9 @@
 //! out clones (a clone is a handle, not a connection).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use strand_proto::v1::admin_client::AdminClient;
@@ -139,9 +141,9 @@ impl Connections {
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Channel>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Channel>> {
         // The map stays consistent even if a holder panicked: every update is one call.
-        self.channels.lock().unwrap_or_else(PoisonError::into_inner)
+        self.channels.lock()
     }
 }
 

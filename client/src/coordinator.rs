@@ -3,7 +3,9 @@
 //! (`NOT_COORDINATOR`, a lost connection).
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use strand_proto::v1::groups_client::GroupsClient;
@@ -38,11 +40,11 @@ impl Coordinator {
     }
 
     fn cached(&self) -> Option<Arc<str>> {
-        self.addr.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.addr.lock().clone()
     }
 
     fn set(&self, addr: Option<Arc<str>>) {
-        *self.addr.lock().unwrap_or_else(PoisonError::into_inner) = addr;
+        *self.addr.lock() = addr;
     }
 
     async fn find(&self) -> Result<Arc<str>> {

@@ -7,7 +7,9 @@
 //! way that suggests the leader moved (`NOT_LEADER`, transport errors).
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
+
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use strand_proto::v1::{ErrorCode, MetadataRequest, MetadataResponse};
 
@@ -260,13 +262,13 @@ impl Metadata {
         report
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Snapshot> {
+    fn read(&self) -> RwLockReadGuard<'_, Snapshot> {
         // Every update replaces whole entries, so a poisoned lock still holds a usable snapshot.
-        self.state.read().unwrap_or_else(PoisonError::into_inner)
+        self.state.read()
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Snapshot> {
-        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    fn write(&self) -> RwLockWriteGuard<'_, Snapshot> {
+        self.state.write()
     }
 }
 

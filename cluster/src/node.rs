@@ -68,7 +68,7 @@ pub struct NewReplica {
     pub span: tracing::Span,
 }
 
-enum Command {
+enum LoopCommand {
     Host {
         replica: NewReplica,
         reply: oneshot::Sender<Result<Arc<ReplicaHandle>>>,
@@ -106,7 +106,7 @@ enum Command {
 #[derive(Clone)]
 pub struct RaftNode {
     id: NodeId,
-    tx: mpsc::Sender<Command>,
+    tx: mpsc::Sender<LoopCommand>,
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
@@ -117,11 +117,11 @@ impl std::fmt::Debug for RaftNode {
 }
 
 /// The node's inbox: messages from peers enter the loop through it.
-struct NodeInbox(mpsc::Sender<Command>);
+struct NodeInbox(mpsc::Sender<LoopCommand>);
 
 impl Inbox for NodeInbox {
     fn deliver(&self, from: NodeId, msgs: Vec<(RaftGroupId, Message)>) {
-        let _ = self.0.send(Command::Step { from, msgs });
+        let _ = self.0.send(LoopCommand::Step { from, msgs });
     }
 }
 
@@ -171,7 +171,7 @@ impl RaftNode {
         Arc::new(NodeInbox(self.tx.clone()))
     }
 
-    fn send(&self, c: Command) -> Result<()> {
+    fn send(&self, c: LoopCommand) -> Result<()> {
         self.tx.send(c).map_err(|_| ClusterError::Stopped { node: self.id })
     }
 
@@ -179,7 +179,7 @@ impl RaftNode {
     /// hosted keeps running and its handle is returned.
     pub async fn host(&self, replica: NewReplica) -> Result<Arc<ReplicaHandle>> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Host { replica, reply })?;
+        self.send(LoopCommand::Host { replica, reply })?;
         rx.await.map_err(|_| ClusterError::Stopped { node: self.id })?
     }
 
@@ -187,7 +187,7 @@ impl RaftNode {
     /// its files (they stay; the caller deletes them).
     pub async fn remove(&self, group: RaftGroupId) -> Result<()> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Remove { group, reply })?;
+        self.send(LoopCommand::Remove { group, reply })?;
         rx.await.map_err(|_| ClusterError::Stopped { node: self.id })
     }
 
@@ -196,7 +196,7 @@ impl RaftNode {
     /// leader.
     pub async fn propose(&self, group: RaftGroupId, batch: RecordBatch, ack: Ack) -> Result<AppendInfo> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Propose {
+        self.send(LoopCommand::Propose {
             group,
             batch,
             ack,
@@ -207,13 +207,13 @@ impl RaftNode {
 
     /// Starts an election in `group` (tests, leader transfer).
     pub fn campaign(&self, group: RaftGroupId) -> Result<()> {
-        self.send(Command::Campaign { group })
+        self.send(LoopCommand::Campaign { group })
     }
 
     /// Asks this node, if it leads `group`, to hand leadership to `to` (the
     /// transfer happens once `to` is caught up; raft-rs aborts it otherwise).
     pub fn transfer_leader(&self, group: RaftGroupId, to: NodeId) -> Result<()> {
-        self.send(Command::TransferLeader { group, to })
+        self.send(LoopCommand::TransferLeader { group, to })
     }
 
     /// Proposes one membership change of `group` on its leader (here).
@@ -225,13 +225,13 @@ impl RaftNode {
     /// is still pending).
     pub async fn change_replicas(&self, group: RaftGroupId, change: ReplicaChange) -> Result<()> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::ChangeReplicas { group, change, reply })?;
+        self.send(LoopCommand::ChangeReplicas { group, change, reply })?;
         rx.await.map_err(|_| ClusterError::Stopped { node: self.id })?
     }
 
     /// Stops the loop and waits for it.
     pub fn shutdown(&self) {
-        let _ = self.tx.send(Command::Shutdown);
+        let _ = self.tx.send(LoopCommand::Shutdown);
         let handle = self.thread.lock().take();
         if let Some(h) = handle {
             let _ = h.join();
@@ -304,7 +304,7 @@ fn is_vote_request(m: &Message) -> bool {
     )
 }
 
-fn run(id: NodeId, cfg: NodeConfig, rx: mpsc::Receiver<Command>, transport: Arc<dyn Transport>) {
+fn run(id: NodeId, cfg: NodeConfig, rx: mpsc::Receiver<LoopCommand>, transport: Arc<dyn Transport>) {
     let _node = tracing::info_span!("raft", node = %id).entered();
     let mut node = Loop {
         id,
@@ -355,18 +355,18 @@ struct Loop {
 
 impl Loop {
     /// Handles one command; `true` to stop.
-    fn handle(&mut self, c: Command) -> bool {
+    fn handle(&mut self, c: LoopCommand) -> bool {
         match c {
-            Command::Host { replica, reply } => {
+            LoopCommand::Host { replica, reply } => {
                 let _ = reply.send(self.host(replica));
             }
-            Command::Remove { group, reply } => {
+            LoopCommand::Remove { group, reply } => {
                 if let Some(mut r) = self.replicas.remove(&group) {
                     r.in_span(Replica::close);
                 }
                 let _ = reply.send(());
             }
-            Command::Propose {
+            LoopCommand::Propose {
                 group,
                 batch,
                 ack,
@@ -377,25 +377,25 @@ impl Loop {
                     let _ = reply.send(Err(ClusterError::UnknownGroup { group }));
                 }
             },
-            Command::Step { from, msgs } => {
+            LoopCommand::Step { from, msgs } => {
                 for (group, m) in msgs {
                     self.step(from, group, m);
                 }
             }
-            Command::Campaign { group } => {
+            LoopCommand::Campaign { group } => {
                 if let Some(r) = self.replicas.get_mut(&group).filter(|r| !r.is_recovering()) {
                     let _ = r.node.campaign();
                 }
             }
-            Command::TransferLeader { group, to } => self.transfer_leader(group, to),
-            Command::ChangeReplicas { group, change, reply } => {
+            LoopCommand::TransferLeader { group, to } => self.transfer_leader(group, to),
+            LoopCommand::ChangeReplicas { group, change, reply } => {
                 let r = match self.replicas.get_mut(&group) {
                     Some(r) => r.in_span(|r| r.propose_replica_change(change)),
                     None => Err(ClusterError::UnknownGroup { group }),
                 };
                 let _ = reply.send(r);
             }
-            Command::Shutdown => return true,
+            LoopCommand::Shutdown => return true,
         }
         false
     }

@@ -510,7 +510,7 @@ impl Replica {
         let mut rd = self.node.ready();
         if let Some(ss) = rd.ss() {
             let leader = (ss.leader_id != 0).then_some(NodeId(ss.leader_id));
-            tracing::info!(leader = ?leader, role = ?ss.raft_state, term = self.node.raft.term, "raft role change");
+            tracing::info!(group = group.get(), leader = ?leader, role = ?ss.raft_state, term = self.node.raft.term, "raft role change");
             if ss.leader_id != 0 && NodeId(ss.leader_id) != self.last_leader {
                 self.last_leader = NodeId(ss.leader_id);
                 self.handle

@@ -11,7 +11,9 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::OnceLock;
+
+use parking_lot::Mutex;
 
 /// The environment variable naming the journal file.
 pub const JOURNAL_ENV: &str = "STRAND_TEST_FSYNC_JOURNAL";
@@ -30,7 +32,7 @@ pub(crate) fn synced(path: &Path, len: u64) {
             .map(Mutex::new)
     });
     if let Some(j) = journal {
-        let mut f = j.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut f = j.lock();
         // Best effort: the journal is test instrumentation, not data.
         let _ = writeln!(f, "{}\t{len}", path.display());
     }

@@ -353,13 +353,15 @@ async fn a_fourth_member_takes_only_the_partitions_it_must() {
         holdings(&world).get("d").is_some_and(|n| *n >= 1)
     })
     .await;
-    // Let the group settle, then compare.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The group settles at 1, 1, 2, 2 partitions per member.
+    wait_for("the group to settle at 1, 1, 2, 2", Duration::from_secs(10), || {
+        let mut counts: Vec<usize> = holdings(&world).into_values().collect();
+        counts.sort_unstable();
+        counts == [1, 1, 2, 2]
+    })
+    .await;
     {
         let w = world.lock().unwrap();
-        let mut counts: Vec<usize> = holdings_of(&w).into_values().collect();
-        counts.sort_unstable();
-        assert_eq!(counts, vec![1, 1, 2, 2]);
         let revoked: Vec<&RebalanceEvent> = w.events[events_before..]
             .iter()
             .filter(|(_, _, e)| matches!(e, RebalanceEvent::Revoked(_) | RebalanceEvent::Lost(_)))
@@ -379,14 +381,6 @@ async fn a_fourth_member_takes_only_the_partitions_it_must() {
     for m in members {
         m.close().await;
     }
-}
-
-fn holdings_of(w: &World) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for h in w.holder.values() {
-        *out.entry(h.clone()).or_insert(0) += 1;
-    }
-    out
 }
 
 #[tokio::test]
@@ -524,7 +518,12 @@ async fn zombies_stale_epochs_and_foreign_partitions_cannot_commit_and_offsets_n
     );
 
     // The member goes silent past its session timeout: a zombie.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let admin = Admin::connect(b.addr()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !admin.describe_group("z").await.unwrap().members.is_empty() {
+        assert!(Instant::now() < deadline, "the silent member's session did not expire");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let e = g
         .commit_offsets(commit_req(&a.member_id, a.member_epoch, 0, 20))
         .await
@@ -614,9 +613,10 @@ async fn reset_offsets_to_a_timestamp_replays_exactly_the_records_from_then_on()
         .reset_group_offsets("replay", "events", ResetTo::Timestamp(5_000_000), false)
         .await
         .unwrap();
-    let (c, again) = read_all(150).await;
-    // Nothing more arrives than the records from that time on.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut c, again) = read_all(150).await;
+    // Nothing more arrives than the records from that time on (one more
+    // poll long-polls its 100 ms and finds nothing).
+    assert!(c.poll().await.unwrap().is_empty(), "records past the reset point's end");
     let values: BTreeSet<String> = again
         .iter()
         .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap()).into_owned())

@@ -4,5 +4,6 @@
 mod bad_input;
 mod groups;
 mod harness;
+mod layout;
 mod metrics;
 mod produce_fetch;

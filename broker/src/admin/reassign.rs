@@ -1,13 +1,13 @@
 //! Moving partition replicas between brokers (`topic reassign`, and brokers
 //! that join a running cluster).
 //!
-//! The controller records the target (`Command::Reassign`); every broker
+//! The controller records the target (`MetadataCommand::Reassign`); every broker
 //! then hosts the partition on its current and its target replicas. The
 //! partition's leader moves its Raft group one single-server change at a
 //! time: add each new broker as a learner, promote it once it has every
 //! entry, remove each old broker (handing leadership to a target replica
 //! first if it is itself leaving), and finally reports the move done
-//! (`Command::FinishReassign`); brokers no longer hosting the partition
+//! (`MetadataCommand::FinishReassign`); brokers no longer hosting the partition
 //! then stop and delete their replica.
 //!
 //! Invariants: a change is proposed only when the previous one is applied

@@ -1,5 +1,5 @@
 //! Metadata changes as requests, and how the controller's leader turns one
-//! into a [`Command`] for the controller log.
+//! into a [`MetadataCommand`] for the controller log.
 //!
 //! A request says what the user wants ("create topic t with 3 partitions");
 //! [`MetadataRequest::plan`] decides, from the applied metadata, what that
@@ -15,7 +15,7 @@ use strand_cluster::NodeId;
 use strand_storage::LogConfig;
 
 use crate::controller::placement::place;
-use crate::controller::{Command, MetadataState, TopicState};
+use crate::controller::{MetadataCommand, MetadataState, TopicState};
 use crate::error::{BrokerError, Result};
 use crate::groups::OFFSETS_TOPIC;
 use crate::topic::{self, TopicMeta};
@@ -175,7 +175,7 @@ impl MetadataRequest {
 
     /// The command that carries out this request on `meta`, or why it
     /// cannot be carried out.
-    pub fn plan(&self, meta: &MetadataState, ctx: &PlanContext<'_>) -> Result<Command> {
+    pub fn plan(&self, meta: &MetadataState, ctx: &PlanContext<'_>) -> Result<MetadataCommand> {
         self.check()?;
         match self {
             MetadataRequest::CreateTopic { meta: wanted } => {
@@ -187,7 +187,7 @@ impl MetadataRequest {
                 }
                 let id = meta.allocate_topic_id();
                 let assignment = place(ctx.brokers, wanted.partitions, wanted.replication_factor, id);
-                Ok(Command::CreateTopic {
+                Ok(MetadataCommand::CreateTopic {
                     topic: TopicState {
                         meta: wanted.clone(),
                         id,
@@ -209,7 +209,7 @@ impl MetadataRequest {
                     });
                 }
                 let placed = place(ctx.brokers, *total, t.meta.replication_factor, t.id);
-                Ok(Command::AddPartitions {
+                Ok(MetadataCommand::AddPartitions {
                     name: name.clone(),
                     id: t.id,
                     from: t.meta.partitions,
@@ -230,7 +230,7 @@ impl MetadataRequest {
                         partitions: t.meta.partitions,
                     });
                 }
-                Ok(Command::Reassign {
+                Ok(MetadataCommand::Reassign {
                     name: name.clone(),
                     id: t.id,
                     partition: *partition,
@@ -243,7 +243,7 @@ impl MetadataRequest {
                 replicas,
             } => {
                 let t = topic_of(meta, name)?;
-                Ok(Command::FinishReassign {
+                Ok(MetadataCommand::FinishReassign {
                     name: name.clone(),
                     id: t.id,
                     partition: *partition,
@@ -263,14 +263,14 @@ impl MetadataRequest {
                         reason: format!("node id {id} already joined from {a}"),
                     });
                 }
-                Ok(Command::AddBroker {
+                Ok(MetadataCommand::AddBroker {
                     id: *id,
                     addr: addr.clone(),
                 })
             }
             MetadataRequest::DeleteTopic { name } => {
                 let t = topic_of(meta, name)?;
-                Ok(Command::DeleteTopic {
+                Ok(MetadataCommand::DeleteTopic {
                     name: name.clone(),
                     id: t.id,
                 })
@@ -309,7 +309,7 @@ mod tests {
         };
         let mut meta = MetadataState::default();
         let cmd = create("orders", 3, 3).plan(&meta, &ctx).expect("plannable");
-        let Command::CreateTopic { topic } = &cmd else {
+        let MetadataCommand::CreateTopic { topic } = &cmd else {
             panic!("{cmd:?}")
         };
         assert_eq!((topic.id, topic.assignment.len()), (1, 3));
@@ -370,7 +370,7 @@ mod tests {
         }
         .plan(&meta, &ctx)
         .expect("grows");
-        assert!(matches!(grow, Command::AddPartitions { from: 3, ref added, .. } if added.len() == 2));
+        assert!(matches!(grow, MetadataCommand::AddPartitions { from: 3, ref added, .. } if added.len() == 2));
     }
 
     #[test]

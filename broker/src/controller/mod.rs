@@ -79,7 +79,7 @@ pub fn raft_group_of(topic_id: u64, partition: u32) -> RaftGroupId {
 /// A change to cluster metadata, as stored in the controller log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
-pub enum Command {
+pub enum MetadataCommand {
     /// Create a topic with a placement.
     CreateTopic {
         /// The topic.
@@ -148,9 +148,9 @@ pub struct MetadataState {
 
 impl MetadataState {
     /// Applies one committed command; returns whether anything changed.
-    pub fn apply(&mut self, c: &Command) -> bool {
+    pub fn apply(&mut self, c: &MetadataCommand) -> bool {
         match c {
-            Command::CreateTopic { topic } => {
+            MetadataCommand::CreateTopic { topic } => {
                 self.next_topic_id = self.next_topic_id.max(topic.id + 1);
                 if self.topics.contains_key(&topic.meta.name) {
                     return false;
@@ -158,7 +158,7 @@ impl MetadataState {
                 self.topics.insert(topic.meta.name.clone(), topic.clone());
                 true
             }
-            Command::AddPartitions { name, id, from, added } => match self.topics.get_mut(name) {
+            MetadataCommand::AddPartitions { name, id, from, added } => match self.topics.get_mut(name) {
                 // Only from the count it was computed for, so a replay or a
                 // duplicate adds nothing.
                 Some(t) if t.id == *id && t.meta.partitions == *from && !added.is_empty() => {
@@ -171,7 +171,7 @@ impl MetadataState {
                 }
                 _ => false,
             },
-            Command::Reassign {
+            MetadataCommand::Reassign {
                 name,
                 id,
                 partition,
@@ -189,7 +189,7 @@ impl MetadataState {
                 }
                 _ => false,
             },
-            Command::FinishReassign {
+            MetadataCommand::FinishReassign {
                 name,
                 id,
                 partition,
@@ -202,14 +202,14 @@ impl MetadataState {
                 }
                 _ => false,
             },
-            Command::AddBroker { id, addr } => {
+            MetadataCommand::AddBroker { id, addr } => {
                 if self.joined.get(id) == Some(addr) {
                     return false;
                 }
                 self.joined.insert(*id, addr.clone());
                 true
             }
-            Command::DeleteTopic { name, id } => match self.topics.get(name) {
+            MetadataCommand::DeleteTopic { name, id } => match self.topics.get(name) {
                 Some(t) if t.id == *id => {
                     self.topics.remove(name);
                     true
@@ -252,8 +252,8 @@ mod tests {
     #[test]
     fn a_reassignment_records_the_origin_and_finishes_only_at_its_target() {
         let mut s = MetadataState::default();
-        s.apply(&Command::CreateTopic { topic: topic("a", 1) });
-        let start = Command::Reassign {
+        s.apply(&MetadataCommand::CreateTopic { topic: topic("a", 1) });
+        let start = MetadataCommand::Reassign {
             name: "a".into(),
             id: 1,
             partition: 0,
@@ -264,14 +264,14 @@ mod tests {
         let t = &s.topics["a"];
         assert_eq!(t.origin_of(0), n(&[1]));
         assert_eq!(t.hosts_of(0), n(&[1, 2]));
-        let wrong = Command::FinishReassign {
+        let wrong = MetadataCommand::FinishReassign {
             name: "a".into(),
             id: 1,
             partition: 0,
             replicas: n(&[3]),
         };
         assert!(!s.apply(&wrong), "not the target");
-        assert!(s.apply(&Command::FinishReassign {
+        assert!(s.apply(&MetadataCommand::FinishReassign {
             name: "a".into(),
             id: 1,
             partition: 0,
@@ -288,17 +288,20 @@ mod tests {
     #[test]
     fn applying_is_idempotent_and_deletes_only_the_same_topic() {
         let mut s = MetadataState::default();
-        assert!(s.apply(&Command::CreateTopic { topic: topic("a", 1) }));
-        assert!(!s.apply(&Command::CreateTopic { topic: topic("a", 2) }), "name taken");
+        assert!(s.apply(&MetadataCommand::CreateTopic { topic: topic("a", 1) }));
+        assert!(
+            !s.apply(&MetadataCommand::CreateTopic { topic: topic("a", 2) }),
+            "name taken"
+        );
         assert_eq!(s.allocate_topic_id(), 3, "ids are never reused");
         assert!(
-            !s.apply(&Command::DeleteTopic {
+            !s.apply(&MetadataCommand::DeleteTopic {
                 name: "a".into(),
                 id: 2
             }),
             "wrong id"
         );
-        assert!(s.apply(&Command::DeleteTopic {
+        assert!(s.apply(&MetadataCommand::DeleteTopic {
             name: "a".into(),
             id: 1
         }));
@@ -311,8 +314,8 @@ mod tests {
         let mut t = topic("a", 1);
         t.meta.partitions = 2;
         t.assignment = vec![n(&[1]), n(&[2])];
-        s.apply(&Command::CreateTopic { topic: t });
-        let add = Command::AddPartitions {
+        s.apply(&MetadataCommand::CreateTopic { topic: t });
+        let add = MetadataCommand::AddPartitions {
             name: "a".into(),
             id: 1,
             from: 2,
@@ -322,7 +325,7 @@ mod tests {
         assert!(!s.apply(&add), "a duplicate adds nothing");
         assert_eq!(s.topics["a"].meta.partitions, 4);
         assert_eq!(s.topics["a"].assignment.len(), 4);
-        let other = Command::AddPartitions {
+        let other = MetadataCommand::AddPartitions {
             name: "a".into(),
             id: 9,
             from: 4,
@@ -333,8 +336,8 @@ mod tests {
 
     #[test]
     fn commands_round_trip_through_json() {
-        let c = Command::CreateTopic { topic: topic("t", 4) };
+        let c = MetadataCommand::CreateTopic { topic: topic("t", 4) };
         let bytes = serde_json::to_vec(&c).unwrap();
-        assert_eq!(serde_json::from_slice::<Command>(&bytes).unwrap(), c);
+        assert_eq!(serde_json::from_slice::<MetadataCommand>(&bytes).unwrap(), c);
     }
 }

@@ -14,7 +14,7 @@ use strand_cluster::Ack;
 use strand_storage::{BatchBuilder, Compression, DecodedRecords, NewRecord, Offset, RecordBatch, batches};
 
 use super::Node;
-use crate::controller::{CONTROLLER_GROUP, Command};
+use crate::controller::{CONTROLLER_GROUP, MetadataCommand};
 use crate::error::{BrokerError, Result};
 
 fn invalid_batch(source: strand_storage::BatchError) -> BrokerError {
@@ -35,7 +35,7 @@ impl Node {
     /// Proposes a metadata command on this node's controller replica (which
     /// must lead) and returns the controller-log offset after it: once a
     /// broker has applied that far, it knows the command's outcome.
-    pub async fn propose_metadata(&self, cmd: &Command) -> Result<Offset> {
+    pub async fn propose_metadata(&self, cmd: &MetadataCommand) -> Result<Offset> {
         let value = serde_json::to_vec(cmd).map_err(|e| BrokerError::InvalidRequest {
             reason: format!("cannot encode command: {e}"),
         })?;
@@ -94,7 +94,7 @@ impl Node {
                     if r.offset < from {
                         continue;
                     }
-                    match r.value.map(serde_json::from_slice::<Command>) {
+                    match r.value.map(serde_json::from_slice::<MetadataCommand>) {
                         Some(Ok(cmd)) => changed |= self.metadata.write().apply(&cmd),
                         Some(Err(e)) => {
                             tracing::error!(offset = %r.offset, error = %e, "skipping an undecodable controller record")

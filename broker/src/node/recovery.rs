@@ -199,3 +199,103 @@ pub(super) async fn refetch(
     );
     (have < target).then_some(target)
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use strand_storage::{BatchBuilder, Compression, NewRecord, RecordBatch, Stamp, Term};
+
+    use super::*;
+
+    fn config() -> LogConfig {
+        LogConfig {
+            segment_bytes: 4096,
+            max_batch_bytes: 1024,
+            index_interval_bytes: 256,
+            ..LogConfig::default()
+        }
+    }
+
+    /// A log holding Raft entries 1..=n, one record each, rolled into
+    /// several segments.
+    fn write_entries(dir: &Path, n: u64) {
+        let mut log = PartitionLog::open(dir, config()).expect("open");
+        for i in 1..=n {
+            let mut b = BatchBuilder::new(Compression::None);
+            b.push(&NewRecord {
+                timestamp_ms: 1,
+                key: None,
+                value: Some(&[0u8; 200]),
+                headers: &[],
+            });
+            let batch = RecordBatch::validate(Bytes::from(b.build().expect("build"))).expect("valid");
+            let stamp = Stamp {
+                term: Term(1),
+                raft_index: RaftIndex(i),
+                append_time_ms: 1,
+            };
+            let stamped = batch.stamp(log.latest(), &stamp);
+            log.append_replicated(stamped.view()).expect("append");
+        }
+        log.close().expect("close");
+    }
+
+    #[test]
+    fn a_directory_of_another_topic_with_the_same_name_is_cleared() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("t-0");
+        let (log, recover) = open_partition_log(&dir, 1, config(), true).expect("open");
+        assert!(recover.is_none());
+        drop(log);
+        write_entries(&dir, 5);
+        let (log, _) = open_partition_log(&dir, 1, config(), true).expect("reopen, same topic");
+        assert_eq!(
+            log.last_raft_index().expect("read"),
+            Some(RaftIndex(5)),
+            "same topic keeps its data"
+        );
+        drop(log);
+        let (log, recover) = open_partition_log(&dir, 2, config(), true).expect("open as a new topic");
+        assert!(recover.is_none());
+        assert_eq!(
+            log.last_raft_index().expect("read"),
+            None,
+            "an older topic's data is gone"
+        );
+    }
+
+    #[test]
+    fn a_damaged_replicated_log_is_moved_aside_and_must_be_refetched_but_an_unreplicated_one_is_an_error() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("t-0");
+        write_entries(&dir, 60);
+        let first = std::fs::read_dir(&dir)
+            .expect("list")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .min()
+            .expect("a segment");
+        // Damage a sealed segment: the log refuses to open.
+        let mut bytes = std::fs::read(&first).expect("read segment");
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(&first, bytes).expect("write segment");
+        assert!(matches!(
+            open_or_quarantine(&dir, config(), false),
+            Err(BrokerError::Storage(strand_storage::StorageError::Corrupt { .. }))
+        ));
+        let (log, recover) = open_or_quarantine(&dir, config(), true).expect("quarantined");
+        assert_eq!(log.last_raft_index().expect("read"), None, "starts empty");
+        assert_eq!(
+            recover,
+            Some(RaftIndex(60)),
+            "re-fetch up to the last entry it still had"
+        );
+        let aside = std::fs::read_dir(tmp.path())
+            .expect("list")
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("t-0.corrupt-"));
+        assert!(aside, "the damaged files are kept for an operator");
+    }
+}

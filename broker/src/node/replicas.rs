@@ -171,7 +171,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::controller::{Command, TopicState};
+    use crate::controller::{MetadataCommand, TopicState};
     use crate::topic::TopicMeta;
 
     fn topic(name: &str, id: u64, assignment: &[&[u64]]) -> TopicState {
@@ -195,10 +195,10 @@ mod tests {
     #[test]
     fn reconciling_starts_what_is_assigned_here_and_stops_what_is_gone_or_recreated() {
         let mut meta = MetadataState::default();
-        meta.apply(&Command::CreateTopic {
+        meta.apply(&MetadataCommand::CreateTopic {
             topic: topic("a", 1, &[&[1, 2], &[2, 3]]),
         });
-        meta.apply(&Command::CreateTopic {
+        meta.apply(&MetadataCommand::CreateTopic {
             topic: topic("b", 2, &[&[3, 1]]),
         });
         let me = NodeId(1);
@@ -218,11 +218,11 @@ mod tests {
         assert_eq!(plan(&meta, me, &hosted), ReconcilePlan::default());
         // "b" deleted and re-created with another id: the old replica goes,
         // the new one comes, under the same name.
-        meta.apply(&Command::DeleteTopic {
+        meta.apply(&MetadataCommand::DeleteTopic {
             name: "b".into(),
             id: 2,
         });
-        meta.apply(&Command::CreateTopic {
+        meta.apply(&MetadataCommand::CreateTopic {
             topic: topic("b", 3, &[&[1]]),
         });
         let p = plan(&meta, me, &hosted);
@@ -234,10 +234,10 @@ mod tests {
     #[test]
     fn a_replica_moving_here_is_hosted_before_the_move_finishes() {
         let mut meta = MetadataState::default();
-        meta.apply(&Command::CreateTopic {
+        meta.apply(&MetadataCommand::CreateTopic {
             topic: topic("a", 1, &[&[1, 2]]),
         });
-        meta.apply(&Command::Reassign {
+        meta.apply(&MetadataCommand::Reassign {
             name: "a".into(),
             id: 1,
             partition: 0,

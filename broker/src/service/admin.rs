@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use strand_cluster::NodeId;
 use strand_proto::v1 as pb;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::admin::Admin;
 use crate::admin::status::ClusterView;
@@ -103,6 +104,10 @@ fn cluster_status(v: &ClusterView) -> pb::ClusterStatusResponse {
 }
 
 impl AdminService {
+    fn span(&self, rpc: &'static str, topic: &str) -> tracing::Span {
+        tracing::debug_span!("request", node = %self.admin.node().id(), rpc, topic)
+    }
+
     async fn create_topic(&self, req: pb::CreateTopicRequest) -> Result<pb::TopicDescription> {
         let meta = TopicMeta {
             name: req.name,
@@ -137,7 +142,9 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::CreateTopicRequest>,
     ) -> Result<Response<pb::CreateTopicResponse>, Status> {
-        let topic = self.create_topic(req.into_inner()).await?;
+        let req = req.into_inner();
+        let span = self.span("create_topic", &req.name);
+        let topic = self.create_topic(req).instrument(span).await?;
         Ok(Response::new(pb::CreateTopicResponse { topic: Some(topic) }))
     }
 
@@ -145,7 +152,9 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::DeleteTopicRequest>,
     ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
-        self.admin.delete_topic(req.into_inner().name).await?;
+        let name = req.into_inner().name;
+        let span = self.span("delete_topic", &name);
+        self.admin.delete_topic(name).instrument(span).await?;
         Ok(Response::new(pb::DeleteTopicResponse {}))
     }
 
@@ -154,7 +163,12 @@ impl pb::admin_server::Admin for AdminService {
         req: Request<pb::CreatePartitionsRequest>,
     ) -> Result<Response<pb::CreateTopicResponse>, Status> {
         let r = req.into_inner();
-        let view = self.admin.create_partitions(r.name, r.partitions).await?;
+        let span = self.span("create_partitions", &r.name);
+        let view = self
+            .admin
+            .create_partitions(r.name, r.partitions)
+            .instrument(span)
+            .await?;
         Ok(Response::new(pb::CreateTopicResponse {
             topic: Some(topic_description(&view)),
         }))
@@ -173,7 +187,11 @@ impl pb::admin_server::Admin for AdminService {
             }
             .into());
         }
-        self.admin.reassign(r.topic, r.partition, node_ids(&r.replicas)).await?;
+        let span = self.span("reassign_partition", &r.topic);
+        self.admin
+            .reassign(r.topic, r.partition, node_ids(&r.replicas))
+            .instrument(span)
+            .await?;
         Ok(Response::new(pb::ReassignPartitionResponse {}))
     }
 
@@ -181,7 +199,8 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::JoinClusterRequest>,
     ) -> Result<Response<pb::JoinClusterResponse>, Status> {
-        Ok(Response::new(self.join(req.into_inner()).await?))
+        let span = self.span("join_cluster", "");
+        Ok(Response::new(self.join(req.into_inner()).instrument(span).await?))
     }
 
     async fn list_topics(
@@ -208,7 +227,12 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::DescribeTopicRequest>,
     ) -> Result<Response<pb::TopicDescription>, Status> {
-        let view = self.admin.describe(&req.into_inner().name).await?;
+        let name = req.into_inner().name;
+        let view = self
+            .admin
+            .describe(&name)
+            .instrument(self.span("describe_topic", &name))
+            .await?;
         Ok(Response::new(topic_description(&view)))
     }
 
@@ -216,6 +240,9 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         _req: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
-        Ok(Response::new(cluster_status(&self.admin.cluster_status().await)))
+        let span = self.span("cluster_status", "");
+        Ok(Response::new(cluster_status(
+            &self.admin.cluster_status().instrument(span).await,
+        )))
     }
 }

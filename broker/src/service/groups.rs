@@ -8,6 +8,7 @@ use std::time::Duration;
 use strand_proto::v1 as pb;
 use strand_storage::Offset;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::error::{BrokerError, Result};
 use crate::groups::GroupCoordinator;
@@ -66,6 +67,10 @@ fn to_offset_commits(offsets: impl IntoIterator<Item = (TopicPartition, Offset)>
             metadata: String::new(),
         })
         .collect()
+}
+
+fn span(rpc: &'static str, group: &str) -> tracing::Span {
+    tracing::debug_span!("request", rpc, group)
 }
 
 impl GroupsService {
@@ -138,7 +143,12 @@ impl pb::groups_server::Groups for GroupsService {
         &self,
         req: Request<pb::FindCoordinatorRequest>,
     ) -> Result<Response<pb::FindCoordinatorResponse>, Status> {
-        let (node, addr) = self.groups.find(&req.into_inner().group).await?;
+        let group = req.into_inner().group;
+        let (node, addr) = self
+            .groups
+            .find(&group)
+            .instrument(span("find_coordinator", &group))
+            .await?;
         Ok(Response::new(pb::FindCoordinatorResponse {
             node_id: node.get(),
             addr,
@@ -150,7 +160,9 @@ impl pb::groups_server::Groups for GroupsService {
         req: Request<pb::GroupHeartbeatRequest>,
     ) -> Result<Response<pb::GroupHeartbeatResponse>, Status> {
         let _t = self.metrics.time("group_heartbeat");
-        Ok(Response::new(self.heartbeat(req.into_inner()).await?))
+        let req = req.into_inner();
+        let span = span("heartbeat", &req.group);
+        Ok(Response::new(self.heartbeat(req).instrument(span).await?))
     }
 
     async fn commit_offsets(
@@ -159,6 +171,7 @@ impl pb::groups_server::Groups for GroupsService {
     ) -> Result<Response<pb::CommitOffsetsResponse>, Status> {
         let _t = self.metrics.time("commit_offsets");
         let r = req.into_inner();
+        let span = span("commit_offsets", &r.group);
         let committed = self
             .groups
             .commit(CommitRequest {
@@ -167,6 +180,7 @@ impl pb::groups_server::Groups for GroupsService {
                 member_id: r.member_id,
                 member_epoch: r.member_epoch,
             })
+            .instrument(span)
             .await?;
         Ok(Response::new(pb::CommitOffsetsResponse {
             committed: to_offset_commits(committed),
@@ -181,6 +195,7 @@ impl pb::groups_server::Groups for GroupsService {
         let offsets = self
             .groups
             .fetch_offsets(&r.group, &from_topic_partitions(&r.partitions))
+            .instrument(span("fetch_offsets", &r.group))
             .await?;
         Ok(Response::new(pb::FetchOffsetsResponse {
             offsets: to_offset_commits(offsets),
@@ -209,7 +224,10 @@ impl pb::groups_server::Groups for GroupsService {
         &self,
         req: Request<pb::DescribeGroupRequest>,
     ) -> Result<Response<pb::GroupDescription>, Status> {
-        Ok(Response::new(self.describe(&req.into_inner().group).await?))
+        let group = req.into_inner().group;
+        Ok(Response::new(
+            self.describe(&group).instrument(span("describe_group", &group)).await?,
+        ))
     }
 
     async fn reset_offsets(
@@ -219,6 +237,7 @@ impl pb::groups_server::Groups for GroupsService {
         let r = req.into_inner();
         self.groups
             .reset(&r.group, r.force, &from_offset_commits(&r.offsets))
+            .instrument(span("reset_offsets", &r.group))
             .await?;
         Ok(Response::new(pb::ResetOffsetsResponse { offsets: r.offsets }))
     }
@@ -227,7 +246,11 @@ impl pb::groups_server::Groups for GroupsService {
         &self,
         req: Request<pb::DeleteGroupRequest>,
     ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
-        self.groups.delete(&req.into_inner().group).await?;
+        let group = req.into_inner().group;
+        self.groups
+            .delete(&group)
+            .instrument(span("delete_group", &group))
+            .await?;
         Ok(Response::new(pb::DeleteGroupResponse {}))
     }
 }

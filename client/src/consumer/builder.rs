@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use super::fetcher::{FetchConfig, Fetcher};
-use super::group::{GroupSettings, RebalanceEvent};
+use super::membership::{GroupSettings, RebalanceEvent};
 use super::{Consumer, GroupMode, OffsetReset, RebalanceListener};
 use crate::connection::ConnectionConfig;
 use crate::coordinator::Coordinator;

@@ -1,358 +1,322 @@
-//! Group membership of a subscribed [`super::Consumer`]: a background task
-//! heartbeats the coordinator with what the consumer holds and publishes
-//! what it may hold; the consumer applies that inside `poll` (committing and
-//! releasing revoked partitions first, then taking new ones at their
-//! committed offsets).
-//!
-//! Invariants: the consumer reports a partition released only after it
-//! stopped fetching it (and, with auto-commit, committed it), and starts
-//! fetching a partition only once the coordinator granted it, which it does
-//! only when no other member holds it; a member that cannot reach the
-//! coordinator for its session timeout, or is told it is fenced, drops all
-//! its partitions (they are *lost*: not committed) and joins again.
+//! A consumer in group mode: subscribing, applying the coordinator's
+//! assignments as they change (with the rebalance listener), committing
+//! offsets, and leaving. The membership protocol itself (heartbeats, the
+//! shared state they update) is [`super::membership`].
 
-use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
-use strand_proto::v1::{CommitOffsetsRequest, ErrorCode, GroupHeartbeatRequest, OffsetCommit, TopicPartitions};
-use tokio::sync::{Notify, watch};
+use parking_lot::Mutex;
 
+use super::membership::{self, Membership, Shared, Tp};
+use super::{AssignedPartition, Consumer, ConsumerRecord, RebalanceEvent};
 use crate::coordinator::Coordinator;
 use crate::error::{ClientError, Result};
 
-/// A topic partition.
-pub(crate) type Tp = (Arc<str>, u32);
-
-/// A change of a subscribed consumer's partitions, given to the listener set
-/// with [`super::ConsumerBuilder::on_rebalance`] from inside `poll`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RebalanceEvent {
-    /// These partitions are now the consumer's; fetching starts at the
-    /// group's committed offsets (else `auto_offset_reset`).
-    Assigned(Vec<(Arc<str>, u32)>),
-    /// These partitions move to another member. Their positions were
-    /// committed first when auto-commit is on; with manual commits, commit
-    /// after processing each poll so nothing is outstanding here.
-    Revoked(Vec<(Arc<str>, u32)>),
-    /// Membership was lost (fenced, or the coordinator unreachable for the
-    /// session timeout): these partitions were dropped without a commit and
-    /// may already be another member's.
-    Lost(Vec<(Arc<str>, u32)>),
-}
-
-/// Group settings.
-#[derive(Debug, Clone)]
-pub(crate) struct GroupSettings {
-    pub(crate) group: String,
-    pub(crate) instance_id: Option<String>,
-    pub(crate) client_id: String,
-    pub(crate) session_timeout: Duration,
-    pub(crate) assignor: String,
-    pub(crate) auto_commit: Option<Duration>,
-    pub(crate) max_poll_interval: Duration,
-}
-
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) member_id: String,
-    pub(crate) epoch: i32,
-    pub(crate) topics: Vec<String>,
-    /// What the coordinator allows now.
-    pub(crate) allowed: BTreeSet<Tp>,
-    /// What the consumer holds (reported with each heartbeat).
-    pub(crate) owned: BTreeSet<Tp>,
-    /// Membership was lost; the consumer must drop everything.
-    pub(crate) lost: bool,
-    last_ok: Instant,
-    pub(crate) last_poll: Instant,
-    interval: Duration,
-    leaving: bool,
-}
-
-/// A running membership.
-#[derive(Debug)]
-pub(crate) struct Membership {
-    pub(crate) settings: GroupSettings,
-    pub(crate) coordinator: Arc<Coordinator>,
-    pub(crate) shared: Arc<Mutex<Shared>>,
-    /// Wakes the heartbeat task early (holdings changed).
-    wake: Arc<Notify>,
-    /// Bumped on every answer that changed the assignment or epoch; the
-    /// consumer marks it seen before each reconciliation.
-    pub(crate) changed: watch::Receiver<u64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Membership {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
-    shared.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-pub(crate) fn to_wire(set: &BTreeSet<Tp>) -> Vec<TopicPartitions> {
-    let mut out: Vec<TopicPartitions> = Vec::new();
-    for (t, p) in set {
-        match out.last_mut() {
-            Some(last) if last.topic == **t => last.partitions.push(*p),
-            _ => out.push(TopicPartitions {
-                topic: t.to_string(),
-                partitions: vec![*p],
-            }),
+impl Consumer {
+    /// Joins the consumer's group (see [`ConsumerBuilder::group`]) and
+    /// subscribes to `topics`; the coordinator assigns partitions, applied
+    /// by the following polls. Calling it again changes the subscription.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidArgument`] without a group, with no topics, or
+    /// when partitions were assigned by hand.
+    pub async fn subscribe(&mut self, topics: &[&str]) -> Result<()> {
+        if topics.is_empty() {
+            return Err(ClientError::invalid("subscribe needs at least one topic"));
         }
-    }
-    out
-}
-
-fn from_wire(list: &[TopicPartitions]) -> BTreeSet<Tp> {
-    list.iter()
-        .flat_map(|tp| {
-            let t: Arc<str> = Arc::from(tp.topic.as_str());
-            tp.partitions.iter().map(move |p| (t.clone(), *p))
-        })
-        .collect()
-}
-
-impl Membership {
-    /// Joins the group in the background.
-    pub(crate) fn start(settings: GroupSettings, coordinator: Arc<Coordinator>, topics: Vec<String>) -> Self {
-        let now = Instant::now();
-        let shared = Arc::new(Mutex::new(Shared {
-            member_id: String::new(),
-            epoch: 0,
-            topics,
-            allowed: BTreeSet::new(),
-            owned: BTreeSet::new(),
-            lost: false,
-            last_ok: now,
-            last_poll: now,
-            interval: Duration::from_secs(1).min(settings.session_timeout / 3),
-            leaving: false,
-        }));
-        let wake = Arc::new(Notify::new());
-        let (tx, changed) = watch::channel(0u64);
-        let task = tokio::spawn(heartbeat_loop(
-            settings.clone(),
-            Arc::clone(&coordinator),
-            Arc::clone(&shared),
-            Arc::clone(&wake),
-            tx,
-        ));
-        Membership {
-            settings,
-            coordinator,
-            shared,
-            wake,
-            changed,
-            task,
+        if !self.subscribed() && !self.assignment.is_empty() {
+            return Err(ClientError::invalid(
+                "partitions were assigned by hand: a consumer either assigns or subscribes",
+            ));
         }
-    }
-
-    pub(crate) fn shared(&self) -> MutexGuard<'_, Shared> {
-        lock(&self.shared)
-    }
-
-    /// Tells the heartbeat task that holdings changed.
-    pub(crate) fn nudge(&self) {
-        self.wake.notify_one();
-    }
-
-    /// Leaves the group (a static member leaves temporarily, keeping its
-    /// partitions for its session timeout).
-    pub(crate) async fn leave(&self) {
-        let req = {
-            let mut s = self.shared();
-            s.leaving = true;
-            if s.member_id.is_empty() {
-                return;
+        let Some(g) = self.group.as_mut() else {
+            return Err(ClientError::invalid(
+                "subscribe needs a group: set ConsumerBuilder::group",
+            ));
+        };
+        let mut wanted: Vec<String> = topics.iter().map(|t| (*t).to_string()).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        match &g.membership {
+            Some(m) => {
+                m.shared().topics = wanted;
+                m.nudge();
             }
-            GroupHeartbeatRequest {
-                group: self.settings.group.clone(),
-                member_id: s.member_id.clone(),
-                instance_id: self.settings.instance_id.clone().unwrap_or_default(),
-                member_epoch: if self.settings.instance_id.is_some() { -2 } else { -1 },
-                ..Default::default()
+            None => {
+                g.membership = Some(Membership::start(
+                    g.settings.clone(),
+                    Arc::clone(&g.coordinator),
+                    wanted,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether [`Consumer::subscribe`] was called.
+    pub fn subscribed(&self) -> bool {
+        self.group.as_ref().is_some_and(|g| g.membership.is_some())
+    }
+
+    /// The member id the coordinator gave this consumer (empty while
+    /// joining, or without a group).
+    pub fn member_id(&self) -> String {
+        self.group
+            .as_ref()
+            .and_then(|g| g.membership.as_ref())
+            .map(|m| m.shared().member_id.clone())
+            .unwrap_or_default()
+    }
+
+    /// Applies the group's latest answer: loses everything if membership
+    /// was lost; commits (with auto-commit) and releases revoked
+    /// partitions; takes newly granted ones at their committed offsets.
+    pub(super) async fn reconcile(&mut self) -> Result<()> {
+        let Some(m) = self.group.as_mut().and_then(|g| g.membership.as_mut()) else {
+            return Ok(());
+        };
+        // Seen before reading, so a change from now on wakes the next wait.
+        m.changed.borrow_and_update();
+        let Some(g) = self.group.as_ref() else { return Ok(()) };
+        let Some(m) = g.membership.as_ref() else { return Ok(()) };
+        let listener = g.listener.clone();
+        let auto_commit = g.settings.auto_commit.is_some();
+        let emit = |e: RebalanceEvent| {
+            tracing::info!(event = ?e, "rebalance");
+            if let Some(l) = &listener {
+                l(&e);
             }
         };
-        self.task.abort();
-        let r = self
-            .coordinator
-            .call(Duration::from_secs(5), |mut c| {
-                let req = req.clone();
-                async move { Ok(c.heartbeat(req).await?.into_inner()) }
-            })
-            .await;
-        if let Err(e) = r {
-            tracing::debug!(group = %self.settings.group, error = %e, "leave not delivered; the session will expire");
+        let lost = {
+            let mut s = m.shared();
+            s.last_poll = std::time::Instant::now();
+            let lost = std::mem::take(&mut s.lost);
+            if lost {
+                s.owned.clear();
+            }
+            lost
+        };
+        if lost {
+            let all = self.assignment();
+            self.assignment.clear();
+            self.buffered.clear();
+            if !all.is_empty() {
+                emit(RebalanceEvent::Lost(all));
+            }
+            m.nudge();
         }
+        // Under one lock with reading the coordinator's latest answer: what
+        // is taken is reported owned before any heartbeat can say otherwise.
+        let (revoked, added) = {
+            let mut s = m.shared();
+            let mut held: BTreeSet<Tp> = self.assignment().into_iter().collect();
+            held.extend(s.owned.iter().cloned());
+            let revoked: Vec<Tp> = held.difference(&s.allowed).cloned().collect();
+            let added: Vec<Tp> = s.allowed.difference(&held).cloned().collect();
+            s.owned.extend(added.iter().cloned());
+            (revoked, added)
+        };
+        if !revoked.is_empty() {
+            let fetching: Vec<Tp> = revoked
+                .iter()
+                .filter(|(t, p)| self.state(t, *p).is_some())
+                .cloned()
+                .collect();
+            if auto_commit && !fetching.is_empty() {
+                let offsets = self.positions_of(&fetching);
+                if let Err(e) = self.commit_later(offsets).await {
+                    tracing::warn!(error = %e, "commit of revoked partitions failed; they will be redelivered");
+                }
+            }
+            if !fetching.is_empty() {
+                emit(RebalanceEvent::Revoked(fetching));
+            }
+            for (t, p) in &revoked {
+                if let Some(ps) = self.assignment.get_mut(t) {
+                    ps.remove(p);
+                    if ps.is_empty() {
+                        self.assignment.remove(t);
+                    }
+                }
+            }
+            self.buffered
+                .retain(|r| !revoked.iter().any(|(t, p)| *t == r.topic && *p == r.partition));
+            let mut s = m.shared();
+            for tp in &revoked {
+                s.owned.remove(tp);
+            }
+            drop(s);
+            m.nudge();
+        }
+        if !added.is_empty() {
+            m.nudge();
+            let committed = match committed(
+                Arc::clone(&g.coordinator),
+                &added,
+                self.fetcher.config().request_timeout,
+            )
+            .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    // Not taken after all; the next poll tries again.
+                    let mut s = m.shared();
+                    for tp in &added {
+                        s.owned.remove(tp);
+                    }
+                    return Err(e);
+                }
+            };
+            for (t, p) in &added {
+                let position = committed.get(&(t.clone(), *p)).copied();
+                self.assignment.entry(t.clone()).or_default().insert(
+                    *p,
+                    AssignedPartition {
+                        position,
+                        ..Default::default()
+                    },
+                );
+            }
+            emit(RebalanceEvent::Assigned(added));
+        }
+        Ok(())
+    }
+
+    /// What a commit needs, detached from the consumer so that commit
+    /// futures are `Send` and `'static`.
+    fn commit_ctx(&self) -> Result<CommitCtx> {
+        let Some(g) = &self.group else {
+            return Err(ClientError::invalid(
+                "committing needs a group: set ConsumerBuilder::group",
+            ));
+        };
+        Ok(CommitCtx {
+            coordinator: Arc::clone(&g.coordinator),
+            shared: g
+                .membership
+                .as_ref()
+                .map(|m| (Arc::clone(&m.shared), m.changed.clone())),
+            limit: self.fetcher.config().request_timeout,
+        })
+    }
+
+    /// Committable positions (the next offset `poll` would return) of these
+    /// partitions.
+    fn positions_of(&self, partitions: &[Tp]) -> Vec<(Arc<str>, u32, u64)> {
+        partitions
+            .iter()
+            .filter_map(|(t, p)| self.position(t, *p).map(|o| (t.clone(), *p, o)))
+            .collect()
+    }
+
+    pub(super) async fn maybe_auto_commit(&mut self) {
+        let Some(g) = &self.group else { return };
+        let Some(every) = g.settings.auto_commit else { return };
+        if g.last_auto_commit.elapsed() < every {
+            return;
+        }
+        let offsets = self.positions_of(&self.assignment());
+        if let Ok(ctx) = self.commit_ctx()
+            && let Err(e) = ctx.commit(offsets).await
+        {
+            tracing::warn!(error = %e, "auto-commit failed");
+        }
+        if let Some(g) = self.group.as_mut() {
+            g.last_auto_commit = std::time::Instant::now();
+        }
+    }
+
+    fn commit_later(&self, offsets: Vec<(Arc<str>, u32, u64)>) -> impl Future<Output = Result<()>> + Send + 'static {
+        let ctx = self.commit_ctx();
+        async move { ctx?.commit(offsets).await }
+    }
+
+    /// Commits the position of every partition this consumer holds: the
+    /// offset after the last record `poll` returned. Call it after
+    /// processing those records (at-least-once).
+    ///
+    /// # Errors
+    /// `FENCED` when this consumer is no longer a member of the group (its
+    /// partitions moved); `NOT_COORDINATOR`, transport errors or timeouts
+    /// when the coordinator could not be reached within the request timeout.
+    pub fn commit(&self) -> impl Future<Output = Result<()>> + Send + 'static {
+        self.commit_later(self.positions_of(&self.assignment()))
+    }
+
+    /// Commits explicit offsets (each the *next* offset to consume).
+    ///
+    /// # Errors
+    /// As [`Consumer::commit`].
+    pub fn commit_offsets(&self, offsets: &[(&str, u32, u64)]) -> impl Future<Output = Result<()>> + Send + 'static {
+        self.commit_later(offsets.iter().map(|(t, p, o)| (Arc::from(*t), *p, *o)).collect())
+    }
+
+    /// Commits a processed record (its offset + 1).
+    ///
+    /// # Errors
+    /// As [`Consumer::commit`].
+    pub fn commit_record(&self, record: &ConsumerRecord) -> impl Future<Output = Result<()>> + Send + 'static {
+        self.commit_later(vec![(record.topic.clone(), record.partition, record.offset + 1)])
+    }
+
+    /// Like [`Consumer::commit`], in the background: the handle tells how it
+    /// went; polling goes on meanwhile.
+    pub fn commit_async(&self) -> tokio::task::JoinHandle<Result<()>> {
+        tokio::spawn(self.commit())
+    }
+
+    /// Commits (with auto-commit), reports its partitions revoked to the
+    /// listener, and leaves the group, so they move at once instead of after
+    /// the session timeout. A static member keeps its partitions for its
+    /// session timeout.
+    ///
+    /// # Errors
+    /// The final auto-commit's error (the group is left anyway).
+    pub async fn close(mut self) -> Result<()> {
+        let mut result = Ok(());
+        if self.group.as_ref().is_some_and(|g| g.settings.auto_commit.is_some()) && self.subscribed() {
+            result = self.commit().await;
+        }
+        let held = self.assignment();
+        if self.subscribed() && !held.is_empty() {
+            // As Kafka's listener: the partitions are given up before leaving.
+            let e = RebalanceEvent::Revoked(held);
+            tracing::info!(event = ?e, "rebalance");
+            if let Some(l) = self.group.as_ref().and_then(|g| g.listener.as_ref()) {
+                l(&e);
+            }
+        }
+        self.assignment.clear();
+        if let Some(m) = self.group.as_mut().and_then(|g| g.membership.take()) {
+            m.leave().await;
+        }
+        result
     }
 }
 
-async fn heartbeat_loop(
-    settings: GroupSettings,
+/// See [`Consumer::commit_ctx`].
+struct CommitCtx {
     coordinator: Arc<Coordinator>,
-    shared: Arc<Mutex<Shared>>,
-    wake: Arc<Notify>,
-    changed: watch::Sender<u64>,
-) {
-    let mut failures = 0u32;
-    loop {
-        let req = {
-            let mut s = lock(&shared);
-            if s.leaving {
-                return;
-            }
-            if !s.member_id.is_empty() && s.last_poll.elapsed() > settings.max_poll_interval {
-                // The application stopped polling: give the partitions to a
-                // member that makes progress, as Kafka's max.poll.interval.ms.
-                tracing::warn!(group = %settings.group, "no poll within max_poll_interval; leaving the group");
-                s.member_id.clear();
-                s.epoch = 0;
-                s.lost = true;
-                s.allowed.clear();
-                changed.send_modify(|n| *n += 1);
-            }
-            GroupHeartbeatRequest {
-                group: settings.group.clone(),
-                member_id: s.member_id.clone(),
-                instance_id: settings.instance_id.clone().unwrap_or_default(),
-                member_epoch: if s.member_id.is_empty() { 0 } else { s.epoch },
-                topics: s.topics.clone(),
-                assignor: settings.assignor.clone(),
-                session_timeout_ms: settings.session_timeout.as_millis().min(u32::MAX as u128) as u32,
-                owned: to_wire(&s.owned),
-                client_id: settings.client_id.clone(),
-            }
-        };
-        let idle = req.member_epoch == 0 && lock(&shared).last_poll.elapsed() > settings.max_poll_interval;
-        let result = if idle {
-            // Left for not polling: rejoin only once the application polls.
-            Err(ClientError::invalid("waiting for the next poll"))
-        } else {
-            coordinator
-                .call_once(&mut |mut c| {
-                    let req = req.clone();
-                    async move { Ok(c.heartbeat(req).await?.into_inner()) }
-                })
-                .await
-        };
-        let interval = {
-            let mut s = lock(&shared);
-            match result {
-                Ok(resp) => {
-                    failures = 0;
-                    s.last_ok = Instant::now();
-                    let allowed = from_wire(&resp.assignment);
-                    if s.member_id != resp.member_id || s.epoch != resp.member_epoch || s.allowed != allowed {
-                        s.member_id = resp.member_id;
-                        s.epoch = resp.member_epoch;
-                        s.allowed = allowed;
-                        changed.send_modify(|n| *n += 1);
-                    }
-                    s.interval = Duration::from_millis(u64::from(resp.heartbeat_interval_ms.max(50)));
-                    s.interval
-                }
-                Err(e) if !idle => {
-                    failures += 1;
-                    let fenced = e.code() == Some(ErrorCode::Fenced);
-                    let expired = s.last_ok.elapsed() > settings.session_timeout;
-                    if fenced || (expired && !s.member_id.is_empty()) {
-                        tracing::warn!(
-                            group = %settings.group, member = %s.member_id, error = %e,
-                            "group membership lost; dropping partitions and rejoining"
-                        );
-                        s.member_id.clear();
-                        s.epoch = 0;
-                        s.lost = true;
-                        s.allowed.clear();
-                        s.last_ok = Instant::now();
-                        changed.send_modify(|n| *n += 1);
-                    } else {
-                        tracing::debug!(group = %settings.group, error = %e, "heartbeat failed");
-                    }
-                    (s.interval / 2).min(Duration::from_millis(100 * u64::from(failures.min(10))))
-                }
-                Err(_) => s.interval,
-            }
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = wake.notified() => {}
-        }
+    shared: Option<(Arc<Mutex<Shared>>, tokio::sync::watch::Receiver<u64>)>,
+    limit: Duration,
+}
+
+impl CommitCtx {
+    async fn commit(self, offsets: Vec<(Arc<str>, u32, u64)>) -> Result<()> {
+        let shared = self.shared.as_ref().map(|(s, rx)| (&**s, rx.clone()));
+        membership::commit(&self.coordinator, shared, offsets, self.limit).await
     }
 }
 
-/// Commits offsets as the current member (or, outside any membership, with
-/// epoch -1), retrying once the member's epoch caught up when the
-/// coordinator says a rebalance is in progress.
-pub(crate) async fn commit(
-    coordinator: &Coordinator,
-    shared: Option<(&Mutex<Shared>, watch::Receiver<u64>)>,
-    offsets: Vec<(Arc<str>, u32, u64)>,
-    limit: Duration,
-) -> Result<()> {
-    if offsets.is_empty() {
-        return Ok(());
-    }
-    let wire: Vec<OffsetCommit> = offsets
-        .iter()
-        .map(|(t, p, o)| OffsetCommit {
-            topic: t.to_string(),
-            partition: *p,
-            offset: *o,
-            metadata: String::new(),
-        })
-        .collect();
-    let (shared, mut changed) = match shared {
-        Some((s, rx)) => (Some(s), Some(rx)),
-        None => (None, None),
-    };
-    if let Some(rx) = changed.as_mut() {
-        // Wait only for answers that arrive from now on.
-        rx.borrow_and_update();
-    }
-    let start = Instant::now();
-    loop {
-        let (member_id, member_epoch) = match shared {
-            Some(s) => {
-                let s = lock(s);
-                if s.member_id.is_empty() {
-                    return Err(ClientError::broker(
-                        ErrorCode::Fenced,
-                        "not a member of the group (joining): nothing can be committed now",
-                    ));
-                }
-                (s.member_id.clone(), s.epoch)
-            }
-            None => (String::new(), -1),
-        };
-        let req = CommitOffsetsRequest {
-            group: coordinator.group().to_string(),
-            member_id,
-            member_epoch,
-            offsets: wire.clone(),
-        };
-        let r = coordinator
-            .call(limit, |mut c| {
-                let req = req.clone();
-                async move { Ok(c.commit_offsets(req).await?.into_inner()) }
-            })
-            .await;
-        match r {
-            Ok(_) => return Ok(()),
-            Err(e) if e.code() == Some(ErrorCode::RebalanceInProgress) && start.elapsed() < limit => {
-                // Our epoch is behind: wait for the next heartbeat's answer.
-                if let Some(rx) = changed.as_mut() {
-                    let _ = tokio::time::timeout(Duration::from_secs(2), rx.changed()).await;
-                } else {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
+/// The group's committed offsets of `partitions`.
+async fn committed(coordinator: Arc<Coordinator>, partitions: &[Tp], limit: Duration) -> Result<BTreeMap<Tp, u64>> {
+    let set: BTreeSet<Tp> = partitions.iter().cloned().collect();
+    let offsets = coordinator.fetch_offsets(membership::to_wire(&set), limit).await?;
+    Ok(offsets
+        .into_iter()
+        .map(|o| ((Arc::from(o.topic.as_str()), o.partition), o.offset))
+        .collect())
 }

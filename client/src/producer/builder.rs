@@ -1,7 +1,9 @@
 //! Producer settings, with Kafka-like defaults.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use strand_storage::Compression;

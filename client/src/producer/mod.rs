@@ -18,8 +18,8 @@ mod partitioner;
 mod record;
 mod sender;
 
+use parking_lot::Mutex;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -32,7 +32,6 @@ pub use partitioner::{murmur2, partition_for_key};
 pub use record::{DeliveryFuture, ProducerRecord, RecordMetadata};
 
 use accumulator::{Accumulator, Target};
-use sender::lock;
 
 use crate::error::{ClientError, Result};
 use crate::metadata::Metadata;
@@ -137,7 +136,7 @@ impl Producer {
         let timestamp_ms = record.timestamp_ms.unwrap_or_else(strand_storage::now_ms);
         let (tx, rx) = oneshot::channel();
         let appended = {
-            let mut acc = lock(&s.acc);
+            let mut acc = s.acc.lock();
             if acc.closed {
                 return Err(ClientError::Closed);
             }
@@ -167,7 +166,7 @@ impl Producer {
     pub async fn flush(&self) -> Result<()> {
         let (tx, rx) = oneshot::channel();
         {
-            let mut acc = lock(&self.shared.acc);
+            let mut acc = self.shared.acc.lock();
             if acc.sender_done {
                 return Ok(());
             }
@@ -188,15 +187,10 @@ impl Producer {
     /// As [`Producer::flush`].
     pub async fn close(&self) -> Result<()> {
         let flushed = self.flush().await;
-        lock(&self.shared.acc).closed = true;
+        self.shared.acc.lock().closed = true;
         self.shared.closed.store(true, Ordering::Release);
         let _ = self.shared.wake.try_send(());
-        let task = self
-            .shared
-            .task
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        let task = self.shared.task.lock().take();
         if let Some(task) = task
             && let Err(e) = task.await
         {

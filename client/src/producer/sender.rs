@@ -18,7 +18,9 @@
 //! already accepted, so nothing is left running.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -54,16 +56,10 @@ pub(crate) struct SenderConfig {
     pub metadata_max_age: Duration,
 }
 
-/// Locks the accumulator; its state is valid after any panic in a holder
-/// (each update is one method call), so poisoning is ignored.
-pub(crate) fn lock(acc: &Mutex<Accumulator>) -> MutexGuard<'_, Accumulator> {
-    acc.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 type PartitionKey = (Arc<str>, u32);
 
 #[derive(Debug, Default)]
-struct PartitionState {
+struct PartitionQueue {
     /// Sealed batches not in flight, oldest first.
     queue: VecDeque<ProducerBatch>,
     in_flight: bool,
@@ -73,7 +69,7 @@ struct PartitionState {
     check_linger: bool,
 }
 
-impl PartitionState {
+impl PartitionQueue {
     fn is_free(&self, now: Instant) -> bool {
         !self.in_flight && self.retry_at.is_none_or(|t| t <= now)
     }
@@ -99,7 +95,7 @@ pub(crate) struct Sender {
     wake: mpsc::Receiver<()>,
     wake_open: bool,
     closing: bool,
-    partitions: HashMap<PartitionKey, PartitionState>,
+    partitions: HashMap<PartitionKey, PartitionQueue>,
     /// Ids of batches taken from the accumulator and not yet settled.
     incomplete: BTreeSet<u64>,
     flush_waiters: Vec<FlushWaiter>,
@@ -172,7 +168,7 @@ impl Sender {
     /// one lock, so a partition's batches enter its queue in sealing order.
     fn pull(&mut self, now: Instant) {
         let acc_arc = self.acc.clone();
-        let mut acc = lock(&acc_arc);
+        let mut acc = acc_arc.lock();
         if acc.closed {
             self.closing = true;
         }
@@ -389,7 +385,7 @@ impl Sender {
         }
     }
 
-    fn state(&mut self, b: &ProducerBatch) -> &mut PartitionState {
+    fn state(&mut self, b: &ProducerBatch) -> &mut PartitionQueue {
         self.partitions.entry((b.topic.clone(), b.partition)).or_default()
     }
 
@@ -495,7 +491,7 @@ impl Sender {
 
     /// Marks the producer finished and releases any flush still waiting.
     fn finish(self) {
-        let mut acc = lock(&self.acc);
+        let mut acc = self.acc.lock();
         acc.sender_done = true;
         for w in acc.take_flush_waiters().into_iter().chain(self.flush_waiters) {
             let _ = w.tx.send(());

@@ -18,133 +18,20 @@ use std::sync::Arc;
 use bytes::Bytes;
 use memmap2::Mmap;
 
-use crate::batch::header::{self, BatchRef, HEADER_LEN};
-use crate::batch::{DecodedRecords, framed_len};
+mod open;
+mod scan;
+
+pub(crate) use scan::BatchInfo;
+use scan::{header_at, validated_at, walk};
+
+use crate::batch::DecodedRecords;
+use crate::batch::header::BatchRef;
 use crate::config::LogConfig;
-use crate::coordinates::{Offset, RaftIndex, Term};
+use crate::coordinates::{Offset, RaftIndex};
 use crate::error::{Result, StorageError};
 use crate::index::file::IndexFile;
 use crate::index::{self, OFFSET_ENTRY, TIME_ENTRY};
 use crate::prealloc;
-
-/// What the log needs to know about a batch it stores.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct BatchInfo {
-    pub base: Offset,
-    pub next: Offset,
-    pub len: u64,
-    pub max_timestamp_ms: i64,
-    pub append_ms: i64,
-    pub term: Term,
-    pub raft_index: RaftIndex,
-}
-
-impl BatchInfo {
-    pub(crate) fn of(b: &BatchRef<'_>) -> Self {
-        BatchInfo {
-            base: b.base_offset(),
-            next: b.next_offset(),
-            len: b.len() as u64,
-            max_timestamp_ms: b.max_timestamp_ms(),
-            append_ms: b.append_time_ms(),
-            term: b.term(),
-            raft_index: b.raft_index(),
-        }
-    }
-}
-
-/// Reads the header of the batch at `pos` without checking its CRC.
-fn header_at(buf: &[u8], pos: u64, limit: u64) -> std::result::Result<BatchInfo, String> {
-    let p = pos as usize;
-    let avail = limit.saturating_sub(pos) as usize;
-    if avail < HEADER_LEN {
-        return Err(format!("{avail} bytes left, less than a batch header"));
-    }
-    let b = &buf[p..p + avail];
-    let len = framed_len(b).unwrap_or(0);
-    if len < HEADER_LEN || len > avail {
-        return Err(format!("batch length {len} does not fit in the {avail} bytes left"));
-    }
-    let count = header::u32_at(b, header::RECORD_COUNT);
-    let control = header::u16_at(b, header::ATTRIBUTES) & header::CONTROL_BIT != 0;
-    if control != (count == 0) {
-        return Err("record count does not match the control flag".into());
-    }
-    let base = header::u64_at(b, header::BASE_OFFSET);
-    Ok(BatchInfo {
-        base: Offset(base),
-        next: Offset(base.saturating_add(u64::from(count))),
-        len: len as u64,
-        max_timestamp_ms: header::i64_at(b, header::MAX_TIMESTAMP),
-        append_ms: header::i64_at(b, header::APPEND_TIME),
-        term: Term(header::u64_at(b, header::TERM)),
-        raft_index: RaftIndex(header::u64_at(b, header::RAFT_INDEX)),
-    })
-}
-
-/// Validates the batch at `pos` fully (framing and CRC).
-fn validated_at(buf: &[u8], pos: u64, limit: u64) -> std::result::Result<BatchInfo, String> {
-    let info = header_at(buf, pos, limit)?;
-    let p = pos as usize;
-    BatchRef::validate(&buf[p..p + info.len as usize]).map_err(|e| e.to_string())?;
-    Ok(info)
-}
-
-/// Result of walking batches from some position.
-struct Walk {
-    /// Position after the last good batch.
-    end: u64,
-    /// Offset after the last good batch.
-    next_offset: Offset,
-    /// Where and why the walk stopped early.
-    error: Option<(u64, String)>,
-}
-
-/// Walks batches in `buf[from..limit]`, expecting contiguous offsets from
-/// `expected`, calling `visit(position, info)` for each good one.
-fn walk(
-    buf: &[u8],
-    from: u64,
-    limit: u64,
-    expected: Offset,
-    verify_crc: bool,
-    mut visit: impl FnMut(u64, &BatchInfo) -> Result<()>,
-) -> Result<Walk> {
-    let (mut pos, mut next) = (from, expected);
-    while pos < limit {
-        let r = if verify_crc {
-            validated_at(buf, pos, limit)
-        } else {
-            header_at(buf, pos, limit)
-        };
-        let info = match r {
-            Ok(i) if i.base == next => i,
-            Ok(i) => {
-                let reason = format!("batch starts at offset {} but {next} was expected", i.base);
-                return Ok(Walk {
-                    end: pos,
-                    next_offset: next,
-                    error: Some((pos, reason)),
-                });
-            }
-            Err(reason) => {
-                return Ok(Walk {
-                    end: pos,
-                    next_offset: next,
-                    error: Some((pos, reason)),
-                });
-            }
-        };
-        visit(pos, &info)?;
-        pos += info.len;
-        next = info.next;
-    }
-    Ok(Walk {
-        end: pos,
-        next_offset: next,
-        error: None,
-    })
-}
 
 struct MapOwner(Mmap);
 
@@ -176,14 +63,6 @@ pub(crate) fn segment_paths(dir: &Path, base: Offset) -> [PathBuf; 3] {
     ]
 }
 
-/// What opening an active segment found and repaired.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct TailRepair {
-    pub truncated_at: Option<u64>,
-    pub bytes_truncated: u64,
-    pub reason: Option<String>,
-}
-
 pub(crate) struct Segment {
     base_offset: Offset,
     log_path: PathBuf,
@@ -206,7 +85,7 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    fn open_files(dir: &Path, base: Offset, cfg: &LogConfig, create: bool) -> Result<Self> {
+    pub(super) fn open_files(dir: &Path, base: Offset, cfg: &LogConfig, create: bool) -> Result<Self> {
         let [log_path, idx_path, tidx_path] = segment_paths(dir, base);
         // A new segment must not reuse an existing file: that would mean two
         // segments with one base offset, one overwriting the other.
@@ -253,152 +132,8 @@ impl Segment {
         Ok(s)
     }
 
-    /// Opens the last segment of a log: validates every batch, cuts a torn or
-    /// corrupt tail and rebuilds both indexes from the log.
-    ///
-    /// # Errors
-    /// [`StorageError::Corrupt`] if a bad batch is followed by batches the
-    /// previous index knew about: that is damage in the middle of the log, not
-    /// a torn write, and truncating there would drop acknowledged data.
-    pub(crate) fn open_active(dir: &Path, base: Offset, cfg: &LogConfig) -> Result<(Self, TailRepair)> {
-        let mut s = Self::open_files(dir, base, cfg, false)?;
-        let file_len = s.capacity;
-        let old_positions: Vec<u64> = {
-            let raw = s.offset_index.raw();
-            (0..raw.len() / OFFSET_ENTRY)
-                .map(|i| u64::from(index::read_offset_entry(raw, i).1))
-                .filter(|&p| p > 0 && p < file_len)
-                .collect()
-        };
-        s.offset_index.set_entries(0);
-        s.time_index.set_entries(0);
-        let map = s.map.clone();
-        let walk = walk(&map, 0, file_len, base, true, |pos, info| s.index_batch(pos, info))?;
-        let mut repair = TailRepair::default();
-        if let Some((pos, reason)) = walk.error {
-            let garbage = map[pos as usize..file_len as usize].iter().rposition(|&b| b != 0);
-            if let Some(last_nonzero) = garbage {
-                let later_batch = old_positions
-                    .iter()
-                    .find(|&&p| p > pos && validated_at(&map, p, file_len).is_ok());
-                if let Some(&p) = later_batch {
-                    return Err(StorageError::Corrupt {
-                        file: s.log_path.clone(),
-                        position: pos,
-                        reason: format!("{reason}; a valid batch follows at byte {p}"),
-                    });
-                }
-                let cut_to = pos + last_nonzero as u64 + 1;
-                prealloc::zero_range(&s.file, &s.log_path, pos, cut_to)?;
-                s.file
-                    .sync_data()
-                    .map_err(|e| StorageError::io("fdatasync", &s.log_path, e))?;
-                crate::journal::synced(&s.log_path, pos);
-                tracing::warn!(
-                    file = %s.log_path.display(),
-                    position = pos,
-                    bytes = cut_to - pos,
-                    reason = %reason,
-                    "truncated a torn or corrupt tail while recovering the active segment"
-                );
-                repair = TailRepair {
-                    truncated_at: Some(pos),
-                    bytes_truncated: cut_to - pos,
-                    reason: Some(reason),
-                };
-            }
-        }
-        s.size = walk.end;
-        s.next_offset = walk.next_offset;
-        Ok((s, repair))
-    }
-
-    /// Opens a sealed (non-last) segment. With `verify`, every batch's CRC is
-    /// checked; damaged or missing indexes are rebuilt from the log.
-    ///
-    /// # Errors
-    /// [`StorageError::Corrupt`] naming file and position if any batch is bad:
-    /// a sealed segment is never truncated on open.
-    pub(crate) fn open_sealed(dir: &Path, base: Offset, cfg: &LogConfig, verify: bool) -> Result<(Self, bool)> {
-        let mut s = Self::open_files(dir, base, cfg, false)?;
-        s.sealed = true;
-        s.size = s.capacity;
-        let map = s.map.clone();
-        let size = s.size;
-        let corrupt = |pos: u64, reason: String, path: &Path| StorageError::Corrupt {
-            file: path.to_path_buf(),
-            position: pos,
-            reason,
-        };
-        let oi_len = s.offset_index.raw().len();
-        let ti_len = s.time_index.raw().len();
-        let mut index_ok = oi_len % OFFSET_ENTRY == 0 && ti_len % TIME_ENTRY == 0 && oi_len > 0;
-        if index_ok {
-            s.offset_index.set_entries(oi_len / OFFSET_ENTRY);
-            s.time_index.set_entries(ti_len / TIME_ENTRY);
-            index_ok = index::offset_entries_are_sane(s.offset_index.valid(), size);
-        }
-        let mut resume = (0u64, base);
-        if index_ok {
-            let (rel, pos) = index::read_offset_entry(s.offset_index.valid(), s.offset_index.entries() - 1);
-            match header_at(&map, u64::from(pos), size) {
-                Ok(info) if info.base == base.plus(u64::from(rel)) => resume = (u64::from(pos), info.base),
-                _ => index_ok = false,
-            }
-        }
-        let rebuild = !index_ok;
-        if rebuild {
-            s.offset_index.set_entries(0);
-            s.time_index.set_entries(0);
-            resume = (0, base);
-        } else if let Some(last) = s.time_index.entries().checked_sub(1) {
-            s.last_time_entry_ms = index::read_time_entry(s.time_index.valid(), last).0;
-            s.max_timestamp_ms = s.last_time_entry_ms;
-        }
-        let (from, expected) = if verify { (0, base) } else { resume };
-        let mut first_append = None;
-        let w = walk(&map, from, size, expected, verify, |pos, info| {
-            if first_append.is_none() && info.next > info.base {
-                first_append = Some(info.append_ms);
-            }
-            if rebuild {
-                s.index_batch(pos, info)
-            } else {
-                s.max_timestamp_ms = s.max_timestamp_ms.max(info.max_timestamp_ms);
-                s.max_append_ms = s.max_append_ms.max(info.append_ms);
-                Ok(())
-            }
-        })?;
-        if let Some((pos, reason)) = w.error {
-            return Err(corrupt(pos, reason, &s.log_path));
-        }
-        if size == 0 {
-            return Err(corrupt(0, "sealed segment is empty".into(), &s.log_path));
-        }
-        if !rebuild && !index::time_entries_are_sane(s.time_index.valid(), w.next_offset.since(base)) {
-            // Offsets index fine, time index not: rebuild both from the log.
-            return Self::rebuild_sealed(dir, base, cfg);
-        }
-        s.next_offset = w.next_offset;
-        s.first_append_ms = s.first_append_ms.or(first_append);
-        if rebuild {
-            tracing::warn!(file = %s.offset_index.path().display(), "rebuilt a missing or damaged index from the log");
-            s.offset_index.seal()?;
-            s.time_index.seal()?;
-        }
-        Ok((s, rebuild))
-    }
-
-    fn rebuild_sealed(dir: &Path, base: Offset, cfg: &LogConfig) -> Result<(Self, bool)> {
-        let [_, idx, tidx] = segment_paths(dir, base);
-        for p in [&idx, &tidx] {
-            std::fs::remove_file(p).map_err(|e| StorageError::io("remove index", p, e))?;
-        }
-        Self::open_sealed(dir, base, cfg, false)
-    }
-
     /// Records `info` (a batch at `pos`) in the indexes and running maxima.
-    fn index_batch(&mut self, pos: u64, info: &BatchInfo) -> Result<()> {
+    pub(super) fn index_batch(&mut self, pos: u64, info: &BatchInfo) -> Result<()> {
         // Control batches carry no records and a synthetic append time: they
         // neither start a segment's age clock nor move its timestamps.
         if info.next > info.base {
