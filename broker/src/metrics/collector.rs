@@ -16,6 +16,7 @@ use super::Metrics;
 use crate::groups::GroupCoordinator;
 use crate::groups::views::GroupPartitionRow;
 use crate::node::Node;
+use crate::partition::PartitionOffsets;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PartitionLabel {
@@ -45,12 +46,64 @@ impl GroupPartitionLabel {
     }
 }
 
-/// Reads partition state at scrape time.
-#[derive(Debug)]
-struct PartitionCollector {
-    node: Weak<Node>,
-    groups: Weak<GroupCoordinator>,
-    open_connections: Arc<AtomicI64>,
+/// One hosted replica's gauges.
+#[derive(Clone, Debug)]
+pub struct PartitionRow {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// Offsets and sizes.
+    pub offsets: PartitionOffsets,
+    /// Whether this broker leads it.
+    pub is_leader: bool,
+    /// Raft term.
+    pub term: u64,
+    /// Leads it with a replica out of sync.
+    pub under_replicated: bool,
+}
+
+/// Everything the scrape-time gauges show, read once per scrape.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Hosted replicas.
+    pub partitions: Vec<PartitionRow>,
+    /// Leader changes seen by this broker's replicas.
+    pub leader_changes: u64,
+    /// Members per consumer group coordinated here.
+    pub group_members: Vec<(String, usize)>,
+    /// Committed offsets and lag of those groups.
+    pub group_offsets: Vec<GroupPartitionRow>,
+    /// Client connections open now.
+    pub open_connections: i64,
+}
+
+impl Snapshot {
+    /// Reads the node's replicas and the coordinator's groups.
+    pub fn read(node: &Node, groups: &GroupCoordinator, open_connections: i64) -> Self {
+        let parts = node.all_partitions();
+        let (group_members, group_offsets) = groups.metrics_rows();
+        Snapshot {
+            leader_changes: parts.iter().map(|p| p.leader_changes()).sum(),
+            partitions: parts
+                .iter()
+                .map(|p| {
+                    let status = p.status();
+                    PartitionRow {
+                        topic: p.topic().to_string(),
+                        partition: p.id(),
+                        offsets: p.offsets(),
+                        is_leader: status.is_leader,
+                        term: status.term.get(),
+                        under_replicated: p.under_replicated(),
+                    }
+                })
+                .collect(),
+            group_members,
+            group_offsets,
+            open_connections,
+        }
+    }
 }
 
 fn gauge_family<L: EncodeLabelSet>(
@@ -66,126 +119,140 @@ fn gauge_family<L: EncodeLabelSet>(
     Ok(())
 }
 
-impl Collector for PartitionCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+fn partition_gauge(
+    encoder: &mut DescriptorEncoder,
+    s: &Snapshot,
+    name: &str,
+    help: &str,
+    value: impl Fn(&PartitionRow) -> i64,
+) -> Result<(), std::fmt::Error> {
+    let rows: Vec<(PartitionLabel, i64)> = s
+        .partitions
+        .iter()
+        .map(|p| {
+            let label = PartitionLabel {
+                topic: p.topic.clone(),
+                partition: p.partition,
+            };
+            (label, value(p))
+        })
+        .collect();
+    gauge_family(encoder, name, help, &rows)
+}
+
+/// Encodes a snapshot's gauges (pure: what a scrape shows for this state).
+pub fn encode_snapshot(s: &Snapshot, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let e = &mut encoder;
+    partition_gauge(
+        e,
+        s,
+        "strand_partition_log_end_offset",
+        "Offset after the last stored record",
+        |p| p.offsets.log_end_offset.get() as i64,
+    )?;
+    partition_gauge(
+        e,
+        s,
+        "strand_partition_high_watermark",
+        "Offset after the last committed record",
+        |p| p.offsets.high_watermark.get() as i64,
+    )?;
+    partition_gauge(e, s, "strand_partition_size_bytes", "Bytes of log stored", |p| {
+        p.offsets.size_bytes as i64
+    })?;
+    partition_gauge(
+        e,
+        s,
+        "strand_partition_is_leader",
+        "1 when this broker leads the partition",
+        |p| i64::from(p.is_leader),
+    )?;
+    partition_gauge(
+        e,
+        s,
+        "strand_raft_term",
+        "Current Raft term of the partition's group",
+        |p| p.term as i64,
+    )?;
+    partition_gauge(
+        e,
+        s,
+        "strand_partition_under_replicated",
+        "1 on the leader while a replica is down or lagging",
+        |p| i64::from(p.under_replicated),
+    )?;
+    let under_total = s.partitions.iter().filter(|p| p.under_replicated).count() as i64;
+    let m = e.encode_descriptor(
+        "strand_under_replicated_partitions",
+        "Partitions led here with a lagging replica",
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(under_total).encode(m)?;
+    let m = e.encode_descriptor(
+        "strand_raft_leader_changes",
+        "Leader changes seen by this broker's replicas",
+        None,
+        MetricType::Counter,
+    )?;
+    ConstCounter::new(s.leader_changes).encode(m)?;
+    let members: Vec<(GroupLabel, i64)> = s
+        .group_members
+        .iter()
+        .map(|(group, n)| (GroupLabel { group: group.clone() }, *n as i64))
+        .collect();
+    gauge_family(
+        e,
+        "strand_consumer_group_members",
+        "Members of each consumer group coordinated by this broker",
+        &members,
+    )?;
+    let committed: Vec<(GroupPartitionLabel, i64)> = s
+        .group_offsets
+        .iter()
+        .map(|r| (GroupPartitionLabel::of(r), r.committed.get() as i64))
+        .collect();
+    gauge_family(
+        e,
+        "strand_consumer_group_committed_offset",
+        "Committed offset per group and partition (groups coordinated here)",
+        &committed,
+    )?;
+    let lag: Vec<(GroupPartitionLabel, i64)> = s
+        .group_offsets
+        .iter()
+        .filter_map(|r| Some((GroupPartitionLabel::of(r), r.lag? as i64)))
+        .collect();
+    gauge_family(
+        e,
+        "strand_consumer_group_lag",
+        "High watermark minus committed offset per group and partition (partitions hosted here)",
+        &lag,
+    )?;
+    let m = e.encode_descriptor(
+        "strand_open_connections",
+        "Client connections open now",
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(s.open_connections).encode(m)
+}
+
+/// Reads the node and the coordinator at scrape time.
+#[derive(Debug)]
+struct ScrapeCollector {
+    node: Weak<Node>,
+    groups: Weak<GroupCoordinator>,
+    open_connections: Arc<AtomicI64>,
+}
+
+impl Collector for ScrapeCollector {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let (Some(node), Some(groups)) = (self.node.upgrade(), self.groups.upgrade()) else {
             return Ok(());
         };
-        let parts = node.all_partitions();
-        let mut leo = Vec::with_capacity(parts.len());
-        let mut hw = Vec::with_capacity(parts.len());
-        let mut size = Vec::with_capacity(parts.len());
-        let mut leader = Vec::with_capacity(parts.len());
-        let mut term = Vec::with_capacity(parts.len());
-        let mut under = Vec::with_capacity(parts.len());
-        let mut changes = 0u64;
-        let mut under_total = 0i64;
-        for p in &parts {
-            let label = PartitionLabel {
-                topic: p.topic().to_string(),
-                partition: p.id(),
-            };
-            let st = p.offsets();
-            let status = p.status();
-            let lagging = p.under_replicated();
-            under_total += i64::from(lagging);
-            changes += p.leader_changes();
-            leo.push((label.clone(), st.log_end_offset.get() as i64));
-            hw.push((label.clone(), st.high_watermark.get() as i64));
-            size.push((label.clone(), st.size_bytes as i64));
-            leader.push((label.clone(), i64::from(status.is_leader)));
-            term.push((label.clone(), status.term.get() as i64));
-            under.push((label, i64::from(lagging)));
-        }
-        gauge_family(
-            &mut encoder,
-            "strand_partition_log_end_offset",
-            "Offset after the last stored record",
-            &leo,
-        )?;
-        gauge_family(
-            &mut encoder,
-            "strand_partition_high_watermark",
-            "Offset after the last committed record",
-            &hw,
-        )?;
-        gauge_family(
-            &mut encoder,
-            "strand_partition_size_bytes",
-            "Bytes of log stored",
-            &size,
-        )?;
-        gauge_family(
-            &mut encoder,
-            "strand_partition_is_leader",
-            "1 when this broker leads the partition",
-            &leader,
-        )?;
-        gauge_family(
-            &mut encoder,
-            "strand_raft_term",
-            "Current Raft term of the partition's group",
-            &term,
-        )?;
-        gauge_family(
-            &mut encoder,
-            "strand_partition_under_replicated",
-            "1 on the leader while a replica is down or lagging",
-            &under,
-        )?;
-        let m = encoder.encode_descriptor(
-            "strand_under_replicated_partitions",
-            "Partitions led here with a lagging replica",
-            None,
-            MetricType::Gauge,
-        )?;
-        ConstGauge::new(under_total).encode(m)?;
-        let m = encoder.encode_descriptor(
-            "strand_raft_leader_changes",
-            "Leader changes seen by this broker's replicas",
-            None,
-            MetricType::Counter,
-        )?;
-        ConstCounter::new(changes).encode(m)?;
-        let (members, rows) = groups.metrics_rows();
-        let members: Vec<(GroupLabel, i64)> = members
-            .into_iter()
-            .map(|(group, n)| (GroupLabel { group }, n as i64))
-            .collect();
-        gauge_family(
-            &mut encoder,
-            "strand_consumer_group_members",
-            "Members of each consumer group coordinated by this broker",
-            &members,
-        )?;
-        let committed: Vec<(GroupPartitionLabel, i64)> = rows
-            .iter()
-            .map(|r| (GroupPartitionLabel::of(r), r.committed.get() as i64))
-            .collect();
-        gauge_family(
-            &mut encoder,
-            "strand_consumer_group_committed_offset",
-            "Committed offset per group and partition (groups coordinated here)",
-            &committed,
-        )?;
-        let lag: Vec<(GroupPartitionLabel, i64)> = rows
-            .iter()
-            .filter_map(|r| Some((GroupPartitionLabel::of(r), r.lag? as i64)))
-            .collect();
-        gauge_family(
-            &mut encoder,
-            "strand_consumer_group_lag",
-            "High watermark minus committed offset per group and partition (partitions hosted here)",
-            &lag,
-        )?;
-        let m = encoder.encode_descriptor(
-            "strand_open_connections",
-            "Client connections open now",
-            None,
-            MetricType::Gauge,
-        )?;
-        ConstGauge::new(self.open_connections.load(Ordering::Relaxed)).encode(m)?;
-        Ok(())
+        let snapshot = Snapshot::read(&node, &groups, self.open_connections.load(Ordering::Relaxed));
+        encode_snapshot(&snapshot, encoder)
     }
 }
 
@@ -223,10 +290,74 @@ pub fn registry(metrics: &Metrics, node: &Arc<Node>, groups: &Arc<GroupCoordinat
         "Request latency by RPC",
         m.request_duration.clone(),
     );
-    r.register_collector(Box::new(PartitionCollector {
+    r.register_collector(Box::new(ScrapeCollector {
         node: Arc::downgrade(node),
         groups: Arc::downgrade(groups),
         open_connections: Arc::clone(&m.open_connections),
     }));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use strand_storage::Offset;
+
+    use super::*;
+
+    #[derive(Debug)]
+    struct Fixed(Snapshot);
+
+    impl Collector for Fixed {
+        fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            encode_snapshot(&self.0, encoder)
+        }
+    }
+
+    #[test]
+    fn a_scrape_shows_partition_and_group_gauges_with_their_labels() {
+        let offsets = PartitionOffsets {
+            log_start_offset: Offset(0),
+            high_watermark: Offset(90),
+            log_end_offset: Offset(100),
+            size_bytes: 4096,
+            segments: 1,
+        };
+        let snapshot = Snapshot {
+            partitions: vec![PartitionRow {
+                topic: "orders".into(),
+                partition: 2,
+                offsets,
+                is_leader: true,
+                term: 7,
+                under_replicated: true,
+            }],
+            leader_changes: 3,
+            group_members: vec![("billing".into(), 2)],
+            group_offsets: vec![GroupPartitionRow {
+                group: "billing".into(),
+                topic: "orders".into(),
+                partition: 2,
+                committed: Offset(80),
+                lag: Some(10),
+            }],
+            open_connections: 5,
+        };
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Fixed(snapshot)));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        for line in [
+            r#"strand_partition_log_end_offset{topic="orders",partition="2"} 100"#,
+            r#"strand_partition_high_watermark{topic="orders",partition="2"} 90"#,
+            r#"strand_raft_term{topic="orders",partition="2"} 7"#,
+            r#"strand_partition_under_replicated{topic="orders",partition="2"} 1"#,
+            "strand_under_replicated_partitions 1",
+            "strand_raft_leader_changes_total 3",
+            r#"strand_consumer_group_members{group="billing"} 2"#,
+            r#"strand_consumer_group_lag{group="billing",topic="orders",partition="2"} 10"#,
+            "strand_open_connections 5",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+        }
+    }
 }
