@@ -668,63 +668,70 @@ async fn bridge_partition() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "slow: the fault suite, run by .ci/run"]
 async fn disk_full_on_one_follower() {
-    run("disk-full", "", |mut c, until| async move {
-        // Broker 3 moves to a disk with 2 MiB free, which the workload soon
-        // fills.
-        c.kill(3);
-        if !c.mount_small_disk(3, 2) {
-            eprintln!("disk-full: SKIPPED the full disk: mounting a tmpfs needs root");
+    // Segments grow 64 KiB at a time, so the workload reaches the end of the
+    // small disk within seconds whatever its pace (with 1 MiB steps it took
+    // a minute on a loaded machine).
+    run(
+        "disk-full",
+        "[log]\npreallocate_bytes = 65536\n",
+        |mut c, until| async move {
+            // Broker 3 moves to a disk with 512 KiB free, which the workload soon
+            // fills.
+            c.kill(3);
+            if !c.mount_small_disk(3, 512) {
+                eprintln!("disk-full: SKIPPED the full disk: mounting a tmpfs needs root");
+                c.restart(3);
+                return c;
+            }
             c.restart(3);
-            return c;
-        }
-        c.restart(3);
-        // The disk fills: broker 3's replicas stop on ENOSPC while the other
-        // two go on acknowledging.
-        let deadline = until.max(Instant::now()) + Duration::from_secs(60);
-        loop {
-            let log = std::fs::read_to_string(c.log_path(3)).unwrap_or_default();
-            if log.contains("replica stopped: storage failure") {
-                break;
+            // The disk fills: broker 3's replicas stop on ENOSPC while the other
+            // two go on acknowledging.
+            let deadline = until.max(Instant::now()) + Duration::from_secs(60);
+            loop {
+                let log = std::fs::read_to_string(c.log_path(3)).unwrap_or_default();
+                if log.contains("replica stopped: storage failure") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "disk-full: broker 3's disk never filled");
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            assert!(Instant::now() < deadline, "disk-full: broker 3's disk never filled");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        while Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        // Space returns; the broker, whose replicas stopped on ENOSPC (as a
-        // Kafka broker takes a full log directory offline), is restarted.
-        c.grow_disk(3, "1g");
-        c.restart(3);
-        c.wait_ready().await;
-        // It catches up with the others.
-        let a = Admin::connect(c.bootstrap()).await.expect("admin");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let lagging: Vec<_> = match a.describe_topic(TOPIC).await {
-                Ok(t) => t
-                    .partitions
-                    .iter()
-                    .flat_map(|p| {
-                        p.replica_lag
-                            .iter()
-                            .filter(|l| !l.in_sync)
-                            .map(move |l| (p.partition, l.node_id))
-                    })
-                    .collect(),
-                Err(_) => vec![(u32::MAX, 0)],
-            };
-            if lagging.is_empty() {
-                break;
+            while Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            assert!(
-                Instant::now() < deadline,
-                "disk-full: replicas still behind: {lagging:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        c
-    })
+            // Space returns; the broker, whose replicas stopped on ENOSPC (as a
+            // Kafka broker takes a full log directory offline), is restarted.
+            c.grow_disk(3, "1g");
+            c.restart(3);
+            c.wait_ready().await;
+            // It catches up with the others.
+            let a = Admin::connect(c.bootstrap()).await.expect("admin");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let lagging: Vec<_> = match a.describe_topic(TOPIC).await {
+                    Ok(t) => t
+                        .partitions
+                        .iter()
+                        .flat_map(|p| {
+                            p.replica_lag
+                                .iter()
+                                .filter(|l| !l.in_sync)
+                                .map(move |l| (p.partition, l.node_id))
+                        })
+                        .collect(),
+                    Err(_) => vec![(u32::MAX, 0)],
+                };
+                if lagging.is_empty() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "disk-full: replicas still behind: {lagging:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            c
+        },
+    )
     .await;
 }
 

@@ -53,6 +53,14 @@ pub enum ClusterError {
         #[source]
         source: std::io::Error,
     },
+    /// A peer could not be reached, or a call to it failed.
+    #[error("peer {peer}: {reason}")]
+    Transport {
+        /// The peer.
+        peer: NodeId,
+        /// What failed.
+        reason: String,
+    },
     /// A stored entry or a peer message did not decode.
     #[error("malformed {what}: {reason}")]
     Malformed {

@@ -22,6 +22,7 @@
 //! changes driven by the broker.
 #![deny(missing_docs)]
 
+mod catch_up;
 mod error;
 mod ids;
 mod node;
@@ -29,12 +30,16 @@ mod raft_log;
 mod replica;
 mod transport;
 
+pub use catch_up::MIN_LAG_ENTRIES;
 pub use error::{ClusterError, Result};
 pub use ids::{NodeId, RaftGroupId};
 pub use node::{NewReplica, NodeConfig, RaftNode};
 pub use raft_log::{PersistedState, RaftLog};
 pub use replica::{Ack, ReplicaChange, ReplicaHandle, ReplicaProgress, ReplicaStatus};
-pub use transport::{GrpcTransport, Inbox, MemoryNetwork, Transport, decode_batch};
+pub use transport::{
+    CONNECTION_WINDOW_BYTES, CatchUpOrder, FetchRange, GrpcTransport, Inbox, LogChunks, LogSource, MemoryNetwork,
+    PeerBatch, STREAM_WINDOW_BYTES, Transport, decode_batch, encode_catch_ups,
+};
 
 /// Re-exported so peers can encode messages for a transport.
 pub use raft::eraftpb::Message as RaftMessage;

@@ -1,7 +1,9 @@
 //! The replication loop of one node: a single thread drives every Raft group
 //! hosted here — one tick timer for all groups (1,000 partitions are not
 //! 1,000 timers), `Ready` processing with blocking fsyncs off the async
-//! runtime, and one batch of outgoing messages per peer per iteration.
+//! runtime, and one batch of outgoing messages per peer per iteration. It
+//! also orders and runs catch-ups of followers far behind (`catch_up`),
+//! whose streaming tasks run on the async runtime and report back here.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,11 +17,12 @@ use raft::{Config, RawNode};
 use strand_storage::{AppendInfo, PartitionLog, RaftIndex, RecordBatch};
 use tokio::sync::{oneshot, watch};
 
+use crate::catch_up;
 use crate::error::{ClusterError, Result};
 use crate::ids::{NodeId, RaftGroupId};
 use crate::raft_log::{RaftLog, validate_received};
 use crate::replica::{Ack, Outbox, Replica, ReplicaChange, ReplicaHandle, ReplicaStatus, StagedReady};
-use crate::transport::{Inbox, Transport};
+use crate::transport::{CatchUpOrder, Inbox, LogSource, PeerBatch, Transport};
 
 /// Timing of the replication loop.
 #[derive(Clone, Debug)]
@@ -35,6 +38,13 @@ pub struct NodeConfig {
     pub heartbeat_ticks: usize,
     /// Largest append message to one follower. Default 1 MiB.
     pub max_size_per_msg: u64,
+    /// Append messages in flight to one follower (so at most this many times
+    /// `max_size_per_msg` per group is queued for a peer). Default 32.
+    pub max_inflight_msgs: usize,
+    /// A follower more than this many committed entries behind catches up
+    /// by streaming the leader's log (see `catch_up`). Default
+    /// [`catch_up::MIN_LAG_ENTRIES`].
+    pub catch_up_min_lag_entries: u64,
 }
 
 impl Default for NodeConfig {
@@ -44,6 +54,8 @@ impl Default for NodeConfig {
             election_ticks: 10,
             heartbeat_ticks: 5,
             max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 32,
+            catch_up_min_lag_entries: catch_up::MIN_LAG_ENTRIES,
         }
     }
 }
@@ -85,8 +97,9 @@ enum LoopCommand {
     },
     Step {
         from: NodeId,
-        msgs: Vec<(RaftGroupId, Message)>,
+        batch: PeerBatch,
     },
+    CatchUpProgress(catch_up::Progress),
     Campaign {
         group: RaftGroupId,
     },
@@ -108,7 +121,12 @@ pub struct RaftNode {
     id: NodeId,
     tx: mpsc::Sender<LoopCommand>,
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    hosted: Hosted,
 }
+
+/// The replicas the loop hosts, for serving their committed entries to
+/// peers without going through the loop.
+type Hosted = Arc<RwLock<HashMap<RaftGroupId, Arc<ReplicaHandle>>>>;
 
 impl std::fmt::Debug for RaftNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -120,8 +138,37 @@ impl std::fmt::Debug for RaftNode {
 struct NodeInbox(mpsc::Sender<LoopCommand>);
 
 impl Inbox for NodeInbox {
-    fn deliver(&self, from: NodeId, msgs: Vec<(RaftGroupId, Message)>) {
-        let _ = self.0.send(LoopCommand::Step { from, msgs });
+    fn deliver(&self, from: NodeId, batch: PeerBatch) {
+        let _ = self.0.send(LoopCommand::Step { from, batch });
+    }
+}
+
+/// Serves committed entries of the hosted replicas.
+struct HostedLogs(Hosted);
+
+impl LogSource for HostedLogs {
+    fn read_committed(
+        &self,
+        group: RaftGroupId,
+        from: RaftIndex,
+        last: RaftIndex,
+        max_bytes: usize,
+    ) -> Result<bytes::Bytes> {
+        let handle = self
+            .0
+            .read()
+            .get(&group)
+            .cloned()
+            .ok_or(ClusterError::UnknownGroup { group })?;
+        let commit = handle.status.borrow().commit;
+        if last > commit {
+            return Err(ClusterError::Malformed {
+                what: "fetch",
+                reason: format!("entry {last} is not committed here (commit {commit})"),
+            });
+        }
+        let log = handle.log.partition_log().read();
+        Ok(log.read_raft_range(from, last, max_bytes)?)
     }
 }
 
@@ -147,9 +194,22 @@ impl RaftNode {
     /// `transport`.
     pub fn start(id: NodeId, config: NodeConfig, transport: Arc<dyn Transport>) -> Self {
         let (tx, rx) = mpsc::channel();
+        let hosted: Hosted = Arc::default();
+        // Catch-up streams run on the runtime that starts the node, if any.
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let node = Loop {
+            id,
+            cfg: config,
+            replicas: HashMap::new(),
+            hosted: Arc::clone(&hosted),
+            ticks: 0,
+            transport,
+            runtime,
+            events: tx.clone(),
+        };
         let thread = std::thread::Builder::new()
             .name(format!("raft-{id}"))
-            .spawn(move || run(id, config, rx, transport))
+            .spawn(move || run(node, rx))
             .ok();
         if thread.is_none() {
             tracing::error!(node = %id, "could not start the replication thread");
@@ -158,7 +218,13 @@ impl RaftNode {
             id,
             tx,
             thread: Arc::new(Mutex::new(thread)),
+            hosted,
         }
+    }
+
+    /// What serves this node's committed entries to followers catching up.
+    pub fn log_source(&self) -> Arc<dyn LogSource> {
+        Arc::new(HostedLogs(Arc::clone(&self.hosted)))
     }
 
     /// This node's id.
@@ -251,7 +317,12 @@ fn start_replica(id: NodeId, cfg: &NodeConfig, r: &NewReplica) -> Result<Replica
         // Everything committed is already "applied": the log is the state.
         applied: persisted.commit.min(last).get(),
         max_size_per_msg: cfg.max_size_per_msg,
-        max_inflight_msgs: 256,
+        // A follower further behind than a few windows catches up by
+        // streaming instead (`catch_up`).
+        max_inflight_msgs: cfg.max_inflight_msgs,
+        // Entries handed to the loop to apply at once (after a catch-up a
+        // follower may have gigabytes committed at once).
+        max_committed_size_per_ready: 64 << 20,
         check_quorum: true,
         pre_vote: true,
         ..Config::default()
@@ -265,6 +336,7 @@ fn start_replica(id: NodeId, cfg: &NodeConfig, r: &NewReplica) -> Result<Replica
         high_watermark: watch::Sender::new(hw),
         status: watch::Sender::new(ReplicaStatus::default()),
         leader_changes: std::sync::atomic::AtomicU64::new(0),
+        caught_up_entries: std::sync::atomic::AtomicU64::new(0),
         log: storage.clone(),
     });
     Ok(Replica::new(group, node, storage, handle))
@@ -304,15 +376,10 @@ fn is_vote_request(m: &Message) -> bool {
     )
 }
 
-fn run(id: NodeId, cfg: NodeConfig, rx: mpsc::Receiver<LoopCommand>, transport: Arc<dyn Transport>) {
-    let _node = tracing::info_span!("raft", node = %id).entered();
-    let mut node = Loop {
-        id,
-        cfg,
-        replicas: HashMap::new(),
-        ticks: 0,
-    };
+fn run(mut node: Loop, rx: mpsc::Receiver<LoopCommand>) {
+    let _node = tracing::info_span!("raft", node = %node.id).entered();
     let mut next_tick = Instant::now() + node.cfg.tick;
+    let mut out = Outbox::new();
     loop {
         let wait = next_tick.saturating_duration_since(Instant::now());
         let first = match rx.recv_timeout(wait) {
@@ -326,18 +393,21 @@ fn run(id: NodeId, cfg: NodeConfig, rx: mpsc::Receiver<LoopCommand>, transport: 
             .into_iter()
             .chain(std::iter::from_fn(|| rx.try_recv().ok()).take(4096))
         {
-            stop |= node.handle(c);
+            stop |= node.handle(c, &mut out);
         }
         if stop {
             break;
         }
         let now = Instant::now();
         if now >= next_tick {
-            node.tick();
+            node.tick(now, &mut out);
             next_tick = (next_tick + node.cfg.tick).max(now);
         }
-        for (to, msgs) in node.process_ready() {
-            transport.send(id, to, msgs);
+        node.process_ready(&mut out);
+        for (to, batch) in out.drain() {
+            if !batch.is_empty() {
+                node.transport.send(node.id, to, batch);
+            }
         }
     }
     for r in node.replicas.values_mut() {
@@ -350,12 +420,20 @@ struct Loop {
     id: NodeId,
     cfg: NodeConfig,
     replicas: HashMap<RaftGroupId, Replica>,
+    /// The hosted replicas' handles, shared with [`HostedLogs`].
+    hosted: Hosted,
     ticks: u64,
+    transport: Arc<dyn Transport>,
+    /// Where catch-up tasks run (none outside a tokio runtime: then
+    /// followers catch up through Raft's appends only).
+    runtime: Option<tokio::runtime::Handle>,
+    /// The loop's own command channel, for catch-up tasks to report on.
+    events: mpsc::Sender<LoopCommand>,
 }
 
 impl Loop {
     /// Handles one command; `true` to stop.
-    fn handle(&mut self, c: LoopCommand) -> bool {
+    fn handle(&mut self, c: LoopCommand, out: &mut Outbox) -> bool {
         match c {
             LoopCommand::Host { replica, reply } => {
                 let _ = reply.send(self.host(replica));
@@ -364,6 +442,7 @@ impl Loop {
                 if let Some(mut r) = self.replicas.remove(&group) {
                     r.in_span(Replica::close);
                 }
+                self.hosted.write().remove(&group);
                 let _ = reply.send(());
             }
             LoopCommand::Propose {
@@ -377,9 +456,19 @@ impl Loop {
                     let _ = reply.send(Err(ClusterError::UnknownGroup { group }));
                 }
             },
-            LoopCommand::Step { from, msgs } => {
-                for (group, m) in msgs {
+            LoopCommand::Step { from, batch } => {
+                for (group, m) in batch.messages {
                     self.step(from, group, m);
+                }
+                for order in batch.catch_ups {
+                    self.start_catch_up(from, order);
+                }
+            }
+            LoopCommand::CatchUpProgress(p) => {
+                if let Some(r) = self.replicas.get_mut(&p.group)
+                    && let Some(m) = r.in_span(|r| r.catch_up_progress(&p))
+                {
+                    out.entry(NodeId(m.to)).or_default().messages.push((p.group, m));
                 }
             }
             LoopCommand::Campaign { group } => {
@@ -411,7 +500,35 @@ impl Loop {
         rep.set_active_window(self.cfg.tick * (2 * self.cfg.election_ticks) as u32);
         let h = Arc::clone(&rep.handle);
         self.replicas.insert(new.group, rep);
+        self.hosted.write().insert(new.group, Arc::clone(&h));
         Ok(h)
+    }
+
+    /// A follower's side of a leader's catch-up order: start streaming.
+    fn start_catch_up(&mut self, from: NodeId, order: CatchUpOrder) {
+        let Some(runtime) = self.runtime.clone() else {
+            return;
+        };
+        let Some(r) = self.replicas.get_mut(&order.group) else {
+            return;
+        };
+        let Some(cancel) = r.in_span(|r| r.accept_catch_up(from, &order)) else {
+            return;
+        };
+        let log = Arc::clone(r.storage.partition_log());
+        let events = self.events.clone();
+        let task = catch_up::run(
+            self.id,
+            from,
+            order,
+            Arc::clone(&self.transport),
+            log,
+            cancel,
+            move |p| {
+                let _ = events.send(LoopCommand::CatchUpProgress(p));
+            },
+        );
+        runtime.spawn(tracing::Instrument::instrument(task, r.span.clone()));
     }
 
     /// Steps one message from a peer into its replica.
@@ -453,38 +570,45 @@ impl Loop {
         });
     }
 
-    /// One tick for every replica; a recovering replica does not tick, so it
-    /// never starts an election.
-    fn tick(&mut self) {
+    /// One tick for every replica (a recovering replica does not tick, so it
+    /// never starts an election); leaders order catch-ups of followers far
+    /// behind.
+    fn tick(&mut self, now: Instant, out: &mut Outbox) {
         self.ticks += 1;
         let heartbeat = self.ticks.is_multiple_of(self.cfg.heartbeat_ticks.max(1) as u64);
+        let catch_ups = self.runtime.is_some();
+        let min_lag = self.cfg.catch_up_min_lag_entries;
         for r in self.replicas.values_mut().filter(|r| !r.is_recovering()) {
             r.node.tick();
+            if catch_ups {
+                for (to, order) in r.in_span(|r| r.plan_catch_ups(now, min_lag)) {
+                    out.entry(to).or_default().catch_ups.push(order);
+                }
+            }
             if heartbeat {
                 r.refresh_status();
+                r.forget_stale_catch_up();
             }
         }
     }
 
     /// Handles every replica's `Ready` in two halves around one parallel
-    /// round of fsyncs; returns the messages to send, by peer.
-    fn process_ready(&mut self) -> Outbox {
-        let mut out = Outbox::new();
+    /// round of fsyncs; the messages to send go to `out`, by peer.
+    fn process_ready(&mut self, out: &mut Outbox) {
         let staged: Vec<(RaftGroupId, StagedReady)> = self
             .replicas
             .iter_mut()
             .filter(|(_, r)| r.has_ready())
-            .filter_map(|(&g, r)| r.in_span(|r| r.stage_ready(&mut out)).map(|st| (g, st)))
+            .filter_map(|(&g, r)| r.in_span(|r| r.stage_ready(out)).map(|st| (g, st)))
             .collect();
         // One fdatasync per group with new entries, all groups in parallel, so
         // a partition does not wait for the others' syncs one after another.
         let results = sync_all(staged.iter().map(|(_, st)| st.sync.as_ref()).collect());
         for ((g, st), synced) in staged.into_iter().zip(results) {
             if let Some(r) = self.replicas.get_mut(&g) {
-                r.in_span(|r| r.finish_ready(st, synced, &mut out));
+                r.in_span(|r| r.finish_ready(st, synced, out));
             }
         }
-        out
     }
 }
 

@@ -219,13 +219,25 @@ impl RaftLog {
     /// each entry of an append message when it receives it
     /// ([`validate_received`]). So only the header is read here.
     pub fn append(&self, entries: &[Entry]) -> Result<()> {
-        let Some(first) = entries.first() else {
-            return Ok(());
-        };
         let mut log = self.write_log();
-        let first_index = RaftIndex(first.index);
-        if log.last_raft_index()?.is_some_and(|last| first_index <= last) {
-            log.truncate_from_raft_index(first_index)?;
+        // Entries already stored with the same term are the same entries
+        // (Raft's log matching) and stay: a catch-up may have stored them
+        // behind raft-rs's back while it held them in memory. Only a real
+        // conflict truncates, from the first entry that differs.
+        let mut entries = entries;
+        if let Some(last) = log.last_raft_index()? {
+            while let Some(e) = entries.first() {
+                let index = RaftIndex(e.index);
+                if index > last || log.raft_term(index)? != Some(Term(e.term)) {
+                    break;
+                }
+                entries = &entries[1..];
+            }
+            if let Some(first) = entries.first()
+                && RaftIndex(first.index) <= last
+            {
+                log.truncate_from_raft_index(RaftIndex(first.index))?;
+            }
         }
         for e in entries {
             let kind = match e.get_entry_type() {

@@ -15,12 +15,14 @@ use raft::{RawNode, StateRole};
 use strand_storage::{AppendInfo, Offset, RaftIndex, RecordBatch, Stamp, Term};
 use tokio::sync::{oneshot, watch};
 
+use crate::catch_up::{CatchUps, Progress};
 use crate::error::{ClusterError, Result};
 use crate::ids::{NodeId, RaftGroupId};
 use crate::raft_log::{RaftLog, trusted};
+use crate::transport::{CatchUpOrder, PeerBatch};
 
-/// Outgoing messages by destination node: `(group, message)` pairs.
-pub(crate) type Outbox = HashMap<NodeId, Vec<(RaftGroupId, Message)>>;
+/// Outgoing messages by destination node.
+pub(crate) type Outbox = HashMap<NodeId, PeerBatch>;
 
 /// When a proposal is acknowledged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +90,9 @@ pub struct ReplicaHandle {
     pub status: watch::Sender<ReplicaStatus>,
     /// Times this replica saw the group's leader change.
     pub leader_changes: std::sync::atomic::AtomicU64,
+    /// Entries this replica received by catching up from its leader's log
+    /// (streamed, not through Raft's appends).
+    pub caught_up_entries: std::sync::atomic::AtomicU64,
     /// The group's Raft view of the log (for retention, which must record
     /// what it removes).
     pub log: RaftLog,
@@ -111,7 +116,7 @@ struct Pending {
 pub(crate) struct Replica {
     pub(crate) group: RaftGroupId,
     pub(crate) node: RawNode<RaftLog>,
-    storage: RaftLog,
+    pub(crate) storage: RaftLog,
     /// Proposals waiting for their acknowledgement level, by Raft index.
     pending: BTreeMap<RaftIndex, Pending>,
     pub(crate) handle: Arc<ReplicaHandle>,
@@ -120,13 +125,15 @@ pub(crate) struct Replica {
     recovering_until: Option<RaftIndex>,
     /// When each peer was last heard from in this group (leader's view of
     /// liveness; raft-rs's own flag resets every election timeout).
-    last_heard: HashMap<NodeId, std::time::Instant>,
+    pub(crate) last_heard: HashMap<NodeId, std::time::Instant>,
     /// A peer heard from within this long counts as active.
-    active_window: std::time::Duration,
+    pub(crate) active_window: std::time::Duration,
     failed: bool,
     /// Entered while the loop works on this replica (see
     /// [`Replica::in_span`]).
     pub(crate) span: tracing::Span,
+    /// Catch-ups ordered (as leader) or under way (as follower).
+    catch_ups: CatchUps,
 }
 
 impl Replica {
@@ -149,7 +156,36 @@ impl Replica {
             active_window: std::time::Duration::from_secs(2),
             failed: false,
             span: tracing::Span::none(),
+            catch_ups: CatchUps::default(),
         }
+    }
+
+    /// As leader: catch-up orders for followers far behind (see `catch_up`).
+    pub(crate) fn plan_catch_ups(&mut self, now: std::time::Instant, min_lag: u64) -> Vec<(NodeId, CatchUpOrder)> {
+        let (last_heard, window) = (&self.last_heard, self.active_window);
+        let alive = |n: NodeId| last_heard.get(&n).is_some_and(|t| now.duration_since(*t) <= window);
+        self.catch_ups.plan(&mut self.node, self.group, alive, now, min_lag)
+    }
+
+    /// As follower: whether to carry out a leader's order (its cancel flag).
+    pub(crate) fn accept_catch_up(
+        &mut self,
+        from: NodeId,
+        order: &CatchUpOrder,
+    ) -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+        let recovering = self.is_recovering();
+        self.catch_ups.accept(&self.node, recovering, from, order)
+    }
+
+    /// As follower: a catch-up task's progress; the response for the leader.
+    pub(crate) fn catch_up_progress(&mut self, p: &Progress) -> Option<Message> {
+        self.catch_ups
+            .progress(&mut self.node, &self.handle.caught_up_entries, p)
+    }
+
+    /// As follower: drops a catch-up whose leader or term changed.
+    pub(crate) fn forget_stale_catch_up(&mut self) {
+        self.catch_ups.forget_stale(&self.node);
     }
 
     /// Runs `f` inside this replica's span (moved out for the call, so no
@@ -501,7 +537,7 @@ impl Replica {
 
     fn push(group: RaftGroupId, out: &mut Outbox, msgs: Vec<Message>) {
         for m in msgs {
-            out.entry(NodeId(m.to)).or_default().push((group, m));
+            out.entry(NodeId(m.to)).or_default().messages.push((group, m));
         }
     }
 

@@ -31,6 +31,8 @@ fn log_config() -> LogConfig {
 fn fast() -> NodeConfig {
     NodeConfig {
         tick: Duration::from_millis(20),
+        // A follower 64 entries behind already catches up by streaming.
+        catch_up_min_lag_entries: 64,
         ..NodeConfig::default()
     }
 }
@@ -63,16 +65,22 @@ struct Member {
 struct Cluster {
     net: MemoryNetwork,
     members: Vec<Option<Member>>,
+    config: NodeConfig,
     _tmp: tempfile::TempDir,
 }
 
 impl Cluster {
     async fn start(n: u64) -> Self {
+        Self::start_with(n, fast()).await
+    }
+
+    async fn start_with(n: u64, config: NodeConfig) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let net = MemoryNetwork::new();
         let mut c = Cluster {
             net,
             members: Vec::new(),
+            config,
             _tmp: tmp,
         };
         for id in 1..=n {
@@ -99,8 +107,8 @@ impl Cluster {
         recover_to: Option<RaftIndex>,
     ) -> Member {
         let log = Arc::new(RwLock::new(PartitionLog::open(&dir, log_config()).expect("open log")));
-        let node = RaftNode::start(NodeId(id), fast(), Arc::new(self.net.clone()));
-        self.net.attach(NodeId(id), node.inbox());
+        let node = RaftNode::start(NodeId(id), self.config.clone(), Arc::new(self.net.clone()));
+        self.net.attach(NodeId(id), node.inbox(), node.log_source());
         let handle = node
             .host(NewReplica {
                 group: GROUP,
@@ -194,7 +202,13 @@ async fn wait_hw(h: &ReplicaHandle, at_least: Offset) {
     let mut rx = h.high_watermark.subscribe();
     tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|&hw| hw >= at_least))
         .await
-        .expect("high watermark reached in time")
+        .unwrap_or_else(|_| {
+            panic!(
+                "high watermark {} did not reach {at_least} in time: {:?}",
+                *h.high_watermark.borrow(),
+                h.status.borrow()
+            )
+        })
         .expect("group alive");
 }
 
@@ -485,4 +499,48 @@ async fn a_follower_that_lost_its_data_catches_up_instead_of_crashing() {
     let next = c.write(leader, "after-", 5, 4).await;
     wait_hw(&c.member(victim).handle, next).await;
     assert_eq!(raw(&c.member(victim).log, next), raw(&c.member(leader).log, next));
+}
+
+/// A follower that missed many entries catches up by streaming the leader's
+/// committed log (not entry by entry through Raft's appends), ends byte for
+/// byte identical, and then follows Raft's normal path again.
+#[tokio::test]
+async fn a_follower_far_behind_catches_up_by_streaming_the_leaders_log() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    // Small append messages, one in flight: Raft's own path would take
+    // hundreds of round trips, so the catch-up is what brings the follower
+    // back.
+    let mut c = Cluster::start_with(
+        3,
+        NodeConfig {
+            max_size_per_msg: 512,
+            max_inflight_msgs: 1,
+            ..fast()
+        },
+    )
+    .await;
+    let leader = c.leader().await;
+    let lagger = (1..=3).find(|&i| i != leader).expect("a follower");
+    let dir = c.kill(lagger);
+    let end = c.write(leader, "far-", 400, 5).await;
+    let m = c.start_member(lagger, dir, 3).await;
+    c.members[(lagger - 1) as usize] = Some(m);
+    wait_hw(&c.member(lagger).handle, end).await;
+    let streamed = c
+        .member(lagger)
+        .handle
+        .caught_up_entries
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        streamed >= 200,
+        "the lagging follower streamed its catch-up ({streamed} entries)"
+    );
+    assert_eq!(raw(&c.member(lagger).log, end), raw(&c.member(leader).log, end));
+    // Raft's own replication carries on from there.
+    let more = c.write(leader, "after-", 10, 2).await;
+    wait_hw(&c.member(lagger).handle, more).await;
+    assert_eq!(raw(&c.member(lagger).log, more), raw(&c.member(leader).log, more));
 }

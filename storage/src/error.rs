@@ -57,6 +57,36 @@ pub enum BatchError {
         /// What was wrong.
         reason: &'static str,
     },
+    /// A record's offset delta is not its position in the batch.
+    #[error("malformed records: record {record} has offset delta {delta}; deltas must run 0..count-1")]
+    OffsetDelta {
+        /// Position of the record in the batch.
+        record: u32,
+        /// The delta it carries.
+        delta: i64,
+    },
+    /// The header's record count disagrees with the records section.
+    #[error("record count is {declared} but the records section holds {found}")]
+    RecordCount {
+        /// `record_count` in the header.
+        declared: u32,
+        /// Records decoded before the section ended.
+        found: u32,
+    },
+    /// A timestamp the header or the broker's clock does not allow.
+    #[error("invalid timestamps: {reason}")]
+    Timestamps {
+        /// Which rule was broken, with the values.
+        reason: String,
+    },
+    /// A compressed records section that would decompress past the limit.
+    #[error("records section decompresses to {len} bytes, more than the {max} allowed")]
+    DecompressedTooLarge {
+        /// Claimed decompressed length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// Errors of [`crate::PartitionLog`] and the files under it.

@@ -93,6 +93,7 @@ mod batch;
 mod clock;
 mod config;
 mod coordinates;
+mod dir;
 mod error;
 mod index;
 mod journal;
@@ -102,8 +103,9 @@ mod recovery;
 mod segment;
 
 pub use batch::{
-    BatchBuilder, BatchRef, Compression, DecodedRecords, HEADER_LEN, Header, LENGTH_PREFIX, MAGIC, NewRecord,
-    ProducerInfo, RecordBatch, RecordIter, RecordView, Stamp, batches, control_batch, encoded_len_estimate, framed_len,
+    BatchBuilder, BatchRef, Compression, DecodedRecords, HEADER_LEN, Header, LENGTH_PREFIX, MAGIC,
+    MAX_DECOMPRESSED_BYTES, NewRecord, ProducerInfo, RecordBatch, RecordIter, RecordRules, RecordView, Stamp, batches,
+    control_batch, encoded_len_estimate, framed_len,
 };
 pub use clock::now_ms;
 pub use config::{FsyncPolicy, LogConfig};

@@ -182,14 +182,14 @@ fn report_from_proto(r: pb::LocalStatusResponse) -> (Option<NodeId>, Vec<Replica
     (controller, replicas)
 }
 
-async fn ask(addr: String) -> Option<pb::LocalStatusResponse> {
+async fn ask(addr: String, request: pb::LocalStatusRequest) -> Option<pb::LocalStatusResponse> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .ok()?
         .connect_timeout(PEER_TIMEOUT)
         .timeout(PEER_TIMEOUT);
     let channel = endpoint.connect().await.ok()?;
     let r = pb::peer_client::PeerClient::new(channel)
-        .local_status(pb::LocalStatusRequest {})
+        .local_status(request)
         .await
         .ok()?;
     Some(r.into_inner())
@@ -223,7 +223,11 @@ impl Admin {
                     replicas: Some(local_report(node)),
                 };
             }
-            let answer = ask(addr.clone()).await.map(report_from_proto);
+            let request = pb::LocalStatusRequest {
+                cluster_id: node.cluster_id().to_string(),
+                from: node.id().get(),
+            };
+            let answer = ask(addr.clone(), request).await.map(report_from_proto);
             BrokerReport {
                 node: id,
                 addr,

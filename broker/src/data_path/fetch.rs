@@ -139,7 +139,8 @@ pub fn subscribe(
         return Err(BrokerError::Storage(strand_storage::StorageError::OffsetOutOfRange {
             requested: offset,
             earliest: st.log_start_offset,
-            latest: st.log_end_offset,
+            // The readable range ends at what is committed.
+            latest: st.high_watermark,
         }));
     }
     // A small buffer: a slow subscriber back-pressures the task, which then

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use strand_cluster::Ack;
-use strand_storage::{AppendInfo, Offset, RecordBatch, StorageError};
+use strand_storage::{AppendInfo, BatchRef, Offset, RecordBatch, RecordRules, StorageError};
 use tracing::Instrument;
 
 use crate::error::{BrokerError, Result};
@@ -34,13 +34,14 @@ pub struct ProduceBatch {
     pub batch: Bytes,
 }
 
-/// Checks one producer batch against the partition and topic: framing, CRC,
-/// not a control batch, `max.message.bytes`, timestamps not too far ahead.
-/// The result vouches for the bytes from here on.
+/// Checks one producer batch against the partition and topic, once: not a
+/// control batch, `max.message.bytes`, then framing, CRC and every record in
+/// one pass (`RecordBatch::validate_producer`: a batch that a consumer could
+/// not read, or would read wrongly, is `CORRUPT_BATCH` naming what is wrong),
+/// and its max timestamp not too far ahead. The result vouches for the bytes
+/// from here on.
 fn check_batch(node: &Node, b: &ProduceBatch, now_ms: i64) -> Result<RecordBatch> {
-    let batch = RecordBatch::validate(b.batch.clone()).map_err(|source| StorageError::InvalidBatch { source })?;
-    let view = batch.view();
-    if view.is_control() {
+    if BatchRef::trusted(&b.batch).is_ok_and(|v| v.is_control()) {
         return Err(BrokerError::InvalidRequest {
             reason: "control batches are written by the broker, not by producers".into(),
         });
@@ -59,6 +60,9 @@ fn check_batch(node: &Node, b: &ProduceBatch, now_ms: i64) -> Result<RecordBatch
         }
         .into());
     }
+    let batch = RecordBatch::validate_producer(b.batch.clone(), &RecordRules::default())
+        .map_err(|source| StorageError::InvalidBatch { source })?;
+    let view = batch.view();
     let max_future = node.config().limits.max_future_timestamp_ms;
     let ts = view.max_timestamp_ms();
     if ts > now_ms.saturating_add(max_future as i64) {

@@ -158,6 +158,7 @@ pub(super) async fn refetch(
                     group: group.get(),
                     from_index: next.get(),
                     max_bytes: (max / 2) as u32,
+                    from: node.id.get(),
                 };
                 let Ok(resp) = client.read_log(req).await else { break };
                 let resp = resp.into_inner();

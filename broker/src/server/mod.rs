@@ -199,6 +199,10 @@ async fn serve(
         .http2_keepalive_interval(Some(Duration::from_millis(limits.keepalive_interval_ms)))
         .http2_keepalive_timeout(Some(Duration::from_millis(limits.keepalive_timeout_ms)))
         .http2_max_pending_accept_reset_streams(Some(64))
+        // Wide HTTP/2 windows: a catch-up stream or a big fetch moves tens of
+        // megabytes a second, which the 64 KiB default would throttle.
+        .initial_stream_window_size(strand_cluster::STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(strand_cluster::CONNECTION_WINDOW_BYTES)
         .add_service(strand)
         .add_service(admin)
         .add_service(groups)

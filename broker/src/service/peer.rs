@@ -4,6 +4,9 @@
 //! damaged log) and, when this broker leads the controller, to carry out a
 //! metadata change. Only members of this cluster are heard.
 
+use std::pin::Pin;
+
+use futures::Stream;
 use strand_cluster::{NodeId, RaftGroupId};
 use strand_proto::v1 as pb;
 use strand_storage::RaftIndex;
@@ -31,6 +34,20 @@ impl PeerService {
         }
         Ok(())
     }
+
+    /// Refuses a request from a node that is not a broker of this cluster
+    /// (or that claims to be this one).
+    fn check_peer(&self, cluster_id: &str, from: u64) -> Result<NodeId, Status> {
+        self.check_cluster(cluster_id)?;
+        let node = self.admin.node();
+        let from = NodeId(from);
+        if from == node.id() || node.addr_of(from).is_none() {
+            return Err(Status::permission_denied(format!(
+                "node {from} is not a peer of this cluster"
+            )));
+        }
+        Ok(from)
+    }
 }
 
 #[tonic::async_trait]
@@ -38,16 +55,15 @@ impl pb::peer_server::Peer for PeerService {
     async fn raft(&self, req: Request<pb::RaftBatch>) -> Result<Response<pb::RaftBatchAck>, Status> {
         let node = self.admin.node();
         let batch = req.into_inner();
-        let from = NodeId(batch.from);
-        if from == node.id() || node.addr_of(from).is_none() {
-            tracing::warn!(%from, "raft traffic from a node that is not a peer; ignored");
-            return Err(Status::permission_denied(format!(
-                "node {from} is not a peer of this cluster"
-            )));
-        }
+        let from = self.check_peer(&batch.cluster_id, batch.from).inspect_err(|_| {
+            tracing::warn!(
+                from = batch.from,
+                "raft traffic from a node that is not a peer; ignored"
+            );
+        })?;
         match strand_cluster::decode_batch(&batch, node.cluster_id()) {
-            Ok(msgs) => {
-                node.inbox().deliver(from, msgs);
+            Ok(decoded) => {
+                node.inbox().deliver(from, decoded);
                 Ok(Response::new(pb::RaftBatchAck {}))
             }
             Err(e) => {
@@ -59,15 +75,17 @@ impl pb::peer_server::Peer for PeerService {
 
     async fn local_status(
         &self,
-        _req: Request<pb::LocalStatusRequest>,
+        req: Request<pb::LocalStatusRequest>,
     ) -> Result<Response<pb::LocalStatusResponse>, Status> {
+        let req = req.into_inner();
+        self.check_peer(&req.cluster_id, req.from)?;
         let node = self.admin.node();
         Ok(Response::new(report_to_proto(node, local_report(node))))
     }
 
     async fn read_log(&self, req: Request<pb::ReadLogRequest>) -> Result<Response<pb::ReadLogResponse>, Status> {
         let req = req.into_inner();
-        self.check_cluster(&req.cluster_id)?;
+        self.check_peer(&req.cluster_id, req.from)?;
         let node = self.admin.node();
         let Some(p) = node.replica_of_group(RaftGroupId(req.group)) else {
             return Err(Status::not_found(format!("group {} is not hosted here", req.group)));
@@ -93,18 +111,61 @@ impl pb::peer_server::Peer for PeerService {
         }))
     }
 
+    type FetchLogStream = Pin<Box<dyn Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
+
+    async fn fetch_log(&self, req: Request<pb::FetchLogRequest>) -> Result<Response<Self::FetchLogStream>, Status> {
+        let req = req.into_inner();
+        let follower = self.check_peer(&req.cluster_id, req.from)?;
+        let node = self.admin.node();
+        let source = node.raft().log_source();
+        let group = RaftGroupId(req.group);
+        let last = RaftIndex(req.to_index);
+        let max = (req.max_chunk_bytes as usize).clamp(1, node.config().limits.max_message_bytes / 2);
+        // A small buffer: the follower's pace sets the leader's reads.
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let mut shutdown = node.shutdown_signal();
+        tokio::spawn(async move {
+            let mut next = RaftIndex(req.from_index);
+            while next <= last {
+                let source = std::sync::Arc::clone(&source);
+                let read = tokio::task::spawn_blocking(move || source.read_committed(group, next, last, max)).await;
+                let chunk = match read {
+                    Ok(Ok(c)) => c,
+                    Ok(Err(e)) => {
+                        tracing::warn!(%follower, %group, %next, error = %e, "catch-up read failed");
+                        let _ = tx.send(Err(Status::from(BrokerError::from(e)))).await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                        return;
+                    }
+                };
+                // Whole batches that the read checked: the last one says
+                // where the next chunk starts.
+                let Some(after) = strand_storage::batches(&chunk)
+                    .filter_map(|b| b.ok())
+                    .last()
+                    .map(|b| b.raft_index().next())
+                else {
+                    return;
+                };
+                next = after;
+                tokio::select! {
+                    sent = tx.send(Ok(pb::LogChunk { batches: chunk })) => if sent.is_err() { return },
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
     async fn submit_metadata(
         &self,
         req: Request<pb::SubmitMetadataRequest>,
     ) -> Result<Response<pb::SubmitMetadataResponse>, Status> {
         let req = req.into_inner();
-        self.check_cluster(&req.cluster_id)?;
-        if self.admin.node().addr_of(NodeId(req.from)).is_none() {
-            return Err(Status::permission_denied(format!(
-                "node {} is not a broker of this cluster",
-                req.from
-            )));
-        }
+        self.check_peer(&req.cluster_id, req.from)?;
         let request: MetadataRequest = serde_json::from_slice(&req.request).map_err(|e| {
             Status::from(BrokerError::InvalidRequest {
                 reason: format!("undecodable metadata request: {e}"),

@@ -231,10 +231,10 @@ impl Cluster {
     }
 
     /// Moves broker `id`'s data directory (the broker must be stopped) onto
-    /// a tmpfs with `free_mib` MiB free beyond what the data takes, to run it
+    /// a tmpfs with `free_kib` KiB free beyond what the data takes, to run it
     /// full. `false` where mounting is not allowed (not root); the directory
     /// is unchanged then.
-    pub fn mount_small_disk(&mut self, id: u64, free_mib: u64) -> bool {
+    pub fn mount_small_disk(&mut self, id: u64, free_kib: u64) -> bool {
         let dir = self.node(id).dir.clone();
         let used = Command::new("du")
             .args(["-sk"])
@@ -249,7 +249,7 @@ impl Cluster {
                     .ok()
             })
             .unwrap_or(0);
-        let size = format!("{}k", used + free_mib * 1024);
+        let size = format!("{}k", used + free_kib);
         let aside = dir.with_extension("aside");
         if std::fs::rename(&dir, &aside).is_err() || std::fs::create_dir_all(&dir).is_err() {
             return false;

@@ -1,35 +1,79 @@
 //! Raft traffic over gRPC (`strand.v1.Peer/Raft`): one task and one HTTP/2
-//! connection per peer; everything queued for that peer while a call is in
-//! flight goes out in the next call, across all groups.
+//! connection per peer, and a `Peer/FetchLog` stream per catch-up.
+//!
+//! Flow control. Each peer has two queues: *control* (votes, heartbeats,
+//! responses, appends without entries, catch-up orders) and *data* (appends
+//! with entries, snapshots). A call takes every control message first, then
+//! data messages while the call stays under [`CALL_BYTES`] (one message
+//! bigger than that goes alone), so no call ever nears the gRPC message
+//! limit and a large backlog never delays another group's heartbeats. The
+//! data queue is bounded in bytes: past [`QUEUED_DATA_BYTES`] new data
+//! messages are dropped (Raft resends them). A failed call loses only its own
+//! messages; what is queued behind it goes out next.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use parking_lot::Mutex;
 use protobuf::Message as _;
-use raft::eraftpb::Message;
-use strand_proto::v1::{GroupMessage, RaftBatch, peer_client::PeerClient};
-use tokio::sync::mpsc;
+use raft::eraftpb::{Message, MessageType};
+use strand_proto::v1::{CatchUp, FetchLogRequest, GroupMessage, RaftBatch, peer_client::PeerClient};
+use strand_storage::{RaftIndex, Term};
+use tokio::sync::Notify;
 
-use super::Transport;
+use super::{CatchUpOrder, FetchRange, LogChunks, PeerBatch, Transport};
 use crate::error::{ClusterError, Result};
 use crate::ids::{NodeId, RaftGroupId};
 
-/// Messages queued per peer before new ones are dropped (Raft resends).
-const PEER_QUEUE: usize = 1024;
-/// Most messages in one call.
-const MAX_BATCH: usize = 4096;
+/// Most message bytes in one `Peer/Raft` call (well below the 16 MiB gRPC
+/// message limit, so the encoded call always fits).
+pub const CALL_BYTES: usize = 4 << 20;
+/// Most data-message bytes queued for one peer; more are dropped until the
+/// queue drains (Raft resends).
+pub const QUEUED_DATA_BYTES: usize = 256 << 20;
+/// Most control messages queued for one peer.
+const QUEUED_CONTROL: usize = 1 << 16;
+/// HTTP/2 windows of peer connections: a catch-up stream moves tens of
+/// megabytes a second, which the 64 KiB default window would throttle.
+pub const STREAM_WINDOW_BYTES: u32 = 8 << 20;
+/// See [`STREAM_WINDOW_BYTES`].
+pub const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
 
-/// Messages for one peer: `(group, message)` pairs.
-type Outbox = mpsc::Sender<Vec<(RaftGroupId, Message)>>;
+/// Messages waiting for one peer.
+#[derive(Default)]
+struct PeerQueue {
+    control: VecDeque<(RaftGroupId, Message)>,
+    data: VecDeque<(RaftGroupId, Message, usize)>,
+    data_bytes: usize,
+    catch_ups: Vec<CatchUpOrder>,
+}
+
+struct Peer {
+    queue: Mutex<PeerQueue>,
+    wake: Notify,
+    closed: AtomicBool,
+}
+
+/// Bytes a message carries (entries, snapshot) if it is a data message.
+fn data_size(m: &Message) -> Option<usize> {
+    match m.get_msg_type() {
+        MessageType::MsgAppend if !m.get_entries().is_empty() => {
+            Some(m.get_entries().iter().map(|e| e.data.len() + 32).sum::<usize>() + 64)
+        }
+        MessageType::MsgSnapshot => Some(m.get_snapshot().data.len() + 64),
+        _ => None,
+    }
+}
 
 /// Sends Raft messages to peers over gRPC.
 pub struct GrpcTransport {
     cluster_id: String,
     addrs: Mutex<HashMap<NodeId, String>>,
-    queues: Mutex<HashMap<NodeId, Outbox>>,
+    peers: Mutex<HashMap<NodeId, Arc<Peer>>>,
     runtime: tokio::runtime::Handle,
     max_message_bytes: usize,
 }
@@ -40,6 +84,16 @@ impl std::fmt::Debug for GrpcTransport {
             .field("cluster_id", &self.cluster_id)
             .finish()
     }
+}
+
+fn endpoint(addr: &str) -> std::result::Result<tonic::transport::Endpoint, tonic::transport::Error> {
+    Ok(tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(10)))
 }
 
 impl GrpcTransport {
@@ -54,7 +108,7 @@ impl GrpcTransport {
         Arc::new(GrpcTransport {
             cluster_id,
             addrs: Mutex::new(addrs),
-            queues: Mutex::new(HashMap::new()),
+            peers: Mutex::new(HashMap::new()),
             runtime,
             max_message_bytes,
         })
@@ -64,7 +118,10 @@ impl GrpcTransport {
     pub fn set_peer(&self, id: NodeId, addr: String) {
         self.addrs.lock().insert(id, addr);
         // A new address takes effect with a new connection.
-        self.queues.lock().remove(&id);
+        if let Some(old) = self.peers.lock().remove(&id) {
+            old.closed.store(true, Ordering::Release);
+            old.wake.notify_one();
+        }
     }
 
     /// Adds a peer, or moves one whose address changed; a known peer at the
@@ -76,107 +133,227 @@ impl GrpcTransport {
         }
     }
 
-    fn queue(&self, from: NodeId, to: NodeId) -> Option<Outbox> {
-        let mut queues = self.queues.lock();
-        if let Some(q) = queues.get(&to).filter(|q| !q.is_closed()) {
-            return Some(q.clone());
+    fn peer(&self, from: NodeId, to: NodeId) -> Option<Arc<Peer>> {
+        let mut peers = self.peers.lock();
+        if let Some(p) = peers.get(&to) {
+            return Some(Arc::clone(p));
         }
         let addr = self.addrs.lock().get(&to).cloned()?;
-        let (tx, rx) = mpsc::channel(PEER_QUEUE);
-        let cluster_id = self.cluster_id.clone();
-        let max = self.max_message_bytes;
-        self.runtime.spawn(peer_task(from, to, addr, cluster_id, max, rx));
-        queues.insert(to, tx.clone());
-        Some(tx)
+        let peer = Arc::new(Peer {
+            queue: Mutex::new(PeerQueue::default()),
+            wake: Notify::new(),
+            closed: AtomicBool::new(false),
+        });
+        let task = PeerTask {
+            from,
+            to,
+            addr,
+            cluster_id: self.cluster_id.clone(),
+            max_message_bytes: self.max_message_bytes,
+            peer: Arc::clone(&peer),
+        };
+        self.runtime.spawn(task.run());
+        peers.insert(to, Arc::clone(&peer));
+        Some(peer)
     }
 }
 
 impl Transport for GrpcTransport {
-    fn send(&self, from: NodeId, to: NodeId, msgs: Vec<(RaftGroupId, Message)>) {
-        let Some(q) = self.queue(from, to) else {
+    fn send(&self, from: NodeId, to: NodeId, batch: PeerBatch) {
+        let Some(peer) = self.peer(from, to) else {
             tracing::debug!(node = %from, peer = %to, "no address for peer; dropping raft messages");
             return;
         };
-        if q.try_send(msgs).is_err() {
-            tracing::debug!(node = %from, peer = %to, "peer queue full; dropping raft messages");
+        let mut dropped = 0usize;
+        {
+            let mut q = peer.queue.lock();
+            q.catch_ups.extend(batch.catch_ups);
+            for (group, m) in batch.messages {
+                match data_size(&m) {
+                    Some(size) if q.data_bytes + size > QUEUED_DATA_BYTES && !q.data.is_empty() => dropped += 1,
+                    Some(size) => {
+                        q.data_bytes += size;
+                        q.data.push_back((group, m, size));
+                    }
+                    None if q.control.len() >= QUEUED_CONTROL => dropped += 1,
+                    None => q.control.push_back((group, m)),
+                }
+            }
         }
+        if dropped > 0 {
+            tracing::debug!(node = %from, peer = %to, dropped, "peer queue full; dropping raft messages");
+        }
+        peer.wake.notify_one();
+    }
+
+    fn fetch_log(&self, from: NodeId, leader: NodeId, range: FetchRange) -> LogChunks {
+        let addr = self.addrs.lock().get(&leader).cloned();
+        let cluster_id = self.cluster_id.clone();
+        let max = self.max_message_bytes;
+        let stream = async move {
+            let addr = addr.ok_or_else(|| ClusterError::Malformed {
+                what: "fetch",
+                reason: format!("no address for node {leader}"),
+            })?;
+            let channel = endpoint(&addr)
+                .map_err(|e| ClusterError::Malformed {
+                    what: "peer address",
+                    reason: e.to_string(),
+                })?
+                .connect()
+                .await
+                .map_err(|e| ClusterError::Transport {
+                    peer: leader,
+                    reason: e.to_string(),
+                })?;
+            let request = FetchLogRequest {
+                cluster_id,
+                from: from.get(),
+                group: range.group.get(),
+                from_index: range.from.get(),
+                to_index: range.last.get(),
+                max_chunk_bytes: range.max_chunk_bytes.min(max / 2) as u32,
+            };
+            let chunks = PeerClient::new(channel)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max)
+                .fetch_log(request)
+                .await
+                .map_err(|s| ClusterError::Transport {
+                    peer: leader,
+                    reason: s.message().to_string(),
+                })?
+                .into_inner();
+            Ok::<_, ClusterError>(chunks.map(move |c| {
+                c.map(|c| c.batches).map_err(|s| ClusterError::Transport {
+                    peer: leader,
+                    reason: s.message().to_string(),
+                })
+            }))
+        };
+        Box::pin(futures::stream::once(stream).flat_map(|r| match r {
+            Ok(chunks) => chunks.left_stream(),
+            Err(e) => futures::stream::once(async move { Err(e) }).right_stream(),
+        }))
     }
 }
 
-async fn peer_task(
+/// The sending side of one peer connection.
+struct PeerTask {
     from: NodeId,
     to: NodeId,
     addr: String,
     cluster_id: String,
     max_message_bytes: usize,
-    mut rx: mpsc::Receiver<Vec<(RaftGroupId, Message)>>,
-) {
-    let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
-        Ok(e) => e
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(10)),
-        Err(e) => {
-            tracing::error!(node = %from, peer = %to, %addr, error = %e, "invalid peer address");
-            return;
-        }
-    };
-    let mut client = PeerClient::new(endpoint.connect_lazy())
-        .max_decoding_message_size(max_message_bytes)
-        .max_encoding_message_size(max_message_bytes);
-    let mut failures = 0u32;
-    while let Some(first) = rx.recv().await {
-        let mut msgs = first;
-        while msgs.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(more) => msgs.extend(more),
-                Err(_) => break,
-            }
-        }
-        let mut batch = RaftBatch {
-            from: from.get(),
-            cluster_id: cluster_id.clone(),
-            messages: Vec::with_capacity(msgs.len()),
+    peer: Arc<Peer>,
+}
+
+impl PeerTask {
+    /// Takes the next call's worth from the queue: every catch-up order and
+    /// control message, then data messages up to [`CALL_BYTES`].
+    fn next_call(&self) -> PeerBatch {
+        let mut q = self.peer.queue.lock();
+        let mut batch = PeerBatch {
+            catch_ups: std::mem::take(&mut q.catch_ups),
+            messages: q.control.drain(..).collect(),
         };
-        for (group, m) in msgs {
-            match m.write_to_bytes() {
-                Ok(bytes) => batch.messages.push(GroupMessage {
-                    group: group.get(),
-                    message: Bytes::from(bytes),
-                }),
-                Err(e) => tracing::error!(node = %from, peer = %to, %group, error = %e, "cannot encode raft message"),
+        let mut bytes = 0;
+        while let Some(&(_, _, size)) = q.data.front() {
+            if bytes > 0 && bytes + size > CALL_BYTES {
+                break;
+            }
+            bytes += size;
+            q.data_bytes -= size;
+            if let Some((group, m, _)) = q.data.pop_front() {
+                batch.messages.push((group, m));
             }
         }
-        match client.raft(batch).await {
-            Ok(_) => failures = 0,
-            Err(status) => {
-                failures += 1;
-                if failures == 1 || failures.is_power_of_two() {
-                    tracing::warn!(node = %from, peer = %to, %addr, failures, error = %status.message(), "raft send failed");
+        batch
+    }
+
+    async fn run(self) {
+        let (from, to) = (self.from, self.to);
+        let channel = match endpoint(&self.addr) {
+            Ok(e) => e.timeout(Duration::from_secs(5)).connect_lazy(),
+            Err(e) => {
+                tracing::error!(node = %from, peer = %to, addr = %self.addr, error = %e, "invalid peer address");
+                return;
+            }
+        };
+        let mut client = PeerClient::new(channel)
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes);
+        let mut failures = 0u32;
+        loop {
+            if self.peer.closed.load(Ordering::Acquire) {
+                return;
+            }
+            let batch = self.next_call();
+            if batch.is_empty() {
+                self.peer.wake.notified().await;
+                continue;
+            }
+            let call = encode_batch(from, &self.cluster_id, batch);
+            match client.raft(call).await {
+                Ok(_) => failures = 0,
+                Err(status) => {
+                    failures += 1;
+                    if failures == 1 || failures.is_power_of_two() {
+                        tracing::warn!(node = %from, peer = %to, addr = %self.addr, failures, error = %status.message(), "raft send failed");
+                    }
+                    // This call's messages are lost (Raft resends); back off
+                    // a little before sending what queued behind them.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                // Back off a little; whatever queued meanwhile is mostly
-                // superseded heartbeats and appends Raft will resend.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                while rx.try_recv().is_ok() {}
             }
         }
     }
+}
+
+fn encode_batch(from: NodeId, cluster_id: &str, batch: PeerBatch) -> RaftBatch {
+    let mut call = RaftBatch {
+        from: from.get(),
+        cluster_id: cluster_id.to_string(),
+        messages: Vec::with_capacity(batch.messages.len()),
+        catch_ups: encode_catch_ups(&batch.catch_ups),
+    };
+    for (group, m) in batch.messages {
+        match m.write_to_bytes() {
+            Ok(bytes) => call.messages.push(GroupMessage {
+                group: group.get(),
+                message: Bytes::from(bytes),
+            }),
+            Err(e) => tracing::error!(node = %from, %group, error = %e, "cannot encode raft message"),
+        }
+    }
+    call
+}
+
+/// Catch-up orders on the wire.
+pub fn encode_catch_ups(orders: &[CatchUpOrder]) -> Vec<CatchUp> {
+    orders
+        .iter()
+        .map(|o| CatchUp {
+            group: o.group.get(),
+            term: o.term.get(),
+            from_index: o.from.get(),
+            to_index: o.last.get(),
+        })
+        .collect()
 }
 
 /// Decodes a received batch after checking it comes from this cluster.
 ///
 /// # Errors
 /// `Malformed` for another cluster's batch or an undecodable message.
-pub fn decode_batch(batch: &RaftBatch, cluster_id: &str) -> Result<Vec<(RaftGroupId, Message)>> {
+pub fn decode_batch(batch: &RaftBatch, cluster_id: &str) -> Result<PeerBatch> {
     if batch.cluster_id != cluster_id {
         return Err(ClusterError::Malformed {
             what: "raft batch",
             reason: format!("from cluster {:?}, this is {cluster_id:?}", batch.cluster_id),
         });
     }
-    batch
+    let messages = batch
         .messages
         .iter()
         .map(|gm| {
@@ -187,5 +364,16 @@ pub fn decode_batch(batch: &RaftBatch, cluster_id: &str) -> Result<Vec<(RaftGrou
                     reason: e.to_string(),
                 })
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    let catch_ups = batch
+        .catch_ups
+        .iter()
+        .map(|c| CatchUpOrder {
+            group: RaftGroupId(c.group),
+            term: Term(c.term),
+            from: RaftIndex(c.from_index),
+            last: RaftIndex(c.to_index),
+        })
+        .collect();
+    Ok(PeerBatch { messages, catch_ups })
 }

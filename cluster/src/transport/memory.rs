@@ -4,10 +4,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, MutexGuard};
-use raft::eraftpb::Message;
 
-use super::{Inbox, Transport};
-use crate::ids::{NodeId, RaftGroupId};
+use super::{FetchRange, Inbox, LogChunks, LogSource, PeerBatch, Transport};
+use crate::error::ClusterError;
+use crate::ids::NodeId;
 
 /// An in-process network of nodes with links that can be cut, for tests of
 /// the replication logic (STYLE.md: raft-rs `harness/src/network.rs`).
@@ -19,6 +19,7 @@ pub struct MemoryNetwork {
 #[derive(Default)]
 struct NetworkState {
     inboxes: HashMap<NodeId, Arc<dyn Inbox>>,
+    sources: HashMap<NodeId, Arc<dyn LogSource>>,
     cut: HashSet<(NodeId, NodeId)>,
 }
 
@@ -28,14 +29,18 @@ impl MemoryNetwork {
         Self::default()
     }
 
-    /// Attaches node `id`'s inbox.
-    pub fn attach(&self, id: NodeId, inbox: Arc<dyn Inbox>) {
-        self.state().inboxes.insert(id, inbox);
+    /// Attaches node `id`: where its messages go and what serves its log.
+    pub fn attach(&self, id: NodeId, inbox: Arc<dyn Inbox>, source: Arc<dyn LogSource>) {
+        let mut s = self.state();
+        s.inboxes.insert(id, inbox);
+        s.sources.insert(id, source);
     }
 
     /// Detaches node `id` (as if it crashed).
     pub fn detach(&self, id: NodeId) {
-        self.state().inboxes.remove(&id);
+        let mut s = self.state();
+        s.inboxes.remove(&id);
+        s.sources.remove(&id);
     }
 
     /// Cuts both directions between node `id` and every other node.
@@ -59,7 +64,7 @@ impl MemoryNetwork {
 }
 
 impl Transport for MemoryNetwork {
-    fn send(&self, from: NodeId, to: NodeId, msgs: Vec<(RaftGroupId, Message)>) {
+    fn send(&self, from: NodeId, to: NodeId, batch: PeerBatch) {
         let inbox = {
             let s = self.state();
             if s.cut.contains(&(from, to)) {
@@ -68,7 +73,46 @@ impl Transport for MemoryNetwork {
             s.inboxes.get(&to).cloned()
         };
         if let Some(inbox) = inbox {
-            inbox.deliver(from, msgs);
+            inbox.deliver(from, batch);
         }
+    }
+
+    fn fetch_log(&self, from: NodeId, leader: NodeId, range: FetchRange) -> LogChunks {
+        let net = self.clone();
+        let stream = futures::stream::unfold(Some(range.from), move |next| {
+            let net = net.clone();
+            async move {
+                let at = next?;
+                if at > range.last {
+                    return None;
+                }
+                let source = {
+                    let s = net.state();
+                    if s.cut.contains(&(from, leader)) || s.cut.contains(&(leader, from)) {
+                        None
+                    } else {
+                        s.sources.get(&leader).cloned()
+                    }
+                };
+                let Some(source) = source else {
+                    let e = ClusterError::Malformed {
+                        what: "fetch",
+                        reason: format!("node {leader} cannot be reached"),
+                    };
+                    return Some((Err(e), None));
+                };
+                match source.read_committed(range.group, at, range.last, range.max_chunk_bytes) {
+                    Ok(chunk) => {
+                        let after = strand_storage::batches(&chunk)
+                            .filter_map(|b| b.ok())
+                            .last()
+                            .map(|b| b.raft_index().next());
+                        after.map(|after| (Ok(chunk), Some(after)))
+                    }
+                    Err(e) => Some((Err(e), None)),
+                }
+            }
+        });
+        Box::pin(stream)
     }
 }

@@ -44,15 +44,22 @@ impl Compression {
         Ok(())
     }
 
-    /// Decompresses a records section. For [`Compression::None`] this is a
+    /// Decompresses a records section (refusing one that claims to grow past
+    /// `max_bytes` before allocating). For [`Compression::None`] this is a
     /// borrow; only compressed batches allocate.
-    pub(crate) fn decompress(self, section: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, BatchError> {
+    pub(crate) fn decompress(self, section: &[u8], max_bytes: usize) -> Result<std::borrow::Cow<'_, [u8]>, BatchError> {
         match self {
             Compression::None => Ok(std::borrow::Cow::Borrowed(section)),
-            Compression::Snappy => snap::raw::Decoder::new()
-                .decompress_vec(section)
-                .map(std::borrow::Cow::Owned)
-                .map_err(|source| BatchError::Compression { source }),
+            Compression::Snappy => {
+                let len = snap::raw::decompress_len(section).map_err(|source| BatchError::Compression { source })?;
+                if len > max_bytes {
+                    return Err(BatchError::DecompressedTooLarge { len, max: max_bytes });
+                }
+                snap::raw::Decoder::new()
+                    .decompress_vec(section)
+                    .map(std::borrow::Cow::Owned)
+                    .map_err(|source| BatchError::Compression { source })
+            }
         }
     }
 }

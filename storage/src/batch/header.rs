@@ -88,7 +88,7 @@ pub fn framed_len(buf: &[u8]) -> Option<usize> {
 }
 
 /// CRC of the producer-owned part, `[40, end)`.
-fn payload_crc(buf: &[u8]) -> crc32fast::Hasher {
+pub(crate) fn payload_crc(buf: &[u8]) -> crc32fast::Hasher {
     let mut h = crc32fast::Hasher::new();
     h.update(&buf[PRODUCER_PART..]);
     h
@@ -96,7 +96,7 @@ fn payload_crc(buf: &[u8]) -> crc32fast::Hasher {
 
 /// The CRC of a batch whose leader-owned prefix is `prefix` (40 bytes, CRC
 /// field ignored) and whose producer part hashes to `payload`.
-fn combine(prefix: &[u8], payload: &crc32fast::Hasher) -> u32 {
+pub(crate) fn combine(prefix: &[u8], payload: &crc32fast::Hasher) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&prefix[..CRC]);
     h.update(&prefix[TERM..PRODUCER_PART]);

@@ -10,13 +10,17 @@ pub(crate) mod compression;
 pub(crate) mod header;
 pub(crate) mod record;
 pub(crate) mod record_batch;
+pub(crate) mod validate;
 pub(crate) mod varint;
 
 pub use builder::{BatchBuilder, control_batch};
 pub use compression::Compression;
 pub use header::{BatchRef, HEADER_LEN, LENGTH_PREFIX, MAGIC, ProducerInfo, Stamp, framed_len};
-pub use record::{DecodedRecords, Header, NewRecord, RecordIter, RecordView, encoded_len_estimate};
+pub use record::{
+    DecodedRecords, Header, MAX_DECOMPRESSED_BYTES, NewRecord, RecordIter, RecordView, encoded_len_estimate,
+};
 pub use record_batch::RecordBatch;
+pub use validate::RecordRules;
 
 /// Iterates the whole batches in `buf` (as returned by a fetch), validating
 /// each. Stops at the first invalid batch with its error.

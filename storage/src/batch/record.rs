@@ -144,6 +144,11 @@ impl<'a> RecordView<'a> {
 }
 
 /// The records of one batch, decompressed if needed.
+///
+/// Decoding is strict, so that no malformed batch is ever read wrongly:
+/// record `i` must have offset delta `i` and attributes 0, every length must
+/// stay inside its record, header keys are UTF-8 and not null, and no byte
+/// may follow the last of `record_count` records.
 #[derive(Debug)]
 pub struct DecodedRecords<'a> {
     data: Cow<'a, [u8]>,
@@ -157,7 +162,9 @@ impl<'a> DecodedRecords<'a> {
     /// borrowed; compressed ones are decompressed once into one buffer.
     pub fn new(batch: &BatchRef<'a>) -> Result<Self, BatchError> {
         Ok(DecodedRecords {
-            data: batch.compression().decompress(batch.records_section())?,
+            data: batch
+                .compression()
+                .decompress(batch.records_section(), MAX_DECOMPRESSED_BYTES)?,
             base_offset: batch.base_offset(),
             first_timestamp_ms: batch.first_timestamp_ms(),
             count: batch.record_count(),
@@ -166,24 +173,39 @@ impl<'a> DecodedRecords<'a> {
 
     /// Iterates the records; each item fails if that record is malformed.
     pub fn iter(&self) -> RecordIter<'_> {
-        RecordIter {
-            rest: &self.data,
-            remaining: self.count,
-            base_offset: self.base_offset,
-            first_timestamp_ms: self.first_timestamp_ms,
-        }
+        RecordIter::new(&self.data, self.count, self.base_offset, self.first_timestamp_ms)
     }
 }
+
+/// Largest records section a batch may decompress to (a bound on what one
+/// hostile batch can make a broker or consumer allocate).
+pub const MAX_DECOMPRESSED_BYTES: usize = 256 << 20;
 
 /// Iterator over the records of a [`DecodedRecords`].
 pub struct RecordIter<'a> {
     rest: &'a [u8],
     remaining: u32,
+    index: u32,
     base_offset: Offset,
     first_timestamp_ms: i64,
 }
 
 impl<'a> RecordIter<'a> {
+    pub(crate) fn new(section: &'a [u8], count: u32, base_offset: Offset, first_timestamp_ms: i64) -> Self {
+        RecordIter {
+            rest: section,
+            remaining: count,
+            index: 0,
+            base_offset,
+            first_timestamp_ms,
+        }
+    }
+
+    /// Bytes not decoded yet.
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.rest
+    }
+
     fn decode_one(&mut self) -> Result<RecordView<'a>, BatchError> {
         let len = get_varlong(&mut self.rest)?;
         if len < 0 {
@@ -192,12 +214,17 @@ impl<'a> RecordIter<'a> {
             });
         }
         let mut body = take(&mut self.rest, len as usize)?;
-        let _attributes = take(&mut body, 1)?;
+        if take(&mut body, 1)? != [0] {
+            return Err(BatchError::MalformedRecords {
+                reason: "record attributes must be 0",
+            });
+        }
         let ts_delta = get_varlong(&mut body)?;
         let off_delta = get_varlong(&mut body)?;
-        if off_delta < 0 {
-            return Err(BatchError::MalformedRecords {
-                reason: "negative offset delta",
+        if off_delta != i64::from(self.index) {
+            return Err(BatchError::OffsetDelta {
+                record: self.index,
+                delta: off_delta,
             });
         }
         let key = get_bytes(&mut body)?;
@@ -242,7 +269,13 @@ impl<'a> Iterator for RecordIter<'a> {
             return None;
         }
         self.remaining -= 1;
-        let r = self.decode_one();
+        let mut r = self.decode_one();
+        self.index += 1;
+        if r.is_ok() && self.remaining == 0 && !self.rest.is_empty() {
+            r = Err(BatchError::MalformedRecords {
+                reason: "bytes follow the last record the count announces",
+            });
+        }
         if r.is_err() {
             self.remaining = 0;
         }

@@ -32,6 +32,10 @@ impl RecordBatch {
         Ok(RecordBatch { bytes, payload })
     }
 
+    pub(crate) fn from_parts(bytes: Bytes, payload: crc32fast::Hasher) -> Self {
+        RecordBatch { bytes, payload }
+    }
+
     /// A view for reading header fields and records (no checks: they were
     /// done when this value was made).
     pub fn view(&self) -> BatchRef<'_> {

@@ -93,7 +93,12 @@ impl PartitionLog {
     pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Self> {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(|e| StorageError::io("create dir", &dir, e))?;
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir).map_err(|e| StorageError::io("create dir", &dir, e))?;
+            if let Some(parent) = dir.parent() {
+                crate::dir::sync_dir(parent)?;
+            }
+        }
         let bases = crate::recovery::segment_bases(&dir)?;
         let mut report = RecoveryReport::default();
         let mut segments = Vec::with_capacity(bases.len().max(1));
@@ -353,11 +358,15 @@ impl PartitionLog {
         Ok(())
     }
 
-    fn out_of_range(&self, requested: Offset) -> StorageError {
+    /// `OffsetOutOfRange` for `requested`, naming the readable range: from
+    /// the earliest offset to `end` (the log end, or for a replicated log the
+    /// high watermark, so a client resetting to it never sits above what
+    /// is committed).
+    fn out_of_range(&self, requested: Offset, end: Offset) -> StorageError {
         StorageError::OffsetOutOfRange {
             requested,
             earliest: self.earliest(),
-            latest: self.latest(),
+            latest: end.min(self.latest()),
         }
     }
 
@@ -384,11 +393,11 @@ impl PartitionLog {
     ///
     /// # Errors
     /// `OffsetOutOfRange` below `earliest()` or above `latest()` (an offset
-    /// equal to `latest()` is an empty answer); `Corrupt` if a stored batch
-    /// fails validation.
+    /// equal to `latest()` is an empty answer), naming `[earliest, upper]` as
+    /// the readable range; `Corrupt` if a stored batch fails validation.
     pub fn read_bounded(&self, offset: Offset, max_bytes: usize, upper: Offset) -> Result<Bytes> {
         if offset < self.earliest() || offset > self.latest() {
-            return Err(self.out_of_range(offset));
+            return Err(self.out_of_range(offset, upper));
         }
         if offset >= upper {
             return Ok(Bytes::new());
@@ -445,7 +454,7 @@ impl PartitionLog {
     /// `OffsetOutOfRange` outside `[earliest, latest]`; `NotBatchBoundary`.
     pub fn truncate_from(&mut self, offset: Offset) -> Result<()> {
         if offset < self.earliest() || offset > self.latest() {
-            return Err(self.out_of_range(offset));
+            return Err(self.out_of_range(offset, self.latest()));
         }
         if offset == self.latest() {
             return Ok(());
@@ -507,6 +516,36 @@ mod tests {
             headers: &[],
         });
         b.build().unwrap()
+    }
+
+    #[test]
+    fn creating_and_removing_segments_syncs_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            segment_bytes: 1024,
+            max_batch_bytes: 512,
+            ..LogConfig::default()
+        };
+        let mut log = PartitionLog::open(dir.path(), cfg).unwrap();
+        let synced =
+            |log: &PartitionLog| crate::dir::SYNCED.with(|s| s.borrow().iter().filter(|d| *d == log.dir()).count());
+        let at_open = synced(&log);
+        assert!(at_open >= 1, "the first segment's names are durable");
+        log.append(&one_record()).unwrap();
+        log.roll().unwrap();
+        assert_eq!(
+            synced(&log),
+            at_open + 1,
+            "a roll creates a segment: the directory is synced"
+        );
+        log.append(&one_record()).unwrap();
+        log.truncate_from(Offset(0)).unwrap();
+        assert!(
+            synced(&log) >= at_open + 2,
+            "truncation removed a segment: the directory is synced"
+        );
+        log.reset_to(Offset(10)).unwrap();
+        assert!(synced(&log) >= at_open + 3, "a reset removes and creates segments");
     }
 
     #[test]

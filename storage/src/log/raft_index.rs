@@ -152,6 +152,32 @@ impl PartitionLog {
         Ok(out)
     }
 
+    /// Raft entries `from..=last` as one contiguous slice of a segment map:
+    /// whole stored batches, CRC-checked, at least one and then more while
+    /// they fit in `max_bytes` (a read stops at a segment's end; call again
+    /// from the next index). This is what a follower far behind is streamed:
+    /// no copy, no per-entry allocation.
+    ///
+    /// # Errors
+    /// `RaftIndexOutOfRange` if `from` is not stored; `Corrupt` if a batch
+    /// fails its check.
+    pub fn read_raft_range(&self, from: RaftIndex, last: RaftIndex, max_bytes: usize) -> Result<Bytes> {
+        let not_stored = |log: &Self| -> Result<StorageError> {
+            Ok(StorageError::RaftIndexOutOfRange {
+                requested: from,
+                first: log.first_raft_index()?.unwrap_or_default(),
+                last: log.last_raft_index()?.unwrap_or_default(),
+            })
+        };
+        let Some(seg) = self.segment_for_raft_index(from)? else {
+            return Err(not_stored(self)?);
+        };
+        let Some((pos, _)) = seg.find_raft_index(from)? else {
+            return Err(not_stored(self)?);
+        };
+        seg.read_raft(pos, max_bytes, last)
+    }
+
     /// Removes Raft entries from `raft_index` on (a conflicting suffix). The
     /// removed bytes are zeroed and synced before this returns.
     ///

@@ -8,7 +8,7 @@
 
 use super::PartitionLog;
 use crate::coordinates::{Offset, RaftIndex, Term};
-use crate::error::{Result, StorageError};
+use crate::error::Result;
 use crate::segment::Segment;
 
 /// What [`PartitionLog::apply_retention`] removed.
@@ -94,9 +94,6 @@ impl PartitionLog {
         self.segments
             .push(Segment::create(&self.dir, base_offset, &self.config)?);
         self.synced_offset = base_offset;
-        std::fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| StorageError::io("fsync dir", &self.dir, e))?;
         tracing::info!(dir = %self.dir.display(), %base_offset, "log reset");
         Ok(())
     }

@@ -129,6 +129,8 @@ impl Segment {
         let mut s = Self::open_files(dir, base, cfg, true)?;
         s.offset_index.set_entries(0);
         s.time_index.set_entries(0);
+        // The three new names must survive a power loss with the data.
+        crate::dir::sync_dir(dir)?;
         Ok(s)
     }
 
@@ -339,6 +341,21 @@ impl Segment {
         Ok(self.map.slice(pos as usize..end as usize))
     }
 
+    /// Whole batches from `pos` whose Raft index is at most `last`: at least
+    /// one (if any qualifies), then more while the total stays within
+    /// `max_bytes`. CRC-checked, a slice of the map.
+    pub(crate) fn read_raft(&self, pos: u64, max_bytes: usize, last: RaftIndex) -> Result<Bytes> {
+        let mut end = pos;
+        while end < self.size {
+            let info = validated_at(&self.map, end, self.size).map_err(|reason| self.corrupt(end, reason))?;
+            if info.raft_index > last || (end > pos && (end - pos + info.len) as usize > max_bytes) {
+                break;
+            }
+            end += info.len;
+        }
+        Ok(self.map.slice(pos as usize..end as usize))
+    }
+
     /// First offset in this segment whose record timestamp is `>= ts`.
     pub(crate) fn lookup_timestamp(&self, ts: i64, upper: Offset) -> Result<Option<Offset>> {
         if self.max_timestamp_ms < ts {
@@ -469,7 +486,9 @@ impl Segment {
                 Err(e) => return Err(StorageError::io("remove segment file", &p, e)),
             }
         }
-        Ok(())
+        // A removed segment that came back after a power loss would break
+        // the log's contiguity.
+        crate::dir::sync_dir(dir)
     }
 
     pub(crate) fn base_offset(&self) -> Offset {
