@@ -6,9 +6,11 @@
 //! inconsistent offsets, lost acknowledged writes, aborted reads,
 //! duplicates beyond retries, reordering, consumer poll gaps, committed
 //! offsets going backwards, diverging replicas and split brain.
+//! [`malformed`] makes the bad batches the suite's malformed producer sends.
 
 pub mod check;
 pub mod history;
+pub mod malformed;
 
 pub use check::{Kind, Report, check};
 pub use history::{Event, Recorder, read_jsonl, write_jsonl};

@@ -1,6 +1,8 @@
 //! Calls to a consumer group's coordinator: found with `FindCoordinator`
 //! through any broker, remembered, and found again when it moves
-//! (`NOT_COORDINATOR`, a lost connection).
+//! (`NOT_COORDINATOR`, a lost connection). Every attempt has a deadline, so
+//! a coordinator that accepted a call and never answers (it lost its
+//! quorum, it was paused) costs one request timeout, not the caller's life.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use strand_proto::v1::groups_client::GroupsClient;
 use strand_proto::v1::{FetchOffsetsRequest, FindCoordinatorRequest, OffsetCommit, TopicPartitions};
 use tonic::transport::Channel;
 
+use crate::connection::with_timeout;
 use crate::error::Result;
 use crate::metadata::Metadata;
 use crate::retry::Backoff;
@@ -23,15 +26,18 @@ pub(crate) struct Coordinator {
     group: String,
     addr: Mutex<Option<Arc<str>>>,
     backoff: Backoff,
+    /// Deadline of one attempt (finding the coordinator and calling it).
+    request_timeout: Duration,
 }
 
 impl Coordinator {
-    pub(crate) fn new(md: Arc<Metadata>, group: String, backoff: Backoff) -> Self {
+    pub(crate) fn new(md: Arc<Metadata>, group: String, backoff: Backoff, request_timeout: Duration) -> Self {
         Coordinator {
             md,
             group,
             addr: Mutex::new(None),
             backoff,
+            request_timeout,
         }
     }
 
@@ -67,25 +73,35 @@ impl Coordinator {
         Ok(addr)
     }
 
-    /// One attempt: finds the coordinator if needed and calls it; forgets
-    /// it when the answer says it moved.
-    pub(crate) async fn call_once<T, F, Fut>(&self, call: &mut F) -> Result<T>
+    /// One attempt within the request timeout (or `within`, if shorter):
+    /// finds the coordinator if needed and calls it; forgets it when the
+    /// answer says it moved or none came.
+    pub(crate) async fn call_once<T, F, Fut>(&self, call: &mut F, within: Option<Duration>) -> Result<T>
     where
         F: FnMut(GroupsClient<Channel>) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let addr = self.find().await?;
-        let result = async {
-            let client = self.md.conns().groups(&addr).await?;
-            call(client).await
-        }
+        let limit = within.map_or(self.request_timeout, |w| w.min(self.request_timeout));
+        let mut addr: Option<Arc<str>> = None;
+        let result = with_timeout(
+            || format!("call to the coordinator of group {:?}", self.group),
+            limit,
+            async {
+                let found = self.find().await?;
+                addr = Some(found.clone());
+                let client = self.md.conns().groups(&found).await?;
+                call(client).await
+            },
+        )
         .await;
         if let Err(e) = &result
             && e.is_retriable()
         {
             self.set(None);
-            if e.needs_metadata_refresh() {
-                self.md.conns().invalidate(&addr);
+            if e.needs_metadata_refresh()
+                && let Some(addr) = &addr
+            {
+                self.md.conns().invalidate(addr);
             }
         }
         result
@@ -105,7 +121,8 @@ impl Coordinator {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.call_once(&mut call).await {
+            let left = limit.saturating_sub(start.elapsed()).max(Duration::from_millis(1));
+            match self.call_once(&mut call, Some(left)).await {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_retriable() => {
                     let delay = self.backoff.delay(attempt);

@@ -29,7 +29,12 @@ pub enum ResetTo {
 
 impl Admin {
     fn coordinator(&self, group: &str) -> Coordinator {
-        Coordinator::new(Arc::clone(&self.md), group.to_string(), self.backoff)
+        Coordinator::new(
+            Arc::clone(&self.md),
+            group.to_string(),
+            self.backoff,
+            self.request_timeout(),
+        )
     }
 
     /// Every group with members or committed offsets, asked of every broker

@@ -391,53 +391,6 @@ async fn connections_over_the_limit_are_closed() {
     b.stop().await;
 }
 
-/// Zig-zag varint, as the batch format writes it.
-fn varlong(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8) | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
-}
-
-/// One record: attributes, timestamp and offset deltas, key, value, no
-/// headers.
-fn record(out: &mut Vec<u8>, attributes: u8, ts_delta: i64, offset_delta: i64) {
-    let mut body = vec![attributes];
-    varlong(&mut body, ts_delta);
-    varlong(&mut body, offset_delta);
-    varlong(&mut body, 1);
-    body.push(b'k');
-    varlong(&mut body, 5);
-    body.extend_from_slice(b"value");
-    varlong(&mut body, 0);
-    varlong(out, body.len() as i64);
-    out.extend_from_slice(&body);
-}
-
-/// A batch written from the documented layout (storage crate docs) with
-/// this records section, count and timestamps, and a correct CRC: what a
-/// client in another language might send.
-fn hand_made_batch(section: &[u8], count: u32, first_ts: i64, max_ts: i64) -> bytes::Bytes {
-    let mut b = vec![0u8; 77];
-    b[8..12].copy_from_slice(&((77 - 12 + section.len()) as u32).to_le_bytes());
-    b[40] = 1; // magic
-    b[43..47].copy_from_slice(&count.to_le_bytes());
-    b[47..55].copy_from_slice(&first_ts.to_le_bytes());
-    b[55..63].copy_from_slice(&max_ts.to_le_bytes());
-    b[63..71].copy_from_slice(&(-1i64).to_le_bytes());
-    b[71..73].copy_from_slice(&(-1i16).to_le_bytes());
-    b[73..77].copy_from_slice(&(-1i32).to_le_bytes());
-    b.extend_from_slice(section);
-    let mut h = crc32fast::Hasher::new();
-    h.update(&b[..12]);
-    h.update(&b[16..]);
-    let crc = h.finalize();
-    b[12..16].copy_from_slice(&crc.to_le_bytes());
-    b.into()
-}
-
 /// A batch whose CRC is right but whose records are not is refused whole,
 /// naming what is wrong; nothing is stored, and a consumer reading the
 /// partition afterwards is never stuck behind it or misreads it.
@@ -446,66 +399,12 @@ async fn a_batch_with_a_valid_crc_but_malformed_records_is_refused_and_consumers
     let b = TestBroker::start().await;
     create(&b, "strict", 1, &[]).await;
     let ts = now();
-    let recs = |list: &[(u8, i64, i64)]| {
-        let mut out = Vec::new();
-        for &(a, t, o) in list {
-            record(&mut out, a, t, o);
-        }
-        out
-    };
-    let three = recs(&[(0, 0, 0), (0, 0, 1), (0, 0, 2)]);
-    let cases: Vec<(&str, bytes::Bytes, &str)> = vec![
-        (
-            "count 5 over random bytes",
-            hand_made_batch(&[0x9f, 0x13, 0x77, 0x01, 0xfe, 0x42], 5, ts, ts),
-            "malformed records",
-        ),
-        (
-            "count 5 over zeros",
-            hand_made_batch(&[0; 32], 5, ts, ts),
-            "malformed records",
-        ),
-        (
-            "truncated varint",
-            hand_made_batch(&[0x80, 0x80], 1, ts, ts),
-            "truncated varint",
-        ),
-        (
-            "count 5, three records",
-            hand_made_batch(&three, 5, ts, ts),
-            "record count",
-        ),
-        (
-            "count 1, three records",
-            hand_made_batch(&three, 1, ts, ts),
-            "bytes follow the last record",
-        ),
-        (
-            "offset delta 1000",
-            hand_made_batch(&recs(&[(0, 0, 0), (0, 0, 1000)]), 2, ts, ts),
-            "offset delta 1000",
-        ),
-        (
-            "two records at delta 0",
-            hand_made_batch(&recs(&[(0, 0, 0), (0, 0, 0)]), 2, ts, ts),
-            "offset delta 0",
-        ),
-        (
-            "a record 30 years ahead, header max now",
-            hand_made_batch(&recs(&[(0, 0, 0), (0, 30 * 365 * 86_400_000, 1)]), 2, ts, ts),
-            "above the header's max_timestamp",
-        ),
-        (
-            "record attributes set",
-            hand_made_batch(&recs(&[(4, 0, 0)]), 1, ts, ts),
-            "attributes must be 0",
-        ),
-    ];
+    let cases = strand_checker::malformed::every_kind(ts);
     for (what, bytes, expected) in cases {
         let resp = b
             .raw()
             .await
-            .produce(produce_req("strict", 0, bytes))
+            .produce(produce_req("strict", 0, bytes.into()))
             .await
             .unwrap()
             .into_inner();
@@ -518,7 +417,8 @@ async fn a_batch_with_a_valid_crc_but_malformed_records_is_refused_and_consumers
     }
     assert_eq!(log_end(&b, "strict", 0).await, 0, "nothing was stored");
     // The same layout, well formed, is accepted and reads back exactly.
-    let good = hand_made_batch(&recs(&[(0, 0, 0), (0, 5, 1)]), 2, ts, ts + 5);
+    use strand_checker::malformed::{batch, records};
+    let good: bytes::Bytes = batch(&records(&[(0, 0, 0), (0, 5, 1)]), 2, ts, ts + 5).into();
     let resp = b
         .raw()
         .await

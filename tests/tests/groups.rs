@@ -783,3 +783,68 @@ async fn members_pick_up_partitions_added_to_a_subscribed_topic_and_seek_still_r
     c.close().await.unwrap();
     p.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_fenced_member_rejoins_with_a_new_identity_and_reads_from_the_reset_offsets() {
+    let b = broker().await;
+    create(&b, "orders", 2).await;
+    produce(&b, "orders", 0, 100).await;
+    let mut c = Consumer::builder(b.addr())
+        .group("fenced")
+        .session_timeout(SESSION)
+        .auto_commit(None)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .max_wait(Duration::from_millis(100))
+        .build()
+        .await
+        .unwrap();
+    c.subscribe(&["orders"]).await.unwrap();
+    let mut seen = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen < 100 {
+        assert!(Instant::now() < deadline, "read {seen} of 100");
+        seen += c.poll().await.unwrap().len();
+    }
+    c.commit().await.unwrap();
+    let first_id = c.member_id();
+    assert!(!first_id.is_empty());
+
+    // The operator rewinds the group while it runs: the member is fenced.
+    let admin = Admin::connect(b.addr()).await.unwrap();
+    admin
+        .reset_group_offsets("fenced", "orders", ResetTo::Earliest, true)
+        .await
+        .unwrap();
+
+    // It notices (its heartbeat or its commit is refused), drops what it
+    // held, joins again under a new id and reads everything from offset 0.
+    let mut again = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while again.len() < 100 {
+        assert!(
+            Instant::now() < deadline,
+            "re-read {} of 100 after the reset",
+            again.len()
+        );
+        match c.poll().await {
+            Ok(records) => {
+                again.extend(records.iter().map(|r| (r.partition, r.offset)));
+                if !records.is_empty() {
+                    // FENCED until the consumer rejoined: that is the signal.
+                    let _ = c.commit().await;
+                }
+            }
+            Err(e) => panic!("poll failed after the reset: {e}"),
+        }
+    }
+    assert_ne!(
+        c.member_id(),
+        first_id,
+        "a fenced member must not come back under its old id"
+    );
+    assert!(
+        again.iter().any(|(_, o)| *o == 0),
+        "the reset to earliest was not honoured"
+    );
+    c.close().await.unwrap();
+}

@@ -62,6 +62,10 @@ const FIND_WAIT: Duration = Duration::from_secs(5);
 /// before loading its groups.
 const LOAD_WAIT: Duration = Duration::from_secs(10);
 
+/// How long a commit waits for a majority before answering
+/// `REQUEST_TIMED_OUT` (the offsets partition lost its quorum).
+const WRITE_WAIT: Duration = Duration::from_secs(10);
+
 /// The coordinator of every group whose offsets partition this broker leads.
 pub struct GroupCoordinator {
     config: GroupConfig,
@@ -263,12 +267,21 @@ impl GroupCoordinator {
     }
 
     /// Writes records for `group` to its shard's partition and waits for a
-    /// majority; a lost leadership is `NOT_COORDINATOR`.
+    /// majority, at most [`WRITE_WAIT`]; a lost leadership is
+    /// `NOT_COORDINATOR`. A write that timed out may still commit later (as
+    /// a produce that timed out), so a caller retrying it is harmless:
+    /// commits are idempotent.
     async fn write(&self, shard: &Shard, group: &str, records: &[GroupRecord]) -> Result<()> {
-        shard.write_records(&self.node, records).await.map_err(|e| match e {
-            BrokerError::NotLeader { leader_addr, .. } => not_coordinator(group, leader_addr),
-            other => other,
-        })
+        match tokio::time::timeout(WRITE_WAIT, shard.write_records(&self.node, records)).await {
+            Ok(r) => r.map_err(|e| match e {
+                BrokerError::NotLeader { leader_addr, .. } => not_coordinator(group, leader_addr),
+                other => other,
+            }),
+            Err(_) => Err(BrokerError::Timeout {
+                what: "a majority to store the group's records",
+                waited_ms: WRITE_WAIT.as_millis() as u64,
+            }),
+        }
     }
 
     pub(crate) fn epoch_record(g: &Group) -> GroupRecord {

@@ -196,7 +196,12 @@ impl ConsumerBuilder {
         let group = self.group_settings()?;
         let md = Metadata::connect(&self.bootstrap, self.connection).await?;
         let group = group.map(|settings| GroupMode {
-            coordinator: std::sync::Arc::new(Coordinator::new(md.clone(), settings.group.clone(), self.backoff)),
+            coordinator: std::sync::Arc::new(Coordinator::new(
+                md.clone(),
+                settings.group.clone(),
+                self.backoff,
+                fetch.request_timeout,
+            )),
             settings,
             membership: None,
             listener: self.listener.clone(),

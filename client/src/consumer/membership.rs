@@ -231,11 +231,16 @@ async fn heartbeat_loop(
             // Left for not polling: rejoin only once the application polls.
             Err(ClientError::invalid("waiting for the next poll"))
         } else {
+            // An answer later than the session timeout is worthless: the
+            // coordinator has expired the member by then.
             coordinator
-                .call_once(&mut |mut c| {
-                    let req = req.clone();
-                    async move { Ok(c.heartbeat(req).await?.into_inner()) }
-                })
+                .call_once(
+                    &mut |mut c| {
+                        let req = req.clone();
+                        async move { Ok(c.heartbeat(req).await?.into_inner()) }
+                    },
+                    Some(settings.session_timeout),
+                )
                 .await
         };
         let interval = {
@@ -350,7 +355,24 @@ pub(crate) async fn commit(
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                if e.code() == Some(ErrorCode::Fenced)
+                    && let Some(s) = shared
+                {
+                    // The coordinator does not know this member (it moved,
+                    // or expired the session): as a fenced heartbeat, drop
+                    // everything and join again with a fresh identity.
+                    let mut s = s.lock();
+                    if s.member_id == req.member_id && !s.member_id.is_empty() {
+                        tracing::warn!(group = %req.group, member = %s.member_id, error = %e, "commit fenced; rejoining");
+                        s.member_id.clear();
+                        s.epoch = 0;
+                        s.lost = true;
+                        s.allowed.clear();
+                    }
+                }
+                return Err(e);
+            }
         }
     }
 }
