@@ -3,6 +3,7 @@
 //! replicas, controller failover, follower catch-up.
 
 mod groups;
+mod identity;
 mod join;
 
 use std::collections::{BTreeMap, HashMap};

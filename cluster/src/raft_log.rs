@@ -26,7 +26,6 @@
 //! to copy: the log is the state, and what retention removed is gone on every
 //! replica alike.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -96,26 +95,12 @@ fn other(e: impl std::error::Error + Send + Sync + 'static) -> raft::Error {
 }
 
 fn write_state(path: &Path, s: &PersistedState) -> Result<()> {
-    let io = |op: &'static str| {
-        let path = path.to_path_buf();
-        move |source| ClusterError::State { op, path, source }
-    };
-    let tmp = path.with_extension("json.tmp");
     let bytes = serde_json::to_vec(s).map_err(|e| ClusterError::State {
         op: "encode",
         path: path.to_path_buf(),
         source: std::io::Error::other(e),
     })?;
-    let mut f = std::fs::File::create(&tmp).map_err(io("create"))?;
-    f.write_all(&bytes).map_err(io("write"))?;
-    f.sync_all().map_err(io("fsync"))?;
-    std::fs::rename(&tmp, path).map_err(io("rename"))?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("fsync dir"))?;
-    }
-    Ok(())
+    Ok(strand_storage::replace_file(path, &bytes)?)
 }
 
 impl RaftLog {

@@ -110,6 +110,7 @@ pub use batch::{
 pub use clock::now_ms;
 pub use config::{FsyncPolicy, LogConfig};
 pub use coordinates::{Offset, RaftIndex, Term};
+pub use dir::{rename_durably, replace_file, sync_dir};
 pub use error::{BatchError, Result, StorageError};
 pub use journal::JOURNAL_ENV;
 pub use log::{AppendInfo, BatchLocation, PartitionLog, RetentionReport, SyncPoint};

@@ -435,3 +435,26 @@ async fn a_batch_with_a_valid_crc_but_malformed_records_is_refused_and_consumers
     assert_eq!(seen, vec![(0, 0), (1, 5)]);
     b.stop().await;
 }
+
+/// Finishing a move is the partition leader's internal step (it follows
+/// Raft's configuration change); a client sending `finish` would make the
+/// removed brokers delete their copies early, so it is refused.
+#[tokio::test]
+async fn a_client_cannot_finish_a_reassignment() {
+    let b = TestBroker::start().await;
+    create(&b, "moving", 1, &[]).await;
+    let e = b
+        .raw_admin()
+        .await
+        .reassign_partition(strand_proto::v1::ReassignPartitionRequest {
+            topic: "moving".into(),
+            partition: 0,
+            replicas: vec![1],
+            finish: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "INVALID_REQUEST", "{e}");
+    assert!(e.message().contains("finish"), "{e}");
+    b.stop().await;
+}

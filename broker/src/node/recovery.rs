@@ -91,13 +91,17 @@ pub(super) fn open_or_quarantine(
     .ok()
     .and_then(|l| l.last_raft_index().ok().flatten())
     .unwrap_or_default();
-    std::fs::rename(dir, &aside).map_err(io("quarantine damaged log", dir))?;
+    strand_storage::rename_durably(dir, &aside)?;
     std::fs::create_dir_all(dir).map_err(io("create dir", dir))?;
     let mut commit = RaftIndex::ZERO;
     for f in ["raft-state.json", TOPIC_ID_FILE] {
         let from = aside.join(f);
         if from.exists() {
-            std::fs::copy(&from, dir.join(f)).map_err(io("copy raft state", &from))?;
+            let to = dir.join(f);
+            std::fs::copy(&from, &to).map_err(io("copy raft state", &from))?;
+            std::fs::File::open(&to)
+                .and_then(|c| c.sync_all())
+                .map_err(io("fsync", &to))?;
         }
     }
     if let Ok(bytes) = std::fs::read(dir.join("raft-state.json"))
@@ -105,9 +109,13 @@ pub(super) fn open_or_quarantine(
     {
         commit = state.commit;
     }
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("fsync dir", dir))?;
+    // The new directory's entries, then the parent's (the rename and the
+    // new directory): a power loss must not bring the damaged log back.
+    for d in [Some(dir), dir.parent()].into_iter().flatten() {
+        std::fs::File::open(d)
+            .and_then(|f| f.sync_all())
+            .map_err(io("fsync dir", d))?;
+    }
     let log = PartitionLog::open(dir, config)?;
     Ok((log, Some(commit.max(damaged_last))))
 }

@@ -11,8 +11,9 @@ use strand_cluster::{GrpcTransport, NewReplica, NodeConfig, NodeId, RaftNode};
 use strand_storage::{LogConfig, Offset};
 use tokio::sync::watch;
 
+use super::Node;
+use super::identity::{self, NodeIdentity};
 use super::recovery::open_or_quarantine;
-use super::{Node, identity};
 use crate::blocking::run_blocking;
 use crate::config::BrokerConfig;
 use crate::controller::{CONTROLLER_GROUP, MetadataState};
@@ -41,11 +42,12 @@ impl Node {
     pub async fn start(config: BrokerConfig, advertised_addr: String) -> Result<Arc<Self>> {
         config.validate()?;
         let node_id = config.node();
-        let founders = match &config.join {
+        let (founders, given_id) = match &config.join {
             // A joining broker takes the founders' list as its peers (the
-            // controller's voters); the first time, it asks the cluster.
+            // controller's voters); the first time, it asks the cluster,
+            // which also gives it the cluster id.
             Some(seeds) => match identity::load(&config.data_dir)? {
-                Some(stored) if stored.node_id == node_id => stored.peers,
+                Some(stored) if stored.node_id == node_id => (stored.peers, None),
                 Some(stored) => {
                     return Err(BrokerError::DataDir {
                         path: config.data_dir.clone(),
@@ -55,17 +57,39 @@ impl Node {
                         ),
                     });
                 }
-                None => join_cluster(seeds, node_id, &advertised_addr, &config).await?,
+                None => {
+                    let (founders, cluster_id) = join_cluster(seeds, node_id, &advertised_addr, &config).await?;
+                    (founders, Some(cluster_id))
+                }
             },
-            None => config.parsed_peers()?,
+            None => (config.parsed_peers()?, None),
         };
         let stored = {
             // A broker of one stores no addresses: it may move freely.
             let (dir, peers) = (config.data_dir.clone(), founders.clone());
-            run_blocking("check the data directory", move || {
-                identity::load_or_init(&dir, node_id, &peers)
+            let found = run_blocking("check the data directory", move || {
+                identity::load_checked(&dir, node_id, &peers)
             })
-            .await?
+            .await?;
+            match found {
+                Some(stored) => stored,
+                None => {
+                    let cluster_id = match given_id {
+                        Some(id) => id,
+                        None => founding_cluster_id(node_id, &founders, &config).await?,
+                    };
+                    let created = NodeIdentity {
+                        node_id,
+                        peers: founders.clone(),
+                        cluster_id,
+                    };
+                    let dir = config.data_dir.clone();
+                    run_blocking("create the data directory's identity", move || {
+                        identity::create(&dir, &created).map(|()| created)
+                    })
+                    .await?
+                }
+            }
         };
         let mut founders = founders;
         if founders.is_empty() && config.join.is_none() {
@@ -148,14 +172,87 @@ impl Node {
     }
 }
 
+/// How long a founder creating its data directory waits for the founder
+/// that makes the cluster id to answer (brokers of a new cluster start in
+/// any order).
+const FOUNDING_WAIT: Duration = Duration::from_secs(300);
+
+/// The id of the cluster being created: generated here when this broker is
+/// alone or the lowest-numbered founder, else asked of that founder over
+/// `Peer/Identity` (it may still be starting).
+async fn founding_cluster_id(
+    node_id: NodeId,
+    founders: &BTreeMap<NodeId, String>,
+    config: &BrokerConfig,
+) -> Result<String> {
+    use strand_proto::v1::{IdentityRequest, peer_client::PeerClient};
+    let maker = match identity::id_maker(founders) {
+        Some(maker) if maker != node_id => maker,
+        _ => {
+            let id = identity::new_cluster_id();
+            tracing::info!(node = %node_id, cluster = %id, "created the cluster id");
+            return Ok(id);
+        }
+    };
+    let addr = founders.get(&maker).cloned().unwrap_or_default();
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| BrokerError::InvalidConfig {
+            key: "peers".into(),
+            reason: format!("bad address {addr:?} of node {maker}: {e}"),
+        })?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(config.request_timeout());
+    let deadline = tokio::time::Instant::now() + FOUNDING_WAIT;
+    let mut waiting_logged = false;
+    loop {
+        let last = match endpoint.connect().await {
+            Ok(channel) => {
+                let req = IdentityRequest { from: node_id.get() };
+                match PeerClient::new(channel).identity(req).await {
+                    Ok(resp) => {
+                        let id = resp.into_inner().cluster_id;
+                        tracing::info!(node = %node_id, cluster = %id, from = %maker, "learned the cluster id");
+                        return Ok(id);
+                    }
+                    Err(status) if status.code() == tonic::Code::PermissionDenied => {
+                        return Err(BrokerError::DataDir {
+                            path: config.data_dir.clone(),
+                            reason: format!(
+                                "node {maker} at {addr} refused to tell its cluster id: {}",
+                                status.message()
+                            ),
+                        });
+                    }
+                    Err(status) => status.to_string(),
+                }
+            }
+            Err(e) => e.to_string(),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(BrokerError::DataDir {
+                path: config.data_dir.clone(),
+                reason: format!(
+                    "node {maker} at {addr}, which creates the cluster id, did not answer within {} s: {last}",
+                    FOUNDING_WAIT.as_secs()
+                ),
+            });
+        }
+        if !waiting_logged {
+            tracing::info!(node = %node_id, founder = %maker, addr = %addr, "waiting for the lowest-numbered founder to create the cluster id");
+            waiting_logged = true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Asks a running cluster (through any of `seeds`) to admit this broker;
-/// returns the brokers the cluster was formed with.
+/// returns the brokers the cluster was formed with, and its id.
 async fn join_cluster(
     seeds: &str,
     node_id: NodeId,
     addr: &str,
     config: &BrokerConfig,
-) -> Result<BTreeMap<NodeId, String>> {
+) -> Result<(BTreeMap<NodeId, String>, String)> {
     use strand_proto::v1::{JoinClusterRequest, admin_client::AdminClient};
     let seeds: Vec<&str> = seeds.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
     let deadline = tokio::time::Instant::now() + config.request_timeout();
@@ -188,7 +285,8 @@ async fn join_cluster(
                 Ok(resp) => {
                     let r = resp.into_inner();
                     tracing::info!(node = %node_id, via = %seed, cluster = %r.cluster_id, "joined the cluster");
-                    return Ok(r.founders.into_iter().map(|b| (NodeId(b.node_id), b.addr)).collect());
+                    let founders = r.founders.into_iter().map(|b| (NodeId(b.node_id), b.addr)).collect();
+                    return Ok((founders, r.cluster_id));
                 }
                 Err(status) => {
                     let e = BrokerError::from(status);

@@ -52,6 +52,20 @@ impl PeerService {
 
 #[tonic::async_trait]
 impl pb::peer_server::Peer for PeerService {
+    async fn identity(&self, req: Request<pb::IdentityRequest>) -> Result<Response<pb::IdentityResponse>, Status> {
+        let node = self.admin.node();
+        let from = NodeId(req.into_inner().from);
+        if node.addr_of(from).is_none() {
+            return Err(Status::permission_denied(format!(
+                "node {from} is not a founder of this cluster"
+            )));
+        }
+        Ok(Response::new(pb::IdentityResponse {
+            cluster_id: node.cluster_id().to_string(),
+            node_id: node.id().get(),
+        }))
+    }
+
     async fn raft(&self, req: Request<pb::RaftBatch>) -> Result<Response<pb::RaftBatchAck>, Status> {
         let node = self.admin.node();
         let batch = req.into_inner();

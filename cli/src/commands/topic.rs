@@ -126,37 +126,7 @@ pub async fn run(bootstrap: &str, cmd: TopicCommand) -> anyhow::Result<ExitCode>
             let t = admin.describe_topic(&name).await?;
             match format {
                 OutputFormat::Json => println!("{}", describe_json(&t)),
-                OutputFormat::Text => {
-                    println!("topic {}  replication_factor={}", t.name, t.replication_factor);
-                    let mut configs: Vec<_> = t.configs.iter().collect();
-                    configs.sort();
-                    for (k, v) in configs {
-                        println!("  config {k}={v}");
-                    }
-                    println!(
-                        "  {:>9}  {:>6}  {:>10}  {:>14}  {:>14}  {:>14}  {:>12}  replica lag in entries (! = out of sync)",
-                        "partition", "leader", "replicas", "log_start", "high_watermark", "log_end", "size_bytes"
-                    );
-                    for p in &t.partitions {
-                        let replicas = p.replicas.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
-                        let lag = p
-                            .replica_lag
-                            .iter()
-                            .map(|r| format!("{}:{}{}", r.node_id, r.lag, if r.in_sync { "" } else { "!" }))
-                            .collect::<Vec<_>>()
-                            .join(" ");
-                        println!(
-                            "  {:>9}  {:>6}  {:>10}  {:>14}  {:>14}  {:>14}  {:>12}  {lag}",
-                            p.partition,
-                            p.leader,
-                            replicas,
-                            p.log_start_offset,
-                            p.high_watermark,
-                            p.log_end_offset,
-                            p.size_bytes
-                        );
-                    }
-                }
+                OutputFormat::Text => print!("{}", describe_text(&t)),
             }
         }
         TopicCommand::Delete { name } => {
@@ -165,6 +135,39 @@ pub async fn run(bootstrap: &str, cmd: TopicCommand) -> anyhow::Result<ExitCode>
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The text form of `topic describe`. A replica's `!` is exactly the JSON
+/// form's `in_sync: false`: both read the flag the broker computed once.
+fn describe_text(t: &strand_client::proto::TopicDescription) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "topic {}  replication_factor={}", t.name, t.replication_factor);
+    let mut configs: Vec<_> = t.configs.iter().collect();
+    configs.sort();
+    for (k, v) in configs {
+        let _ = writeln!(out, "  config {k}={v}");
+    }
+    let _ = writeln!(
+        out,
+        "  {:>9}  {:>6}  {:>10}  {:>14}  {:>14}  {:>14}  {:>12}  replica lag in entries (! = out of sync)",
+        "partition", "leader", "replicas", "log_start", "high_watermark", "log_end", "size_bytes"
+    );
+    for p in &t.partitions {
+        let replicas = p.replicas.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        let lag = p
+            .replica_lag
+            .iter()
+            .map(|r| format!("{}:{}{}", r.node_id, r.lag, if r.in_sync { "" } else { "!" }))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let _ = writeln!(
+            out,
+            "  {:>9}  {:>6}  {:>10}  {:>14}  {:>14}  {:>14}  {:>12}  {lag}",
+            p.partition, p.leader, replicas, p.log_start_offset, p.high_watermark, p.log_end_offset, p.size_bytes
+        );
+    }
+    out
 }
 
 fn describe_json(t: &strand_client::proto::TopicDescription) -> serde_json::Value {
@@ -187,4 +190,45 @@ fn describe_json(t: &strand_client::proto::TopicDescription) -> serde_json::Valu
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strand_client::proto::{PartitionDescription, ReplicaLag, TopicDescription};
+
+    #[test]
+    fn text_and_json_agree_on_which_replicas_are_in_sync() {
+        let t = TopicDescription {
+            name: "t".into(),
+            replication_factor: 3,
+            partitions: vec![PartitionDescription {
+                partition: 0,
+                leader: 1,
+                replicas: vec![1, 2, 3],
+                replica_lag: vec![
+                    ReplicaLag {
+                        node_id: 2,
+                        lag: 0,
+                        in_sync: true,
+                    },
+                    // Lag 3 but out of sync (not heard from): the flag, not
+                    // the number, decides.
+                    ReplicaLag {
+                        node_id: 3,
+                        lag: 3,
+                        in_sync: false,
+                    },
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let text = describe_text(&t);
+        assert!(text.contains(" 2:0 3:3!"), "{text}");
+        let json = describe_json(&t);
+        let lags = &json["partitions"][0]["replica_lag"];
+        assert_eq!(lags[0]["in_sync"], true);
+        assert_eq!(lags[1]["in_sync"], false);
+    }
 }

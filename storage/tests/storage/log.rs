@@ -54,6 +54,27 @@ fn a_fetch_at_the_log_end_is_empty_and_outside_the_range_is_typed() {
     }
 }
 
+/// A replicated log reads below its high watermark: an offset past the log
+/// end names the *committed* range, so a client resetting to `latest` never
+/// sits above what is committed; offsets between the two read nothing yet.
+#[test]
+fn out_of_range_names_the_committed_end_of_a_bounded_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small_config()).unwrap();
+    log.append(&batch("a", 4, 1)).unwrap();
+    log.append(&batch("b", 4, 2)).unwrap();
+    let high_watermark = Offset(4);
+    assert!(log.read_bounded(Offset(5), 1024, high_watermark).unwrap().is_empty());
+    match log.read_bounded(Offset(9), 1024, high_watermark) {
+        Err(StorageError::OffsetOutOfRange {
+            requested: Offset(9),
+            earliest: Offset(0),
+            latest,
+        }) => assert_eq!(latest, high_watermark, "the log end (8) is not committed"),
+        other => panic!("expected OffsetOutOfRange, got {other:?}"),
+    }
+}
+
 #[test]
 fn a_batch_over_the_maximum_is_refused_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
