@@ -306,6 +306,17 @@ async fn move_partition(bin: PathBuf, mib: u64) -> Result<serde_json::Value> {
     leader(&a).await?;
     produce(c.bootstrap(), mib << 20, None, Arc::default()).await?;
     let new = c.join()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !a
+        .cluster_status()
+        .await
+        .is_ok_and(|s| s.brokers.iter().any(|b| b.node_id == new && b.up))
+    {
+        if Instant::now() > deadline {
+            bail!("broker {new} did not join within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (l, _, replicas, _) = partition_state(&a).await?;
     // Replace a follower by the new broker.
     let moved_away = *replicas.iter().find(|&&r| r != l).context("a follower")?;
