@@ -74,7 +74,7 @@ wait_for() {
 
 step "building the image"
 "$DEPLOY_DIR/build-image.sh"
-STRAND=$DEPLOY_DIR/.image/strand # the same static binary, run on the host as the client
+STRAND=$DEPLOY_DIR/.image/strand # the image's binary, run on the host as the client
 strand() { "$STRAND" --bootstrap "$BOOT" "$@"; }
 metrics=0
 "$STRAND" broker --help | grep -q -- --metrics-listen && metrics=1
