@@ -178,19 +178,18 @@ impl CatchUps {
     }
 
     /// On a follower: whether to carry out `order` from `from`; returns the
-    /// catch-up's cancel flag (the caller starts its task). A replica that
-    /// is `recovering` a damaged log refuses.
+    /// catch-up's cancel flag (the caller starts its task). A recovering
+    /// replica takes orders like any other: streaming is how it gets whole.
     pub(crate) fn accept(
         &mut self,
         node: &RawNode<RaftLog>,
-        recovering: bool,
         from: NodeId,
         order: &CatchUpOrder,
     ) -> Option<Arc<AtomicBool>> {
         let raft = &node.raft;
         let same_leader =
             raft.state == raft::StateRole::Follower && raft.term == order.term.get() && raft.leader_id == from.get();
-        if !same_leader || recovering {
+        if !same_leader {
             tracing::debug!(leader = %from, ?order, "catch-up order not for this replica's state; ignored");
             return None;
         }

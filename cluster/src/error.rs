@@ -30,6 +30,14 @@ pub enum ClusterError {
         /// The Raft group.
         group: RaftGroupId,
     },
+    /// The replica stopped: its storage failed, or raft-rs panicked on it
+    /// (the node's other groups go on). It stepped down and says so in its
+    /// status; restarting the broker retries it.
+    #[error("the replica of group {group} has failed and stopped")]
+    ReplicaFailed {
+        /// The Raft group.
+        group: RaftGroupId,
+    },
     /// The node's replication loop has stopped.
     #[error("the replication loop of node {node} has stopped")]
     Stopped {

@@ -70,11 +70,14 @@ pub struct NewReplica {
     /// The configuration a new group starts with; a group with stored Raft
     /// state keeps its own.
     pub voters: Vec<NodeId>,
-    /// A replica whose damaged log was replaced by an empty one: until it
-    /// has re-fetched every entry up to this index (the commit index it had
-    /// persisted) it neither votes nor campaigns, so a replica that lost
-    /// committed data can never help elect a leader that lacks it.
-    pub recover_to: Option<RaftIndex>,
+    /// The replica may hold less than it once acknowledged: its disk was
+    /// lost or replaced, its log was damaged and moved aside, or it is a
+    /// fresh copy of a moved partition. It then neither votes nor campaigns
+    /// until a leader elected without it has brought it up to date (see
+    /// `Replica`'s recovery), so it can never help elect a leader that lacks
+    /// a committed entry. A replica whose stored state says it is still
+    /// recovering stays so whatever this says.
+    pub recovering: bool,
     /// Entered whenever the loop works on this replica, so its log lines
     /// carry what the caller knows of it (topic, partition).
     pub span: tracing::Span,
@@ -308,14 +311,14 @@ impl RaftNode {
 fn start_replica(id: NodeId, cfg: &NodeConfig, r: &NewReplica) -> Result<Replica> {
     let group = r.group;
     let storage = RaftLog::open(Arc::clone(&r.log), &r.voters)?;
-    let persisted = storage.persisted();
-    let last = RaftIndex(raft::Storage::last_index(&storage)?);
+    // The commit index raft-rs starts from, clamped into the stored log.
+    let commit = RaftIndex(raft::Storage::initial_state(&storage)?.hard_state.commit);
     let raft_cfg = Config {
         id: id.get(),
         election_tick: cfg.election_ticks,
         heartbeat_tick: cfg.heartbeat_ticks,
         // Everything committed is already "applied": the log is the state.
-        applied: persisted.commit.min(last).get(),
+        applied: commit.get(),
         max_size_per_msg: cfg.max_size_per_msg,
         // A follower further behind than a few windows catches up by
         // streaming instead (`catch_up`).
@@ -328,7 +331,7 @@ fn start_replica(id: NodeId, cfg: &NodeConfig, r: &NewReplica) -> Result<Replica
         ..Config::default()
     };
     raft_cfg.validate()?;
-    let hw = storage.next_offset_after(persisted.commit.min(last))?;
+    let hw = storage.next_offset_after(commit)?;
     let logger = slog::Logger::root(TracingDrain, slog::o!("group" => group.get()));
     let node = RawNode::new(&raft_cfg, storage.clone(), &logger)?;
     let handle = Arc::new(ReplicaHandle {
@@ -369,10 +372,14 @@ fn sync_all(points: Vec<Option<&strand_storage::SyncPoint>>) -> Vec<Option<Resul
     results
 }
 
-fn is_vote_request(m: &Message) -> bool {
+/// Messages that ask a replica to vote or to stand for election: a
+/// recovering replica ignores them.
+fn is_election_message(m: &Message) -> bool {
     matches!(
         m.get_msg_type(),
-        raft::eraftpb::MessageType::MsgRequestVote | raft::eraftpb::MessageType::MsgRequestPreVote
+        raft::eraftpb::MessageType::MsgRequestVote
+            | raft::eraftpb::MessageType::MsgRequestPreVote
+            | raft::eraftpb::MessageType::MsgTimeoutNow
     )
 }
 
@@ -411,7 +418,7 @@ fn run(mut node: Loop, rx: mpsc::Receiver<LoopCommand>) {
         }
     }
     for r in node.replicas.values_mut() {
-        r.in_span(Replica::close);
+        let _ = r.in_span(Replica::close);
     }
 }
 
@@ -440,7 +447,7 @@ impl Loop {
             }
             LoopCommand::Remove { group, reply } => {
                 if let Some(mut r) = self.replicas.remove(&group) {
-                    r.in_span(Replica::close);
+                    let _ = r.in_span(Replica::close);
                 }
                 self.hosted.write().remove(&group);
                 let _ = reply.send(());
@@ -451,7 +458,10 @@ impl Loop {
                 ack,
                 reply,
             } => match self.replicas.get_mut(&group) {
-                Some(r) => r.in_span(|r| r.propose(&batch, ack, strand_storage::now_ms(), reply)),
+                // A panic drops `reply`: the caller sees the loop's answer missing.
+                Some(r) => {
+                    let _ = r.in_span(|r| r.propose(&batch, ack, strand_storage::now_ms(), reply));
+                }
                 None => {
                     let _ = reply.send(Err(ClusterError::UnknownGroup { group }));
                 }
@@ -466,20 +476,22 @@ impl Loop {
             }
             LoopCommand::CatchUpProgress(p) => {
                 if let Some(r) = self.replicas.get_mut(&p.group)
-                    && let Some(m) = r.in_span(|r| r.catch_up_progress(&p))
+                    && let Some(m) = r.in_span(|r| r.catch_up_progress(&p)).flatten()
                 {
                     out.entry(NodeId(m.to)).or_default().messages.push((p.group, m));
                 }
             }
             LoopCommand::Campaign { group } => {
-                if let Some(r) = self.replicas.get_mut(&group).filter(|r| !r.is_recovering()) {
-                    let _ = r.node.campaign();
+                if let Some(r) = self.replicas.get_mut(&group).filter(|r| r.may_stand()) {
+                    let _ = r.in_span(|r| r.node.campaign());
                 }
             }
             LoopCommand::TransferLeader { group, to } => self.transfer_leader(group, to),
             LoopCommand::ChangeReplicas { group, change, reply } => {
                 let r = match self.replicas.get_mut(&group) {
-                    Some(r) => r.in_span(|r| r.propose_replica_change(change)),
+                    Some(r) => r
+                        .in_span(|r| r.propose_replica_change(change))
+                        .unwrap_or(Err(ClusterError::ReplicaFailed { group })),
                     None => Err(ClusterError::UnknownGroup { group }),
                 };
                 let _ = reply.send(r);
@@ -494,9 +506,22 @@ impl Loop {
             return Ok(Arc::clone(&existing.handle));
         }
         let _span = new.span.clone().entered();
-        let mut rep = start_replica(self.id, &self.cfg, &new)?;
+        // raft-rs panics on some inconsistent stored states; one damaged
+        // replica must not take the loop (and every other group) down.
+        let started =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| start_replica(self.id, &self.cfg, &new)));
+        let mut rep = match started {
+            Ok(r) => r?,
+            Err(_) => {
+                tracing::error!(group = %new.group, "raft refused this replica's stored state: not hosted");
+                return Err(ClusterError::ReplicaFailed { group: new.group });
+            }
+        };
         rep.span = new.span;
-        rep.recover_to(new.recover_to);
+        if new.recovering || rep.storage.persisted().recovering {
+            rep.start_recovering()?;
+        }
+        rep.publish_status();
         rep.set_active_window(self.cfg.tick * (2 * self.cfg.election_ticks) as u32);
         let h = Arc::clone(&rep.handle);
         self.replicas.insert(new.group, rep);
@@ -512,7 +537,7 @@ impl Loop {
         let Some(r) = self.replicas.get_mut(&order.group) else {
             return;
         };
-        let Some(cancel) = r.in_span(|r| r.accept_catch_up(from, &order)) else {
+        let Some(cancel) = r.in_span(|r| r.accept_catch_up(from, &order)).flatten() else {
             return;
         };
         let log = Arc::clone(r.storage.partition_log());
@@ -537,7 +562,7 @@ impl Loop {
             tracing::debug!(%group, %from, "message for a group not hosted here");
             return;
         };
-        r.in_span(|r| step_replica(r, from, m));
+        let _ = r.in_span(|r| step_replica(r, from, m));
     }
 
     fn transfer_leader(&mut self, group: RaftGroupId, to: NodeId) {
@@ -549,7 +574,7 @@ impl Loop {
         else {
             return;
         };
-        r.in_span(|r| {
+        let _ = r.in_span(|r| {
             // Only to a replica that has every entry and answered within the
             // last two heartbeats, and never while a transfer is under way: a
             // transfer blocks proposals until it succeeds or times out.
@@ -570,24 +595,30 @@ impl Loop {
         });
     }
 
-    /// One tick for every replica (a recovering replica does not tick, so it
-    /// never starts an election); leaders order catch-ups of followers far
-    /// behind.
+    /// One tick for every replica (a recovering or failed replica does not
+    /// tick, so it never starts an election); leaders order catch-ups of
+    /// followers far behind.
     fn tick(&mut self, now: Instant, out: &mut Outbox) {
         self.ticks += 1;
         let heartbeat = self.ticks.is_multiple_of(self.cfg.heartbeat_ticks.max(1) as u64);
         let catch_ups = self.runtime.is_some();
         let min_lag = self.cfg.catch_up_min_lag_entries;
-        for r in self.replicas.values_mut().filter(|r| !r.is_recovering()) {
-            r.node.tick();
-            if catch_ups {
-                for (to, order) in r.in_span(|r| r.plan_catch_ups(now, min_lag)) {
-                    out.entry(to).or_default().catch_ups.push(order);
+        for r in self.replicas.values_mut().filter(|r| r.may_stand()) {
+            let orders = r.in_span(|r| {
+                r.node.tick();
+                let orders = if catch_ups {
+                    r.plan_catch_ups(now, min_lag)
+                } else {
+                    Vec::new()
+                };
+                if heartbeat {
+                    r.refresh_status();
+                    r.forget_stale_catch_up();
                 }
-            }
-            if heartbeat {
-                r.refresh_status();
-                r.forget_stale_catch_up();
+                orders
+            });
+            for (to, order) in orders.unwrap_or_default() {
+                out.entry(to).or_default().catch_ups.push(order);
             }
         }
     }
@@ -599,14 +630,14 @@ impl Loop {
             .replicas
             .iter_mut()
             .filter(|(_, r)| r.has_ready())
-            .filter_map(|(&g, r)| r.in_span(|r| r.stage_ready(out)).map(|st| (g, st)))
+            .filter_map(|(&g, r)| r.in_span(|r| r.stage_ready(out)).flatten().map(|st| (g, st)))
             .collect();
         // One fdatasync per group with new entries, all groups in parallel, so
         // a partition does not wait for the others' syncs one after another.
         let results = sync_all(staged.iter().map(|(_, st)| st.sync.as_ref()).collect());
         for ((g, st), synced) in staged.into_iter().zip(results) {
             if let Some(r) = self.replicas.get_mut(&g) {
-                r.in_span(|r| r.finish_ready(st, synced, out));
+                let _ = r.in_span(|r| r.finish_ready(st, synced, out));
             }
         }
     }
@@ -614,8 +645,11 @@ impl Loop {
 
 /// Steps one message into `r` (inside its span).
 fn step_replica(r: &mut Replica, from: NodeId, mut m: Message) {
-    if r.is_recovering() && is_vote_request(&m) {
-        tracing::debug!(%from, "recovering replica ignores a vote request");
+    if r.is_failed() {
+        return;
+    }
+    if r.is_recovering() && is_election_message(&m) {
+        tracing::debug!(%from, kind = ?m.get_msg_type(), "recovering replica ignores an election message");
         return;
     }
     // Entries reach Raft checked once, here (a leader's own proposals
@@ -626,11 +660,11 @@ fn step_replica(r: &mut Replica, from: NodeId, mut m: Message) {
     }
     r.heard_from(from);
     let last = r.last_index();
+    let mut lost_entries = false;
     if m.get_msg_type() == raft::eraftpb::MessageType::MsgHeartbeat && RaftIndex(m.commit) > last {
         // The leader thinks this replica has entries it does not (its
         // data was lost or replaced): raft-rs would panic committing past
-        // its log. Commit what it has; the leader's probing re-sends the
-        // rest.
+        // its log. Commit what it has, and tell the leader (below).
         tracing::warn!(
             %from,
             commit = m.commit,
@@ -638,8 +672,15 @@ fn step_replica(r: &mut Replica, from: NodeId, mut m: Message) {
             "heartbeat commits past this replica's log: it lost entries it had"
         );
         m.commit = last.get();
+        lost_entries = true;
+    }
+    if m.get_msg_type() == raft::eraftpb::MessageType::MsgAppendResponse && m.reject {
+        r.forget_lost_progress(from, RaftIndex(m.reject_hint));
     }
     if let Err(e) = r.node.step(m) {
         tracing::debug!(%from, error = %e, "dropped raft message");
+    }
+    if lost_entries {
+        r.report_lost_entries(from);
     }
 }

@@ -66,6 +66,12 @@ pub struct PersistedState {
     /// Term of that entry.
     #[serde(default)]
     pub snapshot_term: Term,
+    /// The replica may hold less than it once acknowledged (its disk was
+    /// lost or damaged, or it is a fresh copy of a moved partition): it takes
+    /// no part in elections until a leader elected without it has brought it
+    /// up to date (see `Replica::recovery`). Kept across restarts until then.
+    #[serde(default)]
+    pub recovering: bool,
 }
 
 fn node_ids(ids: &[u64]) -> Vec<NodeId> {
@@ -109,16 +115,22 @@ impl RaftLog {
     pub fn open(log: Arc<RwLock<PartitionLog>>, voters: &[NodeId]) -> Result<Self> {
         let dir = log.read().dir().to_path_buf();
         let state_path = dir.join(STATE_FILE);
-        let state = match std::fs::read(&state_path) {
+        let mut state: PersistedState = match std::fs::read(&state_path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ClusterError::Malformed {
                 what: "raft-state.json",
                 reason: e.to_string(),
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let s = PersistedState {
+                let mut s = PersistedState {
                     voters: voters.to_vec(),
                     ..Default::default()
                 };
+                if log.read().last_raft_index()?.is_some() {
+                    // Entries but no term or vote: whom it voted for is
+                    // lost, so it must not vote before it is whole again.
+                    tracing::warn!(path = %state_path.display(), "raft state missing beside a non-empty log: recovering");
+                    s.recovering = true;
+                }
                 write_state(&state_path, &s)?;
                 s
             }
@@ -130,11 +142,43 @@ impl RaftLog {
                 });
             }
         };
+        // The log is the truth; the state file may describe a log that was
+        // moved aside or emptied (raft-rs panics on a snapshot index past the
+        // log's first entry or a commit outside it).
+        if let Some(first) = log.read().first_raft_index()?
+            && first <= state.snapshot_index
+        {
+            tracing::warn!(
+                path = %state_path.display(),
+                first = %first,
+                snapshot_index = %state.snapshot_index,
+                "raft state says entries were removed that the log still holds: recovering from the log"
+            );
+            state.snapshot_index = RaftIndex(first.get().saturating_sub(1));
+            state.snapshot_term = if state.snapshot_index == RaftIndex::ZERO {
+                Term(0)
+            } else {
+                state.snapshot_term
+            };
+            state.recovering = true;
+            write_state(&state_path, &state)?;
+        }
         Ok(RaftLog {
             log,
             state: Arc::new(Mutex::new(state)),
             state_path,
         })
+    }
+
+    /// Marks the replica as recovering (or whole again), durably: a
+    /// recovering replica that restarts is still recovering.
+    pub fn set_recovering(&self, recovering: bool) -> Result<()> {
+        let mut s = self.state();
+        if s.recovering != recovering {
+            s.recovering = recovering;
+            write_state(&self.state_path, &s)?;
+        }
+        Ok(())
     }
 
     /// The partition log.
@@ -257,7 +301,10 @@ impl RaftLog {
     /// `term(first_index - 1)` stays answerable after a crash.
     pub fn compact(&self, now_ms: i64, upper: Offset) -> Result<strand_storage::RetentionReport> {
         let mut st = self.state();
-        let plan = self.read_log().plan_retention(now_ms, upper)?;
+        // Bounded by the commit index too: a sealed segment below the high
+        // watermark may still end with uncommitted entries that take no
+        // offset (a new leader's no-op, a configuration change).
+        let plan = self.read_log().plan_retention(now_ms, upper, Some(st.commit))?;
         if let Some((index, term)) = plan.last_deleted {
             st.snapshot_index = st.snapshot_index.max(index);
             st.snapshot_term = if st.snapshot_index == index {
@@ -431,16 +478,19 @@ fn to_entry(bytes: Bytes, term: Term) -> raft::Result<Entry> {
 impl raft::Storage for RaftLog {
     fn initial_state(&self) -> raft::Result<RaftState> {
         let s = self.state();
-        // Never claim a commit beyond what is stored.
+        // Never claim a commit beyond what is stored, nor below what raft-rs
+        // takes as committed (the entry before the first): raft-rs panics
+        // on either, and one damaged log must not stop the node's loop.
         let last = self
             .read_log()
             .last_raft_index()
             .map_err(other)?
             .unwrap_or(s.snapshot_index);
+        let floor = RaftIndex(self.first_index_locked(&s)?.get().saturating_sub(1));
         let hs = HardState {
             term: s.term.get(),
             vote: s.vote.get(),
-            commit: s.commit.min(last).get(),
+            commit: s.commit.min(last).max(floor).get(),
             ..Default::default()
         };
         let cs = ConfState {

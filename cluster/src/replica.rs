@@ -65,6 +65,12 @@ pub struct ReplicaStatus {
     pub voters: Vec<NodeId>,
     /// The group's learners (replicas being added, not yet voting).
     pub learners: Vec<NodeId>,
+    /// This replica may hold less than it once acknowledged and takes no
+    /// part in elections until a leader has brought it up to date.
+    pub recovering: bool,
+    /// This replica's storage failed (or raft-rs panicked on it): it
+    /// stopped, stepped down, and is retried when the broker restarts.
+    pub failed: bool,
 }
 
 /// One step of moving a group's replicas: raft single-server membership
@@ -122,7 +128,8 @@ pub(crate) struct Replica {
     pub(crate) handle: Arc<ReplicaHandle>,
     last_append_ms: i64,
     last_leader: NodeId,
-    recovering_until: Option<RaftIndex>,
+    /// See [`Replica::start_recovering`].
+    recovering: bool,
     /// When each peer was last heard from in this group (leader's view of
     /// liveness; raft-rs's own flag resets every election timeout).
     pub(crate) last_heard: HashMap<NodeId, std::time::Instant>,
@@ -151,7 +158,7 @@ impl Replica {
             handle,
             last_append_ms: 0,
             last_leader: NodeId(0),
-            recovering_until: None,
+            recovering: false,
             last_heard: HashMap::new(),
             active_window: std::time::Duration::from_secs(2),
             failed: false,
@@ -173,8 +180,7 @@ impl Replica {
         from: NodeId,
         order: &CatchUpOrder,
     ) -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
-        let recovering = self.is_recovering();
-        self.catch_ups.accept(&self.node, recovering, from, order)
+        self.catch_ups.accept(&self.node, from, order)
     }
 
     /// As follower: a catch-up task's progress; the response for the leader.
@@ -190,12 +196,37 @@ impl Replica {
 
     /// Runs `f` inside this replica's span (moved out for the call, so no
     /// reference count moves: the loop does this for every busy replica on
-    /// every iteration).
-    pub(crate) fn in_span<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
+    /// every iteration), containing a panic: raft-rs panics on states it
+    /// takes for impossible, and a damaged disk can produce them. The replica
+    /// is then failed (stepped down, inert) and the node's other groups go
+    /// on. `None` when `f` panicked.
+    pub(crate) fn in_span<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> Option<T> {
         let span = std::mem::replace(&mut self.span, tracing::Span::none());
         let out = {
             let _entered = span.enter();
-            f(self)
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
+            if let Err(panic) = &out {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("unknown panic");
+                tracing::error!(
+                    panic = what,
+                    "raft panicked on this replica: it is stopped, the others go on"
+                );
+                self.failed = true;
+                self.fail_all_pending(None);
+                // raft-rs's state is not to be trusted after a panic: the
+                // status is written by hand.
+                self.handle.status.send_modify(|st| {
+                    st.is_leader = false;
+                    st.leader = None;
+                    st.failed = true;
+                    st.replicas.clear();
+                });
+            }
+            out.ok()
         };
         self.span = span;
         out
@@ -230,12 +261,48 @@ impl Replica {
         }
     }
 
-    /// Marks the replica as re-fetching its log up to Raft index `target`.
-    pub(crate) fn recover_to(&mut self, target: Option<RaftIndex>) {
-        self.recovering_until = target.filter(|&t| t > self.last_index());
-        if let Some(t) = self.recovering_until {
-            tracing::warn!(up_to = %t, "replica recovering a damaged log: no votes until caught up");
+    /// Starts recovery: the replica may hold less than it once acknowledged
+    /// (lost or damaged disk, a fresh copy of a moved partition, Raft state
+    /// missing beside a log). Until it is whole again it neither votes, nor
+    /// stands for election, nor takes a leadership transfer, so every
+    /// leader is elected without it and holds every committed entry. It does
+    /// store and acknowledge what its leader sends (an acknowledgement says
+    /// only what it now holds, durably). It is whole once it holds, durably,
+    /// an entry its leader committed in the leader's own term: every entry
+    /// committed before that term precedes that one, so it has them all.
+    /// The state is stored, so a restart in the middle goes on recovering.
+    pub(crate) fn start_recovering(&mut self) -> Result<()> {
+        self.storage.set_recovering(true)?;
+        if !self.recovering {
+            tracing::warn!("replica recovering: no votes until a leader has brought it up to date");
         }
+        self.recovering = true;
+        Ok(())
+    }
+
+    /// Ends recovery once the replica durably holds an entry its leader
+    /// committed in the leader's term (see [`Replica::start_recovering`]).
+    fn check_recovered(&mut self) -> Result<()> {
+        if !self.recovering {
+            return Ok(());
+        }
+        let raft = &self.node.raft;
+        if raft.leader_id == 0 || raft.leader_id == raft.id || raft.term == 0 {
+            return Ok(());
+        }
+        let held = raft.raft_log.committed.min(raft.raft_log.persisted);
+        if raft.raft_log.term(held).unwrap_or(0) != raft.term {
+            return Ok(());
+        }
+        self.storage.set_recovering(false)?;
+        self.recovering = false;
+        tracing::info!(
+            index = held,
+            term = raft.term,
+            leader = raft.leader_id,
+            "replica recovered: it holds its leader's committed entries; voting again"
+        );
+        Ok(())
     }
 
     /// Last Raft index in this replica's log (stored or not yet).
@@ -243,9 +310,69 @@ impl Replica {
         RaftIndex(self.node.raft.raft_log.last_index())
     }
 
-    /// Whether the replica is still re-fetching a damaged log.
+    /// Whether the replica is recovering (see [`Replica::start_recovering`]).
     pub(crate) fn is_recovering(&self) -> bool {
-        self.recovering_until.is_some()
+        self.recovering
+    }
+
+    /// Whether the replica stopped on a storage failure or a panic.
+    pub(crate) fn is_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Whether the replica may tick and stand for election.
+    pub(crate) fn may_stand(&self) -> bool {
+        !self.recovering && !self.failed
+    }
+
+    /// As follower: the leader's heartbeat named a commit past this log, so
+    /// the leader counts entries here that are gone. An idle leader sends no
+    /// appends (its progress says there is nothing to send), so nothing
+    /// would ever be rejected: answer with the rejection of an append after
+    /// this log's end, whose hint tells the leader what is really here
+    /// (see [`Replica::forget_lost_progress`]).
+    pub(crate) fn report_lost_entries(&mut self, leader: NodeId) {
+        let raft = &mut self.node.raft;
+        if raft.leader_id != leader.get() {
+            return;
+        }
+        let last = raft.raft_log.last_index();
+        let mut m = Message::default();
+        m.set_msg_type(raft::eraftpb::MessageType::MsgAppendResponse);
+        m.to = leader.get();
+        m.from = raft.id;
+        m.term = raft.term;
+        m.reject = true;
+        m.index = last;
+        m.reject_hint = last;
+        m.log_term = raft.raft_log.term(last).unwrap_or(0);
+        raft.msgs.push(m);
+    }
+
+    /// As leader: a follower rejected an append with a hint below what it
+    /// had acknowledged, so it lost entries (a replaced disk, a damaged log
+    /// moved aside). raft-rs never lowers a progress's `matched` and would
+    /// keep sending from past the follower's end, and count it as holding
+    /// what it no longer has; the progress is set back to what the follower
+    /// says it holds and probes from there.
+    pub(crate) fn forget_lost_progress(&mut self, follower: NodeId, holds: RaftIndex) {
+        if self.node.raft.state != StateRole::Leader {
+            return;
+        }
+        let Some(pr) = self.node.raft.mut_prs().get_mut(follower.get()) else {
+            return;
+        };
+        if holds.get() >= pr.matched {
+            return;
+        }
+        tracing::warn!(
+            %follower,
+            acknowledged = pr.matched,
+            %holds,
+            "follower lost entries it had acknowledged; replicating them again"
+        );
+        pr.matched = holds.get();
+        pr.become_probe();
     }
 
     fn leader(&self) -> Option<NodeId> {
@@ -355,7 +482,7 @@ impl Replica {
         }
     }
 
-    fn publish_status(&self) {
+    pub(crate) fn publish_status(&self) {
         let is_leader = self.node.raft.state == StateRole::Leader;
         let mut replicas: Vec<ReplicaProgress> = if is_leader {
             self.node
@@ -390,6 +517,8 @@ impl Replica {
             replicas,
             voters,
             learners,
+            recovering: self.recovering,
+            failed: self.failed,
         };
         self.handle.status.send_if_modified(|s| {
             let changed = *s != status;
@@ -529,10 +658,17 @@ impl Replica {
 
     fn fail(&mut self, e: ClusterError) {
         // Storage failed under Raft: stop this replica rather than
-        // acknowledge anything that may not be on disk.
+        // acknowledge anything that may not be on disk, and step down so
+        // that clients and the group's other replicas stop counting on it
+        // (a failed replica neither ticks nor answers: another is elected).
         tracing::error!(error = %e, "replica stopped: storage failure");
         self.failed = true;
-        self.fail_all_pending(self.leader());
+        if self.node.raft.state == StateRole::Leader {
+            let term = self.node.raft.term;
+            self.node.raft.become_follower(term, raft::INVALID_ID);
+        }
+        self.fail_all_pending(None);
+        self.publish_status();
     }
 
     fn push(group: RaftGroupId, out: &mut Outbox, msgs: Vec<Message>) {
@@ -610,12 +746,7 @@ impl Replica {
         Self::push(group, out, light.take_messages());
         self.apply(light.take_committed_entries())?;
         self.node.advance_apply();
-        if let Some(t) = self.recovering_until
-            && RaftIndex(self.node.raft.raft_log.persisted) >= t
-        {
-            tracing::info!(index = %t, "replica recovered its log; voting again");
-            self.recovering_until = None;
-        }
+        self.check_recovered()?;
         self.publish_status();
         Ok(())
     }

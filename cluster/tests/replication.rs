@@ -11,7 +11,7 @@ use strand_cluster::{
     ReplicaStatus,
 };
 use strand_storage::{
-    BatchBuilder, Compression, FsyncPolicy, LogConfig, NewRecord, Offset, PartitionLog, RaftIndex, RecordBatch, batches,
+    BatchBuilder, Compression, FsyncPolicy, LogConfig, NewRecord, Offset, PartitionLog, RecordBatch, batches,
 };
 
 const GROUP: RaftGroupId = RaftGroupId(7);
@@ -96,16 +96,10 @@ impl Cluster {
     }
 
     async fn start_member_with(&self, id: u64, dir: std::path::PathBuf, voters: Vec<u64>) -> Member {
-        self.start_replica(id, dir, voters, None).await
+        self.start_replica(id, dir, voters, false).await
     }
 
-    async fn start_replica(
-        &self,
-        id: u64,
-        dir: std::path::PathBuf,
-        voters: Vec<u64>,
-        recover_to: Option<RaftIndex>,
-    ) -> Member {
+    async fn start_replica(&self, id: u64, dir: std::path::PathBuf, voters: Vec<u64>, recovering: bool) -> Member {
         let log = Arc::new(RwLock::new(PartitionLog::open(&dir, log_config()).expect("open log")));
         let node = RaftNode::start(NodeId(id), self.config.clone(), Arc::new(self.net.clone()));
         self.net.attach(NodeId(id), node.inbox(), node.log_source());
@@ -114,7 +108,7 @@ impl Cluster {
                 group: GROUP,
                 log: Arc::clone(&log),
                 voters: ids(&voters),
-                recover_to,
+                recovering,
                 span: tracing::Span::none(),
             })
             .await
@@ -309,10 +303,11 @@ async fn acks_leader_answers_after_the_local_fsync() {
 }
 
 /// A replica that lost its log (replaced by an empty one) must not vote or
-/// campaign until it has re-fetched what it had: otherwise it could help a
-/// lagging candidate win and drop committed entries.
+/// campaign until a leader has brought it up to date: otherwise it could help
+/// a lagging candidate win and drop committed entries. Once its leader has
+/// done so, it votes again.
 #[tokio::test]
-async fn a_recovering_replica_neither_votes_nor_campaigns() {
+async fn a_recovering_replica_neither_votes_nor_campaigns_until_a_leader_brought_it_up_to_date() {
     let mut c = Cluster::start(3).await;
     let leader = c.leader().await;
     let end = c.write(leader, "r", 10, 2).await;
@@ -327,29 +322,83 @@ async fn a_recovering_replica_neither_votes_nor_campaigns() {
     std::fs::remove_dir_all(&dir).expect("wipe");
     std::fs::create_dir_all(&dir).expect("mkdir");
     std::fs::write(dir.join("raft-state.json"), state).expect("restore raft state");
-    let last = c.member(leader).handle.status.borrow().last_index;
-    let m = c.start_replica(wiped, dir, vec![1, 2, 3], Some(last)).await;
+    let m = c.start_replica(wiped, dir, vec![1, 2, 3], true).await;
     c.members[(wiped - 1) as usize] = Some(m);
+    assert!(c.member(wiped).handle.status.borrow().recovering);
     // Cut the leader off. The other follower needs the wiped replica's vote,
     // which it must not get: watch both for two seconds (at least two
     // election timeouts at this tick), failing at the first leadership.
     c.net.isolate(NodeId(leader));
-    let watchers = [wiped, other].map(|id| {
+    assert_no_leader(&c, &[wiped, other], Duration::from_secs(2)).await;
+    c.net.heal();
+    // The leader brings it up to date (an entry of its own term committed
+    // and stored there): it is whole, and from then on counts as a voter.
+    let leader = c.leader().await;
+    let end = c.write(leader, "after", 3, 1).await;
+    wait_hw(&c.member(wiped).handle, end).await;
+    let wh = Arc::clone(&c.member(wiped).handle);
+    wait_status(&wh, "recovery to end", |s| !s.recovering).await;
+    assert_eq!(raw(&c.member(wiped).log, end), raw(&c.member(leader).log, end));
+    let dir = c.kill(leader);
+    drop(dir);
+    let next = c.leader().await;
+    assert!(next == wiped || next == other);
+}
+
+/// Fails if any of `ids` becomes leader within `window`.
+async fn assert_no_leader(c: &Cluster, ids: &[u64], window: Duration) {
+    let watchers = ids.iter().map(|&id| {
         let h = Arc::clone(&c.member(id).handle);
-        async move {
+        Box::pin(async move {
             wait_status(&h, "a leadership", |s| s.is_leader).await;
             id
-        }
+        })
     });
-    let elected = tokio::time::timeout(
-        Duration::from_secs(2),
-        futures::future::select_all(watchers.map(Box::pin)),
-    )
-    .await;
-    if let Ok((id, _, _)) = elected {
+    if let Ok((id, _, _)) = tokio::time::timeout(window, futures::future::select_all(watchers)).await {
         panic!("node {id} must not become leader");
     }
+}
+
+/// The scenario of a lost disk (Jepsen-style, from the issue): follower C is
+/// cut off; L and A acknowledge entries; A's disk is wiped (Raft state too)
+/// and it restarts recovering; L dies; C returns. C lacks the entries and A
+/// must not vote for it: the group stays without a leader (unavailable)
+/// rather than lose acknowledged entries. When L returns, everything
+/// acknowledged is there, on every replica.
+#[tokio::test]
+async fn a_wiped_replica_never_helps_a_lagging_one_win_and_nothing_acknowledged_is_lost() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    let a = (1..=3).find(|&i| i != leader).expect("follower");
+    let lagging = (1..=3).find(|&i| i != leader && i != a).expect("other follower");
+    let before = c.write(leader, "early", 2, 1).await;
+    wait_hw(&c.member(lagging).handle, before).await;
+    c.net.isolate(NodeId(lagging));
+    let acknowledged = c.write(leader, "acked", 30, 2).await;
+    wait_hw(&c.member(a).handle, acknowledged).await;
+    let a_dir = c.kill(a);
+    std::fs::remove_dir_all(&a_dir).expect("wipe");
+    let m = c.start_replica(a, a_dir, vec![1, 2, 3], true).await;
+    c.members[(a - 1) as usize] = Some(m);
+    let l_dir = c.kill(leader);
     c.net.heal();
+    assert_no_leader(&c, &[a, lagging], Duration::from_secs(2)).await;
+    // The replica with the data returns: it (or the lagging one, once it
+    // has its log) leads, and every acknowledged entry is on every replica.
+    let m = c.start_member(leader, l_dir, 3).await;
+    c.members[(leader - 1) as usize] = Some(m);
+    let now = c.leader().await;
+    let end = c.write(now, "later", 2, 1).await;
+    for id in 1..=3 {
+        wait_hw(&c.member(id).handle, end).await;
+    }
+    let reference = raw(&c.member(leader).log, end);
+    assert!(reference.len() > raw(&c.member(leader).log, acknowledged).len() - 1);
+    for id in 1..=3 {
+        assert_eq!(raw(&c.member(id).log, end), reference, "replica {id}");
+    }
+    let ah = Arc::clone(&c.member(a).handle);
+    wait_status(&ah, "recovery to end", |s| !s.recovering).await;
 }
 
 /// Retention removes the start of the leader's log while a follower is down;

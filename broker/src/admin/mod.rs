@@ -7,9 +7,11 @@
 //! - [`submit`]: the one route, forward, propose and wait path every change
 //!   takes;
 //! - [`topics`]: topic operations and views;
+//! - [`brokers`]: brokers joining, and registering their data directories;
 //! - [`reassign`]: the partition leader's side of moving replicas;
 //! - [`status`]: cluster status merged from every broker's report.
 
+mod brokers;
 pub mod reassign;
 pub mod request;
 pub mod status;

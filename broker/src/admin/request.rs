@@ -54,6 +54,13 @@ pub enum MetadataRequest {
         /// The target it reached.
         replicas: Vec<NodeId>,
     },
+    /// Record the data directory a broker started with.
+    RegisterBroker {
+        /// Its node id.
+        id: NodeId,
+        /// Its directory's incarnation.
+        incarnation: String,
+    },
     /// Admit a broker with an empty data directory.
     AddBroker {
         /// Its node id.
@@ -248,6 +255,22 @@ impl MetadataRequest {
                     id: t.id,
                     partition: *partition,
                     replicas: replicas.clone(),
+                })
+            }
+            MetadataRequest::RegisterBroker { id, incarnation } => {
+                if !ctx.brokers.contains(id) {
+                    return Err(BrokerError::InvalidRequest {
+                        reason: format!("node {id} is not a broker of this cluster"),
+                    });
+                }
+                if incarnation.is_empty() || incarnation.len() > 64 {
+                    return Err(BrokerError::InvalidRequest {
+                        reason: "an incarnation is 1 to 64 characters".into(),
+                    });
+                }
+                Ok(MetadataCommand::RegisterBroker {
+                    id: *id,
+                    incarnation: incarnation.clone(),
                 })
             }
             MetadataRequest::AddBroker { id, addr } => {

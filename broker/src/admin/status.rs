@@ -46,6 +46,10 @@ pub struct ReplicaReport {
     pub high_watermark: Offset,
     /// Every replica's lag (on the leader only).
     pub replicas: Vec<ReplicaLag>,
+    /// Recovering: no votes until a leader brought it up to date.
+    pub recovering: bool,
+    /// Its storage failed: stopped.
+    pub failed: bool,
 }
 
 /// One broker's report: `None` replicas when it did not answer.
@@ -57,6 +61,8 @@ pub struct BrokerReport {
     pub addr: String,
     /// The controller leader it knows of.
     pub controller: Option<NodeId>,
+    /// Its controller replica is recovering.
+    pub controller_recovering: bool,
     /// Its replicas, if it answered.
     pub replicas: Option<Vec<ReplicaReport>>,
 }
@@ -72,8 +78,13 @@ pub struct PartitionHealth {
     pub leader: Option<NodeId>,
     /// Assigned replicas.
     pub replicas: Vec<NodeId>,
-    /// Replicas down, out of sync, or unknown to the leader.
+    /// Replicas down, out of sync, unknown to the leader, recovering or
+    /// failed.
     pub lagging: Vec<NodeId>,
+    /// Replicas recovering from a lost or damaged disk.
+    pub recovering: Vec<NodeId>,
+    /// Replicas whose storage failed.
+    pub failed: Vec<NodeId>,
     /// The leader's high watermark.
     pub high_watermark: Offset,
 }
@@ -85,8 +96,9 @@ pub struct ClusterView {
     pub cluster_id: String,
     /// The controller's leader.
     pub controller: Option<NodeId>,
-    /// Brokers: id, address, whether it answered.
-    pub brokers: Vec<(NodeId, String, bool)>,
+    /// Brokers: id, address, whether it answered, whether its controller
+    /// replica is recovering.
+    pub brokers: Vec<(NodeId, String, bool, bool)>,
     /// Every partition.
     pub partitions: Vec<PartitionHealth>,
 }
@@ -121,6 +133,8 @@ pub fn local_report(node: &Node) -> Vec<ReplicaReport> {
                         in_sync: in_sync(s.last_index, r),
                     })
                     .collect(),
+                recovering: s.recovering,
+                failed: s.failed,
             }
         })
         .collect()
@@ -131,6 +145,7 @@ pub fn report_to_proto(node: &Node, replicas: Vec<ReplicaReport>) -> pb::LocalSt
     pb::LocalStatusResponse {
         node_id: node.id().get(),
         controller_id: node.controller_leader().map_or(0, NodeId::get),
+        controller_recovering: node.controller_status().recovering,
         groups: replicas
             .into_iter()
             .map(|r| pb::LocalGroupStatus {
@@ -150,13 +165,16 @@ pub fn report_to_proto(node: &Node, replicas: Vec<ReplicaReport>) -> pb::LocalSt
                         in_sync: l.in_sync,
                     })
                     .collect(),
+                recovering: r.recovering,
+                failed: r.failed,
             })
             .collect(),
     }
 }
 
-fn report_from_proto(r: pb::LocalStatusResponse) -> (Option<NodeId>, Vec<ReplicaReport>) {
+fn report_from_proto(r: pb::LocalStatusResponse) -> (Option<NodeId>, bool, Vec<ReplicaReport>) {
     let controller = (r.controller_id != 0).then_some(NodeId(r.controller_id));
+    let controller_recovering = r.controller_recovering;
     let replicas = r
         .groups
         .into_iter()
@@ -177,9 +195,11 @@ fn report_from_proto(r: pb::LocalStatusResponse) -> (Option<NodeId>, Vec<Replica
                     in_sync: l.in_sync,
                 })
                 .collect(),
+            recovering: g.recovering,
+            failed: g.failed,
         })
         .collect();
-    (controller, replicas)
+    (controller, controller_recovering, replicas)
 }
 
 async fn ask(addr: String, request: pb::LocalStatusRequest) -> Option<pb::LocalStatusResponse> {
@@ -220,6 +240,7 @@ impl Admin {
                     node: id,
                     addr: node.advertised_addr().to_string(),
                     controller: node.controller_leader(),
+                    controller_recovering: node.controller_status().recovering,
                     replicas: Some(local_report(node)),
                 };
             }
@@ -231,8 +252,9 @@ impl Admin {
             BrokerReport {
                 node: id,
                 addr,
-                controller: answer.as_ref().and_then(|(c, _)| *c),
-                replicas: answer.map(|(_, r)| r),
+                controller: answer.as_ref().and_then(|(c, _, _)| *c),
+                controller_recovering: answer.as_ref().is_some_and(|(_, r, _)| *r),
+                replicas: answer.map(|(_, _, r)| r),
             }
         });
         futures::future::join_all(asks).await
@@ -244,10 +266,24 @@ impl Admin {
         let reports = self.gather().await;
         let up: HashMap<NodeId, bool> = reports.iter().map(|b| (b.node, b.replicas.is_some())).collect();
         let leaders = leaders(&reports);
+        // Each replica's own word on whether it recovers or failed.
+        let mut own: HashMap<(String, u32, NodeId), (bool, bool)> = HashMap::new();
+        for b in &reports {
+            for r in b.replicas.iter().flatten() {
+                own.insert((r.topic.clone(), r.partition, b.node), (r.recovering, r.failed));
+            }
+        }
         let mut partitions = Vec::new();
         for t in self.node.metadata().topics.values() {
             for (p, replicas) in t.assignment.iter().enumerate() {
                 let lead = leaders.get(&(t.meta.name.clone(), p as u32));
+                let state = |r: &NodeId| {
+                    own.get(&(t.meta.name.clone(), p as u32, *r))
+                        .copied()
+                        .unwrap_or_default()
+                };
+                let recovering: Vec<NodeId> = replicas.iter().copied().filter(|r| state(r).0).collect();
+                let failed: Vec<NodeId> = replicas.iter().copied().filter(|r| state(r).1).collect();
                 let lagging = replicas
                     .iter()
                     .copied()
@@ -257,7 +293,7 @@ impl Admin {
                             Some(l) => l.replicas.iter().find(|x| x.node == *r).is_none_or(|x| !x.in_sync),
                             None => true,
                         };
-                        down || behind
+                        down || behind || recovering.contains(r) || failed.contains(r)
                     })
                     .collect();
                 partitions.push(PartitionHealth {
@@ -266,6 +302,8 @@ impl Admin {
                     leader: lead.and_then(|l| l.leader),
                     replicas: replicas.clone(),
                     lagging,
+                    recovering,
+                    failed,
                     high_watermark: lead.map_or(Offset::ZERO, |l| l.high_watermark),
                 });
             }
@@ -279,7 +317,7 @@ impl Admin {
             controller,
             brokers: reports
                 .iter()
-                .map(|b| (b.node, b.addr.clone(), b.replicas.is_some()))
+                .map(|b| (b.node, b.addr.clone(), b.replicas.is_some(), b.controller_recovering))
                 .collect(),
             partitions,
         }

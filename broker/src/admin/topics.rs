@@ -123,12 +123,6 @@ impl Admin {
         .await
     }
 
-    /// Admits a broker with an empty data directory: records it in the
-    /// metadata and makes it a learner of the controller group.
-    pub async fn admit_broker(&self, id: NodeId, addr: String) -> Result<()> {
-        self.submit(MetadataRequest::AddBroker { id, addr }).await
-    }
-
     /// Waits (bounded) until every replica of `topic` hosted here has a
     /// leader, on the replicas' status channels.
     async fn wait_for_leaders(&self, topic: &TopicState) {

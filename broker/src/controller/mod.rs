@@ -119,6 +119,18 @@ pub enum MetadataCommand {
         /// Must equal the reassignment's target.
         replicas: Vec<NodeId>,
     },
+    /// A broker started with this data directory (its incarnation, a
+    /// random id written when the directory was created). Recorded once
+    /// per incarnation: a replica a broker hosts for a topic created before
+    /// its current incarnation was registered may have acknowledged entries
+    /// with a disk it no longer has, so it starts recovering when its
+    /// directory is missing.
+    RegisterBroker {
+        /// Its node id.
+        id: NodeId,
+        /// Its data directory's incarnation.
+        incarnation: String,
+    },
     /// A broker joined the running cluster.
     AddBroker {
         /// Its node id.
@@ -144,6 +156,19 @@ pub struct MetadataState {
     pub next_topic_id: u64,
     /// Brokers that joined after the cluster was formed (id → address).
     pub joined: BTreeMap<NodeId, String>,
+    /// Each broker's registered data directory (see
+    /// [`MetadataCommand::RegisterBroker`]).
+    pub registered: BTreeMap<NodeId, Registration>,
+}
+
+/// A broker's data directory as the cluster recorded it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Registration {
+    /// The directory's incarnation.
+    pub incarnation: String,
+    /// Replicas of topics with a lower id may have existed on an earlier
+    /// disk of this broker (0 for its first directory: none did).
+    pub first_topic_id: u64,
 }
 
 impl MetadataState {
@@ -202,6 +227,28 @@ impl MetadataState {
                 }
                 _ => false,
             },
+            MetadataCommand::RegisterBroker { id, incarnation } => {
+                if self.registered.get(id).is_some_and(|r| r.incarnation == *incarnation) {
+                    return false;
+                }
+                // A broker's first directory ever: no earlier disk of it held
+                // anything (replicas are hosted only once registered), so
+                // every topic is new to it. A later one replaces a disk that
+                // may have held replicas of every topic created until now.
+                let first_topic_id = if self.registered.contains_key(id) {
+                    self.allocate_topic_id()
+                } else {
+                    0
+                };
+                self.registered.insert(
+                    *id,
+                    Registration {
+                        incarnation: incarnation.clone(),
+                        first_topic_id,
+                    },
+                );
+                true
+            }
             MetadataCommand::AddBroker { id, addr } => {
                 if self.joined.get(id) == Some(addr) {
                     return false;
@@ -223,6 +270,24 @@ impl MetadataState {
     /// controller).
     pub fn allocate_topic_id(&self) -> u64 {
         self.next_topic_id.max(1)
+    }
+
+    /// Whether `node` registered the data directory `incarnation`: a broker
+    /// hosts partition replicas only from then on, so every replica a
+    /// directory ever held was created after its registration.
+    pub fn registered_as(&self, node: NodeId, incarnation: &str) -> bool {
+        self.registered.get(&node).is_some_and(|r| r.incarnation == incarnation)
+    }
+
+    /// Whether `node`'s replica of topic `topic_id`, if its directory is
+    /// missing, can be trusted never to have existed on an earlier disk of
+    /// `node`: the topic was created after `node` registered `incarnation`.
+    /// Otherwise an earlier disk may have acknowledged entries of it, and
+    /// the replica recovers before it votes.
+    pub fn replica_is_new(&self, node: NodeId, incarnation: &str, topic_id: u64) -> bool {
+        self.registered
+            .get(&node)
+            .is_some_and(|r| r.incarnation == incarnation && topic_id >= r.first_topic_id)
     }
 }
 
@@ -247,6 +312,30 @@ mod tests {
             origin: Vec::new(),
             moving: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn a_replica_is_new_only_for_topics_created_after_its_broker_registered_this_disk() {
+        let mut s = MetadataState::default();
+        s.apply(&MetadataCommand::CreateTopic { topic: topic("old", 1) });
+        let register = |inc: &str| MetadataCommand::RegisterBroker {
+            id: NodeId(1),
+            incarnation: inc.into(),
+        };
+        assert!(!s.replica_is_new(NodeId(1), "a", 1), "not registered yet: unknown");
+        assert!(s.apply(&register("a")));
+        assert!(!s.apply(&register("a")), "the same incarnation again changes nothing");
+        s.apply(&MetadataCommand::CreateTopic { topic: topic("new", 2) });
+        assert!(
+            s.replica_is_new(NodeId(1), "a", 1),
+            "its first disk: nothing existed on an earlier one"
+        );
+        assert!(s.replica_is_new(NodeId(1), "a", 2));
+        assert!(!s.replica_is_new(NodeId(2), "a", 2), "another broker");
+        // A replaced disk: nothing created before its registration is new.
+        assert!(s.apply(&register("b")));
+        assert!(!s.replica_is_new(NodeId(1), "b", 2));
+        assert!(!s.replica_is_new(NodeId(1), "a", 2), "the old disk is not this one");
     }
 
     #[test]

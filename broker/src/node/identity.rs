@@ -34,10 +34,25 @@ pub struct NodeIdentity {
     pub peers: BTreeMap<NodeId, String>,
     /// The cluster's id, generated once when the cluster was created.
     pub cluster_id: String,
+    /// This data directory's id, random, written when it was created (as
+    /// Kafka's directory ids): the cluster records it, so a broker that
+    /// comes back with another disk under the same node id is known to
+    /// have lost what it held.
+    #[serde(default)]
+    pub incarnation: String,
 }
 
 /// A new cluster id: 128 random bits, hex.
 pub fn new_cluster_id() -> String {
+    random_id()
+}
+
+/// A new data directory incarnation: 128 random bits, hex.
+pub fn new_incarnation() -> String {
+    random_id()
+}
+
+fn random_id() -> String {
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -59,9 +74,15 @@ pub fn load_checked(
     node_id: NodeId,
     peers: &BTreeMap<NodeId, String>,
 ) -> Result<Option<NodeIdentity>> {
-    let Some(stored) = load(data_dir)? else {
+    let Some(mut stored) = load(data_dir)? else {
         return Ok(None);
     };
+    if stored.incarnation.is_empty() {
+        // Written before directories had incarnations: this one gets its
+        // own now.
+        stored.incarnation = new_incarnation();
+        store(&data_dir.join(FILE), &stored)?;
+    }
     if stored.node_id != node_id {
         return Err(BrokerError::DataDir {
             path: data_dir.to_path_buf(),
@@ -162,6 +183,7 @@ mod tests {
             node_id: NodeId(1),
             peers: peers(),
             cluster_id: new_cluster_id(),
+            incarnation: new_incarnation(),
         };
         create(dir.path(), &id).unwrap();
         assert_eq!(load_checked(dir.path(), NodeId(1), &peers()).unwrap(), Some(id));

@@ -9,9 +9,11 @@
 //!   proposing new ones on the local controller replica;
 //! - [`replicas`]: hosting the replicas the metadata assigns here, and
 //!   handing leadership back to preferred replicas;
-//! - [`recovery`]: opening a replica's log, quarantining a damaged one and
-//!   re-fetching it from the other replicas;
-//! - [`identity`]: the `node.json` file.
+//! - [`recovery`]: opening a replica's log and quarantining a damaged one
+//!   (it then recovers through Raft, voting only once whole again);
+//! - [`identity`]: the `node.json` file;
+//! - [`discovery`]: how a broker with an empty data directory learns its
+//!   cluster (and whether the cluster knew it before: a lost disk).
 //!
 //! Invariants: metadata changes only by applying committed controller
 //! records in log order; the set of hosted replicas follows the applied
@@ -19,6 +21,7 @@
 //! id of the topic it belongs to, so a re-created topic never inherits an old
 //! topic's data.
 
+mod discovery;
 pub mod identity;
 mod metadata;
 mod recovery;
@@ -47,6 +50,8 @@ pub struct Node {
     id: NodeId,
     advertised_addr: String,
     cluster_id: String,
+    /// This data directory's incarnation (see `identity`).
+    incarnation: String,
     /// The brokers the cluster was formed with (the controller group's
     /// voters). Brokers that joined later are in the metadata;
     /// [`Node::brokers`] lists both.
@@ -89,6 +94,16 @@ impl Node {
     /// The cluster's id.
     pub fn cluster_id(&self) -> &str {
         &self.cluster_id
+    }
+
+    /// This data directory's incarnation.
+    pub fn incarnation(&self) -> &str {
+        &self.incarnation
+    }
+
+    /// Whether the applied metadata has this data directory registered.
+    pub fn is_registered(&self) -> bool {
+        self.metadata.read().registered_as(self.id, &self.incarnation)
     }
 
     /// The brokers the cluster was formed with.

@@ -1,32 +1,35 @@
-//! Opening a replica's log, and recovering one that is damaged.
+//! Opening a replica's log, and quarantining one that is damaged.
 //!
 //! A log that refuses to open because it is damaged is moved aside whole
-//! (kept for an operator) and replaced by an empty one that keeps the Raft
-//! state; the replica then re-fetches the committed entries from its peers
-//! and takes part in no election until it has them back.
+//! (kept for an operator) and replaced by an empty one whose Raft state says
+//! *recovering*: the replica then takes no part in elections until a leader
+//! elected without it has brought it up to date (by Raft's appends, a
+//! snapshot if the leader compacted, or the catch-up stream). Nothing here
+//! has to know how far it had got: a leader elected without it holds every
+//! committed entry.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
 
-use parking_lot::RwLock;
-use strand_cluster::{NodeId, RaftGroupId};
-use strand_storage::{LogConfig, PartitionLog, RaftIndex};
+use strand_cluster::PersistedState;
+use strand_storage::{LogConfig, PartitionLog};
 
-use super::Node;
 use crate::error::{BrokerError, Result};
 
 /// File in a partition directory naming the topic id it belongs to.
 const TOPIC_ID_FILE: &str = "topic-id";
 
+/// The Raft state file beside a replica's segments (`strand_cluster`).
+const STATE_FILE: &str = "raft-state.json";
+
 /// Opens the log of a partition replica for `topic_id`, clearing a
-/// directory left by an older topic of the same name.
+/// directory left by an older topic of the same name. Returns whether the
+/// log was damaged and quarantined (the replica must recover).
 pub(super) fn open_partition_log(
     dir: &Path,
     topic_id: u64,
     config: LogConfig,
     replicated: bool,
-) -> Result<(PartitionLog, Option<RaftIndex>)> {
+) -> Result<(PartitionLog, bool)> {
     let marker = dir.join(TOPIC_ID_FILE);
     let io = |op: &'static str, path: &Path| {
         let path = path.to_path_buf();
@@ -44,32 +47,24 @@ pub(super) fn open_partition_log(
         }
         Err(_) => {}
     }
-    let (log, recover_to) = open_or_quarantine(dir, config, replicated)?;
+    let (log, quarantined) = open_or_quarantine(dir, config, replicated)?;
     if !marker.exists() {
-        std::fs::write(&marker, topic_id.to_string()).map_err(io("write topic id", &marker))?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("fsync dir", dir))?;
+        strand_storage::replace_file(&marker, topic_id.to_string().as_bytes())?;
     }
-    Ok((log, recover_to))
+    Ok((log, quarantined))
 }
 
 /// Opens a replica's log. A log that refuses to open because it is damaged
 /// is moved aside whole (`<dir>.corrupt-<ms>`, kept for an operator) and
-/// replaced by an empty one that keeps the Raft state; the Raft index the
-/// replica must re-fetch up to before it may vote again is returned (the
-/// higher of its persisted commit index and the last entry it can still find
-/// in the damaged files).
+/// replaced by an empty one; its Raft state keeps the term, vote and
+/// configuration and says *recovering* (nothing removed, nothing committed
+/// yet). Returns whether that happened.
 ///
-/// A replica without peers (replication factor 1) has nobody to re-fetch
+/// A replica without peers (replication factor 1) has nobody to recover
 /// from: its damaged log is an error, never silently emptied.
-pub(super) fn open_or_quarantine(
-    dir: &Path,
-    config: LogConfig,
-    replicated: bool,
-) -> Result<(PartitionLog, Option<RaftIndex>)> {
+pub(super) fn open_or_quarantine(dir: &Path, config: LogConfig, replicated: bool) -> Result<(PartitionLog, bool)> {
     let err = match PartitionLog::open(dir, config.clone()) {
-        Ok(log) => return Ok((log, None)),
+        Ok(log) => return Ok((log, false)),
         Err(e @ strand_storage::StorageError::Corrupt { .. }) if replicated => e,
         Err(e) => return Err(e.into()),
     };
@@ -80,139 +75,40 @@ pub(super) fn open_or_quarantine(
     let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("partition");
     let aside = dir.with_file_name(format!("{name}.corrupt-{}", strand_storage::now_ms()));
     tracing::error!(dir = %dir.display(), moved_to = %aside.display(), error = %err,
-        "damaged replica log moved aside; re-fetching it from the other replicas");
-    let damaged_last = PartitionLog::open(
-        dir,
-        LogConfig {
-            verify_sealed_on_open: false,
-            ..config.clone()
-        },
-    )
-    .ok()
-    .and_then(|l| l.last_raft_index().ok().flatten())
-    .unwrap_or_default();
+        "damaged replica log moved aside; the replica recovers it from the other replicas and does not vote meanwhile");
+    let old: PersistedState = std::fs::read(dir.join(STATE_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
     strand_storage::rename_durably(dir, &aside)?;
     std::fs::create_dir_all(dir).map_err(io("create dir", dir))?;
-    let mut commit = RaftIndex::ZERO;
-    for f in ["raft-state.json", TOPIC_ID_FILE] {
-        let from = aside.join(f);
-        if from.exists() {
-            let to = dir.join(f);
-            std::fs::copy(&from, &to).map_err(io("copy raft state", &from))?;
-            std::fs::File::open(&to)
-                .and_then(|c| c.sync_all())
-                .map_err(io("fsync", &to))?;
-        }
-    }
-    if let Ok(bytes) = std::fs::read(dir.join("raft-state.json"))
-        && let Ok(state) = serde_json::from_slice::<strand_cluster::PersistedState>(&bytes)
-    {
-        commit = state.commit;
-    }
-    // The new directory's entries, then the parent's (the rename and the
-    // new directory): a power loss must not bring the damaged log back.
-    for d in [Some(dir), dir.parent()].into_iter().flatten() {
-        std::fs::File::open(d)
-            .and_then(|f| f.sync_all())
-            .map_err(io("fsync dir", d))?;
+    let state = PersistedState {
+        // Term and vote stay: it must not vote twice in a term it voted in.
+        term: old.term,
+        vote: old.vote,
+        voters: old.voters,
+        learners: old.learners,
+        recovering: true,
+        ..PersistedState::default()
+    };
+    let bytes = serde_json::to_vec(&state).map_err(|e| BrokerError::Metadata {
+        op: "encode raft state",
+        path: dir.join(STATE_FILE),
+        source: std::io::Error::other(e),
+    })?;
+    strand_storage::replace_file(&dir.join(STATE_FILE), &bytes)?;
+    let marker = aside.join(TOPIC_ID_FILE);
+    if let Ok(id) = std::fs::read(&marker) {
+        strand_storage::replace_file(&dir.join(TOPIC_ID_FILE), &id)?;
     }
     let log = PartitionLog::open(dir, config)?;
-    Ok((log, Some(commit.max(damaged_last))))
-}
-
-/// Re-fetches the committed entries of `group` from the other replicas into
-/// an emptied log, before the replica joins its group. Returns the index the
-/// replica must still reach before it may vote (`None`: it is whole again).
-pub(super) async fn refetch(
-    node: &Node,
-    group: RaftGroupId,
-    replicas: &[NodeId],
-    log: &Arc<RwLock<PartitionLog>>,
-    target: RaftIndex,
-) -> Option<RaftIndex> {
-    use strand_proto::v1::{ReadLogRequest, peer_client::PeerClient};
-    let peers: Vec<String> = replicas
-        .iter()
-        .filter(|&&r| r != node.id)
-        .filter_map(|r| node.addr_of(*r))
-        .collect();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let max = node.config.limits.max_message_bytes;
-    let mut next = log
-        .read()
-        .last_raft_index()
-        .ok()
-        .flatten()
-        .map_or(RaftIndex(1), RaftIndex::next);
-    'peers: while tokio::time::Instant::now() < deadline {
-        for addr in &peers {
-            let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
-                continue;
-            };
-            let Ok(channel) = endpoint
-                .connect_timeout(Duration::from_secs(1))
-                .timeout(Duration::from_secs(10))
-                .connect()
-                .await
-            else {
-                continue;
-            };
-            let mut client = PeerClient::new(channel)
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max);
-            while tokio::time::Instant::now() < deadline {
-                let req = ReadLogRequest {
-                    cluster_id: node.cluster_id.clone(),
-                    group: group.get(),
-                    from_index: next.get(),
-                    max_bytes: (max / 2) as u32,
-                    from: node.id.get(),
-                };
-                let Ok(resp) = client.read_log(req).await else { break };
-                let resp = resp.into_inner();
-                if resp.batches.is_empty() {
-                    let commit = RaftIndex(resp.commit);
-                    if next > commit.min(target) || next > target {
-                        break 'peers;
-                    }
-                    break;
-                }
-                let mut l = log.write();
-                // `batches` checks each batch's CRC: bytes from a peer.
-                for b in strand_storage::batches(&resp.batches) {
-                    let appended = b
-                        .ok()
-                        .filter(|b| b.raft_index() == next)
-                        .map(|b| l.append_replicated(b));
-                    match appended {
-                        Some(Ok(_)) => next = next.next(),
-                        other => {
-                            tracing::warn!(peer = %addr, ?other, "re-fetch got an unexpected entry; trying elsewhere");
-                            break;
-                        }
-                    }
-                }
-                if let Err(e) = l.flush() {
-                    tracing::error!(error = %e, "cannot sync the re-fetched log");
-                    return Some(target);
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let have = RaftIndex(next.get().saturating_sub(1));
-    tracing::info!(
-        re_fetched_up_to = %have,
-        %target,
-        "re-fetched a damaged log from the other replicas"
-    );
-    (have < target).then_some(target)
+    Ok((log, true))
 }
 
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
-    use strand_storage::{BatchBuilder, Compression, NewRecord, RecordBatch, Stamp, Term};
+    use strand_storage::{BatchBuilder, Compression, NewRecord, RaftIndex, RecordBatch, Stamp, Term};
 
     use super::*;
 
@@ -253,8 +149,8 @@ mod tests {
     fn a_directory_of_another_topic_with_the_same_name_is_cleared() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("t-0");
-        let (log, recover) = open_partition_log(&dir, 1, config(), true).expect("open");
-        assert!(recover.is_none());
+        let (log, quarantined) = open_partition_log(&dir, 1, config(), true).expect("open");
+        assert!(!quarantined);
         drop(log);
         write_entries(&dir, 5);
         let (log, _) = open_partition_log(&dir, 1, config(), true).expect("reopen, same topic");
@@ -264,8 +160,8 @@ mod tests {
             "same topic keeps its data"
         );
         drop(log);
-        let (log, recover) = open_partition_log(&dir, 2, config(), true).expect("open as a new topic");
-        assert!(recover.is_none());
+        let (log, quarantined) = open_partition_log(&dir, 2, config(), true).expect("open as a new topic");
+        assert!(!quarantined);
         assert_eq!(
             log.last_raft_index().expect("read"),
             None,
@@ -274,7 +170,7 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_replicated_log_is_moved_aside_and_must_be_refetched_but_an_unreplicated_one_is_an_error() {
+    fn a_damaged_replicated_log_is_moved_aside_and_recovers_but_an_unreplicated_one_is_an_error() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("t-0");
         write_entries(&dir, 60);
@@ -294,12 +190,31 @@ mod tests {
             open_or_quarantine(&dir, config(), false),
             Err(BrokerError::Storage(strand_storage::StorageError::Corrupt { .. }))
         ));
-        let (log, recover) = open_or_quarantine(&dir, config(), true).expect("quarantined");
+        let state = PersistedState {
+            term: Term(4),
+            vote: strand_cluster::NodeId(2),
+            commit: RaftIndex(60),
+            voters: vec![strand_cluster::NodeId(1), strand_cluster::NodeId(2)],
+            snapshot_index: RaftIndex(10),
+            snapshot_term: Term(1),
+            ..PersistedState::default()
+        };
+        std::fs::write(dir.join(STATE_FILE), serde_json::to_vec(&state).expect("encode")).expect("write state");
+        let (log, quarantined) = open_or_quarantine(&dir, config(), true).expect("quarantined");
+        assert!(quarantined);
         assert_eq!(log.last_raft_index().expect("read"), None, "starts empty");
+        let kept: PersistedState =
+            serde_json::from_slice(&std::fs::read(dir.join(STATE_FILE)).expect("state")).expect("decode");
         assert_eq!(
-            recover,
-            Some(RaftIndex(60)),
-            "re-fetch up to the last entry it still had"
+            kept,
+            PersistedState {
+                term: Term(4),
+                vote: strand_cluster::NodeId(2),
+                voters: state.voters.clone(),
+                recovering: true,
+                ..PersistedState::default()
+            },
+            "term, vote and voters kept; nothing removed or committed; recovering"
         );
         let aside = std::fs::read_dir(tmp.path())
             .expect("list")

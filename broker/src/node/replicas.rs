@@ -4,6 +4,13 @@
 //! replicas to stop (their topic was deleted or re-created, or the replica
 //! moved away) and which to start; [`Node::reconcile`] carries it out.
 //! Stopped replicas' directories are deleted.
+//!
+//! A node hosts partition replicas only once the cluster registered its data
+//! directory (its incarnation), so a replica whose directory is missing is
+//! known to be new, or known to have possibly existed on a lost disk: then
+//! it starts *recovering* (no votes until a leader brought it up to date).
+//! So does a damaged log moved aside, and a fresh copy of a moved partition
+//! (it starts from the configuration its group was created with).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -12,13 +19,17 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use strand_cluster::{NewReplica, NodeId, RaftGroupId};
 
-use super::recovery::{open_partition_log, refetch};
+use super::recovery::open_partition_log;
 use super::{Node, ReplicaKey};
 use crate::blocking::run_blocking;
 use crate::controller::{MetadataState, TopicState};
 use crate::error::{BrokerError, Result};
 use crate::partition::Partition;
 use crate::topic;
+
+/// Raft's state file in a partition directory (`strand_cluster`): present
+/// once the replica was ever hosted.
+const RAFT_STATE_FILE: &str = "raft-state.json";
 
 pub(super) fn partition_dir(data_dir: &Path, topic: &str, partition: u32) -> PathBuf {
     data_dir.join(format!("{topic}-{partition}"))
@@ -71,7 +82,18 @@ impl Node {
             .iter()
             .map(|(k, p)| (k.clone(), p.raft_group()))
             .collect();
-        let plan = plan(&meta, self.id, &hosted);
+        let mut plan = plan(&meta, self.id, &hosted);
+        if !meta.registered_as(self.id, &self.incarnation) {
+            // Not before this data directory is registered (see the module
+            // doc); stopping what moved away or was deleted is still right.
+            if !plan.start.is_empty() {
+                tracing::info!(
+                    replicas = plan.start.len(),
+                    "waiting for the cluster to register this data directory before hosting replicas"
+                );
+            }
+            plan.start.clear();
+        }
         for key in &plan.stop {
             self.stop_replica(key).await?;
         }
@@ -79,30 +101,43 @@ impl Node {
             let Some(t) = meta.topics.get(&name) else { continue };
             // One damaged partition must not take the others down: it stays
             // offline (and says why) while the rest are served.
-            if let Err(e) = self.start_replica(t, p, hosts).await {
+            if let Err(e) = self.start_replica(&meta, t, p, hosts).await {
                 tracing::error!(topic = %name, partition = p, error = %e, "partition replica offline");
             }
         }
         Ok(())
     }
 
-    async fn start_replica(&self, t: &TopicState, p: u32, replicas: Vec<NodeId>) -> Result<()> {
+    async fn start_replica(&self, meta: &MetadataState, t: &TopicState, p: u32, replicas: Vec<NodeId>) -> Result<()> {
         let group = t.raft_group(p);
         let span = tracing::info_span!("replica", node = %self.id, topic = %t.meta.name, partition = p);
         let log_config = topic::log_config(&self.config.log, &t.meta.configs)?;
         let dir = partition_dir(&self.config.data_dir, &t.meta.name, p);
         let topic_id = t.id;
         let replicated = replicas.len() > 1;
-        let (log, recover_to) = run_blocking("open partition log", move || {
-            open_partition_log(&dir, topic_id, log_config, replicated)
+        let (log, quarantined, had_state) = run_blocking("open partition log", move || {
+            let had_state = dir.join(RAFT_STATE_FILE).exists();
+            let (log, quarantined) = open_partition_log(&dir, topic_id, log_config, replicated)?;
+            Ok((log, quarantined, had_state))
         })
         .await?;
-        let fresh = recover_to.is_none() && log.latest().get() == 0 && log.last_raft_index().ok().flatten().is_none();
+        let moved = !t.origin.is_empty();
+        let recovering = replicated
+            && (quarantined || (!had_state && (moved || !meta.replica_is_new(self.id, &self.incarnation, topic_id))));
+        if recovering && !quarantined {
+            tracing::warn!(
+                topic = %t.meta.name,
+                partition = p,
+                "replica starts recovering: {}",
+                if moved {
+                    "a fresh copy of a moved partition"
+                } else {
+                    "it may have existed on a disk this broker no longer has"
+                }
+            );
+        }
+        let fresh = !had_state && !recovering;
         let log = Arc::new(RwLock::new(log));
-        let recover_to = match recover_to {
-            Some(to) => refetch(self, group, &replicas, &log, to).await,
-            None => None,
-        };
         // A new group starts with the configuration it was created with; its
         // log's membership changes (if it moved) follow from there.
         let handle = self
@@ -111,12 +146,11 @@ impl Node {
                 group,
                 log: Arc::clone(&log),
                 voters: t.origin_of(p),
-                recover_to,
+                recovering,
                 span,
             })
             .await?;
-        let never_moved = t.origin.is_empty();
-        if never_moved && ((fresh && replicas.first() == Some(&self.id)) || replicas == [self.id]) {
+        if !moved && ((fresh && replicas.first() == Some(&self.id)) || replicas == [self.id]) {
             // The preferred leader of a new partition stands at once, so
             // leaders spread as placed and a new topic is usable quickly; a
             // sole replica need not wait out an election timeout either.
@@ -125,7 +159,7 @@ impl Node {
         let name: Arc<str> = Arc::from(t.meta.name.as_str());
         let partition = Arc::new(Partition::new(name, p, replicas, log, handle));
         self.replicas.write().insert((t.meta.name.clone(), p), partition);
-        tracing::info!(topic = %t.meta.name, partition = p, %group, "hosting partition replica");
+        tracing::info!(topic = %t.meta.name, partition = p, %group, recovering, "hosting partition replica");
         Ok(())
     }
 

@@ -2,7 +2,7 @@
 //! cluster the first time), start the replication loop and the controller
 //! replica, apply the committed metadata and host the assigned replicas.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,9 +11,9 @@ use strand_cluster::{GrpcTransport, NewReplica, NodeConfig, NodeId, RaftNode};
 use strand_storage::{LogConfig, Offset};
 use tokio::sync::watch;
 
-use super::Node;
 use super::identity::{self, NodeIdentity};
 use super::recovery::open_or_quarantine;
+use super::{Node, discovery};
 use crate::blocking::run_blocking;
 use crate::config::BrokerConfig;
 use crate::controller::{CONTROLLER_GROUP, MetadataState};
@@ -42,7 +42,7 @@ impl Node {
     pub async fn start(config: BrokerConfig, advertised_addr: String) -> Result<Arc<Self>> {
         config.validate()?;
         let node_id = config.node();
-        let (founders, given_id) = match &config.join {
+        let (founders, joined) = match &config.join {
             // A joining broker takes the founders' list as its peers (the
             // controller's voters); the first time, it asks the cluster,
             // which also gives it the cluster id.
@@ -58,13 +58,13 @@ impl Node {
                     });
                 }
                 None => {
-                    let (founders, cluster_id) = join_cluster(seeds, node_id, &advertised_addr, &config).await?;
-                    (founders, Some(cluster_id))
+                    let found = discovery::join_cluster(seeds, node_id, &advertised_addr, &config).await?;
+                    (found.founders.clone(), Some(found))
                 }
             },
             None => (config.parsed_peers()?, None),
         };
-        let stored = {
+        let (stored, lost_disk) = {
             // A broker of one stores no addresses: it may move freely.
             let (dir, peers) = (config.data_dir.clone(), founders.clone());
             let found = run_blocking("check the data directory", move || {
@@ -72,22 +72,33 @@ impl Node {
             })
             .await?;
             match found {
-                Some(stored) => stored,
+                Some(stored) => (stored, false),
                 None => {
-                    let cluster_id = match given_id {
-                        Some(id) => id,
-                        None => founding_cluster_id(node_id, &founders, &config).await?,
+                    let found = match joined {
+                        Some(found) => found,
+                        None => discovery::founding(node_id, &founders, &config).await?,
                     };
+                    if found.known {
+                        tracing::error!(
+                            node = %node_id,
+                            data_dir = %config.data_dir.display(),
+                            "this data directory is empty, but the cluster knows node {node_id}: its disk was lost or \
+                             replaced. Every replica it hosted recovers from the other replicas and takes no part in \
+                             elections until a leader has brought it up to date"
+                        );
+                    }
                     let created = NodeIdentity {
                         node_id,
                         peers: founders.clone(),
-                        cluster_id,
+                        cluster_id: found.cluster_id,
+                        incarnation: identity::new_incarnation(),
                     };
                     let dir = config.data_dir.clone();
-                    run_blocking("create the data directory's identity", move || {
+                    let created = run_blocking("create the data directory's identity", move || {
                         identity::create(&dir, &created).map(|()| created)
                     })
-                    .await?
+                    .await?;
+                    (created, found.known)
                 }
             }
         };
@@ -115,9 +126,9 @@ impl Node {
             transport.clone(),
         );
         let voters: Vec<NodeId> = founders.keys().copied().collect();
-        let (controller_log, recover_to) = {
+        let replicated = voters.len() > 1;
+        let (controller_log, quarantined) = {
             let dir = config.data_dir.join(CONTROLLER_DIR);
-            let replicated = voters.len() > 1;
             run_blocking("open the controller log", move || {
                 open_or_quarantine(&dir, controller_log_config(), replicated)
             })
@@ -129,7 +140,10 @@ impl Node {
                 group: CONTROLLER_GROUP,
                 log: Arc::clone(&controller_log),
                 voters: voters.clone(),
-                recover_to,
+                // A lost disk lost the controller log too: it recovers like
+                // every other replica (a controller of one has nobody to
+                // recover from).
+                recovering: replicated && (quarantined || lost_disk),
                 span: tracing::info_span!("replica", node = %node_id, topic = "__controller", partition = 0),
             })
             .await?;
@@ -149,6 +163,7 @@ impl Node {
             id: node_id,
             advertised_addr,
             cluster_id: stored.cluster_id,
+            incarnation: stored.incarnation,
             founders,
             transport,
             raft,
@@ -169,142 +184,5 @@ impl Node {
         node.apply_committed_metadata().await?;
         tokio::spawn(Arc::clone(&node).follow_controller());
         Ok(node)
-    }
-}
-
-/// How long a founder creating its data directory waits for the founder
-/// that makes the cluster id to answer (brokers of a new cluster start in
-/// any order).
-const FOUNDING_WAIT: Duration = Duration::from_secs(300);
-
-/// The id of the cluster being created: generated here when this broker is
-/// alone or the lowest-numbered founder, else asked of that founder over
-/// `Peer/Identity` (it may still be starting).
-async fn founding_cluster_id(
-    node_id: NodeId,
-    founders: &BTreeMap<NodeId, String>,
-    config: &BrokerConfig,
-) -> Result<String> {
-    use strand_proto::v1::{IdentityRequest, peer_client::PeerClient};
-    let maker = match identity::id_maker(founders) {
-        Some(maker) if maker != node_id => maker,
-        _ => {
-            let id = identity::new_cluster_id();
-            tracing::info!(node = %node_id, cluster = %id, "created the cluster id");
-            return Ok(id);
-        }
-    };
-    let addr = founders.get(&maker).cloned().unwrap_or_default();
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| BrokerError::InvalidConfig {
-            key: "peers".into(),
-            reason: format!("bad address {addr:?} of node {maker}: {e}"),
-        })?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(config.request_timeout());
-    let deadline = tokio::time::Instant::now() + FOUNDING_WAIT;
-    let mut waiting_logged = false;
-    loop {
-        let last = match endpoint.connect().await {
-            Ok(channel) => {
-                let req = IdentityRequest { from: node_id.get() };
-                match PeerClient::new(channel).identity(req).await {
-                    Ok(resp) => {
-                        let id = resp.into_inner().cluster_id;
-                        tracing::info!(node = %node_id, cluster = %id, from = %maker, "learned the cluster id");
-                        return Ok(id);
-                    }
-                    Err(status) if status.code() == tonic::Code::PermissionDenied => {
-                        return Err(BrokerError::DataDir {
-                            path: config.data_dir.clone(),
-                            reason: format!(
-                                "node {maker} at {addr} refused to tell its cluster id: {}",
-                                status.message()
-                            ),
-                        });
-                    }
-                    Err(status) => status.to_string(),
-                }
-            }
-            Err(e) => e.to_string(),
-        };
-        if tokio::time::Instant::now() >= deadline {
-            return Err(BrokerError::DataDir {
-                path: config.data_dir.clone(),
-                reason: format!(
-                    "node {maker} at {addr}, which creates the cluster id, did not answer within {} s: {last}",
-                    FOUNDING_WAIT.as_secs()
-                ),
-            });
-        }
-        if !waiting_logged {
-            tracing::info!(node = %node_id, founder = %maker, addr = %addr, "waiting for the lowest-numbered founder to create the cluster id");
-            waiting_logged = true;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Asks a running cluster (through any of `seeds`) to admit this broker;
-/// returns the brokers the cluster was formed with, and its id.
-async fn join_cluster(
-    seeds: &str,
-    node_id: NodeId,
-    addr: &str,
-    config: &BrokerConfig,
-) -> Result<(BTreeMap<NodeId, String>, String)> {
-    use strand_proto::v1::{JoinClusterRequest, admin_client::AdminClient};
-    let seeds: Vec<&str> = seeds.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
-    let deadline = tokio::time::Instant::now() + config.request_timeout();
-    let mut last = String::from("no seed broker given");
-    loop {
-        for seed in &seeds {
-            let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{seed}")) {
-                Ok(e) => e
-                    .connect_timeout(Duration::from_secs(2))
-                    .timeout(config.request_timeout()),
-                Err(e) => {
-                    return Err(BrokerError::InvalidConfig {
-                        key: "join".into(),
-                        reason: format!("bad seed address {seed:?}: {e}"),
-                    });
-                }
-            };
-            let channel = match endpoint.connect().await {
-                Ok(c) => c,
-                Err(e) => {
-                    last = format!("{seed}: {e}");
-                    continue;
-                }
-            };
-            let req = JoinClusterRequest {
-                node_id: node_id.get(),
-                addr: addr.to_string(),
-            };
-            match AdminClient::new(channel).join_cluster(req).await {
-                Ok(resp) => {
-                    let r = resp.into_inner();
-                    tracing::info!(node = %node_id, via = %seed, cluster = %r.cluster_id, "joined the cluster");
-                    let founders = r.founders.into_iter().map(|b| (NodeId(b.node_id), b.addr)).collect();
-                    return Ok((founders, r.cluster_id));
-                }
-                Err(status) => {
-                    let e = BrokerError::from(status);
-                    if e.code() == strand_proto::v1::ErrorCode::InvalidRequest {
-                        // Refused (e.g. the node id is taken): retrying cannot help.
-                        return Err(e);
-                    }
-                    last = format!("{seed}: {e}");
-                }
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(BrokerError::DataDir {
-                path: config.data_dir.clone(),
-                reason: format!("could not join the cluster through {seeds:?}: {last}"),
-            });
-        }
-        // The seeds may still be starting: try again shortly.
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -40,12 +40,29 @@ pub struct Broker {
     metrics: Arc<Metrics>,
 }
 
+/// How long starting a broker waits for its data directory to be registered
+/// before serving anyway (see `Admin::register_data_dir`).
+const REGISTER_AT_START: Duration = Duration::from_secs(5);
+
 impl Broker {
     /// Starts the node (see `Node::start`) and builds the layers over it.
     pub async fn start(config: BrokerConfig, advertised_addr: String) -> Result<Self> {
         let groups_config = config.groups.clone();
         let node = Node::start(config, advertised_addr).await?;
         let admin = Admin::new(Arc::clone(&node));
+        // A new data directory hosts no replica until the cluster registered
+        // it. A broker alone is its own controller: register now, so its
+        // first answer already comes with its partitions. In a cluster the
+        // controller needs this broker serving (its vote), so a background
+        // job does it.
+        if node.founders().len() == 1 && node.config().join.is_none() {
+            let registering = async {
+                while admin.register_data_dir().await.is_err() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            };
+            let _ = tokio::time::timeout(REGISTER_AT_START, registering).await;
+        }
         let groups = Arc::new(GroupCoordinator::new(groups_config, Arc::clone(&node), admin.clone()));
         Ok(Broker {
             node,
@@ -83,6 +100,13 @@ impl Broker {
 
     fn spawn_background_tasks(&self) {
         let cfg = self.node.config();
+        // Until the cluster registered this data directory the node hosts no
+        // partition replica; retried until the controller answers.
+        self.spawn_periodic(Duration::from_millis(200), |b| async move {
+            if let Err(e) = b.admin.register_data_dir().await {
+                tracing::debug!(error = %e, "data directory not registered yet; retrying");
+            }
+        });
         self.spawn_periodic(Duration::from_millis(cfg.retention_check_interval_ms), |b| async move {
             apply_retention(&b.node).await;
         });

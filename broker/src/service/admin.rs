@@ -81,10 +81,11 @@ fn cluster_status(v: &ClusterView) -> pb::ClusterStatusResponse {
         brokers: v
             .brokers
             .iter()
-            .map(|(id, addr, up)| pb::BrokerStatus {
+            .map(|(id, addr, up, controller_recovering)| pb::BrokerStatus {
                 node_id: id.get(),
                 addr: addr.clone(),
                 up: *up,
+                controller_recovering: *controller_recovering,
             })
             .collect(),
         partitions: v
@@ -96,6 +97,8 @@ fn cluster_status(v: &ClusterView) -> pb::ClusterStatusResponse {
                 leader: p.leader.map_or(0, NodeId::get),
                 replicas: raw_ids(&p.replicas),
                 lagging: raw_ids(&p.lagging),
+                recovering: raw_ids(&p.recovering),
+                failed: raw_ids(&p.failed),
                 high_watermark: p.high_watermark.get(),
             })
             .collect(),
@@ -123,6 +126,7 @@ impl AdminService {
         tracing::info!(node = req.node_id, addr = %req.addr, "broker joined the cluster");
         let node = self.admin.node();
         Ok(pb::JoinClusterResponse {
+            known: node.metadata().registered.contains_key(&NodeId(req.node_id)),
             cluster_id: node.cluster_id().to_string(),
             founders: node
                 .founders()

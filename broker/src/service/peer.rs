@@ -1,8 +1,9 @@
 //! The `Peer` service: traffic between brokers of one cluster. Raft
 //! messages enter this node's replication loop here; peers also ask for this
-//! broker's replica report, for committed log entries (a replica recovering a
-//! damaged log) and, when this broker leads the controller, to carry out a
-//! metadata change. Only members of this cluster are heard.
+//! broker's replica report, for a catch-up stream of committed entries, for
+//! the cluster id (a founder creating its data directory) and, when this
+//! broker leads the controller, to carry out a metadata change. Only members
+//! of this cluster are heard.
 
 use std::pin::Pin;
 
@@ -63,6 +64,7 @@ impl pb::peer_server::Peer for PeerService {
         Ok(Response::new(pb::IdentityResponse {
             cluster_id: node.cluster_id().to_string(),
             node_id: node.id().get(),
+            known: node.metadata().registered.contains_key(&from),
         }))
     }
 
@@ -95,34 +97,6 @@ impl pb::peer_server::Peer for PeerService {
         self.check_peer(&req.cluster_id, req.from)?;
         let node = self.admin.node();
         Ok(Response::new(report_to_proto(node, local_report(node))))
-    }
-
-    async fn read_log(&self, req: Request<pb::ReadLogRequest>) -> Result<Response<pb::ReadLogResponse>, Status> {
-        let req = req.into_inner();
-        self.check_peer(&req.cluster_id, req.from)?;
-        let node = self.admin.node();
-        let Some(p) = node.replica_of_group(RaftGroupId(req.group)) else {
-            return Err(Status::not_found(format!("group {} is not hosted here", req.group)));
-        };
-        let commit = p.status().commit;
-        let max = u64::from(req.max_bytes.clamp(1, 8 << 20));
-        let from = RaftIndex(req.from_index);
-        let entries = if from == RaftIndex::ZERO || from > commit {
-            Vec::new()
-        } else {
-            p.log()
-                .read()
-                .raft_entries(from, commit.next(), max)
-                .map_err(|e| Status::from(BrokerError::from(e)))?
-        };
-        let mut batches = Vec::with_capacity(entries.iter().map(|(b, _)| b.len()).sum());
-        for (b, _) in &entries {
-            batches.extend_from_slice(b);
-        }
-        Ok(Response::new(pb::ReadLogResponse {
-            batches: batches.into(),
-            commit: commit.get(),
-        }))
     }
 
     type FetchLogStream = Pin<Box<dyn Stream<Item = Result<pb::LogChunk, Status>> + Send>>;

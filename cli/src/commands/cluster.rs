@@ -41,10 +41,12 @@ pub async fn run(bootstrap: &str, cmd: ClusterCommand) -> anyhow::Result<ExitCod
                 "under_replicated": s.under_replicated,
                 "brokers": s.brokers.iter().map(|b| serde_json::json!({
                     "node_id": b.node_id, "addr": b.addr, "up": b.up,
+                    "controller_recovering": b.controller_recovering,
                 })).collect::<Vec<_>>(),
                 "partitions": s.partitions.iter().map(|p| serde_json::json!({
                     "topic": p.topic, "partition": p.partition, "leader": p.leader,
-                    "replicas": p.replicas, "lagging": p.lagging, "high_watermark": p.high_watermark,
+                    "replicas": p.replicas, "lagging": p.lagging, "recovering": p.recovering,
+                    "failed": p.failed, "high_watermark": p.high_watermark,
                 })).collect::<Vec<_>>(),
             });
             println!("{v}");
@@ -53,17 +55,29 @@ pub async fn run(bootstrap: &str, cmd: ClusterCommand) -> anyhow::Result<ExitCod
             println!("cluster {}  controller {}", s.cluster_id, s.controller_id);
             for b in &s.brokers {
                 println!(
-                    "  broker {:>3}  {:<24} {}",
+                    "  broker {:>3}  {:<24} {}{}",
                     b.node_id,
                     b.addr,
-                    if b.up { "up" } else { "DOWN" }
+                    if b.up { "up" } else { "DOWN" },
+                    if b.controller_recovering {
+                        "  (controller replica recovering)"
+                    } else {
+                        ""
+                    }
                 );
             }
             println!("  under-replicated partitions: {}", s.under_replicated);
             for p in &s.partitions {
                 let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+                let mut extra = String::new();
+                if !p.recovering.is_empty() {
+                    extra.push_str(&format!("  recovering [{}]", list(&p.recovering)));
+                }
+                if !p.failed.is_empty() {
+                    extra.push_str(&format!("  FAILED [{}]", list(&p.failed)));
+                }
                 println!(
-                    "  {}-{}  leader {}  replicas [{}]  lagging [{}]  high_watermark {}",
+                    "  {}-{}  leader {}  replicas [{}]  lagging [{}]  high_watermark {}{extra}",
                     p.topic,
                     p.partition,
                     p.leader,

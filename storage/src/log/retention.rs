@@ -4,7 +4,9 @@
 //!
 //! Invariant: the active segment is never deleted, and a replicated log
 //! deletes only segments that end at or below the offset it is given (its
-//! high watermark), so nothing uncommitted is ever removed.
+//! high watermark) *and* whose last Raft entry is at or below its commit
+//! index (a segment may end with entries that take no offset: a leader's
+//! no-op, a configuration change), so nothing uncommitted is ever removed.
 
 use super::PartitionLog;
 use crate::coordinates::{Offset, RaftIndex, Term};
@@ -30,14 +32,20 @@ impl PartitionLog {
     /// Record timestamps play no part, so a record stamped in the future or
     /// the past cannot make data expire early.
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<RetentionReport> {
-        self.apply_retention_below(now_ms, Offset(u64::MAX))
+        self.apply_retention_below(now_ms, Offset(u64::MAX), None)
     }
 
     /// [`PartitionLog::apply_retention`], deleting only segments that end at
-    /// or below offset `upper` (a replicated log passes its high watermark,
-    /// so nothing uncommitted is ever deleted).
-    pub fn apply_retention_below(&mut self, now_ms: i64, upper: Offset) -> Result<RetentionReport> {
-        let plan = self.plan_retention(now_ms, upper)?;
+    /// or below offset `upper` and, with `commit`, whose last Raft entry is at
+    /// or below it (a replicated log passes its high watermark and commit
+    /// index, so nothing uncommitted is ever deleted).
+    pub fn apply_retention_below(
+        &mut self,
+        now_ms: i64,
+        upper: Offset,
+        commit: Option<RaftIndex>,
+    ) -> Result<RetentionReport> {
+        let plan = self.plan_retention(now_ms, upper, commit)?;
         self.delete_oldest_segments(plan.deleted_segments)?;
         Ok(plan)
     }
@@ -45,7 +53,7 @@ impl PartitionLog {
     /// What [`PartitionLog::apply_retention_below`] would delete, without
     /// deleting anything (a replicated log records the last deleted entry
     /// durably first, then deletes).
-    pub fn plan_retention(&self, now_ms: i64, upper: Offset) -> Result<RetentionReport> {
+    pub fn plan_retention(&self, now_ms: i64, upper: Offset, commit: Option<RaftIndex>) -> Result<RetentionReport> {
         let mut report = RetentionReport::default();
         let mut total = self.size_bytes();
         for (i, seg) in self.segments.iter().enumerate() {
@@ -63,7 +71,13 @@ impl PartitionLog {
             if !expired && !oversize {
                 break;
             }
-            if let Some(last) = seg.last_batch()? {
+            let last = seg.last_batch()?;
+            if let (Some(commit), Some(last)) = (commit, &last)
+                && last.raft_index > commit
+            {
+                break;
+            }
+            if let Some(last) = last {
                 report.last_deleted = Some((last.raft_index, last.term));
             }
             total -= seg.size();
