@@ -2,6 +2,7 @@
 //! failover under load with no acknowledged record lost, byte-identical
 //! replicas, controller failover, follower catch-up.
 
+mod disks;
 mod groups;
 mod identity;
 mod join;

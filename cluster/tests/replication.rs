@@ -7,11 +7,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use parking_lot::RwLock;
 use strand_cluster::{
-    Ack, ClusterError, MemoryNetwork, NewReplica, NodeConfig, NodeId, RaftGroupId, RaftNode, ReplicaHandle,
-    ReplicaStatus,
+    Ack, ClusterError, MemoryNetwork, NewReplica, NodeConfig, NodeId, PersistedState, RaftGroupId, RaftNode,
+    ReplicaHandle, ReplicaStatus,
 };
 use strand_storage::{
-    BatchBuilder, Compression, FsyncPolicy, LogConfig, NewRecord, Offset, PartitionLog, RecordBatch, batches,
+    BatchBuilder, Compression, FsyncPolicy, LogConfig, NewRecord, Offset, PartitionLog, RaftIndex, RecordBatch, batches,
 };
 
 const GROUP: RaftGroupId = RaftGroupId(7);
@@ -75,7 +75,11 @@ impl Cluster {
     }
 
     async fn start_with(n: u64, config: NodeConfig) -> Self {
-        let tmp = tempfile::tempdir().expect("tempdir");
+        Self::start_in(tempfile::tempdir().expect("tempdir"), n, config).await
+    }
+
+    /// Nodes keep their data in `tmp/node-<id>`.
+    async fn start_in(tmp: tempfile::TempDir, n: u64, config: NodeConfig) -> Self {
         let net = MemoryNetwork::new();
         let mut c = Cluster {
             net,
@@ -592,4 +596,110 @@ async fn a_follower_far_behind_catches_up_by_streaming_the_leaders_log() {
     let more = c.write(leader, "after-", 10, 2).await;
     wait_hw(&c.member(lagger).handle, more).await;
     assert_eq!(raw(&c.member(lagger).log, more), raw(&c.member(leader).log, more));
+}
+
+/// A replica whose Raft state disagrees with its log (a commit index or a
+/// snapshot index past the log, as a restored or hand-edited file may say)
+/// or is missing beside a log starts anyway (raft-rs would panic on such a
+/// state and take every group of the node down), recovers without voting,
+/// and ends identical to its leader.
+#[tokio::test]
+async fn a_replica_with_a_raft_state_that_disagrees_with_its_log_starts_and_recovers() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    let end = c.write(leader, "s", 20, 2).await;
+    let victim = (1..=3).find(|&i| i != leader).expect("a follower");
+    wait_hw(&c.member(victim).handle, end).await;
+    for damage in ["past the log", "missing"] {
+        let dir = c.kill(victim);
+        let path = dir.join("raft-state.json");
+        match damage {
+            "missing" => std::fs::remove_file(&path).expect("remove state"),
+            _ => {
+                let mut st: PersistedState =
+                    serde_json::from_slice(&std::fs::read(&path).expect("read state")).expect("decode state");
+                st.commit = RaftIndex(1_000_000);
+                st.snapshot_index = RaftIndex(500_000);
+                std::fs::write(&path, serde_json::to_vec(&st).expect("encode")).expect("write state");
+            }
+        }
+        let m = c.start_replica(victim, dir, vec![1, 2, 3], false).await;
+        c.members[(victim - 1) as usize] = Some(m);
+        assert!(
+            c.member(victim).handle.status.borrow().recovering,
+            "{damage}: it cannot know what it voted for or holds"
+        );
+        let leader = c.leader().await;
+        let end = c.write(leader, damage, 2, 1).await;
+        wait_hw(&c.member(victim).handle, end).await;
+        let vh = Arc::clone(&c.member(victim).handle);
+        wait_status(&vh, "recovery to end", |s| !s.recovering).await;
+        assert_eq!(
+            raw(&c.member(victim).log, end),
+            raw(&c.member(leader).log, end),
+            "{damage}"
+        );
+    }
+}
+
+/// Unmounts a test's tmpfs when dropped.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A leader whose disk fills stops (it cannot store what it would
+/// acknowledge), steps down and says so in its status; the other replicas
+/// elect a leader and go on committing. Needs root to mount a small tmpfs.
+#[tokio::test]
+async fn a_leader_whose_disk_fills_steps_down_and_another_leads() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let small = tmp.path().join("node-1");
+    std::fs::create_dir_all(&small).expect("mkdir");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=640k", "tmpfs"])
+        .arg(&small)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("SKIP: mounting a tmpfs needs root");
+        return;
+    }
+    let _unmount = Mounted(small);
+    let c = Cluster::start_in(tmp, 3, fast()).await;
+    let first = c.leader().await;
+    let h1 = Arc::clone(&c.member(1).handle);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !h1.status.borrow().is_leader {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "leadership never moved to node 1"
+        );
+        let _ = c.member(first).node.transfer_leader(GROUP, NodeId(1));
+        let mut rx = h1.status.subscribe();
+        let _ = tokio::time::timeout(Duration::from_millis(300), rx.wait_for(|s| s.is_leader)).await;
+    }
+    // Write through node 1 until its disk is full.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut i = 0u32;
+    while !h1.status.borrow().failed {
+        assert!(tokio::time::Instant::now() < deadline, "node 1's disk never filled");
+        let _ = c
+            .member(1)
+            .node
+            .propose(GROUP, batch(&format!("fill{i:05}"), 20), Ack::All)
+            .await;
+        i += 1;
+    }
+    let st = h1.status.borrow().clone();
+    assert!(!st.is_leader, "a failed replica does not lead: {st:?}");
+    let next = c.leader_other_than(1).await;
+    let end = c.write(next, "after", 5, 2).await;
+    let other = (2..=3).find(|&n| n != next).expect("the third node");
+    wait_hw(&c.member(other).handle, end).await;
+    assert!(!h1.status.borrow().is_leader && h1.status.borrow().failed);
 }

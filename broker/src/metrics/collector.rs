@@ -61,6 +61,10 @@ pub struct PartitionRow {
     pub term: u64,
     /// Leads it with a replica out of sync.
     pub under_replicated: bool,
+    /// This replica is recovering (no votes until brought up to date).
+    pub recovering: bool,
+    /// This replica's storage failed: it stopped.
+    pub failed: bool,
 }
 
 /// Everything the scrape-time gauges show, read once per scrape.
@@ -96,6 +100,8 @@ impl Snapshot {
                         is_leader: status.is_leader,
                         term: status.term.get(),
                         under_replicated: p.under_replicated(),
+                        recovering: status.recovering,
+                        failed: status.failed,
                     }
                 })
                 .collect(),
@@ -180,6 +186,20 @@ pub fn encode_snapshot(s: &Snapshot, mut encoder: DescriptorEncoder) -> Result<(
         "strand_partition_under_replicated",
         "1 on the leader while a replica is down or lagging",
         |p| i64::from(p.under_replicated),
+    )?;
+    partition_gauge(
+        e,
+        s,
+        "strand_replica_recovering",
+        "1 while this replica recovers a lost or damaged log (it takes no part in elections)",
+        |p| i64::from(p.recovering),
+    )?;
+    partition_gauge(
+        e,
+        s,
+        "strand_replica_failed",
+        "1 when this replica's storage failed and it stopped (until the broker restarts)",
+        |p| i64::from(p.failed),
     )?;
     let under_total = s.partitions.iter().filter(|p| p.under_replicated).count() as i64;
     let m = e.encode_descriptor(
@@ -330,6 +350,8 @@ mod tests {
                 is_leader: true,
                 term: 7,
                 under_replicated: true,
+                recovering: true,
+                failed: false,
             }],
             leader_changes: 3,
             group_members: vec![("billing".into(), 2)],
@@ -351,6 +373,8 @@ mod tests {
             r#"strand_partition_high_watermark{topic="orders",partition="2"} 90"#,
             r#"strand_raft_term{topic="orders",partition="2"} 7"#,
             r#"strand_partition_under_replicated{topic="orders",partition="2"} 1"#,
+            r#"strand_replica_recovering{topic="orders",partition="2"} 1"#,
+            r#"strand_replica_failed{topic="orders",partition="2"} 0"#,
             "strand_under_replicated_partitions 1",
             "strand_raft_leader_changes_total 3",
             r#"strand_consumer_group_members{group="billing"} 2"#,

@@ -129,3 +129,51 @@ async fn committed_offsets_survive_killing_the_coordinator() {
     c.wait_ready().await;
     assert_eq!(committed(&c).await, after);
 }
+
+/// A consumer told to stop stops within its session timeout whatever its
+/// coordinator does: here the coordinator's broker is paused (it accepts
+/// nothing and answers nothing), so the final commit and the leave hang
+/// until their deadlines, and `close` gives up at the session timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_closes_within_its_session_timeout_while_its_coordinator_is_paused() {
+    let c = Cluster::start_with(3, GROUP_CONFIG);
+    c.wait_ready().await;
+    create(&c, "ledger", 1).await;
+    produce(&c, 0, 100).await;
+    let session = Duration::from_secs(2);
+    let mut consumer = Consumer::builder(c.bootstrap())
+        .group("stoppers")
+        .session_timeout(session)
+        .auto_commit(Some(Duration::from_secs(60)))
+        .auto_offset_reset(OffsetReset::Earliest)
+        .request_timeout(Duration::from_secs(30))
+        .max_wait(Duration::from_millis(100))
+        .build()
+        .await
+        .expect("consumer");
+    consumer.subscribe(&["ledger"]).await.expect("subscribe");
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got < 100 {
+        assert!(Instant::now() < deadline, "read {got} of 100");
+        got += consumer.poll().await.expect("poll").len();
+    }
+    let mut g = GroupsClient::connect(format!("http://{}", c.addr(1)))
+        .await
+        .expect("connect");
+    let coordinator = g
+        .find_coordinator(FindCoordinatorRequest {
+            group: "stoppers".into(),
+        })
+        .await
+        .expect("find coordinator")
+        .into_inner()
+        .node_id;
+    c.pause(coordinator);
+    // Bounded generously above the session timeout: without the bound the
+    // commit alone would wait out its 30 s request timeout.
+    let closed = tokio::time::timeout(session + Duration::from_secs(3), consumer.close()).await;
+    c.resume(coordinator);
+    let result = closed.expect("close returned within the session timeout");
+    assert!(result.is_err(), "the paused coordinator cannot have answered");
+}

@@ -273,9 +273,29 @@ impl Consumer {
     /// the session timeout. A static member keeps its partitions for its
     /// session timeout.
     ///
+    /// Returns within the session timeout whatever the coordinator does
+    /// (down, paused, moving): by then the group has given the partitions
+    /// to another member anyway.
+    ///
     /// # Errors
-    /// The final auto-commit's error (the group is left anyway).
-    pub async fn close(mut self) -> Result<()> {
+    /// The final auto-commit's error (the group is left anyway);
+    /// [`ClientError::Timeout`] when the commit and the leave did not finish
+    /// within the session timeout.
+    pub async fn close(self) -> Result<()> {
+        let Some(limit) = self.group.as_ref().map(|g| g.settings.session_timeout) else {
+            return self.close_now().await;
+        };
+        match tokio::time::timeout(limit, self.close_now()).await {
+            Ok(r) => r,
+            // Dropping the consumer stops its heartbeats and fetches.
+            Err(_) => Err(ClientError::Timeout {
+                what: "closing the consumer (commit and leave the group)".into(),
+                after: limit,
+            }),
+        }
+    }
+
+    async fn close_now(mut self) -> Result<()> {
         let mut result = Ok(());
         if self.group.as_ref().is_some_and(|g| g.settings.auto_commit.is_some()) && self.subscribed() {
             result = self.commit().await;

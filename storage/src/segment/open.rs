@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use super::scan::{header_at, validated_at, walk};
+use super::scan::{header_at, valid_batch_after, validated_at, walk};
 use super::{Segment, segment_paths};
 use crate::config::LogConfig;
 use crate::coordinates::Offset;
@@ -26,9 +26,10 @@ impl Segment {
     /// corrupt tail and rebuilds both indexes from the log.
     ///
     /// # Errors
-    /// [`StorageError::Corrupt`] if a bad batch is followed by batches the
-    /// previous index knew about: that is damage in the middle of the log, not
-    /// a torn write, and truncating there would drop acknowledged data.
+    /// [`StorageError::Corrupt`] if a bad batch is followed by a valid one
+    /// (found through the previous index, or by scanning the bytes after it):
+    /// that is damage in the middle of the log, not a torn write, and
+    /// truncating there would drop acknowledged data.
     pub(crate) fn open_active(dir: &Path, base: Offset, cfg: &LogConfig) -> Result<(Self, TailRepair)> {
         let mut s = Self::open_files(dir, base, cfg, false)?;
         let file_len = s.capacity;
@@ -47,10 +48,16 @@ impl Segment {
         if let Some((pos, reason)) = walk.error {
             let garbage = map[pos as usize..file_len as usize].iter().rposition(|&b| b != 0);
             if let Some(last_nonzero) = garbage {
+                // A valid batch anywhere after the bad one means damage, not a
+                // torn write: the old index points at some; a byte scan finds
+                // those in the last index interval too.
+                let end = pos + last_nonzero as u64 + 1;
                 let later_batch = old_positions
                     .iter()
-                    .find(|&&p| p > pos && validated_at(&map, p, file_len).is_ok());
-                if let Some(&p) = later_batch {
+                    .copied()
+                    .find(|&p| p > pos && validated_at(&map, p, file_len).is_ok())
+                    .or_else(|| valid_batch_after(&map, pos + 1, end, file_len, walk.next_offset));
+                if let Some(p) = later_batch {
                     return Err(StorageError::Corrupt {
                         file: s.log_path.clone(),
                         position: pos,

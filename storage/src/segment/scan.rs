@@ -125,3 +125,24 @@ pub(super) fn walk(
         error: None,
     })
 }
+
+/// The first position in `from..until` where a whole valid batch (framing
+/// and CRC, within `buf[..limit]`) starts whose base offset is at least
+/// `after`: proof that damage at `from` is not a torn tail (a torn write
+/// leaves nothing valid behind it). Every byte position is a candidate, so
+/// the base offset filters cheaply before the header and CRC are checked.
+pub(super) fn valid_batch_after(buf: &[u8], from: u64, until: u64, limit: u64, after: Offset) -> Option<u64> {
+    let limit = limit.min(buf.len() as u64);
+    let mut pos = from;
+    while pos < until && pos + HEADER_LEN as u64 <= limit {
+        let p = pos as usize;
+        let base = u64::from_le_bytes(buf[p..p + 8].try_into().unwrap_or_default());
+        // Offsets only grow (and not by 2^40 within one segment): anything
+        // else cannot be a later batch of this segment.
+        if base >= after.get() && base - after.get() < (1 << 40) && validated_at(buf, pos, limit).is_ok() {
+            return Some(pos);
+        }
+        pos += 1;
+    }
+    None
+}

@@ -193,3 +193,47 @@ fn a_corrupt_batch_in_the_middle_of_the_active_segment_refuses_to_open() {
         Err(StorageError::Corrupt { .. })
     ));
 }
+
+/// Damage in the last index interval of the active segment (where the index
+/// names no later batch) is still damage when valid batches follow it: the
+/// log refuses to open rather than cut acknowledged batches as a torn tail.
+/// Only damage to the very last batch is a torn tail.
+#[test]
+fn damage_followed_by_valid_batches_in_the_last_index_interval_refuses_to_open() {
+    let cfg = LogConfig {
+        segment_bytes: 1 << 20,
+        max_batch_bytes: 4096,
+        index_interval_bytes: 1 << 20,
+        ..small_config()
+    };
+    let template = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(template.path(), cfg.clone()).unwrap();
+    let mut ends = Vec::new();
+    for i in 0..20 {
+        log.append(&batch(&format!("i{i}"), 3, i)).unwrap();
+        ends.push(log.size_bytes());
+    }
+    log.close().unwrap();
+    let seg_name = segment_files(template.path())[0].file_name().unwrap().to_owned();
+    let mut rng = rng(11);
+    for case in 0..200 {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(template.path(), dir.path());
+        let seg = dir.path().join(&seg_name);
+        if case % 2 == 1 {
+            // The index may not have been synced either.
+            std::fs::remove_file(seg.with_extension("index")).unwrap();
+        }
+        // A byte of any batch but the last.
+        let pos = rng.below(ends[ends.len() - 2]);
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(&seg).unwrap();
+        let mut b = [0u8];
+        f.read_exact_at(&mut b, pos).unwrap();
+        f.write_all_at(&[b[0] ^ (1 << rng.below(8))], pos).unwrap();
+        match PartitionLog::open(dir.path(), cfg.clone()) {
+            Err(StorageError::Corrupt { reason, .. }) => assert!(reason.contains("valid batch follows"), "{reason}"),
+            Err(e) => panic!("case {case}: unexpected error {e}"),
+            Ok(_) => panic!("case {case}: a flip at byte {pos} was cut as a torn tail"),
+        }
+    }
+}

@@ -602,3 +602,44 @@ fn a_segment_without_offsets_never_rolls() {
     assert_eq!(read_all(&log).len(), 2);
     assert_eq!(log.last_raft_index().unwrap(), Some(RaftIndex(2)));
 }
+
+/// Retention of a replicated log never removes an entry above the commit
+/// index: a sealed segment whose records are all below the high watermark
+/// may still end with entries that take no offset (a new leader's no-op, a
+/// configuration change) and are not committed yet.
+#[test]
+fn retention_stops_at_a_segment_ending_with_an_uncommitted_entry() {
+    use strand_storage::Stamp;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        retention_bytes: Some(0),
+        ..small_config()
+    };
+    let mut log = PartitionLog::open(dir.path(), cfg).unwrap();
+    let stamp = |i: u64| Stamp {
+        term: Term(1),
+        raft_index: RaftIndex(i),
+        append_time_ms: 1_000,
+    };
+    // Entries 1..=4 with records, 5 a no-op (no offset), sealed; then 6.
+    for i in 1..=4u64 {
+        log.append_entry(&batch(&format!("r{i}"), 2, 0), stamp(i)).unwrap();
+    }
+    log.append_entry(&strand_storage::control_batch(b"noop", 0), stamp(5))
+        .unwrap();
+    log.roll().unwrap();
+    log.append_entry(&batch("r6", 2, 0), stamp(6)).unwrap();
+    let hw = Offset(8);
+    // The first segment's records are all below the high watermark, but its
+    // last entry (5) is above the commit index (4): it stays.
+    let kept = log
+        .apply_retention_below(strand_storage::now_ms(), hw, Some(RaftIndex(4)))
+        .unwrap();
+    assert_eq!(kept.deleted_segments, 0);
+    assert_eq!(log.first_raft_index().unwrap(), Some(RaftIndex(1)));
+    let gone = log
+        .apply_retention_below(strand_storage::now_ms(), hw, Some(RaftIndex(5)))
+        .unwrap();
+    assert_eq!(gone.deleted_segments, 1);
+    assert_eq!(gone.last_deleted, Some((RaftIndex(5), Term(1))));
+}
