@@ -70,6 +70,8 @@ pub struct Report {
     pub duplicates: usize,
     /// Sends with an unknown outcome.
     pub unknown: usize,
+    /// Acknowledged sends retention removed (below the log start offset).
+    pub expired: usize,
 }
 
 impl Report {
@@ -101,8 +103,8 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{} acknowledged, {} unknown, {} read, {} retried sends, {} duplicates",
-            self.acknowledged, self.unknown, self.read, self.retried_sends, self.duplicates
+            "{} acknowledged, {} unknown, {} read, {} retried sends, {} duplicates, {} expired by retention",
+            self.acknowledged, self.unknown, self.read, self.retried_sends, self.duplicates, self.expired
         )?;
         for k in Kind::ALL {
             writeln!(f, "  {k:?}: {}", self.count(k))?;
@@ -136,6 +138,7 @@ pub fn check(events: &[Event]) -> Report {
     let mut sends: HashMap<&str, Send> = HashMap::new();
     let mut at: BTreeMap<(u32, u64), Vec<&str>> = BTreeMap::new();
     let mut positions: HashMap<&str, Vec<(u32, u64)>> = HashMap::new();
+    let mut log_start: HashMap<u32, u64> = HashMap::new();
     for (seq, e) in events.iter().enumerate() {
         match e {
             Event::Invoke { process, id, key, .. } => {
@@ -157,6 +160,9 @@ pub fn check(events: &[Event]) -> Report {
             } => {
                 at.entry((*partition, *offset)).or_default().push(id);
                 positions.entry(id).or_default().push((*partition, *offset));
+            }
+            Event::LogStart { partition, offset } => {
+                log_start.insert(*partition, *offset);
             }
             _ => {}
         }
@@ -187,7 +193,12 @@ pub fn check(events: &[Event]) -> Report {
                 });
             }
         }
+        let expired = !s.oks.is_empty()
+            && s.oks
+                .iter()
+                .all(|(p, o, _)| log_start.get(p).is_some_and(|start| o < start));
         match read_at {
+            None if expired => r.expired += 1,
             None if !s.oks.is_empty() => {
                 r.flag(Kind::Lost, || {
                     format!("{id} acknowledged at {:?} but not in the log", s.oks[0])
@@ -290,6 +301,15 @@ fn check_order(r: &mut Report, sends: &HashMap<&str, Send>, positions: &HashMap<
 
 /// Within one assignment, a consumer's polled offsets are consecutive.
 fn check_polls(r: &mut Report, events: &[Event]) {
+    // A consumer that fell behind retention jumps to the log start: what it
+    // skipped is below the final log start, so retention removed it.
+    let log_start: HashMap<u32, u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::LogStart { partition, offset } => Some((*partition, *offset)),
+            _ => None,
+        })
+        .collect();
     // (consumer, partition) -> last polled offset in the current assignment
     let mut last: HashMap<(u64, u32), Option<u64>> = HashMap::new();
     for e in events {
@@ -318,6 +338,7 @@ fn check_polls(r: &mut Report, events: &[Event]) {
                 };
                 if let Some(p) = *prev
                     && *offset > p + 1
+                    && log_start.get(partition).is_none_or(|start| offset > start)
                 {
                     r.flag(Kind::PollGap, || {
                         format!("consumer {consumer} skipped {partition}@{}..{offset}", p + 1)

@@ -121,6 +121,14 @@ pub enum Event {
         /// Its key.
         key: String,
     },
+    /// After healing: a partition's first retained offset. Records
+    /// acknowledged below it were removed by retention: expired, not lost.
+    LogStart {
+        /// Partition.
+        partition: u32,
+        /// Its log start offset.
+        offset: u64,
+    },
     /// A replica's stored batch below the high watermark.
     Replica {
         /// Broker.

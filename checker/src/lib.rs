@@ -140,6 +140,27 @@ mod tests {
     }
 
     #[test]
+    fn a_record_retention_removed_is_expired_not_lost() {
+        let mut h = clean();
+        h.extend(send(1, 60, "d", "k", 0, 3));
+        h.push(Event::LogStart {
+            partition: 0,
+            offset: 4,
+        });
+        let r = check(&h);
+        assert!(r.is_valid(), "{r}");
+        assert_eq!(r.expired, 1);
+        // Above the log start it is lost all the same.
+        let mut h = clean();
+        h.extend(send(1, 60, "d", "k", 0, 3));
+        h.push(Event::LogStart {
+            partition: 0,
+            offset: 3,
+        });
+        only(&check(&h), Kind::Lost);
+    }
+
+    #[test]
     fn a_failed_send_that_was_read_is_an_aborted_read() {
         let mut h = clean();
         h.push(Event::Invoke {

@@ -8,6 +8,7 @@
 //! history to `$TMPDIR/strand-history-<nemesis>.jsonl`; a failed one keeps
 //! its brokers' logs in `$TMPDIR/strand-failed-<pid>/`.
 
+mod disks;
 mod nemeses;
 mod recovery;
 mod workload;
@@ -71,6 +72,19 @@ async fn heal_and_check(mut c: Cluster, rec: Recorder, name: &str) {
     let mut ends = Vec::new();
     for p in 0..PARTITIONS {
         let deadline = Instant::now() + Duration::from_secs(60);
+        let start = loop {
+            match a.list_offsets(TOPIC, p, strand_client::OffsetSpec::Earliest).await {
+                Ok(o) => break o.offset,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "no start offset for {p}: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        rec.record(Event::LogStart {
+            partition: p,
+            offset: start,
+        });
         let end = loop {
             match a.list_offsets(TOPIC, p, strand_client::OffsetSpec::Latest).await {
                 Ok(o) => break o.offset,

@@ -17,7 +17,7 @@ const BACKLOG_PROCESS: u64 = 90;
 /// Waits until every replica of `partition` is in sync with its leader
 /// (lag within Raft's append window); panics after `bound`. Returns the
 /// seconds it took.
-async fn wait_in_sync(a: &Admin, partition: u32, bound: Duration, what: &str) -> f64 {
+pub(super) async fn wait_in_sync(a: &Admin, partition: u32, bound: Duration, what: &str) -> f64 {
     let start = Instant::now();
     loop {
         let in_sync = a.describe_topic(TOPIC).await.is_ok_and(|t| {
@@ -34,6 +34,35 @@ async fn wait_in_sync(a: &Admin, partition: u32, bound: Duration, what: &str) ->
             start.elapsed() < bound,
             "{what}: partition {partition} not in sync within {bound:?}"
         );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Reassigns `partition` to `target` (retrying while the controller moves)
+/// and waits until the move finished; the seconds it took.
+pub(super) async fn move_partition(a: &Admin, partition: u32, target: &[u64], what: &str) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match a.reassign_partition(TOPIC, partition, target).await {
+            Ok(()) => break,
+            Err(e) if e.is_retriable() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("move {what}: {e}"),
+        }
+    }
+    let started = Instant::now();
+    loop {
+        if let Ok(t) = a.describe_topic(TOPIC).await {
+            let p = &t.partitions[partition as usize];
+            if p.moving_to.is_empty() && p.replicas == target {
+                return started.elapsed().as_secs_f64();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "move {what} did not finish: {p:?}"
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -99,32 +128,8 @@ async fn a_partition_moved_to_a_new_broker_and_back_under_load() {
             .map(|&r| if r == leaving { newcomer } else { r })
             .collect();
         for (target, what) in [(&away, "to the new broker"), (&original, "back")] {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                match a.reassign_partition(TOPIC, 0, target).await {
-                    Ok(()) => break,
-                    Err(e) if e.is_retriable() && Instant::now() < deadline => {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    Err(e) => panic!("move {what}: {e}"),
-                }
-            }
-            let started = Instant::now();
-            loop {
-                let p = a.describe_topic(TOPIC).await.expect("describe").partitions[0].clone();
-                if p.moving_to.is_empty() && p.replicas == *target {
-                    break;
-                }
-                assert!(
-                    started.elapsed() < Duration::from_secs(90),
-                    "move {what} did not finish: {p:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            eprintln!(
-                "move-and-back: moved {what} ({target:?}) in {:.1} s",
-                started.elapsed().as_secs_f64()
-            );
+            let took = move_partition(&a, 0, target, what).await;
+            eprintln!("move-and-back: moved {what} ({target:?}) in {took:.1} s");
         }
         while Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(200)).await;
