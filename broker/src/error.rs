@@ -13,6 +13,15 @@ pub enum BrokerError {
         /// Topic asked for.
         topic: String,
     },
+    /// The request named a topic id that is not the topic's (it was deleted,
+    /// or deleted and created again).
+    #[error("topic {topic:?} does not have the id {topic_id} (deleted, or deleted and created again): refresh metadata")]
+    UnknownTopicId {
+        /// Topic.
+        topic: String,
+        /// The id the request named.
+        topic_id: String,
+    },
     /// The topic exists but not this partition.
     #[error("topic {topic:?} has no partition {partition} (it has {partitions})")]
     UnknownPartition {
@@ -183,6 +192,7 @@ impl BrokerError {
         match self {
             BrokerError::UnknownTopic { .. } => ErrorCode::UnknownTopic,
             BrokerError::UnknownPartition { .. } => ErrorCode::UnknownPartition,
+            BrokerError::UnknownTopicId { .. } => ErrorCode::UnknownTopicId,
             BrokerError::InvalidTopic { .. } => ErrorCode::InvalidTopic,
             BrokerError::TopicExists { .. } => ErrorCode::TopicAlreadyExists,
             BrokerError::InvalidConfig { .. } => ErrorCode::InvalidConfig,
@@ -222,7 +232,9 @@ impl BrokerError {
 
     fn grpc_code(&self) -> tonic::Code {
         match self.code() {
-            ErrorCode::UnknownTopic | ErrorCode::UnknownPartition => tonic::Code::NotFound,
+            ErrorCode::UnknownTopic | ErrorCode::UnknownPartition | ErrorCode::UnknownTopicId => {
+                tonic::Code::NotFound
+            }
             ErrorCode::TopicAlreadyExists => tonic::Code::AlreadyExists,
             ErrorCode::OffsetOutOfRange => tonic::Code::OutOfRange,
             ErrorCode::RequestTimedOut => tonic::Code::DeadlineExceeded,

@@ -113,6 +113,90 @@ pub fn log_config(defaults: &LogConfig, configs: &BTreeMap<String, String>) -> R
     Ok(c)
 }
 
+/// A topic's id as clients see it: 128 bits made once when the topic is
+/// created (a random UUID, version 4), shown as `8-4-4-4-12` hex. A topic
+/// deleted and created again under the same name has another id, so
+/// requests and committed offsets that name the id never reach the wrong
+/// topic (Kafka's KIP-516).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicUuid([u8; 16]);
+
+impl TopicUuid {
+    /// A new random id.
+    pub fn random() -> Self {
+        use rand::RngCore;
+        let mut b = [0u8; 16];
+        rand::rng().fill_bytes(&mut b);
+        b[6] = (b[6] & 0x0f) | 0x40; // version 4
+        b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+        TopicUuid(b)
+    }
+
+    /// The id of a topic created before topics had one, derived from its
+    /// cluster-internal id (which is never reused within a cluster).
+    pub fn legacy(internal_id: u64) -> Self {
+        let mut b = [0u8; 16];
+        b[8..].copy_from_slice(&internal_id.to_be_bytes());
+        TopicUuid(b)
+    }
+
+    /// Parses `8-4-4-4-12` hex (either case).
+    pub fn parse(s: &str) -> Option<Self> {
+        let groups: Vec<&str> = s.split('-').collect();
+        if groups.iter().map(|g| g.len()).collect::<Vec<_>>() != [8, 4, 4, 4, 12] {
+            return None;
+        }
+        let hex: String = groups.concat();
+        let mut b = [0u8; 16];
+        for (i, byte) in b.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(TopicUuid(b))
+    }
+}
+
+/// A request's optional topic id: empty is none, anything else must be a
+/// UUID (`INVALID_REQUEST` otherwise).
+pub fn requested_topic_id(topic: &str, text: &str) -> Result<Option<TopicUuid>> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    TopicUuid::parse(text).map(Some).ok_or_else(|| BrokerError::InvalidRequest {
+        reason: format!("topic_id {text:?} (topic {topic:?}) is not a UUID (8-4-4-4-12 hex)"),
+    })
+}
+
+impl std::fmt::Display for TopicUuid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for TopicUuid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TopicUuid({self})")
+    }
+}
+
+impl Serialize for TopicUuid {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TopicUuid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        TopicUuid::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("not a topic id: {s:?}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,5 +234,22 @@ mod tests {
         let mut m = BTreeMap::new();
         m.insert("retention.ms".to_string(), "soon".to_string());
         assert!(matches!(log_config(&d, &m), Err(BrokerError::InvalidConfig { .. })));
+    }
+
+    #[test]
+    fn topic_ids_print_and_parse_as_uuids() {
+        let id = TopicUuid::random();
+        let text = id.to_string();
+        assert_eq!(text.len(), 36);
+        assert_eq!(&text[14..15], "4", "version 4");
+        assert_eq!(TopicUuid::parse(&text), Some(id));
+        assert_eq!(TopicUuid::parse(&text.to_uppercase()), Some(id));
+        assert_ne!(TopicUuid::random(), id);
+        assert_eq!(TopicUuid::legacy(7).to_string(), "00000000-0000-0000-0000-000000000007");
+        for bad in ["", "7", "00000000-0000-0000-0000-00000000000g", "000000000000-0000-0000-000000000007"] {
+            assert_eq!(TopicUuid::parse(bad), None, "{bad:?}");
+        }
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(serde_json::from_str::<TopicUuid>(&json).unwrap(), id);
     }
 }

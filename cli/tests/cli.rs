@@ -368,3 +368,97 @@ fn consume_with_a_group_describe_reset_delete_and_replay_dead_letters() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("UNKNOWN_GROUP"), "{}", stderr(&o));
 }
+
+/// The topic-id issue's scenario, as a user types it: a group reads topic
+/// `t`, `t` is deleted (the group's offsets for it are forgotten, with a
+/// tombstone in `__consumer_offsets`) and created again with a new id, and
+/// the group reads every record of the new topic by its reset policy,
+/// never from the old topic's committed offset. `group describe` never
+/// shows an offset past the log end as lag 0.
+#[test]
+fn a_recreated_topic_is_a_new_topic_for_its_groups() {
+    let b = start_broker();
+    let ok = |o: Output| {
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let topic_id = |b: &BrokerProcess| {
+        let v = json_of(&run(b, &["topic", "list", "--format", "json"], None));
+        let t = v
+            .as_array()
+            .expect("topics")
+            .iter()
+            .find(|t| t["name"] == "t")
+            .expect("t listed")
+            .clone();
+        t["topic_id"].as_str().expect("an id").to_string()
+    };
+    ok(run(&b, &["topic", "create", "t"], None));
+    let old_id = topic_id(&b);
+    assert_eq!(old_id.len(), 36, "a UUID: {old_id}");
+    let d = json_of(&run(&b, &["topic", "describe", "t", "--format", "json"], None));
+    assert_eq!(d["topic_id"], old_id.as_str());
+    let first: String = (1..=10).map(|i| format!("{i}\n")).collect();
+    ok(run(&b, &["produce", "t"], Some(&first)));
+    let read = ok(run(
+        &b,
+        &["consume", "t", "--group", "g", "--from-beginning", "--max-messages", "10"],
+        None,
+    ));
+    assert_eq!(read.lines().count(), 10);
+    let d = json_of(&run(&b, &["group", "describe", "g", "--format", "json"], None));
+    assert_eq!(sum(&d, "committed"), 10, "{d}");
+
+    ok(run(&b, &["topic", "delete", "t"], None));
+    // The coordinator forgets the deleted topic's offsets durably.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = ok(run(
+            &b,
+            &["consume", "__consumer_offsets", "--from-beginning", "--timeout-ms", "1000"],
+            None,
+        ));
+        let records: Vec<serde_json::Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let last_offset = records.iter().rposition(|r| r["type"] == "offset" && r["topic"] == "t");
+        let tombstone = records
+            .iter()
+            .rposition(|r| r["type"] == "topic_deleted" && r["topic"] == "t" && r["topic_id"] == old_id.as_str());
+        if tombstone.is_some() && tombstone > last_offset {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no tombstone for the deleted topic's offsets: {log}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let d = json_of(&run(&b, &["group", "describe", "g", "--format", "json"], None));
+    assert!(
+        d["offsets"].as_array().is_none_or(|o| o.iter().all(|o| o["topic"] != "t")),
+        "the group keeps no offset of the deleted topic: {d}"
+    );
+
+    ok(run(&b, &["topic", "create", "t"], None));
+    let new_id = topic_id(&b);
+    assert_ne!(new_id, old_id, "a topic created again has a new id");
+    let second: String = (101..=112).map(|i| format!("{i}\n")).collect();
+    ok(run(&b, &["produce", "t"], Some(&second)));
+    let read = ok(run(
+        &b,
+        &["consume", "t", "--group", "g", "--from-beginning", "--timeout-ms", "1500"],
+        None,
+    ));
+    let got: Vec<&str> = read.lines().collect();
+    let want: Vec<String> = (101..=112).map(|i| i.to_string()).collect();
+    assert_eq!(got, want, "all 12 records of the new topic, none skipped");
+
+    // An offset past the log end shows as out of range, not as lag 0.
+    ok(run(
+        &b,
+        &["group", "reset-offsets", "g", "--topic", "t", "--to-offset", "50"],
+        None,
+    ));
+    let d = json_of(&run(&b, &["group", "describe", "g", "--format", "json"], None));
+    let o = &d["offsets"][0];
+    assert_eq!((o["committed"].as_i64(), o["lag"].as_i64()), (Some(50), Some(-1)), "{d}");
+    assert_eq!(o["out_of_range"], true, "{d}");
+    let text = ok(run(&b, &["group", "describe", "g"], None));
+    assert!(text.contains("OUT-OF-RANGE"), "{text}");
+}

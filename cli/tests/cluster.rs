@@ -6,6 +6,7 @@ mod disks;
 mod groups;
 mod identity;
 mod join;
+mod topic_ids;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

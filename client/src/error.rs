@@ -178,7 +178,10 @@ impl ClientError {
     /// so metadata should be refreshed before retrying.
     pub(crate) fn needs_metadata_refresh(&self) -> bool {
         match self {
-            ClientError::Broker { .. } => self.code() == Some(ErrorCode::NotLeader),
+            ClientError::Broker { .. } => matches!(
+                self.code(),
+                Some(ErrorCode::NotLeader | ErrorCode::UnknownTopicId)
+            ),
             ClientError::Transport { .. } | ClientError::Connect { .. } | ClientError::Timeout { .. } => true,
             _ => false,
         }
@@ -270,6 +273,7 @@ mod tests {
     fn status_with_reason_metadata_maps_to_broker_error_with_that_reason() {
         let cases = [
             (tonic::Code::NotFound, "UNKNOWN_TOPIC", false),
+            (tonic::Code::NotFound, "UNKNOWN_TOPIC_ID", false),
             (tonic::Code::InvalidArgument, "RECORD_TOO_LARGE", false),
             (tonic::Code::OutOfRange, "OFFSET_OUT_OF_RANGE", false),
             (tonic::Code::Unavailable, "NOT_LEADER", true),

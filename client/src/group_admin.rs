@@ -132,6 +132,9 @@ impl Admin {
                 partition: p,
                 offset,
                 metadata: String::new(),
+                // The offsets were looked up on this topic: they must not
+                // land on one created again under its name meanwhile.
+                topic_id: self.md.topic_id(topic).map(|id| id.to_string()).unwrap_or_default(),
             });
         }
         let req = ResetOffsetsRequest {

@@ -22,6 +22,9 @@ struct TopicMeta {
     /// Leader address of each partition, indexed by partition id; `None` when
     /// the partition has no known leader.
     leaders: Vec<Option<Arc<str>>>,
+    /// The topic's id (`None` from a broker that does not send one). A topic
+    /// deleted and created again under the same name has another.
+    id: Option<Arc<str>>,
 }
 
 #[derive(Debug, Default)]
@@ -80,6 +83,11 @@ impl Metadata {
     /// Number of partitions of `topic`, if cached.
     pub(crate) fn partition_count(&self, topic: &str) -> Option<u32> {
         self.read().topics.get(topic).map(|t| t.leaders.len() as u32)
+    }
+
+    /// The id of `topic`, if cached (and the broker sent one).
+    pub(crate) fn topic_id(&self, topic: &str) -> Option<Arc<str>> {
+        self.read().topics.get(topic)?.id.clone()
     }
 
     /// Leader address of `topic`/`partition`, if known.
@@ -249,7 +257,8 @@ impl Metadata {
                     ),
                 }
             }
-            state.topics.insert(Arc::from(t.name), TopicMeta { leaders });
+            let id = Some(t.topic_id).filter(|id| !id.is_empty()).map(Arc::from);
+            state.topics.insert(Arc::from(t.name), TopicMeta { leaders, id });
         }
         for topic in requested {
             if !state.topics.contains_key(*topic) && report.error_for(topic).is_none() {
@@ -282,7 +291,7 @@ impl Metadata {
                 .iter()
                 .map(|(t, n)| {
                     let leaders = vec![Some(Arc::from(leader)); *n as usize];
-                    (Arc::from(*t), TopicMeta { leaders })
+                    (Arc::from(*t), TopicMeta { leaders, id: None })
                 })
                 .collect(),
             last_good: None,
@@ -325,9 +334,11 @@ mod tests {
                         })
                         .collect(),
                     error: None,
+                    topic_id: "0b3c1f0e-6a3e-4f4e-9a55-0d1f2e3c4b5a".into(),
                 },
                 TopicMetadata {
                     name: "gone".into(),
+                    topic_id: String::new(),
                     partitions: vec![],
                     error: Some(strand_proto::v1::Error {
                         code: ErrorCode::UnknownTopic as i32,
@@ -349,6 +360,7 @@ mod tests {
         assert_eq!(md.leader("t", 0).as_deref(), Some("a:1"));
         assert_eq!(md.leader("t", 1).as_deref(), Some("b:2"));
         assert_eq!(md.leader("t", 3), None);
+        assert_eq!(md.topic_id("t").as_deref(), Some("0b3c1f0e-6a3e-4f4e-9a55-0d1f2e3c4b5a"));
         assert_eq!(md.partition_count("gone"), None, "a topic in error leaves the cache");
         assert_eq!(report.error_for("gone").map(ClientError::reason), Some("UNKNOWN_TOPIC"));
         assert_eq!(

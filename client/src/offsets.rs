@@ -60,6 +60,7 @@ pub(crate) async fn list_offsets(
             topic: topic.to_owned(),
             partition,
             spec: Some(spec.to_proto()),
+            topic_id: md.topic_id(topic).map(|id| id.to_string()).unwrap_or_default(),
         };
         with_timeout(
             move || format!("list offsets of {topic}/{partition}"),

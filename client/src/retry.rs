@@ -53,7 +53,9 @@ impl Backoff {
 
 /// Sends `call` to the leader of `topic`/`partition`; on a retriable error,
 /// refreshes metadata when the leader may have moved and tries again after a
-/// backoff, until `limit` has passed since the first attempt.
+/// backoff, until `limit` has passed since the first attempt. The call is
+/// about the topic by that name, whichever it is now: `UNKNOWN_TOPIC_ID`
+/// (the cached id is an older topic's) refreshes and tries again too.
 ///
 /// # Errors
 /// `UNKNOWN_TOPIC` / `UNKNOWN_PARTITION` if the partition does not exist; the
@@ -88,7 +90,7 @@ where
         .await;
         match result {
             Ok(v) => return Ok(v),
-            Err(e) if e.is_retriable() => {
+            Err(e) if e.is_retriable() || e.code() == Some(ErrorCode::UnknownTopicId) => {
                 let delay = backoff.delay(attempt);
                 if start.elapsed() + delay >= limit {
                     return Err(e);

@@ -7,3 +7,4 @@ mod harness;
 mod layout;
 mod metrics;
 mod produce_fetch;
+mod topic_ids;

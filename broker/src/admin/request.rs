@@ -18,7 +18,7 @@ use crate::controller::placement::place;
 use crate::controller::{MetadataCommand, MetadataState, TopicState};
 use crate::error::{BrokerError, Result};
 use crate::groups::OFFSETS_TOPIC;
-use crate::topic::{self, TopicMeta};
+use crate::topic::{self, TopicMeta, TopicUuid};
 
 /// A change to cluster metadata, as a broker submits it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +28,11 @@ pub enum MetadataRequest {
     CreateTopic {
         /// Name, partitions, replication factor, configs.
         meta: TopicMeta,
+        /// The id clients will see, made by the broker that took the
+        /// request (so planning stays pure); a request from a broker that
+        /// did not make one gets one when planned.
+        #[serde(default)]
+        uuid: Option<TopicUuid>,
     },
     /// Grow a topic to `total` partitions.
     AddPartitions {
@@ -158,7 +163,7 @@ impl MetadataRequest {
     /// a broker can refuse it before forwarding it.
     pub fn check(&self) -> Result<()> {
         match self {
-            MetadataRequest::CreateTopic { meta } if meta.name != OFFSETS_TOPIC => topic::validate_name(&meta.name),
+            MetadataRequest::CreateTopic { meta, .. } if meta.name != OFFSETS_TOPIC => topic::validate_name(&meta.name),
             MetadataRequest::AddPartitions { name, .. } => refuse_internal(name, "internal topics cannot be changed"),
             MetadataRequest::DeleteTopic { name } => refuse_internal(name, "internal topics cannot be deleted"),
             MetadataRequest::Reassign { name, .. } | MetadataRequest::FinishReassign { name, .. }
@@ -185,7 +190,7 @@ impl MetadataRequest {
     pub fn plan(&self, meta: &MetadataState, ctx: &PlanContext<'_>) -> Result<MetadataCommand> {
         self.check()?;
         match self {
-            MetadataRequest::CreateTopic { meta: wanted } => {
+            MetadataRequest::CreateTopic { meta: wanted, uuid } => {
                 validate_new_topic(wanted, ctx)?;
                 if meta.topics.contains_key(&wanted.name) {
                     return Err(BrokerError::TopicExists {
@@ -198,6 +203,7 @@ impl MetadataRequest {
                     topic: TopicState {
                         meta: wanted.clone(),
                         id,
+                        uuid: Some(uuid.unwrap_or_else(TopicUuid::random)),
                         assignment,
                         origin: Vec::new(),
                         moving: BTreeMap::new(),
@@ -318,6 +324,7 @@ mod tests {
                 replication_factor: rf,
                 configs: BTreeMap::new(),
             },
+            uuid: Some(TopicUuid::random()),
         }
     }
 

@@ -11,7 +11,7 @@ use super::status::{ReplicaLag, leaders};
 use crate::controller::TopicState;
 use crate::error::Result;
 use crate::partition::PartitionOffsets;
-use crate::topic::TopicMeta;
+use crate::topic::{TopicMeta, TopicUuid};
 
 /// How long `create` waits for the new partitions hosted here to elect
 /// leaders, so a producer started right after finds them (a partition still
@@ -88,9 +88,13 @@ impl Admin {
     /// have leaders (or [`LEADER_WAIT`] passed).
     pub async fn create_topic(&self, meta: TopicMeta) -> Result<TopicView> {
         let name = meta.name.clone();
-        self.submit(MetadataRequest::CreateTopic { meta }).await?;
+        self.submit(MetadataRequest::CreateTopic {
+            meta,
+            uuid: Some(TopicUuid::random()),
+        })
+        .await?;
         let created = self.node.topic(&name)?;
-        tracing::info!(topic = %name, id = created.id, partitions = created.meta.partitions, "created topic");
+        tracing::info!(topic = %name, id = %created.uuid(), partitions = created.meta.partitions, "created topic");
         self.wait_for_leaders(&created).await;
         Ok(self.describe_local(&created))
     }

@@ -13,12 +13,12 @@
 
 pub mod placement;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use strand_cluster::{NodeId, RaftGroupId};
 
-use crate::topic::TopicMeta;
+use crate::topic::{TopicMeta, TopicUuid};
 
 /// The Raft group that holds cluster metadata.
 pub const CONTROLLER_GROUP: RaftGroupId = RaftGroupId(0);
@@ -30,6 +30,10 @@ pub struct TopicState {
     pub meta: TopicMeta,
     /// Cluster-unique id; partition `p` is Raft group `id << 16 | p`.
     pub id: u64,
+    /// The id clients see (made at creation; `None` for a topic created
+    /// before topics had one: see [`TopicState::uuid`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<TopicUuid>,
     /// Replicas of each partition, preferred leader first.
     pub assignment: Vec<Vec<NodeId>>,
     /// Each partition's replicas when its Raft group was created (recorded
@@ -44,6 +48,11 @@ pub struct TopicState {
 }
 
 impl TopicState {
+    /// The id clients see.
+    pub fn uuid(&self) -> TopicUuid {
+        self.uuid.unwrap_or(TopicUuid::legacy(self.id))
+    }
+
     /// Raft group of partition `p`.
     pub fn raft_group(&self, p: u32) -> RaftGroupId {
         raft_group_of(self.id, p)
@@ -159,6 +168,10 @@ pub struct MetadataState {
     /// Each broker's registered data directory (see
     /// [`MetadataCommand::RegisterBroker`]).
     pub registered: BTreeMap<NodeId, Registration>,
+    /// Ids of deleted topics: what is stored under one of them (committed
+    /// offsets) is known to belong to no topic, whatever exists now under
+    /// the same name.
+    pub deleted: BTreeSet<TopicUuid>,
 }
 
 /// A broker's data directory as the cluster recorded it.
@@ -258,6 +271,7 @@ impl MetadataState {
             }
             MetadataCommand::DeleteTopic { name, id } => match self.topics.get(name) {
                 Some(t) if t.id == *id => {
+                    self.deleted.insert(t.uuid());
                     self.topics.remove(name);
                     true
                 }
@@ -308,6 +322,7 @@ mod tests {
                 configs: BTreeMap::new(),
             },
             id,
+            uuid: Some(TopicUuid::random()),
             assignment: vec![n(&[1]), n(&[1])],
             origin: Vec::new(),
             moving: BTreeMap::new(),
@@ -390,11 +405,13 @@ mod tests {
             }),
             "wrong id"
         );
+        let uuid = s.topics["a"].uuid();
         assert!(s.apply(&MetadataCommand::DeleteTopic {
             name: "a".into(),
             id: 1
         }));
         assert!(s.topics.is_empty());
+        assert!(s.deleted.contains(&uuid), "its id is known deleted");
     }
 
     #[test]

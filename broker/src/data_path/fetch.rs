@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use crate::error::{BrokerError, Result};
 use crate::node::Node;
 use crate::partition::Partition;
+use crate::topic::TopicUuid;
 
 /// Per-partition read size when the request does not say.
 pub const DEFAULT_PARTITION_MAX_BYTES: usize = 1 << 20;
@@ -22,6 +23,8 @@ pub const DEFAULT_PARTITION_MAX_BYTES: usize = 1 << 20;
 pub struct FetchPartition {
     /// Topic.
     pub topic: String,
+    /// The topic's id, if the client named it.
+    pub topic_id: Option<TopicUuid>,
     /// Partition.
     pub partition: u32,
     /// First offset wanted.
@@ -63,7 +66,7 @@ pub async fn fetch(
     // A partition that cannot be read here answers at once (with its error),
     // so the loop below runs once when any lookup failed.
     let mut resolved: Vec<Result<Arc<Partition>>> =
-        parts.iter().map(|fp| node.partition(&fp.topic, fp.partition)).collect();
+        parts.iter().map(|fp| node.partition_as(&fp.topic, fp.topic_id, fp.partition)).collect();
     let mut shutdown = node.shutdown_signal();
     loop {
         let mut out = Vec::with_capacity(parts.len());
@@ -128,11 +131,12 @@ fn next_offset_after(records: &Bytes) -> Option<Offset> {
 pub fn subscribe(
     node: &Node,
     topic: &str,
+    topic_id: Option<TopicUuid>,
     partition: u32,
     offset: Offset,
     max_bytes: usize,
 ) -> Result<mpsc::Receiver<Result<PartitionRead>>> {
-    let p = node.partition(topic, partition)?;
+    let p = node.partition_as(topic, topic_id, partition)?;
     // Fail fast on a bad start offset rather than in the stream.
     let st = p.offsets();
     if offset < st.log_start_offset || offset > st.log_end_offset {

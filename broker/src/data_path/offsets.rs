@@ -5,6 +5,7 @@ use strand_storage::Offset;
 use crate::error::Result;
 use crate::node::Node;
 use crate::partition::PartitionOffsets;
+use crate::topic::TopicUuid;
 
 /// Which offset to resolve.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,8 +19,14 @@ pub enum OffsetSpec {
 }
 
 /// Resolves `spec` on a partition hosted here; also returns its offsets.
-pub fn list_offsets(node: &Node, topic: &str, partition: u32, spec: OffsetSpec) -> Result<(Offset, PartitionOffsets)> {
-    let p = node.partition(topic, partition)?;
+pub fn list_offsets(
+    node: &Node,
+    topic: &str,
+    topic_id: Option<TopicUuid>,
+    partition: u32,
+    spec: OffsetSpec,
+) -> Result<(Offset, PartitionOffsets)> {
+    let p = node.partition_as(topic, topic_id, partition)?;
     let st = p.offsets();
     let offset = match spec {
         OffsetSpec::Earliest => st.log_start_offset,

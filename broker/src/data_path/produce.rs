@@ -11,6 +11,7 @@ use tracing::Instrument;
 
 use crate::error::{BrokerError, Result};
 use crate::node::Node;
+use crate::topic::TopicUuid;
 
 /// When the producer wants its answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +29,8 @@ pub enum Acks {
 pub struct ProduceBatch {
     /// Topic.
     pub topic: String,
+    /// The topic's id, if the producer named it.
+    pub topic_id: Option<TopicUuid>,
     /// Partition.
     pub partition: u32,
     /// The producer's batch, unchecked.
@@ -84,7 +87,7 @@ async fn produce_one(node: &Node, b: &ProduceBatch, acks: Acks, now_ms: i64) -> 
             reason: "internal topics are written by the broker only",
         });
     }
-    let partition = node.partition(&b.topic, b.partition)?;
+    let partition = node.partition_as(&b.topic, b.topic_id, b.partition)?;
     let batch = check_batch(node, b, now_ms)?;
     let ack = match acks {
         Acks::All => Ack::All,

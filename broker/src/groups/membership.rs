@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use strand_storage::Offset;
 
+use super::store::Committed;
+
 use super::assignor::{Assignor, MemberSubscription, TopicPartition};
 
 /// Why a member's request is refused.
@@ -125,8 +127,8 @@ pub struct Group {
     counts: BTreeMap<String, u32>,
     /// No target before this.
     pub hold_until: Option<Instant>,
-    /// Committed offsets.
-    pub offsets: BTreeMap<TopicPartition, Offset>,
+    /// Committed offsets, with the topic id each was committed for.
+    pub offsets: BTreeMap<TopicPartition, Committed>,
 }
 
 impl Group {

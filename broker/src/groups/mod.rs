@@ -124,6 +124,11 @@ impl GroupCoordinator {
             .collect()
     }
 
+    /// The id of the topic named `topic`, if it exists.
+    pub fn topic_id(&self, topic: &str) -> Option<crate::topic::TopicUuid> {
+        self.node.topic(topic).ok().map(|t| t.uuid())
+    }
+
     /// The offsets topic's partition count, creating the topic on first use.
     async fn offsets_partitions(&self, group: &str) -> Result<u32> {
         match self.node.topic(OFFSETS_TOPIC) {
@@ -335,6 +340,17 @@ impl GroupCoordinator {
                 }
             }
             groups.retain(|_, g| !g.members.is_empty() || !g.offsets.is_empty() || g.epoch > 0);
+        }
+    }
+
+    /// Upkeep after topic deletes: writes the tombstones of deleted topics'
+    /// offsets in every shard coordinated here (see
+    /// [`GroupCoordinator::forget_deleted_topics`]).
+    pub async fn forget_deleted_topics_everywhere(&self) {
+        for shard in self.current_shards() {
+            if let Err(e) = self.forget_deleted_topics(&shard).await {
+                tracing::debug!(error = %e, "deleted topics' offsets not forgotten yet; retrying");
+            }
         }
     }
 

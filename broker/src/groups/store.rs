@@ -8,7 +8,10 @@
 //! Invariants: the coordinator serializes its writes per partition and
 //! checks them before writing, so replaying the records in log order gives
 //! the state it acknowledged; a committed offset only decreases through an
-//! explicit reset record.
+//! explicit reset record. A committed offset belongs to the topic id it was
+//! committed for: an offset of a deleted topic is never handed to a reader
+//! of a topic created later under the same name, and the coordinator writes
+//! a [`GroupRecord::TopicDeleted`] tombstone for it once it sees the delete.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use strand_storage::{BatchBuilder, Compression, DecodedRecords, NewRecord, Offset, RecordBatch, batches};
 
 use crate::error::{BrokerError, Result};
+use crate::topic::TopicUuid;
 
 /// The internal topic holding group offsets and epochs.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -29,6 +33,24 @@ pub fn partition_for(group: &str, partitions: u32) -> u32 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     (h % u64::from(partitions.max(1))) as u32
+}
+
+/// A committed offset (the next offset to consume) and the id of the topic
+/// it was committed for (`None`: committed before topics had ids).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// The next offset to consume.
+    pub offset: Offset,
+    /// The topic's id.
+    pub topic_id: Option<TopicUuid>,
+}
+
+impl Committed {
+    /// Whether `self` and `other` were committed for the same topic (an
+    /// offset without an id could be either).
+    pub fn same_topic(&self, other: &Committed) -> bool {
+        self.topic_id.is_none() || other.topic_id.is_none() || self.topic_id == other.topic_id
+    }
 }
 
 /// One stored fact.
@@ -48,6 +70,19 @@ pub enum GroupRecord {
         /// Written by an operator's reset (may go backwards).
         #[serde(default)]
         reset: bool,
+        /// The id of the topic it was committed for.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        topic_id: Option<TopicUuid>,
+    },
+    /// The topic `topic_id` was deleted: the group's offsets for it (and
+    /// those without an id, which can only be older) are gone.
+    TopicDeleted {
+        /// Group id.
+        group: String,
+        /// Topic name.
+        topic: String,
+        /// The deleted topic's id.
+        topic_id: TopicUuid,
     },
     /// The group's epoch and how long its members may live without a
     /// heartbeat (a new coordinator waits that long before assigning).
@@ -72,9 +107,10 @@ impl GroupRecord {
     /// The group it belongs to.
     pub fn group(&self) -> &str {
         match self {
-            GroupRecord::Offset { group, .. } | GroupRecord::Epoch { group, .. } | GroupRecord::Deleted { group } => {
-                group
-            }
+            GroupRecord::Offset { group, .. }
+            | GroupRecord::Epoch { group, .. }
+            | GroupRecord::TopicDeleted { group, .. }
+            | GroupRecord::Deleted { group } => group,
         }
     }
 }
@@ -111,7 +147,7 @@ pub fn encode(records: &[GroupRecord]) -> Result<RecordBatch> {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StoredGroup {
     /// Committed offsets.
-    pub offsets: BTreeMap<(String, u32), Offset>,
+    pub offsets: BTreeMap<(String, u32), Committed>,
     /// Last epoch written.
     pub epoch: i32,
     /// Session timeout of the last epoch (ms).
@@ -128,13 +164,19 @@ pub fn fold(groups: &mut BTreeMap<String, StoredGroup>, record: GroupRecord) {
             topic,
             partition,
             offset,
+            topic_id,
             ..
         } => {
             groups
                 .entry(group)
                 .or_default()
                 .offsets
-                .insert((topic, partition), offset);
+                .insert((topic, partition), Committed { offset, topic_id });
+        }
+        GroupRecord::TopicDeleted { group, topic, topic_id } => {
+            if let Some(g) = groups.get_mut(&group) {
+                forget_topic(&mut g.offsets, &topic, topic_id);
+            }
         }
         GroupRecord::Epoch {
             group,
@@ -151,6 +193,12 @@ pub fn fold(groups: &mut BTreeMap<String, StoredGroup>, record: GroupRecord) {
             groups.remove(&group);
         }
     }
+}
+
+/// Removes the offsets of `topic` committed for the deleted id `topic_id`
+/// (or without an id).
+pub fn forget_topic(offsets: &mut BTreeMap<(String, u32), Committed>, topic: &str, topic_id: TopicUuid) {
+    offsets.retain(|(t, _), c| t != topic || c.topic_id.is_some_and(|id| id != topic_id));
 }
 
 /// Folds every record of a buffer of whole batches; a record that does not
@@ -186,6 +234,7 @@ mod tests {
             partition: p,
             offset: Offset(offset),
             reset,
+            topic_id: None,
         }
     }
 
@@ -219,7 +268,7 @@ mod tests {
         assert_eq!(groups.len(), 1, "b was deleted");
         let a = &groups["a"];
         assert_eq!(
-            a.offsets[&("t".to_string(), 0)],
+            a.offsets[&("t".to_string(), 0)].offset,
             Offset(2),
             "the reset is the last word"
         );
@@ -232,5 +281,35 @@ mod tests {
         let used: std::collections::BTreeSet<u32> = (0..100).map(|i| partition_for(&format!("g{i}"), 8)).collect();
         assert_eq!(used.len(), 8);
         assert_eq!(partition_for("x", 0), 0);
+    }
+
+    #[test]
+    fn a_deleted_topics_offsets_are_forgotten_and_a_new_topics_are_kept() {
+        let (old, new) = (TopicUuid::random(), TopicUuid::random());
+        let commit = |p: u32, offset: u64, topic_id: Option<TopicUuid>| GroupRecord::Offset {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: p,
+            offset: Offset(offset),
+            reset: false,
+            topic_id,
+        };
+        let mut groups = BTreeMap::new();
+        for r in [
+            commit(0, 10, Some(old)),
+            commit(1, 7, None),
+            // The new topic's first commit lands before the tombstone.
+            commit(2, 3, Some(new)),
+            GroupRecord::TopicDeleted {
+                group: "g".into(),
+                topic: "t".into(),
+                topic_id: old,
+            },
+        ] {
+            let json = serde_json::to_vec(&r).unwrap();
+            fold(&mut groups, serde_json::from_slice(&json).unwrap());
+        }
+        let kept: Vec<_> = groups["g"].offsets.iter().map(|(k, c)| (k.1, c.offset.0, c.topic_id)).collect();
+        assert_eq!(kept, vec![(2, 3, Some(new))]);
     }
 }

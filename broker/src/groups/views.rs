@@ -8,6 +8,7 @@ use strand_cluster::NodeId;
 use strand_storage::Offset;
 
 use super::assignor::TopicPartition;
+use super::offsets::visible;
 use super::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::error::{BrokerError, Result};
 
@@ -50,14 +51,27 @@ pub struct PartitionLagView {
     pub committed: Option<Offset>,
     /// High watermark, when the partition is hosted here.
     pub high_watermark: Option<Offset>,
+    /// First stored offset, when the partition is hosted here.
+    pub log_start: Option<Offset>,
     /// The member holding it, if one does.
     pub member_id: Option<String>,
 }
 
 impl PartitionLagView {
-    /// High watermark minus committed, when both are known.
+    /// High watermark minus committed, when both are known and the
+    /// committed offset is in the log's range.
     pub fn lag(&self) -> Option<u64> {
+        if self.out_of_range() {
+            return None;
+        }
         Some(self.high_watermark?.since(self.committed?))
+    }
+
+    /// The committed offset is past the high watermark or below the log
+    /// start: a consumer resuming there follows its reset policy.
+    pub fn out_of_range(&self) -> bool {
+        let Some(c) = self.committed else { return false };
+        self.high_watermark.is_some_and(|hw| c > hw) || self.log_start.is_some_and(|s| c < s)
     }
 }
 
@@ -138,7 +152,14 @@ impl GroupCoordinator {
                 holder.insert(tp, &m.id);
             }
         }
-        let mut partitions: BTreeSet<TopicPartition> = g.offsets.keys().cloned().collect();
+        let meta = self.node.metadata();
+        let committed: BTreeMap<&TopicPartition, Offset> = g
+            .offsets
+            .iter()
+            .filter(|(_, c)| visible(&meta, c))
+            .map(|(tp, c)| (tp, c.offset))
+            .collect();
+        let mut partitions: BTreeSet<TopicPartition> = committed.keys().map(|tp| (*tp).clone()).collect();
         for t in g.subscribed_topics() {
             for p in 0..counts.get(&t).copied().unwrap_or(0) {
                 partitions.insert((t.clone(), p));
@@ -146,15 +167,15 @@ impl GroupCoordinator {
         }
         let offsets = partitions
             .into_iter()
-            .map(|tp| PartitionLagView {
-                committed: g.offsets.get(&tp).copied(),
-                high_watermark: self
-                    .node
-                    .partition(&tp.0, tp.1)
-                    .ok()
-                    .map(|p| p.offsets().high_watermark),
-                member_id: holder.get(&tp).map(|s| s.to_string()),
-                partition: tp,
+            .map(|tp| {
+                let local = self.node.partition(&tp.0, tp.1).ok().map(|p| p.offsets());
+                PartitionLagView {
+                    committed: committed.get(&tp).copied(),
+                    high_watermark: local.as_ref().map(|o| o.high_watermark),
+                    log_start: local.as_ref().map(|o| o.log_start_offset),
+                    member_id: holder.get(&tp).map(|s| s.to_string()),
+                    partition: tp,
+                }
             })
             .collect();
         Ok(GroupView {
@@ -183,20 +204,21 @@ impl GroupCoordinator {
     /// coordinated here (for metrics).
     pub fn metrics_rows(&self) -> (Vec<(String, usize)>, Vec<GroupPartitionRow>) {
         let (mut members, mut rows) = (Vec::new(), Vec::new());
+        let meta = self.node.metadata();
         for shard in self.current_shards() {
             for g in shard.groups().values() {
                 members.push((g.name.clone(), g.members.len()));
-                for ((topic, partition), committed) in &g.offsets {
+                for ((topic, partition), c) in g.offsets.iter().filter(|(_, c)| visible(&meta, c)) {
                     let lag = self
                         .node
                         .partition(topic, *partition)
                         .ok()
-                        .map(|p| p.offsets().high_watermark.since(*committed));
+                        .map(|p| p.offsets().high_watermark.since(c.offset));
                     rows.push(GroupPartitionRow {
                         group: g.name.clone(),
                         topic: topic.clone(),
                         partition: *partition,
-                        committed: *committed,
+                        committed: c.offset,
                         lag,
                     });
                 }

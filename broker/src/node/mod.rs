@@ -40,6 +40,7 @@ use crate::config::BrokerConfig;
 use crate::controller::{CONTROLLER_GROUP, MetadataState, TopicState};
 use crate::error::{BrokerError, Result};
 use crate::partition::Partition;
+use crate::topic::TopicUuid;
 
 /// A hosted replica's key: topic name and partition.
 pub type ReplicaKey = (String, u32);
@@ -66,6 +67,9 @@ pub struct Node {
     replicas: RwLock<HashMap<ReplicaKey, Arc<Partition>>>,
     /// Serializes this node's metadata proposals.
     proposals: tokio::sync::Mutex<()>,
+    /// Whether the data directory was swept of deleted topics' partitions
+    /// (once, at the first reconcile after registration).
+    swept: std::sync::atomic::AtomicBool,
     shutdown: watch::Sender<bool>,
 }
 
@@ -163,6 +167,38 @@ impl Node {
             partition,
             leader_addr: replicas.first().and_then(|r| self.addr_of(*r)),
         })
+    }
+
+    /// The topic named `name`, checked against the id the client knows it
+    /// by (if it sent one): `UNKNOWN_TOPIC_ID` when that is not its id.
+    pub fn topic_as(&self, name: &str, id: Option<TopicUuid>) -> Result<TopicState> {
+        let t = self.topic(name)?;
+        match id {
+            Some(id) if id != t.uuid() => Err(BrokerError::UnknownTopicId {
+                topic: name.into(),
+                topic_id: id.to_string(),
+            }),
+            _ => Ok(t),
+        }
+    }
+
+    /// [`Node::partition`] of the topic with the id the client knows it by
+    /// (if it sent one).
+    pub fn partition_as(&self, topic: &str, id: Option<TopicUuid>, partition: u32) -> Result<Arc<Partition>> {
+        let Some(id) = id else {
+            return self.partition(topic, partition);
+        };
+        let t = self.topic_as(topic, Some(id))?;
+        let p = self.partition(topic, partition)?;
+        // The replica hosted under the name may still be an older topic's
+        // (reconciling is under way): it is not the one asked for.
+        if p.raft_group() != t.raft_group(partition) {
+            return Err(BrokerError::UnknownTopicId {
+                topic: topic.into(),
+                topic_id: id.to_string(),
+            });
+        }
+        Ok(p)
     }
 
     /// Hosted replicas of a topic's partitions (`None` where not hosted).

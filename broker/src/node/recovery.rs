@@ -14,42 +14,54 @@ use strand_cluster::PersistedState;
 use strand_storage::{LogConfig, PartitionLog};
 
 use crate::error::{BrokerError, Result};
+use crate::topic::TopicUuid;
 
-/// File in a partition directory naming the topic id it belongs to.
-const TOPIC_ID_FILE: &str = "topic-id";
+/// File in a partition directory naming the topic it belongs to: the
+/// cluster-internal id, then the id clients see (`<id> <uuid>`; directories
+/// written before topics had a uuid hold the internal id alone).
+pub(super) const TOPIC_ID_FILE: &str = "topic-id";
 
 /// The Raft state file beside a replica's segments (`strand_cluster`).
 const STATE_FILE: &str = "raft-state.json";
 
-/// Opens the log of a partition replica for `topic_id`, clearing a
-/// directory left by an older topic of the same name. Returns whether the
-/// log was damaged and quarantined (the replica must recover).
+/// The internal topic id a partition directory's marker names, if it has a
+/// readable one.
+pub(super) fn marked_topic_id(dir: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(dir.join(TOPIC_ID_FILE)).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// Opens the log of a partition replica of `topic`, clearing a directory
+/// left by an older topic of the same name. Returns whether the log was
+/// damaged and quarantined (the replica must recover).
 pub(super) fn open_partition_log(
     dir: &Path,
-    topic_id: u64,
+    topic: (u64, TopicUuid),
     config: LogConfig,
     replicated: bool,
 ) -> Result<(PartitionLog, bool)> {
+    let (topic_id, uuid) = topic;
     let marker = dir.join(TOPIC_ID_FILE);
     let io = |op: &'static str, path: &Path| {
         let path = path.to_path_buf();
         move |source| BrokerError::Metadata { op, path, source }
     };
-    match std::fs::read_to_string(&marker) {
-        Ok(s) if s.trim() == topic_id.to_string() => {}
-        Ok(_) => {
-            tracing::warn!(dir = %dir.display(), topic_id, "removing the data of an older topic with this name");
+    match marked_topic_id(dir) {
+        Some(id) if id == topic_id => {}
+        Some(_) => {
+            tracing::warn!(dir = %dir.display(), topic_id = %uuid, "removing the data of an older topic with this name");
             std::fs::remove_dir_all(dir).map_err(io("remove stale partition", dir))?;
         }
-        Err(_) if dir.exists() => {
+        None if dir.exists() => {
             tracing::warn!(dir = %dir.display(), "removing a partition directory without a topic id");
             std::fs::remove_dir_all(dir).map_err(io("remove stale partition", dir))?;
         }
-        Err(_) => {}
+        None => {}
     }
     let (log, quarantined) = open_or_quarantine(dir, config, replicated)?;
-    if !marker.exists() {
-        strand_storage::replace_file(&marker, topic_id.to_string().as_bytes())?;
+    let wanted = format!("{topic_id} {uuid}\n");
+    if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
+        strand_storage::replace_file(&marker, wanted.as_bytes())?;
     }
     Ok((log, quarantined))
 }
@@ -149,18 +161,18 @@ mod tests {
     fn a_directory_of_another_topic_with_the_same_name_is_cleared() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("t-0");
-        let (log, quarantined) = open_partition_log(&dir, 1, config(), true).expect("open");
+        let (log, quarantined) = open_partition_log(&dir, (1, TopicUuid::legacy(1)), config(), true).expect("open");
         assert!(!quarantined);
         drop(log);
         write_entries(&dir, 5);
-        let (log, _) = open_partition_log(&dir, 1, config(), true).expect("reopen, same topic");
+        let (log, _) = open_partition_log(&dir, (1, TopicUuid::legacy(1)), config(), true).expect("reopen, same topic");
         assert_eq!(
             log.last_raft_index().expect("read"),
             Some(RaftIndex(5)),
             "same topic keeps its data"
         );
         drop(log);
-        let (log, quarantined) = open_partition_log(&dir, 2, config(), true).expect("open as a new topic");
+        let (log, quarantined) = open_partition_log(&dir, (2, TopicUuid::legacy(2)), config(), true).expect("open as a new topic");
         assert!(!quarantined);
         assert_eq!(
             log.last_raft_index().expect("read"),

@@ -11,6 +11,12 @@
 //! it starts *recovering* (no votes until a leader brought it up to date).
 //! So does a damaged log moved aside, and a fresh copy of a moved partition
 //! (it starts from the configuration its group was created with).
+//!
+//! Deleting a topic finishes also on a broker that was down meanwhile: the
+//! first reconcile after registration removes every partition directory
+//! whose topic id the applied metadata shows was deleted ([`orphans`]), so
+//! an old topic's data is never served, replicated or mistaken for a new
+//! topic of the same name.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -19,7 +25,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use strand_cluster::{NewReplica, NodeId, RaftGroupId};
 
-use super::recovery::open_partition_log;
+use super::recovery::{marked_topic_id, open_partition_log};
 use super::{Node, ReplicaKey};
 use crate::blocking::run_blocking;
 use crate::controller::{MetadataState, TopicState};
@@ -71,6 +77,37 @@ pub fn plan(meta: &MetadataState, me: NodeId, hosted: &BTreeMap<ReplicaKey, Raft
     out
 }
 
+/// Partition directories under `data_dir` whose topic the metadata shows
+/// was deleted: their marker names a topic id below the next one to be
+/// handed out (so its creation was applied) that no topic has any more.
+/// That includes a deleted topic's damaged logs moved aside; directories
+/// without a readable marker (the controller's) are not this sweep's.
+pub fn orphans(data_dir: &Path, meta: &MetadataState) -> Vec<PathBuf> {
+    let live: std::collections::BTreeSet<u64> = meta.topics.values().map(|t| t.id).collect();
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|d| d.is_dir())
+        .filter(|d| {
+            marked_topic_id(d).is_some_and(|id| id < meta.allocate_topic_id() && !live.contains(&id))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn remove_orphans(data_dir: &Path, meta: &MetadataState) {
+    for dir in orphans(data_dir, meta) {
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => tracing::info!(dir = %dir.display(), "removed the partition of a topic deleted while this broker was away"),
+            Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "could not remove a deleted topic's partition"),
+        }
+    }
+}
+
 impl Node {
     /// Starts replicas this node should host and stops those of deleted
     /// topics (or that moved away).
@@ -83,7 +120,16 @@ impl Node {
             .map(|(k, p)| (k.clone(), p.raft_group()))
             .collect();
         let mut plan = plan(&meta, self.id, &hosted);
-        if !meta.registered_as(self.id, &self.incarnation) {
+        let registered = meta.registered_as(self.id, &self.incarnation);
+        if registered && !self.swept.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            let (data_dir, meta) = (self.config.data_dir.clone(), meta.clone());
+            run_blocking("remove deleted topics' partitions", move || {
+                remove_orphans(&data_dir, &meta);
+                Ok(())
+            })
+            .await?;
+        }
+        if !registered {
             // Not before this data directory is registered (see the module
             // doc); stopping what moved away or was deleted is still right.
             if !plan.start.is_empty() {
@@ -113,11 +159,11 @@ impl Node {
         let span = tracing::info_span!("replica", node = %self.id, topic = %t.meta.name, partition = p);
         let log_config = topic::log_config(&self.config.log, &t.meta.configs)?;
         let dir = partition_dir(&self.config.data_dir, &t.meta.name, p);
-        let topic_id = t.id;
+        let (topic_id, uuid) = (t.id, t.uuid());
         let replicated = replicas.len() > 1;
         let (log, quarantined, had_state) = run_blocking("open partition log", move || {
             let had_state = dir.join(RAFT_STATE_FILE).exists();
-            let (log, quarantined) = open_partition_log(&dir, topic_id, log_config, replicated)?;
+            let (log, quarantined) = open_partition_log(&dir, (topic_id, uuid), log_config, replicated)?;
             Ok((log, quarantined, had_state))
         })
         .await?;
@@ -217,6 +263,7 @@ mod tests {
                 configs: BTreeMap::new(),
             },
             id,
+            uuid: None,
             assignment: assignment
                 .iter()
                 .map(|r| r.iter().copied().map(NodeId).collect())
@@ -284,5 +331,41 @@ mod tests {
             vec![NodeId(1), NodeId(2), NodeId(3)],
             "current replicas, then the target"
         );
+    }
+
+    #[test]
+    fn only_partitions_of_topics_known_deleted_are_orphans() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mark = |name: &str, text: Option<&str>| {
+            let d = data.path().join(name);
+            std::fs::create_dir_all(&d).expect("mkdir");
+            if let Some(t) = text {
+                std::fs::write(d.join(super::super::recovery::TOPIC_ID_FILE), t).expect("marker");
+            }
+        };
+        let mut meta = MetadataState::default();
+        meta.apply(&MetadataCommand::CreateTopic {
+            topic: topic("old", 1, &[&[1]]),
+        });
+        meta.apply(&MetadataCommand::CreateTopic {
+            topic: topic("kept", 2, &[&[1]]),
+        });
+        meta.apply(&MetadataCommand::DeleteTopic {
+            name: "old".into(),
+            id: 1,
+        });
+        mark("old-0", Some("1 00000000-0000-0000-0000-000000000001\n"));
+        mark("old-1", Some("1"));
+        mark("kept-0", Some("2 00000000-0000-0000-0000-000000000002\n"));
+        // Created after what this broker applied so far: not known deleted.
+        mark("later-0", Some("3"));
+        mark("__controller-0", None);
+        mark("old-0.corrupt-17", Some("1"));
+        let found = orphans(data.path(), &meta);
+        let names: Vec<String> = found
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["old-0", "old-0.corrupt-17", "old-1"]);
     }
 }

@@ -172,6 +172,7 @@ impl Node {
             applied: watch::Sender::new(Offset::ZERO),
             replicas: RwLock::new(HashMap::new()),
             proposals: tokio::sync::Mutex::new(()),
+            swept: std::sync::atomic::AtomicBool::new(false),
             shutdown: watch::Sender::new(false),
             config,
         });

@@ -114,6 +114,9 @@ impl Broker {
             b.node.balance_leaders();
         });
         self.spawn_periodic(Duration::from_millis(250), |b| async move { b.groups.tick() });
+        self.spawn_periodic(Duration::from_secs(1), |b| async move {
+            b.groups.forget_deleted_topics_everywhere().await;
+        });
         self.spawn_periodic(Duration::from_millis(300), |b| async move {
             b.admin.drive_reassignments().await;
         });

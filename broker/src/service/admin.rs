@@ -39,6 +39,7 @@ fn raw_ids(ids: &[NodeId]) -> Vec<u64> {
 pub fn topic_description(v: &TopicView) -> pb::TopicDescription {
     pb::TopicDescription {
         name: v.topic.meta.name.clone(),
+        topic_id: v.topic.uuid().to_string(),
         replication_factor: v.topic.meta.replication_factor,
         configs: v.topic.meta.configs.clone().into_iter().collect(),
         partitions: v
@@ -222,6 +223,7 @@ impl pb::admin_server::Admin for AdminService {
                     name: t.meta.name.clone(),
                     partitions: t.meta.partitions,
                     replication_factor: t.meta.replication_factor,
+                    topic_id: t.uuid().to_string(),
                 })
                 .collect(),
         }))

@@ -15,6 +15,8 @@ use crate::groups::GroupCoordinator;
 use crate::groups::assignor::{Assignor, TopicPartition};
 use crate::groups::heartbeat::HeartbeatRequest;
 use crate::groups::offsets::CommitRequest;
+use crate::groups::store::Committed;
+use crate::topic::requested_topic_id;
 use crate::metrics::Metrics;
 
 /// The `Groups` service.
@@ -32,6 +34,14 @@ impl GroupsService {
 }
 
 fn to_topic_partitions(set: &BTreeSet<TopicPartition>) -> Vec<pb::TopicPartitions> {
+    to_topic_partitions_with(set, |_| String::new())
+}
+
+/// Partitions grouped by topic, each topic with the id `id_of` gives it.
+fn to_topic_partitions_with(
+    set: &BTreeSet<TopicPartition>,
+    id_of: impl Fn(&str) -> String,
+) -> Vec<pb::TopicPartitions> {
     let mut by_topic: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
     for (t, p) in set {
         by_topic.entry(t).or_default().push(*p);
@@ -41,6 +51,7 @@ fn to_topic_partitions(set: &BTreeSet<TopicPartition>) -> Vec<pb::TopicPartition
         .map(|(t, ps)| pb::TopicPartitions {
             topic: t.to_string(),
             partitions: ps,
+            topic_id: id_of(t),
         })
         .collect()
 }
@@ -51,20 +62,29 @@ fn from_topic_partitions(list: &[pb::TopicPartitions]) -> BTreeSet<TopicPartitio
         .collect()
 }
 
-fn from_offset_commits(list: &[pb::OffsetCommit]) -> Vec<(TopicPartition, Offset)> {
+fn from_offset_commits(list: &[pb::OffsetCommit]) -> Result<Vec<(TopicPartition, Committed)>> {
     list.iter()
-        .map(|o| ((o.topic.clone(), o.partition), Offset(o.offset)))
+        .map(|o| {
+            Ok((
+                (o.topic.clone(), o.partition),
+                Committed {
+                    offset: Offset(o.offset),
+                    topic_id: requested_topic_id(&o.topic, &o.topic_id)?,
+                },
+            ))
+        })
         .collect()
 }
 
-fn to_offset_commits(offsets: impl IntoIterator<Item = (TopicPartition, Offset)>) -> Vec<pb::OffsetCommit> {
+fn to_offset_commits(offsets: impl IntoIterator<Item = (TopicPartition, Committed)>) -> Vec<pb::OffsetCommit> {
     offsets
         .into_iter()
-        .map(|((topic, partition), offset)| pb::OffsetCommit {
+        .map(|((topic, partition), c)| pb::OffsetCommit {
             topic,
             partition,
-            offset: offset.get(),
+            offset: c.offset.get(),
             metadata: String::new(),
+            topic_id: c.topic_id.map(|id| id.to_string()).unwrap_or_default(),
         })
         .collect()
 }
@@ -97,7 +117,9 @@ impl GroupsService {
             member_id: a.answer.member_id,
             member_epoch: a.answer.epoch,
             heartbeat_interval_ms: a.heartbeat_interval.as_millis() as u32,
-            assignment: to_topic_partitions(&a.answer.assignment),
+            assignment: to_topic_partitions_with(&a.answer.assignment, |t| {
+                self.groups.topic_id(t).map(|id| id.to_string()).unwrap_or_default()
+            }),
         })
     }
 
@@ -126,6 +148,7 @@ impl GroupsService {
                 .into_iter()
                 .map(|o| pb::GroupPartitionOffset {
                     lag: o.lag().map_or(-1, |l| l as i64),
+                    out_of_range: o.out_of_range(),
                     topic: o.partition.0,
                     partition: o.partition.1,
                     committed: o.committed.map_or(-1, |c| c.get() as i64),
@@ -175,7 +198,7 @@ impl pb::groups_server::Groups for GroupsService {
         let committed = self
             .groups
             .commit(CommitRequest {
-                offsets: from_offset_commits(&r.offsets),
+                offsets: from_offset_commits(&r.offsets)?,
                 group: r.group,
                 member_id: r.member_id,
                 member_epoch: r.member_epoch,
@@ -236,7 +259,7 @@ impl pb::groups_server::Groups for GroupsService {
     ) -> Result<Response<pb::ResetOffsetsResponse>, Status> {
         let r = req.into_inner();
         self.groups
-            .reset(&r.group, r.force, &from_offset_commits(&r.offsets))
+            .reset(&r.group, r.force, &from_offset_commits(&r.offsets)?)
             .instrument(span("reset_offsets", &r.group))
             .await?;
         Ok(Response::new(pb::ResetOffsetsResponse { offsets: r.offsets }))

@@ -19,6 +19,7 @@ use crate::data_path::produce::{self, Acks, ProduceBatch};
 use crate::error::{BrokerError, Result};
 use crate::metrics::Metrics;
 use crate::node::Node;
+use crate::topic::requested_topic_id;
 
 /// The `Strand` service.
 #[derive(Clone, Debug)]
@@ -69,15 +70,20 @@ impl StrandService {
             ms => Duration::from_millis(u64::from(ms)),
         }
         .min(self.node.config().request_timeout());
+        // A malformed topic id is the client's bug: the whole request is
+        // refused, as for any other malformed field.
         let batches: Vec<ProduceBatch> = req
             .batches
             .into_iter()
-            .map(|b| ProduceBatch {
-                topic: b.topic,
-                partition: b.partition,
-                batch: b.batch,
+            .map(|b| {
+                Ok(ProduceBatch {
+                    topic_id: requested_topic_id(&b.topic, &b.topic_id)?,
+                    topic: b.topic,
+                    partition: b.partition,
+                    batch: b.batch,
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let outcomes = produce::produce(&self.node, &batches, acks, timeout).await;
         let results = batches
             .iter()
@@ -127,16 +133,19 @@ impl StrandService {
         let parts: Vec<FetchPartition> = req
             .partitions
             .iter()
-            .map(|fp| FetchPartition {
-                topic: fp.topic.clone(),
-                partition: fp.partition,
-                offset: Offset(fp.offset),
-                max_bytes: match fp.max_bytes {
-                    0 => DEFAULT_PARTITION_MAX_BYTES,
-                    n => n as usize,
-                },
+            .map(|fp| {
+                Ok(FetchPartition {
+                    topic: fp.topic.clone(),
+                    topic_id: requested_topic_id(&fp.topic, &fp.topic_id)?,
+                    partition: fp.partition,
+                    offset: Offset(fp.offset),
+                    max_bytes: match fp.max_bytes {
+                        0 => DEFAULT_PARTITION_MAX_BYTES,
+                        n => n as usize,
+                    },
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let reads = fetch::fetch(&self.node, &parts, total, max_wait).await?;
         let partitions = parts
             .iter()
@@ -166,7 +175,8 @@ impl StrandService {
                 });
             }
         };
-        let (offset, st) = list_offsets(&self.node, &req.topic, req.partition, spec)?;
+        let topic_id = requested_topic_id(&req.topic, &req.topic_id)?;
+        let (offset, st) = list_offsets(&self.node, &req.topic, topic_id, req.partition, spec)?;
         Ok(pb::ListOffsetsResponse {
             offset: offset.get(),
             log_start_offset: st.log_start_offset.get(),
@@ -197,6 +207,7 @@ impl StrandService {
                 })
                 .collect(),
             error: None,
+            topic_id: t.uuid().to_string(),
         };
         let meta = node.metadata();
         let topics = if req.topics.is_empty() {
@@ -210,6 +221,7 @@ impl StrandService {
                         name: name.clone(),
                         partitions: Vec::new(),
                         error: Some(BrokerError::UnknownTopic { topic: name.clone() }.to_proto()),
+                        topic_id: String::new(),
                     },
                 })
                 .collect()
@@ -262,7 +274,15 @@ impl pb::strand_server::Strand for StrandService {
             0 => DEFAULT_PARTITION_MAX_BYTES,
             n => (n as usize).min(self.node.config().limits.max_message_bytes / 2),
         };
-        let rx = fetch::subscribe(&self.node, &req.topic, req.partition, Offset(req.offset), max_bytes)?;
+        let topic_id = requested_topic_id(&req.topic, &req.topic_id)?;
+        let rx = fetch::subscribe(
+            &self.node,
+            &req.topic,
+            topic_id,
+            req.partition,
+            Offset(req.offset),
+            max_bytes,
+        )?;
         let (topic, partition) = (req.topic, req.partition);
         let stream =
             tokio_stream::StreamExt::map(

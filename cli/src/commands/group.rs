@@ -101,6 +101,7 @@ pub async fn run(bootstrap: &str, cmd: GroupCommand) -> anyhow::Result<ExitCode>
                         "offsets": d.offsets.iter().map(|o| serde_json::json!({
                             "topic": o.topic, "partition": o.partition, "committed": o.committed,
                             "log_end_offset": o.log_end_offset, "lag": o.lag, "member_id": o.member_id,
+                            "out_of_range": o.out_of_range,
                         })).collect::<Vec<_>>(),
                     });
                     println!("{v}");
@@ -135,7 +136,14 @@ pub async fn run(bootstrap: &str, cmd: GroupCommand) -> anyhow::Result<ExitCode>
                             o.partition,
                             show(o.committed),
                             show(o.log_end_offset),
-                            show(o.lag),
+                            // Never "0" for an offset past the log end: a
+                            // consumer resuming there starts by its reset
+                            // policy, which is what an operator must know.
+                            if o.out_of_range {
+                                "OUT-OF-RANGE".to_string()
+                            } else {
+                                show(o.lag)
+                            },
                             if o.member_id.is_empty() { "-" } else { &o.member_id }
                         );
                     }

@@ -25,8 +25,12 @@ pub enum TopicCommand {
         #[arg(long = "config", value_parser = parse_key_value)]
         configs: Vec<(String, String)>,
     },
-    /// List topics.
-    List,
+    /// List topics (with their ids).
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
     /// Show a topic's partitions and offsets.
     Describe {
         /// Topic name.
@@ -114,12 +118,29 @@ pub async fn run(bootstrap: &str, cmd: TopicCommand) -> anyhow::Result<ExitCode>
                 println!("{name}-{partition} moving to {replicas:?} (see topic describe)");
             }
         }
-        TopicCommand::List => {
-            for t in admin.list_topics().await? {
-                println!(
-                    "{}\tpartitions={}\treplication_factor={}",
-                    t.name, t.partitions, t.replication_factor
-                );
+        TopicCommand::List { format } => {
+            let topics = admin.list_topics().await?;
+            match format {
+                OutputFormat::Json => {
+                    let v: Vec<serde_json::Value> = topics
+                        .iter()
+                        .map(|t| {
+                            serde_json::json!({
+                                "name": t.name, "topic_id": t.topic_id, "partitions": t.partitions,
+                                "replication_factor": t.replication_factor,
+                            })
+                        })
+                        .collect();
+                    println!("{}", serde_json::Value::Array(v));
+                }
+                OutputFormat::Text => {
+                    for t in topics {
+                        println!(
+                            "{}\tpartitions={}\treplication_factor={}\tid={}",
+                            t.name, t.partitions, t.replication_factor, t.topic_id
+                        );
+                    }
+                }
             }
         }
         TopicCommand::Describe { name, format } => {
@@ -142,7 +163,11 @@ pub async fn run(bootstrap: &str, cmd: TopicCommand) -> anyhow::Result<ExitCode>
 fn describe_text(t: &strand_client::proto::TopicDescription) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let _ = writeln!(out, "topic {}  replication_factor={}", t.name, t.replication_factor);
+    let _ = writeln!(
+        out,
+        "topic {}  id {}  replication_factor={}",
+        t.name, t.topic_id, t.replication_factor
+    );
     let mut configs: Vec<_> = t.configs.iter().collect();
     configs.sort();
     for (k, v) in configs {
@@ -174,6 +199,7 @@ fn describe_json(t: &strand_client::proto::TopicDescription) -> serde_json::Valu
     let configs: BTreeMap<_, _> = t.configs.iter().collect();
     serde_json::json!({
         "name": t.name,
+        "topic_id": t.topic_id,
         "replication_factor": t.replication_factor,
         "configs": configs,
         "partitions": t.partitions.iter().map(|p| serde_json::json!({

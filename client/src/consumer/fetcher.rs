@@ -30,6 +30,8 @@ use crate::retry::Backoff;
 #[derive(Debug, Clone)]
 pub(crate) struct Requested {
     pub topic: Arc<str>,
+    /// The id of the topic the position belongs to, if known.
+    pub topic_id: Option<Arc<str>>,
     pub partition: u32,
     pub offset: u64,
 }
@@ -100,6 +102,7 @@ impl Fetcher {
                     partition: r.partition,
                     offset: r.offset,
                     max_bytes: c.partition_max_bytes,
+                    topic_id: r.topic_id.as_deref().unwrap_or_default().to_string(),
                 })
                 .collect(),
             max_wait_ms: u32::try_from(c.max_wait.as_millis()).unwrap_or(u32::MAX),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::membership::{self, Membership, Shared, Tp};
+use super::membership::{self, Membership, OffsetToCommit, Shared, Tp};
 use super::{AssignedPartition, Consumer, ConsumerRecord, RebalanceEvent};
 use crate::coordinator::Coordinator;
 use crate::error::{ClientError, Result};
@@ -153,6 +153,19 @@ impl Consumer {
         }
         if !added.is_empty() {
             m.nudge();
+            // The ids of the topics taken, so positions and commits are
+            // tied to the topic that exists now.
+            let unknown: BTreeSet<&str> = added
+                .iter()
+                .map(|(t, _)| &**t)
+                .filter(|t| self.md.topic_id(t).is_none())
+                .collect();
+            if !unknown.is_empty() {
+                let unknown: Vec<&str> = unknown.into_iter().collect();
+                if let Err(e) = self.md.refresh(&unknown).await {
+                    tracing::debug!(error = %e, "metadata refresh for assigned topics failed");
+                }
+            }
             let committed = match committed(
                 Arc::clone(&g.coordinator),
                 &added,
@@ -171,11 +184,18 @@ impl Consumer {
                 }
             };
             for (t, p) in &added {
-                let position = committed.get(&(t.clone(), *p)).copied();
+                let topic_id = self.md.topic_id(t);
+                // An offset committed for another id belongs to a topic of
+                // this name that was deleted: start by the reset policy.
+                let position = committed
+                    .get(&(t.clone(), *p))
+                    .filter(|(_, id)| id.is_none() || topic_id.is_none() || *id == topic_id)
+                    .map(|(o, _)| *o);
                 self.assignment.entry(t.clone()).or_default().insert(
                     *p,
                     AssignedPartition {
                         position,
+                        topic_id,
                         ..Default::default()
                     },
                 );
@@ -205,11 +225,26 @@ impl Consumer {
 
     /// Committable positions (the next offset `poll` would return) of these
     /// partitions.
-    fn positions_of(&self, partitions: &[Tp]) -> Vec<(Arc<str>, u32, u64)> {
+    fn positions_of(&self, partitions: &[Tp]) -> Vec<OffsetToCommit> {
         partitions
             .iter()
-            .filter_map(|(t, p)| self.position(t, *p).map(|o| (t.clone(), *p, o)))
+            .filter_map(|(t, p)| self.position(t, *p).map(|o| self.to_commit(t.clone(), *p, o)))
             .collect()
+    }
+
+    /// An offset to commit, with the id of the topic its partition was
+    /// assigned under (or the cached one).
+    fn to_commit(&self, topic: Arc<str>, partition: u32, offset: u64) -> OffsetToCommit {
+        let topic_id = self
+            .state(&topic, partition)
+            .and_then(|st| st.topic_id.clone())
+            .or_else(|| self.md.topic_id(&topic));
+        OffsetToCommit {
+            topic,
+            partition,
+            offset,
+            topic_id,
+        }
     }
 
     pub(super) async fn maybe_auto_commit(&mut self) {
@@ -229,7 +264,7 @@ impl Consumer {
         }
     }
 
-    fn commit_later(&self, offsets: Vec<(Arc<str>, u32, u64)>) -> impl Future<Output = Result<()>> + Send + 'static {
+    fn commit_later(&self, offsets: Vec<OffsetToCommit>) -> impl Future<Output = Result<()>> + Send + 'static {
         let ctx = self.commit_ctx();
         async move { ctx?.commit(offsets).await }
     }
@@ -251,7 +286,12 @@ impl Consumer {
     /// # Errors
     /// As [`Consumer::commit`].
     pub fn commit_offsets(&self, offsets: &[(&str, u32, u64)]) -> impl Future<Output = Result<()>> + Send + 'static {
-        self.commit_later(offsets.iter().map(|(t, p, o)| (Arc::from(*t), *p, *o)).collect())
+        self.commit_later(
+            offsets
+                .iter()
+                .map(|(t, p, o)| self.to_commit(Arc::from(*t), *p, *o))
+                .collect(),
+        )
     }
 
     /// Commits a processed record (its offset + 1).
@@ -259,7 +299,11 @@ impl Consumer {
     /// # Errors
     /// As [`Consumer::commit`].
     pub fn commit_record(&self, record: &ConsumerRecord) -> impl Future<Output = Result<()>> + Send + 'static {
-        self.commit_later(vec![(record.topic.clone(), record.partition, record.offset + 1)])
+        self.commit_later(vec![self.to_commit(
+            record.topic.clone(),
+            record.partition,
+            record.offset + 1,
+        )])
     }
 
     /// Like [`Consumer::commit`], in the background: the handle tells how it
@@ -325,18 +369,26 @@ struct CommitCtx {
 }
 
 impl CommitCtx {
-    async fn commit(self, offsets: Vec<(Arc<str>, u32, u64)>) -> Result<()> {
+    async fn commit(self, offsets: Vec<OffsetToCommit>) -> Result<()> {
         let shared = self.shared.as_ref().map(|(s, rx)| (&**s, rx.clone()));
         membership::commit(&self.coordinator, shared, offsets, self.limit).await
     }
 }
 
-/// The group's committed offsets of `partitions`.
-async fn committed(coordinator: Arc<Coordinator>, partitions: &[Tp], limit: Duration) -> Result<BTreeMap<Tp, u64>> {
+/// The group's committed offsets of `partitions`, each with the id of the
+/// topic it was committed for (when the coordinator says).
+async fn committed(
+    coordinator: Arc<Coordinator>,
+    partitions: &[Tp],
+    limit: Duration,
+) -> Result<BTreeMap<Tp, (u64, Option<Arc<str>>)>> {
     let set: BTreeSet<Tp> = partitions.iter().cloned().collect();
     let offsets = coordinator.fetch_offsets(membership::to_wire(&set), limit).await?;
     Ok(offsets
         .into_iter()
-        .map(|o| ((Arc::from(o.topic.as_str()), o.partition), o.offset))
+        .map(|o| {
+            let id = Some(o.topic_id).filter(|id| !id.is_empty()).map(Arc::from);
+            ((Arc::from(o.topic.as_str()), o.partition), (o.offset, id))
+        })
         .collect())
 }

@@ -100,6 +100,7 @@ pub(crate) fn to_wire(set: &BTreeSet<Tp>) -> Vec<TopicPartitions> {
             _ => out.push(TopicPartitions {
                 topic: t.to_string(),
                 partitions: vec![*p],
+                topic_id: String::new(),
             }),
         }
     }
@@ -289,13 +290,24 @@ async fn heartbeat_loop(
     }
 }
 
+/// One offset to commit: the next offset to consume of a partition, and the
+/// id of the topic it belongs to (when known: the coordinator refuses it
+/// with `UNKNOWN_TOPIC_ID` if the topic was deleted or created again).
+#[derive(Debug, Clone)]
+pub(crate) struct OffsetToCommit {
+    pub topic: Arc<str>,
+    pub partition: u32,
+    pub offset: u64,
+    pub topic_id: Option<Arc<str>>,
+}
+
 /// Commits offsets as the current member (or, outside any membership, with
 /// epoch -1), retrying once the member's epoch caught up when the
 /// coordinator says a rebalance is in progress.
 pub(crate) async fn commit(
     coordinator: &Coordinator,
     shared: Option<(&Mutex<Shared>, watch::Receiver<u64>)>,
-    offsets: Vec<(Arc<str>, u32, u64)>,
+    offsets: Vec<OffsetToCommit>,
     limit: Duration,
 ) -> Result<()> {
     if offsets.is_empty() {
@@ -303,11 +315,12 @@ pub(crate) async fn commit(
     }
     let wire: Vec<OffsetCommit> = offsets
         .iter()
-        .map(|(t, p, o)| OffsetCommit {
-            topic: t.to_string(),
-            partition: *p,
-            offset: *o,
+        .map(|o| OffsetCommit {
+            topic: o.topic.to_string(),
+            partition: o.partition,
+            offset: o.offset,
             metadata: String::new(),
+            topic_id: o.topic_id.as_deref().unwrap_or_default().to_string(),
         })
         .collect();
     let (shared, mut changed) = match shared {

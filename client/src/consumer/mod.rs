@@ -71,6 +71,10 @@ pub enum Offset {
 struct AssignedPartition {
     /// Next offset to fetch; `None` until reset or sought.
     position: Option<u64>,
+    /// The id of the topic the position belongs to (sent with every fetch
+    /// and commit, so a position is never applied to a topic created again
+    /// under the same name); `None` until known.
+    topic_id: Option<Arc<str>>,
     high_watermark: Option<u64>,
     log_start_offset: Option<u64>,
     in_flight: bool,
@@ -158,6 +162,7 @@ impl Consumer {
         let lookups = self.lookups();
         let starts = join_all(new.iter().map(|p| lookups.reset_position(topic, *p))).await;
         let starts = starts.into_iter().collect::<Result<Vec<_>>>()?;
+        let topic_id = self.md.topic_id(topic);
 
         let key = match self.assignment.get_key_value(topic) {
             Some((k, _)) => k.clone(),
@@ -170,6 +175,7 @@ impl Consumer {
                 p,
                 AssignedPartition {
                     position,
+                    topic_id: topic_id.clone(),
                     ..Default::default()
                 },
             );
@@ -351,6 +357,7 @@ impl Consumer {
                 st.in_flight = true;
                 by_leader.entry(leader).or_default().push(Requested {
                     topic: topic.clone(),
+                    topic_id: st.topic_id.clone(),
                     partition: *p,
                     offset: position,
                 });
@@ -431,6 +438,20 @@ impl Consumer {
                     );
                     st.position = Some(to);
                 }
+                Some(e) if e.code() == Some(ErrorCode::UnknownTopicId) => {
+                    // The topic was deleted, or deleted and created again:
+                    // the position belongs to the old one. Say so once, and
+                    // start over on the topic by that name as a new
+                    // assignment would (auto_offset_reset).
+                    tracing::warn!(
+                        topic = %req.topic, partition = req.partition, offset = req.offset,
+                        "the topic was deleted or created again; its position is dropped"
+                    );
+                    st.position = None;
+                    st.topic_id = None;
+                    self.refresh_wanted = true;
+                    self.pending_error.get_or_insert(e);
+                }
                 Some(e) if e.is_retriable() => {
                     if e.code() == Some(ErrorCode::NotLeader)
                         && let Some(hint) = data.error.as_ref().map(|x| x.leader_addr.as_str())
@@ -473,8 +494,12 @@ impl Consumer {
         for ((t, p), position) in missing.iter().zip(found) {
             match position? {
                 Some(pos) => {
+                    let topic_id = self.md.topic_id(t);
                     if let Some(st) = self.state_mut(t, *p) {
                         st.position = Some(pos);
+                        if st.topic_id.is_none() {
+                            st.topic_id = topic_id;
+                        }
                     }
                 }
                 None => {

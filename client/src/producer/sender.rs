@@ -283,6 +283,9 @@ impl Sender {
                     topic: b.topic.to_string(),
                     partition: b.partition,
                     batch: b.bytes.clone(),
+                    // The broker refuses the batch (UNKNOWN_TOPIC_ID) if the
+                    // topic was deleted or re-created since this was cached.
+                    topic_id: self.md.topic_id(&b.topic).map(|id| id.to_string()).unwrap_or_default(),
                 })
                 .collect(),
         };
@@ -406,7 +409,11 @@ impl Sender {
         let st = self.state(&b);
         st.in_flight = false;
         st.check_linger = true;
-        if err.is_retriable() && b.attempts <= config.retries && now < deadline {
+        // A topic deleted and created again under its name answers
+        // UNKNOWN_TOPIC_ID until the metadata is refreshed: the records are
+        // for the topic by that name, so they go to the new one.
+        let retriable = err.is_retriable() || err.code() == Some(ErrorCode::UnknownTopicId);
+        if retriable && b.attempts <= config.retries && now < deadline {
             let delay = config.backoff.delay(b.attempts);
             tracing::debug!(
                 topic = %b.topic, partition = b.partition, attempt = b.attempts, error = %err,
