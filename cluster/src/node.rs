@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 use raft::eraftpb::Message;
 use raft::{Config, RawNode};
-use strand_storage::{AppendInfo, PartitionLog, RaftIndex, RecordBatch};
+use strand_storage::{AppendInfo, PartitionLog, RaftIndex, RecordBatch, Term};
 use tokio::sync::{oneshot, watch};
 
 use crate::catch_up;
@@ -105,6 +105,10 @@ enum LoopCommand {
     CatchUpProgress(catch_up::Progress),
     Campaign {
         group: RaftGroupId,
+    },
+    RaiseTerm {
+        group: RaftGroupId,
+        floor: Term,
     },
     TransferLeader {
         group: RaftGroupId,
@@ -277,6 +281,15 @@ impl RaftNode {
     /// Starts an election in `group` (tests, leader transfer).
     pub fn campaign(&self, group: RaftGroupId) -> Result<()> {
         self.send(LoopCommand::Campaign { group })
+    }
+
+    /// Gives a replica that lost its term (`ReplicaStatus::awaiting_term`)
+    /// the floor its broker learned from the peers: the highest term of
+    /// enough of the group's other replicas that one of them took part in
+    /// every quorum the lost replica did (n − q + 1 of them, for n replicas
+    /// and quorum q).
+    pub fn raise_term(&self, group: RaftGroupId, floor: Term) -> Result<()> {
+        self.send(LoopCommand::RaiseTerm { group, floor })
     }
 
     /// Asks this node, if it leads `group`, to hand leadership to `to` (the
@@ -486,6 +499,14 @@ impl Loop {
                     let _ = r.in_span(|r| r.node.campaign());
                 }
             }
+            LoopCommand::RaiseTerm { group, floor } => {
+                if let Some(r) = self.replicas.get_mut(&group) {
+                    let failed = r.in_span(|r| r.apply_term_floor(floor)).and_then(|r| r.err());
+                    if let Some(e) = failed {
+                        r.in_span(|r| r.fail(e));
+                    }
+                }
+            }
             LoopCommand::TransferLeader { group, to } => self.transfer_leader(group, to),
             LoopCommand::ChangeReplicas { group, change, reply } => {
                 let r = match self.replicas.get_mut(&group) {
@@ -520,6 +541,10 @@ impl Loop {
         rep.span = new.span;
         if new.recovering || rep.storage.persisted().recovering {
             rep.start_recovering()?;
+            let stored = rep.storage.persisted();
+            if stored.term_unknown || stored.term == Term(0) {
+                rep.await_term()?;
+            }
         }
         rep.publish_status();
         rep.set_active_window(self.cfg.tick * (2 * self.cfg.election_ticks) as u32);
@@ -646,6 +671,10 @@ impl Loop {
 /// Steps one message into `r` (inside its span).
 fn step_replica(r: &mut Replica, from: NodeId, mut m: Message) {
     if r.is_failed() {
+        return;
+    }
+    if r.is_awaiting_term() {
+        tracing::debug!(%from, kind = ?m.get_msg_type(), "replica without a term floor ignores a message");
         return;
     }
     if r.is_recovering() && is_election_message(&m) {

@@ -72,6 +72,12 @@ pub struct PersistedState {
     /// up to date (see `Replica::recovery`). Kept across restarts until then.
     #[serde(default)]
     pub recovering: bool,
+    /// The replica's term and vote were lost with its state (a wiped disk,
+    /// a missing state file, a fresh copy of a moved group): it takes no
+    /// message at all until it learned a term floor from its peers (see
+    /// `Replica::await_term`). Kept across restarts until then.
+    #[serde(default)]
+    pub term_unknown: bool,
 }
 
 fn node_ids(ids: &[u64]) -> Vec<NodeId> {
@@ -127,9 +133,11 @@ impl RaftLog {
                 };
                 if log.read().last_raft_index()?.is_some() {
                     // Entries but no term or vote: whom it voted for is
-                    // lost, so it must not vote before it is whole again.
+                    // lost, so it must not vote before it is whole again,
+                    // nor follow a leader before it knows the term.
                     tracing::warn!(path = %state_path.display(), "raft state missing beside a non-empty log: recovering");
                     s.recovering = true;
+                    s.term_unknown = true;
                 }
                 write_state(&state_path, &s)?;
                 s
@@ -179,6 +187,31 @@ impl RaftLog {
             write_state(&self.state_path, &s)?;
         }
         Ok(())
+    }
+
+    /// Records, durably, that the replica's term is unknown.
+    pub fn mark_term_unknown(&self) -> Result<()> {
+        let mut s = self.state();
+        if !s.term_unknown {
+            s.term_unknown = true;
+            write_state(&self.state_path, &s)?;
+        }
+        Ok(())
+    }
+
+    /// Raises the stored term to at least `floor` (then with a vote for
+    /// `me`, so it can never vote for another candidate in a term in which
+    /// its lost self may have voted) and clears `term_unknown`, in one
+    /// durable write. Returns the term and vote stored.
+    pub fn apply_term_floor(&self, floor: Term, me: NodeId) -> Result<(Term, NodeId)> {
+        let mut s = self.state();
+        if floor > s.term {
+            s.term = floor;
+            s.vote = me;
+        }
+        s.term_unknown = false;
+        write_state(&self.state_path, &s)?;
+        Ok((s.term, s.vote))
     }
 
     /// The partition log.

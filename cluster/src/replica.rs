@@ -71,6 +71,10 @@ pub struct ReplicaStatus {
     /// This replica's storage failed (or raft-rs panicked on it): it
     /// stopped, stepped down, and is retried when the broker restarts.
     pub failed: bool,
+    /// This replica lost its term (see `Replica::await_term`) and waits
+    /// for a term floor from its peers ([`crate::RaftNode::raise_term`])
+    /// before it takes any message.
+    pub awaiting_term: bool,
 }
 
 /// One step of moving a group's replicas: raft single-server membership
@@ -130,6 +134,8 @@ pub(crate) struct Replica {
     last_leader: NodeId,
     /// See [`Replica::start_recovering`].
     recovering: bool,
+    /// See [`Replica::await_term`].
+    awaiting_term: bool,
     /// When each peer was last heard from in this group (leader's view of
     /// liveness; raft-rs's own flag resets every election timeout).
     pub(crate) last_heard: HashMap<NodeId, std::time::Instant>,
@@ -159,6 +165,7 @@ impl Replica {
             last_append_ms: 0,
             last_leader: NodeId(0),
             recovering: false,
+            awaiting_term: false,
             last_heard: HashMap::new(),
             active_window: std::time::Duration::from_secs(2),
             failed: false,
@@ -180,6 +187,9 @@ impl Replica {
         from: NodeId,
         order: &CatchUpOrder,
     ) -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+        if self.awaiting_term {
+            return None;
+        }
         self.catch_ups.accept(&self.node, from, order)
     }
 
@@ -277,6 +287,51 @@ impl Replica {
             tracing::warn!("replica recovering: no votes until a leader has brought it up to date");
         }
         self.recovering = true;
+        Ok(())
+    }
+
+    /// A recovering replica whose term and vote were lost with its state
+    /// must not take a leader's messages before it knows the group's term:
+    /// a leader deposed while it was gone still believes it leads, and the
+    /// replica's acknowledgements would let it commit in its stale term
+    /// (the lost self had moved on to newer terms; the new one would not
+    /// know). So it takes no message at all until the broker found a term
+    /// floor among its peers ([`Replica::apply_term_floor`]): the highest
+    /// term of enough of the other replicas that one of them was in every
+    /// quorum its lost self took part in.
+    pub(crate) fn await_term(&mut self) -> Result<()> {
+        self.storage.mark_term_unknown()?;
+        if !self.awaiting_term {
+            tracing::warn!("replica lost its term: waiting for a term floor from its peers before following a leader");
+        }
+        self.awaiting_term = true;
+        Ok(())
+    }
+
+    /// Whether the replica waits for a term floor (see
+    /// [`Replica::await_term`]).
+    pub(crate) fn is_awaiting_term(&self) -> bool {
+        self.awaiting_term
+    }
+
+    /// Takes the term floor the broker found (see [`Replica::await_term`]):
+    /// the stored term becomes at least `floor`, with a vote for itself in
+    /// it, durably, before any message is taken.
+    pub(crate) fn apply_term_floor(&mut self, floor: Term) -> Result<()> {
+        if !self.awaiting_term {
+            return Ok(());
+        }
+        let me = NodeId(self.node.raft.id);
+        let (term, vote) = self.storage.apply_term_floor(floor, me)?;
+        let raft = &mut self.node.raft;
+        if term.get() > raft.term {
+            raft.become_follower(term.get(), raft::INVALID_ID);
+            raft.vote = vote.get();
+        }
+        let now = raft.term;
+        self.awaiting_term = false;
+        tracing::info!(%floor, term = now, "term floor learned from the peers: following leaders again");
+        self.publish_status();
         Ok(())
     }
 
@@ -519,6 +574,7 @@ impl Replica {
             learners,
             recovering: self.recovering,
             failed: self.failed,
+            awaiting_term: self.awaiting_term,
         };
         self.handle.status.send_if_modified(|s| {
             let changed = *s != status;
@@ -656,7 +712,7 @@ impl Replica {
         }
     }
 
-    fn fail(&mut self, e: ClusterError) {
+    pub(crate) fn fail(&mut self, e: ClusterError) {
         // Storage failed under Raft: stop this replica rather than
         // acknowledge anything that may not be on disk, and step down so
         // that clients and the group's other replicas stop counting on it

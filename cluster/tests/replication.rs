@@ -104,8 +104,20 @@ impl Cluster {
     }
 
     async fn start_replica(&self, id: u64, dir: std::path::PathBuf, voters: Vec<u64>, recovering: bool) -> Member {
+        self.start_replica_with(id, dir, voters, recovering, self.config.clone())
+            .await
+    }
+
+    async fn start_replica_with(
+        &self,
+        id: u64,
+        dir: std::path::PathBuf,
+        voters: Vec<u64>,
+        recovering: bool,
+        config: NodeConfig,
+    ) -> Member {
         let log = Arc::new(RwLock::new(PartitionLog::open(&dir, log_config()).expect("open log")));
-        let node = RaftNode::start(NodeId(id), self.config.clone(), Arc::new(self.net.clone()));
+        let node = RaftNode::start(NodeId(id), config, Arc::new(self.net.clone()));
         self.net.attach(NodeId(id), node.inbox(), node.log_source());
         let handle = node
             .host(NewReplica {
@@ -167,6 +179,36 @@ impl Cluster {
             assert!(tokio::time::Instant::now() < deadline, "no new leader within 10 s");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// What a broker does for a replica that lost its term (`admin::
+    /// term_floor`): the highest term among the other replicas it can
+    /// reach, once every other one of the three answered. Returns whether a
+    /// floor was given.
+    fn raise_term_floors(&self) -> bool {
+        let mut raised = false;
+        for m in self.members.iter().flatten() {
+            if !m.handle.status.borrow().awaiting_term {
+                continue;
+            }
+            let me = m.node.id();
+            let answers: Vec<u64> = self
+                .members
+                .iter()
+                .flatten()
+                .filter(|o| o.node.id() != me && self.net.linked(me, o.node.id()) && self.net.linked(o.node.id(), me))
+                .map(|o| o.handle.status.borrow().term.get())
+                .filter(|&t| t > 0)
+                .collect();
+            if answers.len() + 1 == self.members.len() {
+                let floor = answers.into_iter().max().unwrap_or(0);
+                m.node
+                    .raise_term(GROUP, strand_storage::Term(floor))
+                    .expect("raise term");
+                raised = true;
+            }
+        }
+        raised
     }
 
     /// Stops node `id` abruptly (no state persisted beyond what Raft synced).
@@ -394,6 +436,10 @@ async fn a_wiped_replica_never_helps_a_lagging_one_win_and_nothing_acknowledged_
     // has its log) leads, and every acknowledged entry is on every replica.
     let m = c.start_member(leader, l_dir, 3).await;
     c.members[(leader - 1) as usize] = Some(m);
+    assert!(
+        c.raise_term_floors(),
+        "with every peer back, the wiped replica learns its term floor"
+    );
     let now = c.leader().await;
     let end = c.write(now, "later", 2, 1).await;
     for id in 1..=3 {
@@ -406,6 +452,87 @@ async fn a_wiped_replica_never_helps_a_lagging_one_win_and_nothing_acknowledged_
     }
     let ah = Arc::clone(&c.member(a).handle);
     wait_status(&ah, "recovery to end", |s| !s.recovering).await;
+}
+
+/// A leader deposed while it was cut off keeps believing it leads until its
+/// quorum check runs out (here it is made slow, as a paused process is).
+/// A replica that lost its disk meanwhile forgot the newer term it had
+/// helped commit in, so it must not take that stale leader's messages:
+/// with them, the stale leader would commit in its old term on the wiped
+/// replica's acknowledgement while the real leader commits in the new one
+/// (the fault suite's `wipe-kill-leader` found this). The wiped replica
+/// waits for a term floor from its peers, which it cannot have while the
+/// real leader is out of reach; once it is back, nothing is lost.
+#[tokio::test]
+async fn a_wiped_replica_never_helps_a_deposed_leader_commit_in_its_stale_term() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut c = Cluster {
+        net: MemoryNetwork::new(),
+        members: Vec::new(),
+        config: fast(),
+        _tmp: tmp,
+    };
+    // Node 1 leads and notices the loss of its quorum only after 20 s.
+    let slow = NodeConfig {
+        election_ticks: 1000,
+        ..fast()
+    };
+    for id in 1..=3u64 {
+        let dir = c._tmp.path().join(format!("node-{id}"));
+        let config = if id == 1 { slow.clone() } else { fast() };
+        let m = c.start_replica_with(id, dir, vec![1, 2, 3], false, config).await;
+        c.members.push(Some(m));
+    }
+    c.member(1).node.campaign(GROUP).expect("campaign");
+    let h1 = Arc::clone(&c.member(1).handle);
+    wait_status(&h1, "node 1 leads", |s| s.is_leader).await;
+    let first = c.write(1, "first", 3, 1).await;
+    for id in 1..=3 {
+        wait_hw(&c.member(id).handle, first).await;
+    }
+    // Node 1 is cut off; 2 and 3 elect a leader and commit more.
+    c.net.isolate(NodeId(1));
+    let new_leader = c.leader_other_than(1).await;
+    let a = if new_leader == 2 { 3 } else { 2 };
+    let committed = c.write(new_leader, "new-term", 5, 2).await;
+    wait_hw(&c.member(a).handle, committed).await;
+    assert!(h1.status.borrow().is_leader, "node 1 still believes it leads");
+    // A loses its disk; the real leader is cut off and node 1 reaches A.
+    let a_dir = c.kill(a);
+    std::fs::remove_dir_all(&a_dir).expect("wipe");
+    let m = c.start_replica(a, a_dir, vec![1, 2, 3], true).await;
+    c.members[(a - 1) as usize] = Some(m);
+    c.net.heal();
+    c.net.isolate(NodeId(new_leader));
+    assert!(!c.raise_term_floors(), "the real leader is out of reach: no floor");
+    assert!(c.member(a).handle.status.borrow().awaiting_term);
+    let stale = tokio::time::timeout(
+        Duration::from_secs(2),
+        c.member(1).node.propose(GROUP, batch("stale", 1), Ack::All),
+    )
+    .await;
+    assert!(
+        !matches!(stale, Ok(Ok(_))),
+        "a deposed leader committed in its stale term: {stale:?}"
+    );
+    // Everyone reachable again: A learns its floor and the group goes on
+    // with everything the real leader committed.
+    c.net.heal();
+    assert!(c.raise_term_floors());
+    let now = c.leader_other_than(1).await;
+    let end = c.write(now, "after", 2, 1).await;
+    for id in 1..=3 {
+        wait_hw(&c.member(id).handle, end).await;
+    }
+    let reference = raw(&c.member(new_leader).log, end);
+    assert!(reference.len() >= raw(&c.member(new_leader).log, committed).len());
+    for id in 1..=3 {
+        assert_eq!(raw(&c.member(id).log, end), reference, "replica {id}");
+    }
+    assert!(
+        reference.windows(b"new-term".len()).any(|w| w == b"new-term"),
+        "the new term's entries survived"
+    );
 }
 
 /// Retention removes the start of the leader's log while a follower is down;
@@ -632,6 +759,10 @@ async fn a_replica_with_a_raft_state_that_disagrees_with_its_log_starts_and_reco
             c.member(victim).handle.status.borrow().recovering,
             "{damage}: it cannot know what it voted for or holds"
         );
+        // A missing state lost the term too: the broker gives it a floor.
+        let awaiting = c.member(victim).handle.status.borrow().awaiting_term;
+        assert_eq!(awaiting, damage == "missing", "{damage}");
+        c.raise_term_floors();
         let leader = c.leader().await;
         let end = c.write(leader, damage, 2, 1).await;
         wait_hw(&c.member(victim).handle, end).await;

@@ -9,13 +9,15 @@
 //! - [`topics`]: topic operations and views;
 //! - [`brokers`]: brokers joining, and registering their data directories;
 //! - [`reassign`]: the partition leader's side of moving replicas;
-//! - [`status`]: cluster status merged from every broker's report.
+//! - [`status`]: cluster status merged from every broker's report;
+//! - [`term_floor`]: term floors for replicas that lost their term.
 
 mod brokers;
 pub mod reassign;
 pub mod request;
 pub mod status;
 mod submit;
+pub mod term_floor;
 pub mod topics;
 
 use std::sync::Arc;

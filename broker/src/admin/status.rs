@@ -63,6 +63,8 @@ pub struct BrokerReport {
     pub controller: Option<NodeId>,
     /// Its controller replica is recovering.
     pub controller_recovering: bool,
+    /// Its controller replica's term (0 when it did not answer).
+    pub controller_term: Term,
     /// Its replicas, if it answered.
     pub replicas: Option<Vec<ReplicaReport>>,
 }
@@ -146,6 +148,7 @@ pub fn report_to_proto(node: &Node, replicas: Vec<ReplicaReport>) -> pb::LocalSt
         node_id: node.id().get(),
         controller_id: node.controller_leader().map_or(0, NodeId::get),
         controller_recovering: node.controller_status().recovering,
+        controller_term: node.controller_status().term.get(),
         groups: replicas
             .into_iter()
             .map(|r| pb::LocalGroupStatus {
@@ -172,9 +175,10 @@ pub fn report_to_proto(node: &Node, replicas: Vec<ReplicaReport>) -> pb::LocalSt
     }
 }
 
-fn report_from_proto(r: pb::LocalStatusResponse) -> (Option<NodeId>, bool, Vec<ReplicaReport>) {
+fn report_from_proto(r: pb::LocalStatusResponse) -> (Option<NodeId>, bool, Term, Vec<ReplicaReport>) {
     let controller = (r.controller_id != 0).then_some(NodeId(r.controller_id));
     let controller_recovering = r.controller_recovering;
+    let controller_term = Term(r.controller_term);
     let replicas = r
         .groups
         .into_iter()
@@ -199,7 +203,7 @@ fn report_from_proto(r: pb::LocalStatusResponse) -> (Option<NodeId>, bool, Vec<R
             failed: g.failed,
         })
         .collect();
-    (controller, controller_recovering, replicas)
+    (controller, controller_recovering, controller_term, replicas)
 }
 
 async fn ask(addr: String, request: pb::LocalStatusRequest) -> Option<pb::LocalStatusResponse> {
@@ -241,6 +245,7 @@ impl Admin {
                     addr: node.advertised_addr().to_string(),
                     controller: node.controller_leader(),
                     controller_recovering: node.controller_status().recovering,
+                    controller_term: node.controller_status().term,
                     replicas: Some(local_report(node)),
                 };
             }
@@ -252,9 +257,10 @@ impl Admin {
             BrokerReport {
                 node: id,
                 addr,
-                controller: answer.as_ref().and_then(|(c, _, _)| *c),
-                controller_recovering: answer.as_ref().is_some_and(|(_, r, _)| *r),
-                replicas: answer.map(|(_, _, r)| r),
+                controller: answer.as_ref().and_then(|(c, _, _, _)| *c),
+                controller_recovering: answer.as_ref().is_some_and(|(_, r, _, _)| *r),
+                controller_term: answer.as_ref().map_or(Term(0), |(_, _, t, _)| *t),
+                replicas: answer.map(|(_, _, _, r)| r),
             }
         });
         futures::future::join_all(asks).await

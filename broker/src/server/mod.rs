@@ -107,6 +107,11 @@ impl Broker {
                 tracing::debug!(error = %e, "data directory not registered yet; retrying");
             }
         });
+        // Replicas that lost their term take no message until their peers
+        // gave them a floor (see `admin::term_floor`).
+        self.spawn_periodic(Duration::from_millis(300), |b| async move {
+            b.admin.raise_term_floors().await;
+        });
         self.spawn_periodic(Duration::from_millis(cfg.retention_check_interval_ms), |b| async move {
             apply_retention(&b.node).await;
         });

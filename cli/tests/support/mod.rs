@@ -416,6 +416,14 @@ impl Drop for Cluster {
                 let log = self.tmp.path().join(format!("node-{}.log", n.id));
                 let _ = std::fs::copy(&log, keep.join(format!("node-{}.log", n.id)));
             }
+            if std::env::var_os("STRAND_KEEP_FAILED_DATA").is_some() {
+                // The whole data directories too, to inspect the logs on disk.
+                let _ = Command::new("cp")
+                    .arg("-a")
+                    .arg(self.tmp.path())
+                    .arg(keep.join("data"))
+                    .status();
+            }
             eprintln!("broker logs kept in {}", keep.display());
         }
         for n in &mut self.nodes {

@@ -53,6 +53,12 @@ impl MemoryNetwork {
         }
     }
 
+    /// Whether messages from `a` reach `b` (both attached, the link not cut).
+    pub fn linked(&self, a: NodeId, b: NodeId) -> bool {
+        let s = self.state();
+        s.inboxes.contains_key(&a) && s.inboxes.contains_key(&b) && !s.cut.contains(&(a, b))
+    }
+
     /// Restores every link.
     pub fn heal(&self) {
         self.state().cut.clear();
