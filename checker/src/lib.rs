@@ -6,9 +6,11 @@
 //! inconsistent offsets, lost acknowledged writes, aborted reads,
 //! duplicates beyond retries, reordering, consumer poll gaps, committed
 //! offsets going backwards, diverging replicas and split brain.
-//! [`malformed`] makes the bad batches the suite's malformed producer sends.
+//! [`malformed`] makes the bad batches the suite's malformed producer sends;
+//! [`generations`] checks a group reading a topic deleted and created again.
 
 pub mod check;
+pub mod generations;
 pub mod history;
 pub mod malformed;
 

@@ -35,6 +35,7 @@ fn produce_req(topic: &str, partition: u32, bytes: bytes::Bytes) -> ProduceReque
             topic: topic.into(),
             partition,
             batch: bytes,
+            topic_id: String::new(),
         }],
     }
 }
@@ -46,6 +47,7 @@ async fn log_end(b: &TestBroker, topic: &str, partition: u32) -> u64 {
             topic: topic.into(),
             partition,
             spec: Some(Spec::Latest(true)),
+            topic_id: String::new(),
         })
         .await
         .expect("list offsets")
@@ -75,6 +77,7 @@ async fn unknown_topic_is_not_found_with_reason_unknown_topic() {
             topic: "nope".into(),
             partition: 0,
             spec: Some(Spec::Earliest(true)),
+            topic_id: String::new(),
         })
         .await
         .unwrap_err();
@@ -104,11 +107,13 @@ async fn one_bad_partition_does_not_fail_the_others() {
         topic: "t".into(),
         partition: 7,
         batch: batch(&[("b", "2")], now()),
+        topic_id: String::new(),
     });
     req.batches.push(PartitionBatch {
         topic: "t".into(),
         partition: 1,
         batch: batch(&[("c", "3")], now()),
+        topic_id: String::new(),
     });
     let resp = b.raw().await.produce(req).await.unwrap().into_inner();
     assert!(resp.results[0].error.is_none());
@@ -266,6 +271,7 @@ async fn fetch_out_of_range_carries_earliest_and_latest_and_unknown_partition_is
             partition,
             offset,
             max_bytes: 0,
+            topic_id: String::new(),
         }],
         max_wait_ms: 0,
         max_bytes: 0,
@@ -298,6 +304,7 @@ async fn a_request_over_the_message_size_limit_is_refused_whole() {
             topic: "t".into(),
             partition: 0,
             batch: vec![0u8; 512 * 1024].into(),
+            topic_id: String::new(),
         });
     }
     let status = b.raw().await.produce(req).await.unwrap_err();

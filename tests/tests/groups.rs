@@ -441,6 +441,7 @@ fn tps(topic: &str, partitions: &[u32]) -> Vec<TopicPartitions> {
     vec![TopicPartitions {
         topic: topic.into(),
         partitions: partitions.to_vec(),
+        topic_id: String::new(),
     }]
 }
 
@@ -454,6 +455,7 @@ fn commit_req(member: &str, epoch: i32, partition: u32, offset: u64) -> CommitOf
             partition,
             offset,
             metadata: String::new(),
+            topic_id: String::new(),
         }],
     }
 }

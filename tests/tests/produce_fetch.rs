@@ -232,6 +232,7 @@ async fn subscribe_pushes_batches_as_they_become_visible() {
             partition: 0,
             offset: 2,
             max_bytes: 0,
+            topic_id: String::new(),
         })
         .await
         .unwrap()

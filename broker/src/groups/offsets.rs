@@ -222,7 +222,7 @@ impl GroupCoordinator {
     /// asked about.
     pub async fn commit(&self, mut req: CommitRequest) -> Result<BTreeMap<TopicPartition, Committed>> {
         let shard = self.shard(&req.group).await?;
-        resolve(&self.node.metadata(), &mut req.offsets)?;
+        self.node.with_metadata(|m| resolve(m, &mut req.offsets))?;
         let _write = shard.write.lock().await;
         let changed = plan_commit(&shard.groups(), &req)?;
         if !changed.is_empty() {
@@ -246,18 +246,19 @@ impl GroupCoordinator {
         wanted: &BTreeSet<TopicPartition>,
     ) -> Result<BTreeMap<TopicPartition, Committed>> {
         let shard = self.shard(group).await?;
-        let meta = self.node.metadata();
         let groups = shard.groups();
-        Ok(groups
-            .get(group)
-            .map(|g| {
-                g.offsets
-                    .iter()
-                    .filter(|(tp, c)| (wanted.is_empty() || wanted.contains(*tp)) && visible(&meta, c))
-                    .map(|(tp, c)| (tp.clone(), *c))
-                    .collect()
-            })
-            .unwrap_or_default())
+        Ok(self.node.with_metadata(|meta| {
+            groups
+                .get(group)
+                .map(|g| {
+                    g.offsets
+                        .iter()
+                        .filter(|(tp, c)| (wanted.is_empty() || wanted.contains(*tp)) && visible(meta, c))
+                        .map(|(tp, c)| (tp.clone(), *c))
+                        .collect()
+                })
+                .unwrap_or_default()
+        }))
     }
 
     /// Sets offsets (an operator's rewind or skip). Refused while the group
@@ -265,7 +266,7 @@ impl GroupCoordinator {
     pub async fn reset(&self, group: &str, force: bool, offsets: &[(TopicPartition, Committed)]) -> Result<()> {
         let shard = self.shard(group).await?;
         let mut offsets = offsets.to_vec();
-        resolve(&self.node.metadata(), &mut offsets)?;
+        self.node.with_metadata(|m| resolve(m, &mut offsets))?;
         let offsets = offsets.as_slice();
         let _write = shard.write.lock().await;
         let records = plan_reset(&mut shard.groups(), group, force, offsets)?;

@@ -130,6 +130,12 @@ impl Node {
         self.metadata.read().clone()
     }
 
+    /// Runs `f` on the applied metadata without copying it (for per-request
+    /// checks; `f` must not block).
+    pub fn with_metadata<R>(&self, f: impl FnOnce(&MetadataState) -> R) -> R {
+        f(&self.metadata.read())
+    }
+
     /// A topic by name. Until this broker has caught up with the cluster
     /// metadata an unknown topic is `NOT_LEADER` (retriable), not
     /// `UNKNOWN_TOPIC`: a broker that just started must not deny a topic it

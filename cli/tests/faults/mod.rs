@@ -11,6 +11,7 @@
 mod disks;
 mod nemeses;
 mod recovery;
+mod recreate;
 mod workload;
 
 use std::collections::BTreeMap;

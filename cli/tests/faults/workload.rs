@@ -304,6 +304,7 @@ pub(super) async fn malformed_producer(addr: String, mut stop: watch::Receiver<b
                         topic: TOPIC.into(),
                         partition,
                         batch: bytes.clone().into(),
+                        topic_id: String::new(),
                     })
                     .collect(),
             };
