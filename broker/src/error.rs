@@ -15,7 +15,9 @@ pub enum BrokerError {
     },
     /// The request named a topic id that is not the topic's (it was deleted,
     /// or deleted and created again).
-    #[error("topic {topic:?} does not have the id {topic_id} (deleted, or deleted and created again): refresh metadata")]
+    #[error(
+        "topic {topic:?} does not have the id {topic_id} (deleted, or deleted and created again): refresh metadata"
+    )]
     UnknownTopicId {
         /// Topic.
         topic: String,
@@ -232,9 +234,7 @@ impl BrokerError {
 
     fn grpc_code(&self) -> tonic::Code {
         match self.code() {
-            ErrorCode::UnknownTopic | ErrorCode::UnknownPartition | ErrorCode::UnknownTopicId => {
-                tonic::Code::NotFound
-            }
+            ErrorCode::UnknownTopic | ErrorCode::UnknownPartition | ErrorCode::UnknownTopicId => tonic::Code::NotFound,
             ErrorCode::TopicAlreadyExists => tonic::Code::AlreadyExists,
             ErrorCode::OffsetOutOfRange => tonic::Code::OutOfRange,
             ErrorCode::RequestTimedOut => tonic::Code::DeadlineExceeded,

@@ -161,9 +161,11 @@ pub fn requested_topic_id(topic: &str, text: &str) -> Result<Option<TopicUuid>> 
     if text.is_empty() {
         return Ok(None);
     }
-    TopicUuid::parse(text).map(Some).ok_or_else(|| BrokerError::InvalidRequest {
-        reason: format!("topic_id {text:?} (topic {topic:?}) is not a UUID (8-4-4-4-12 hex)"),
-    })
+    TopicUuid::parse(text)
+        .map(Some)
+        .ok_or_else(|| BrokerError::InvalidRequest {
+            reason: format!("topic_id {text:?} (topic {topic:?}) is not a UUID (8-4-4-4-12 hex)"),
+        })
 }
 
 impl std::fmt::Display for TopicUuid {
@@ -246,7 +248,12 @@ mod tests {
         assert_eq!(TopicUuid::parse(&text.to_uppercase()), Some(id));
         assert_ne!(TopicUuid::random(), id);
         assert_eq!(TopicUuid::legacy(7).to_string(), "00000000-0000-0000-0000-000000000007");
-        for bad in ["", "7", "00000000-0000-0000-0000-00000000000g", "000000000000-0000-0000-000000000007"] {
+        for bad in [
+            "",
+            "7",
+            "00000000-0000-0000-0000-00000000000g",
+            "000000000000-0000-0000-000000000007",
+        ] {
             assert_eq!(TopicUuid::parse(bad), None, "{bad:?}");
         }
         let json = serde_json::to_string(&id).unwrap();

@@ -94,12 +94,10 @@ pub fn check_generations(writes: &[GenerationWrite], reads: &[GenerationRead]) -
                 generation: w.generation,
                 seq: w.seq,
             }),
-            Some(rs) if !rs.iter().any(|r| (r.partition, r.offset) == at) => {
-                out.push(GenerationAnomaly::Misplaced {
-                    read: rs[0],
-                    acknowledged: at,
-                })
-            }
+            Some(rs) if !rs.iter().any(|r| (r.partition, r.offset) == at) => out.push(GenerationAnomaly::Misplaced {
+                read: rs[0],
+                acknowledged: at,
+            }),
             Some(_) => {}
         }
     }
@@ -154,7 +152,10 @@ mod tests {
         assert_eq!(
             check_generations(&writes, &reads),
             vec![
-                GenerationAnomaly::OldAfterNew { generation: 0, after: 1 },
+                GenerationAnomaly::OldAfterNew {
+                    generation: 0,
+                    after: 1
+                },
                 GenerationAnomaly::Misplaced {
                     read: r(0, 0, 3),
                     acknowledged: (0, 0)

@@ -402,7 +402,15 @@ fn a_recreated_topic_is_a_new_topic_for_its_groups() {
     ok(run(&b, &["produce", "t"], Some(&first)));
     let read = ok(run(
         &b,
-        &["consume", "t", "--group", "g", "--from-beginning", "--max-messages", "10"],
+        &[
+            "consume",
+            "t",
+            "--group",
+            "g",
+            "--from-beginning",
+            "--max-messages",
+            "10",
+        ],
         None,
     ));
     assert_eq!(read.lines().count(), 10);
@@ -415,7 +423,13 @@ fn a_recreated_topic_is_a_new_topic_for_its_groups() {
     loop {
         let log = ok(run(
             &b,
-            &["consume", "__consumer_offsets", "--from-beginning", "--timeout-ms", "1000"],
+            &[
+                "consume",
+                "__consumer_offsets",
+                "--from-beginning",
+                "--timeout-ms",
+                "1000",
+            ],
             None,
         ));
         let records: Vec<serde_json::Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
@@ -426,12 +440,17 @@ fn a_recreated_topic_is_a_new_topic_for_its_groups() {
         if tombstone.is_some() && tombstone > last_offset {
             break;
         }
-        assert!(Instant::now() < deadline, "no tombstone for the deleted topic's offsets: {log}");
+        assert!(
+            Instant::now() < deadline,
+            "no tombstone for the deleted topic's offsets: {log}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let d = json_of(&run(&b, &["group", "describe", "g", "--format", "json"], None));
     assert!(
-        d["offsets"].as_array().is_none_or(|o| o.iter().all(|o| o["topic"] != "t")),
+        d["offsets"]
+            .as_array()
+            .is_none_or(|o| o.iter().all(|o| o["topic"] != "t")),
         "the group keeps no offset of the deleted topic: {d}"
     );
 
@@ -442,7 +461,15 @@ fn a_recreated_topic_is_a_new_topic_for_its_groups() {
     ok(run(&b, &["produce", "t"], Some(&second)));
     let read = ok(run(
         &b,
-        &["consume", "t", "--group", "g", "--from-beginning", "--timeout-ms", "1500"],
+        &[
+            "consume",
+            "t",
+            "--group",
+            "g",
+            "--from-beginning",
+            "--timeout-ms",
+            "1500",
+        ],
         None,
     ));
     let got: Vec<&str> = read.lines().collect();
@@ -457,7 +484,11 @@ fn a_recreated_topic_is_a_new_topic_for_its_groups() {
     ));
     let d = json_of(&run(&b, &["group", "describe", "g", "--format", "json"], None));
     let o = &d["offsets"][0];
-    assert_eq!((o["committed"].as_i64(), o["lag"].as_i64()), (Some(50), Some(-1)), "{d}");
+    assert_eq!(
+        (o["committed"].as_i64(), o["lag"].as_i64()),
+        (Some(50), Some(-1)),
+        "{d}"
+    );
     assert_eq!(o["out_of_range"], true, "{d}");
     let text = ok(run(&b, &["group", "describe", "g"], None));
     assert!(text.contains("OUT-OF-RANGE"), "{text}");

@@ -178,10 +178,7 @@ impl ClientError {
     /// so metadata should be refreshed before retrying.
     pub(crate) fn needs_metadata_refresh(&self) -> bool {
         match self {
-            ClientError::Broker { .. } => matches!(
-                self.code(),
-                Some(ErrorCode::NotLeader | ErrorCode::UnknownTopicId)
-            ),
+            ClientError::Broker { .. } => matches!(self.code(), Some(ErrorCode::NotLeader | ErrorCode::UnknownTopicId)),
             ClientError::Transport { .. } | ClientError::Connect { .. } | ClientError::Timeout { .. } => true,
             _ => false,
         }

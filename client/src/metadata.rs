@@ -360,7 +360,10 @@ mod tests {
         assert_eq!(md.leader("t", 0).as_deref(), Some("a:1"));
         assert_eq!(md.leader("t", 1).as_deref(), Some("b:2"));
         assert_eq!(md.leader("t", 3), None);
-        assert_eq!(md.topic_id("t").as_deref(), Some("0b3c1f0e-6a3e-4f4e-9a55-0d1f2e3c4b5a"));
+        assert_eq!(
+            md.topic_id("t").as_deref(),
+            Some("0b3c1f0e-6a3e-4f4e-9a55-0d1f2e3c4b5a")
+        );
         assert_eq!(md.partition_count("gone"), None, "a topic in error leaves the cache");
         assert_eq!(report.error_for("gone").map(ClientError::reason), Some("UNKNOWN_TOPIC"));
         assert_eq!(

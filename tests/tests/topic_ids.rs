@@ -69,7 +69,10 @@ async fn requests_naming_another_topic_id_are_refused() {
     let r = raw.fetch(fetch(&old)).await.unwrap().into_inner();
     let e = r.partitions[0].error.as_ref().expect("refused");
     assert_eq!(e.code, ErrorCode::UnknownTopicId as i32);
-    assert!(r.partitions[0].records.is_empty(), "nothing of the new topic for the old id");
+    assert!(
+        r.partitions[0].records.is_empty(),
+        "nothing of the new topic for the old id"
+    );
     let r = raw.fetch(fetch(&new)).await.unwrap().into_inner();
     assert!(r.partitions[0].error.is_none() && !r.partitions[0].records.is_empty());
 

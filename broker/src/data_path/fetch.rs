@@ -65,8 +65,10 @@ pub async fn fetch(
     let deadline = tokio::time::Instant::now() + max_wait;
     // A partition that cannot be read here answers at once (with its error),
     // so the loop below runs once when any lookup failed.
-    let mut resolved: Vec<Result<Arc<Partition>>> =
-        parts.iter().map(|fp| node.partition_as(&fp.topic, fp.topic_id, fp.partition)).collect();
+    let mut resolved: Vec<Result<Arc<Partition>>> = parts
+        .iter()
+        .map(|fp| node.partition_as(&fp.topic, fp.topic_id, fp.partition))
+        .collect();
     let mut shutdown = node.shutdown_signal();
     loop {
         let mut out = Vec::with_capacity(parts.len());

@@ -19,11 +19,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use strand_storage::Offset;
-
-use super::store::Committed;
-
 use super::assignor::{Assignor, MemberSubscription, TopicPartition};
+use super::store::Committed;
 
 /// Why a member's request is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]

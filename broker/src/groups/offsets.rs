@@ -16,13 +16,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use std::sync::Arc;
 
-use strand_storage::Offset;
-
+use super::GroupCoordinator;
 use super::assignor::TopicPartition;
 use super::membership::{Group, MemberError};
 use super::shard::Shard;
 use super::store::{Committed, GroupRecord, forget_topic};
-use super::GroupCoordinator;
 use crate::controller::MetadataState;
 use crate::error::{BrokerError, Result};
 use crate::topic::TopicUuid;
@@ -316,6 +314,8 @@ impl GroupCoordinator {
 mod tests {
     use std::time::{Duration, Instant};
 
+    use strand_storage::Offset;
+
     use super::*;
     use crate::groups::membership::Heartbeat;
 
@@ -449,25 +449,45 @@ mod tests {
             member_epoch: -1,
             offsets: offsets.clone(),
         };
-        apply_offsets(&mut groups, "g", &plan_commit(&groups, &req).expect("plan"));
+        let planned = plan_commit(&groups, &req).expect("plan");
+        apply_offsets(&mut groups, "g", &planned);
         assert!(visible(&meta, &groups["g"].offsets[&tp(0)]));
         assert!(plan_forget(&meta, &groups["g"]).is_empty(), "nothing deleted yet");
         // Deleted and created again: the old offset is hidden, a commit
         // naming the old id is refused, and one for the new id replaces it
         // even though it is lower.
-        meta.apply(&MetadataCommand::DeleteTopic { name: "t".into(), id: 1 });
+        meta.apply(&MetadataCommand::DeleteTopic {
+            name: "t".into(),
+            id: 1,
+        });
         meta.apply(&MetadataCommand::CreateTopic { topic: topic(2) });
         let new = meta.topics["t"].uuid();
         assert!(!visible(&meta, &groups["g"].offsets[&tp(0)]));
-        let mut stale = vec![(tp(0), Committed { offset: Offset(12), topic_id: Some(old) })];
+        let mut stale = vec![(
+            tp(0),
+            Committed {
+                offset: Offset(12),
+                topic_id: Some(old),
+            },
+        )];
         assert_eq!(
             resolve(&meta, &mut stale).map_err(|e| e.code().as_str_name()),
             Err("UNKNOWN_TOPIC_ID")
         );
-        let mut fresh = vec![(tp(0), Committed { offset: Offset(2), topic_id: Some(new) })];
+        let mut fresh = vec![(
+            tp(0),
+            Committed {
+                offset: Offset(2),
+                topic_id: Some(new),
+            },
+        )];
         resolve(&meta, &mut fresh).expect("the new id");
         let req = CommitRequest { offsets: fresh, ..req };
-        assert_eq!(plan_commit(&groups, &req).expect("plan").len(), 1, "replaces the old topic's 10");
+        assert_eq!(
+            plan_commit(&groups, &req).expect("plan").len(),
+            1,
+            "replaces the old topic's 10"
+        );
         // The tombstone forgets exactly the old topic's offsets.
         let forget = plan_forget(&meta, &groups["g"]);
         assert_eq!(forget.len(), 1);

@@ -309,7 +309,11 @@ mod tests {
             let json = serde_json::to_vec(&r).unwrap();
             fold(&mut groups, serde_json::from_slice(&json).unwrap());
         }
-        let kept: Vec<_> = groups["g"].offsets.iter().map(|(k, c)| (k.1, c.offset.0, c.topic_id)).collect();
+        let kept: Vec<_> = groups["g"]
+            .offsets
+            .iter()
+            .map(|(k, c)| (k.1, c.offset.0, c.topic_id))
+            .collect();
         assert_eq!(kept, vec![(2, 3, Some(new))]);
     }
 }

@@ -172,7 +172,8 @@ mod tests {
             "same topic keeps its data"
         );
         drop(log);
-        let (log, quarantined) = open_partition_log(&dir, (2, TopicUuid::legacy(2)), config(), true).expect("open as a new topic");
+        let (log, quarantined) =
+            open_partition_log(&dir, (2, TopicUuid::legacy(2)), config(), true).expect("open as a new topic");
         assert!(!quarantined);
         assert_eq!(
             log.last_raft_index().expect("read"),

@@ -91,9 +91,7 @@ pub fn orphans(data_dir: &Path, meta: &MetadataState) -> Vec<PathBuf> {
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .filter(|d| d.is_dir())
-        .filter(|d| {
-            marked_topic_id(d).is_some_and(|id| id < meta.allocate_topic_id() && !live.contains(&id))
-        })
+        .filter(|d| marked_topic_id(d).is_some_and(|id| id < meta.allocate_topic_id() && !live.contains(&id)))
         .collect();
     out.sort();
     out
@@ -102,7 +100,9 @@ pub fn orphans(data_dir: &Path, meta: &MetadataState) -> Vec<PathBuf> {
 fn remove_orphans(data_dir: &Path, meta: &MetadataState) {
     for dir in orphans(data_dir, meta) {
         match std::fs::remove_dir_all(&dir) {
-            Ok(()) => tracing::info!(dir = %dir.display(), "removed the partition of a topic deleted while this broker was away"),
+            Ok(()) => {
+                tracing::info!(dir = %dir.display(), "removed the partition of a topic deleted while this broker was away")
+            }
             Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "could not remove a deleted topic's partition"),
         }
     }

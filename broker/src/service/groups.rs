@@ -16,8 +16,8 @@ use crate::groups::assignor::{Assignor, TopicPartition};
 use crate::groups::heartbeat::HeartbeatRequest;
 use crate::groups::offsets::CommitRequest;
 use crate::groups::store::Committed;
-use crate::topic::requested_topic_id;
 use crate::metrics::Metrics;
+use crate::topic::requested_topic_id;
 
 /// The `Groups` service.
 #[derive(Clone, Debug)]

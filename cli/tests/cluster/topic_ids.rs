@@ -63,7 +63,11 @@ async fn a_broker_down_during_a_delete_removes_the_old_data_and_replicates_the_n
     c.leader("t", 0).await;
     produce(&c, "t", (0..7).map(|i| format!("new-{i}"))).await;
     let stale = c.data_dir(down).join("t-0");
-    assert_eq!(marked_uuid(&stale).as_deref(), Some(old_id.as_str()), "the old data is there while it is down");
+    assert_eq!(
+        marked_uuid(&stale).as_deref(),
+        Some(old_id.as_str()),
+        "the old data is there while it is down"
+    );
     assert!(c.data_dir(down).join("gone-0").exists());
 
     c.restart(down);
@@ -71,10 +75,17 @@ async fn a_broker_down_during_a_delete_removes_the_old_data_and_replicates_the_n
     converge(&c, "t", 1).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while c.data_dir(down).join("gone-0").exists() {
-        assert!(Instant::now() < deadline, "the deleted topic's partition is still on broker {down}");
+        assert!(
+            Instant::now() < deadline,
+            "the deleted topic's partition is still on broker {down}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(marked_uuid(&stale).as_deref(), Some(new_id.as_str()), "broker {down} holds the new topic");
+    assert_eq!(
+        marked_uuid(&stale).as_deref(),
+        Some(new_id.as_str()),
+        "broker {down} holds the new topic"
+    );
     let values: Vec<String> = drain(&c, "t", 1)
         .await
         .iter()
@@ -85,7 +96,8 @@ async fn a_broker_down_during_a_delete_removes_the_old_data_and_replicates_the_n
     // The returned broker's own replica is the new topic's, caught up.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let d = match strand_client::proto::admin_client::AdminClient::connect(format!("http://{}", c.addr(down))).await {
+        let d = match strand_client::proto::admin_client::AdminClient::connect(format!("http://{}", c.addr(down))).await
+        {
             Ok(mut a) => a
                 .describe_topic(strand_client::proto::DescribeTopicRequest { name: "t".into() })
                 .await

@@ -152,7 +152,7 @@ async fn a_topic_deleted_and_created_again_while_a_group_reads_it() {
                 break;
             }
             // Every other delete happens while a broker is down.
-            let down = (generation % 2 == 0).then(|| u64::from(generation / 2 % 3) + 1);
+            let down = generation.is_multiple_of(2).then(|| u64::from(generation / 2 % 3) + 1);
             if let Some(d) = down {
                 c.kill(d);
             }
@@ -175,7 +175,11 @@ async fn a_topic_deleted_and_created_again_while_a_group_reads_it() {
             reads.len(),
             anomalies.len()
         );
-        assert!(anomalies.is_empty(), "recreate: {:?}", &anomalies[..anomalies.len().min(10)]);
+        assert!(
+            anomalies.is_empty(),
+            "recreate: {:?}",
+            &anomalies[..anomalies.len().min(10)]
+        );
         c
     })
     .await;
