@@ -733,8 +733,33 @@ impl Replica {
         }
     }
 
+    /// raft-rs keeps its unstable part starting right after the stored log
+    /// (when it holds no unstable entry, everything is in storage). A
+    /// catch-up stores entries behind its back; if raft-rs's offset ever
+    /// lags the stored log with nothing unstable, it would read committed
+    /// entries from an empty unstable part and panic (seen once in the long
+    /// fault profile: `unstable.slice[436, 454] out of bound[436, 436]`).
+    /// Realigning is what raft-rs itself would have: the stored entries are
+    /// its log, and `persisted` never reaches past what is stored.
+    fn realign_unstable(&mut self) {
+        let log = &mut self.node.raft.raft_log;
+        if !log.unstable.entries.is_empty() || log.unstable.snapshot.is_some() {
+            return;
+        }
+        let Ok(stored) = raft::Storage::last_index(&log.store) else {
+            return;
+        };
+        if log.unstable.offset <= stored {
+            log.unstable.offset = stored + 1;
+        }
+        if log.persisted > stored {
+            log.persisted = stored;
+        }
+    }
+
     fn try_stage(&mut self, out: &mut Outbox) -> Result<StagedReady> {
         let group = self.group;
+        self.realign_unstable();
         let mut rd = self.node.ready();
         if let Some(ss) = rd.ss() {
             let leader = (ss.leader_id != 0).then_some(NodeId(ss.leader_id));

@@ -119,6 +119,17 @@ async fn a_partition_moved_to_a_new_broker_and_back_under_load() {
     run("move-and-back", "", |mut c, until, _| async move {
         let newcomer = c.add_joining();
         let a = Admin::connect(c.bootstrap()).await.expect("admin");
+        // The move needs the newcomer admitted (a reassignment to a broker
+        // the cluster does not know yet is refused).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !a
+            .cluster_status()
+            .await
+            .is_ok_and(|s| s.brokers.iter().any(|b| b.node_id == newcomer && b.up))
+        {
+            assert!(Instant::now() < deadline, "broker {newcomer} did not join");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let original = a.describe_topic(TOPIC).await.expect("describe").partitions[0]
             .replicas
             .clone();
