@@ -14,7 +14,7 @@ use strand_client::Admin;
 use strand_client::proto::ListTopicsRequest;
 use strand_client::proto::admin_client::AdminClient;
 
-use super::recovery::{move_partition, wait_in_sync};
+use super::recovery::{move_partition, wait_in_sync, wait_joined};
 use super::workload::write_backlog;
 use super::{PARTITIONS, TOPIC, run};
 use crate::support::Cluster;
@@ -213,15 +213,7 @@ async fn a_partition_moved_away_and_back_onto_its_original_brokers() {
     run("move-away-and-back", "", |mut c, until, _| async move {
         let joined: Vec<u64> = (0..3).map(|_| c.add_joining()).collect();
         let a = admin(&c).await;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !a
-            .cluster_status()
-            .await
-            .is_ok_and(|s| joined.iter().all(|j| s.brokers.iter().any(|b| b.node_id == *j && b.up)))
-        {
-            assert!(Instant::now() < deadline, "the new brokers did not join");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_joined(&a, &joined).await;
         let original = a.describe_topic(TOPIC).await.expect("describe").partitions[0]
             .replicas
             .clone();

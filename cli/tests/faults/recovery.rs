@@ -38,6 +38,20 @@ pub(super) async fn wait_in_sync(a: &Admin, partition: u32, bound: Duration, wha
     }
 }
 
+/// Waits until every broker in `ids` was admitted and answers (a
+/// reassignment to a broker the cluster does not know yet is refused).
+pub(super) async fn wait_joined(a: &Admin, ids: &[u64]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !a
+        .cluster_status()
+        .await
+        .is_ok_and(|s| ids.iter().all(|j| s.brokers.iter().any(|b| b.node_id == *j && b.up)))
+    {
+        assert!(Instant::now() < deadline, "brokers {ids:?} did not join");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Reassigns `partition` to `target` (retrying while the controller moves)
 /// and waits until the move finished; the seconds it took.
 pub(super) async fn move_partition(a: &Admin, partition: u32, target: &[u64], what: &str) -> f64 {
@@ -119,17 +133,7 @@ async fn a_partition_moved_to_a_new_broker_and_back_under_load() {
     run("move-and-back", "", |mut c, until, _| async move {
         let newcomer = c.add_joining();
         let a = Admin::connect(c.bootstrap()).await.expect("admin");
-        // The move needs the newcomer admitted (a reassignment to a broker
-        // the cluster does not know yet is refused).
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !a
-            .cluster_status()
-            .await
-            .is_ok_and(|s| s.brokers.iter().any(|b| b.node_id == newcomer && b.up))
-        {
-            assert!(Instant::now() < deadline, "broker {newcomer} did not join");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_joined(&a, &[newcomer]).await;
         let original = a.describe_topic(TOPIC).await.expect("describe").partitions[0]
             .replicas
             .clone();
