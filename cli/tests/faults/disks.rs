@@ -49,6 +49,17 @@ async fn wait_whole(c: &Cluster, what: &str) {
     }
 }
 
+/// Restarts the damaged follower `f` and kills the leader `l` while it
+/// recovers; restarts `l` and waits until everything is whole again.
+async fn restart_then_kill_the_leader(c: &mut Cluster, f: u64, l: u64, what: &str) {
+    c.restart(f);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.kill(l);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.restart(l);
+    wait_whole(c, what).await;
+}
+
 /// The segment files of a log directory, oldest first.
 fn segments(dir: &Path) -> Vec<PathBuf> {
     let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -144,12 +155,7 @@ async fn damage_in_the_active_segment_then_the_leader_killed() {
             let dir = c.data_dir(f).join(format!("{TOPIC}-0"));
             let active = segments(&dir).pop().expect("an active segment");
             damage(&active);
-            c.restart(f);
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            c.kill(l);
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            c.restart(l);
-            wait_whole(&c, "active-damage-kill-leader").await;
+            restart_then_kill_the_leader(&mut c, f, l, "active-damage-kill-leader").await;
             rounds += 1;
         }
         eprintln!("active-damage-kill-leader: {rounds} round(s)");
@@ -181,12 +187,7 @@ async fn damage_after_retention_ran() {
                 .next()
                 .expect("a segment");
             damage(&oldest);
-            c.restart(f);
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            c.kill(l);
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            c.restart(l);
-            wait_whole(&c, "retention-damage").await;
+            restart_then_kill_the_leader(&mut c, f, l, "retention-damage").await;
             log_start = admin(&c)
                 .await
                 .list_offsets(TOPIC, 0, strand_client::OffsetSpec::Earliest)
@@ -297,12 +298,7 @@ async fn damage_in_the_controller_log_then_the_controller_leader_killed() {
                 .pop()
                 .expect("a controller segment");
             damage(&active);
-            c.restart(f);
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            c.kill(l);
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            c.restart(l);
-            wait_whole(&c, "controller-damage").await;
+            restart_then_kill_the_leader(&mut c, f, l, "controller-damage").await;
             assert_topics_everywhere(&c, &created).await;
             rounds += 1;
         }
