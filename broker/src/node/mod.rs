@@ -194,15 +194,27 @@ impl Node {
         let Some(id) = id else {
             return self.partition(topic, partition);
         };
-        let t = self.topic_as(topic, Some(id))?;
+        let unknown = || BrokerError::UnknownTopicId {
+            topic: topic.into(),
+            topic_id: id.to_string(),
+        };
+        // Checked under the lock, without copying the topic (hot path).
+        let group = self.with_metadata(|m| {
+            m.topics
+                .get(topic)
+                .map(|t| (t.uuid() == id).then(|| t.raft_group(partition)))
+        });
+        let group = match group {
+            Some(Some(g)) => g,
+            Some(None) => return Err(unknown()),
+            // No such topic: the same answer as without an id.
+            None => return self.partition(topic, partition),
+        };
         let p = self.partition(topic, partition)?;
         // The replica hosted under the name may still be an older topic's
         // (reconciling is under way): it is not the one asked for.
-        if p.raft_group() != t.raft_group(partition) {
-            return Err(BrokerError::UnknownTopicId {
-                topic: topic.into(),
-                topic_id: id.to_string(),
-            });
+        if p.raft_group() != group {
+            return Err(unknown());
         }
         Ok(p)
     }
