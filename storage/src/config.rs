@@ -53,6 +53,10 @@ pub struct LogConfig {
     /// segment is found at startup rather than on first read. Costs one read
     /// of the whole log per open. Default `true`.
     pub verify_sealed_on_open: bool,
+    /// An idempotent producer that wrote nothing here for this long (ms, by
+    /// append time) is forgotten: its next batch must start a new sequence.
+    /// Default 1 day (Kafka's `producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: u64,
 }
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
@@ -70,6 +74,7 @@ impl Default for LogConfig {
             retention_bytes: None,
             fsync: FsyncPolicy::IntervalMs(1000),
             verify_sealed_on_open: true,
+            producer_id_expiration_ms: DAY_MS,
         }
     }
 }
@@ -110,6 +115,9 @@ impl LogConfig {
         }
         if self.segment_ms == Some(0) {
             return bad("segment_ms", "must be positive".into());
+        }
+        if self.producer_id_expiration_ms == 0 || self.producer_id_expiration_ms > i64::MAX as u64 {
+            return bad("producer_id_expiration_ms", "must be positive".into());
         }
         if let FsyncPolicy::IntervalMs(0) = self.fsync {
             return bad("fsync", "interval must be positive; use `always`".into());

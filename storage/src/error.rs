@@ -89,6 +89,40 @@ pub enum BatchError {
     },
 }
 
+/// Why an idempotent producer's batch is refused (see
+/// [`crate::ProducerStates::check`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SequenceError {
+    /// The batch does not continue its producer's sequence: a batch before
+    /// it was never stored.
+    #[error("producer {producer_id}: sequence {got} is out of order, {expected} was expected")]
+    OutOfOrderSequence {
+        /// Producer id.
+        producer_id: i64,
+        /// The sequence that would continue the stored ones.
+        expected: i32,
+        /// The batch's base sequence.
+        got: i32,
+    },
+    /// A newer incarnation of the producer (a higher epoch) wrote here.
+    #[error("producer {producer_id}: epoch {epoch} is fenced by epoch {current}")]
+    ProducerFenced {
+        /// Producer id.
+        producer_id: i64,
+        /// The batch's epoch.
+        epoch: i16,
+        /// The newest stored epoch.
+        current: i16,
+    },
+    /// The partition has no state for the producer (never wrote here, or
+    /// expired) and the batch does not start a sequence.
+    #[error("producer {producer_id} is unknown to this partition (never seen or expired)")]
+    UnknownProducerId {
+        /// Producer id.
+        producer_id: i64,
+    },
+}
+
 /// Errors of [`crate::PartitionLog`] and the files under it.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -186,6 +220,9 @@ pub enum StorageError {
         /// The original failure.
         reason: String,
     },
+    /// An idempotent producer's batch that must not be appended.
+    #[error("{0}")]
+    Sequence(#[from] SequenceError),
     /// A configuration value is out of range.
     #[error("invalid storage config {key}: {reason}")]
     InvalidConfig {

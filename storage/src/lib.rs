@@ -99,19 +99,24 @@ mod index;
 mod journal;
 mod log;
 mod prealloc;
+mod producers;
 mod recovery;
 mod segment;
 
 pub use batch::{
     BatchBuilder, BatchRef, Compression, DecodedRecords, HEADER_LEN, Header, LENGTH_PREFIX, MAGIC,
     MAX_DECOMPRESSED_BYTES, NewRecord, ProducerInfo, RecordBatch, RecordIter, RecordRules, RecordView, Stamp, batches,
-    control_batch, encoded_len_estimate, framed_len,
+    control_batch, encoded_len_estimate, framed_len, set_producer,
 };
 pub use clock::now_ms;
 pub use config::{FsyncPolicy, LogConfig};
 pub use coordinates::{Offset, RaftIndex, Term};
 pub use dir::{rename_durably, replace_file, sync_dir};
-pub use error::{BatchError, Result, StorageError};
+pub use error::{BatchError, Result, SequenceError, StorageError};
 pub use journal::JOURNAL_ENV;
 pub use log::{AppendInfo, BatchLocation, PartitionLog, RetentionReport, SyncPoint};
+pub use producers::snapshot::{decode as decode_producer_snapshot, encode as encode_producer_snapshot};
+pub use producers::{
+    ProducerAppend, ProducerEntry, ProducerStates, REMEMBERED_BATCHES, SequenceCheck, SequencedBatch, next_sequence,
+};
 pub use recovery::{RecoveryReport, Truncation};

@@ -87,6 +87,34 @@ pub fn framed_len(buf: &[u8]) -> Option<usize> {
     Some(LENGTH_PREFIX + u32_at(buf, BATCH_LENGTH) as usize)
 }
 
+/// The producer fields of the batch header at `buf[0..]` (at least
+/// [`HEADER_LEN`] bytes), if a producer id is set.
+pub(crate) fn producer_at(buf: &[u8]) -> Option<ProducerInfo> {
+    let id = i64_at(buf, PRODUCER_ID);
+    (id >= 0).then(|| ProducerInfo {
+        producer_id: id,
+        producer_epoch: u16_at(buf, PRODUCER_EPOCH) as i16,
+        base_sequence: u32_at(buf, BASE_SEQUENCE) as i32,
+    })
+}
+
+/// Writes an idempotent producer's identity and base sequence into a built
+/// batch (`buf` is one whole batch, as [`crate::BatchBuilder::build`] made
+/// it) and recomputes its CRC: how a producer numbers a batch when it sends
+/// it, and numbers it again under a new epoch.
+///
+/// # Errors
+/// [`BatchError`] when `buf` is not one well-framed batch.
+pub fn set_producer(buf: &mut [u8], p: ProducerInfo) -> Result<(), BatchError> {
+    BatchRef::trusted(buf)?;
+    buf[PRODUCER_ID..PRODUCER_ID + 8].copy_from_slice(&p.producer_id.to_le_bytes());
+    buf[PRODUCER_EPOCH..PRODUCER_EPOCH + 2].copy_from_slice(&p.producer_epoch.to_le_bytes());
+    buf[BASE_SEQUENCE..BASE_SEQUENCE + 4].copy_from_slice(&p.base_sequence.to_le_bytes());
+    let crc = compute_crc(buf);
+    buf[CRC..CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
 /// CRC of the producer-owned part, `[40, end)`.
 pub(crate) fn payload_crc(buf: &[u8]) -> crc32fast::Hasher {
     let mut h = crc32fast::Hasher::new();
@@ -220,12 +248,7 @@ impl<'a> BatchRef<'a> {
     }
     /// Idempotent-producer identity, if the producer set one.
     pub fn producer(&self) -> Option<ProducerInfo> {
-        let id = i64_at(self.buf, PRODUCER_ID);
-        (id >= 0).then(|| ProducerInfo {
-            producer_id: id,
-            producer_epoch: u16_at(self.buf, PRODUCER_EPOCH) as i16,
-            base_sequence: u32_at(self.buf, BASE_SEQUENCE) as i32,
-        })
+        producer_at(self.buf)
     }
     /// Total length in bytes.
     pub fn len(&self) -> usize {

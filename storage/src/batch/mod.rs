@@ -15,7 +15,7 @@ pub(crate) mod varint;
 
 pub use builder::{BatchBuilder, control_batch};
 pub use compression::Compression;
-pub use header::{BatchRef, HEADER_LEN, LENGTH_PREFIX, MAGIC, ProducerInfo, Stamp, framed_len};
+pub use header::{BatchRef, HEADER_LEN, LENGTH_PREFIX, MAGIC, ProducerInfo, Stamp, framed_len, set_producer};
 pub use record::{
     DecodedRecords, Header, MAX_DECOMPRESSED_BYTES, NewRecord, RecordIter, RecordView, encoded_len_estimate,
 };

@@ -94,6 +94,13 @@ impl RecordBatch {
                 reason: "a control batch cannot come from a producer",
             });
         }
+        if let Some(p) = b.producer()
+            && (p.producer_epoch < 0 || p.base_sequence < 0)
+        {
+            return Err(BatchError::MalformedRecords {
+                reason: "a batch with a producer id needs a non-negative producer epoch and base sequence",
+            });
+        }
         let mut payload = crc32fast::Hasher::new();
         payload.update(&bytes[PRODUCER_PART..HEADER_LEN]);
         let section = b.records_section();
@@ -293,5 +300,35 @@ mod tests {
             check(Bytes::from(damaged)),
             Err(BatchError::CrcMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn a_producer_id_needs_an_epoch_and_a_sequence() {
+        let good = batch(&records(&[(0, 0)]), 1, NOW, NOW, Compression::None).to_vec();
+        for (epoch, seq) in [(-1i16, 0i32), (0, -1), (-5, -5)] {
+            let mut bad = good.clone();
+            crate::set_producer(
+                &mut bad,
+                crate::ProducerInfo {
+                    producer_id: 3,
+                    producer_epoch: epoch,
+                    base_sequence: seq,
+                },
+            )
+            .unwrap();
+            let e = check(Bytes::from(bad)).expect_err("negative epoch or sequence");
+            assert!(e.to_string().contains("producer epoch"), "{e}");
+        }
+        let mut ok = good.clone();
+        crate::set_producer(
+            &mut ok,
+            crate::ProducerInfo {
+                producer_id: 3,
+                producer_epoch: 0,
+                base_sequence: 7,
+            },
+        )
+        .unwrap();
+        assert!(check(Bytes::from(ok)).is_ok());
     }
 }

@@ -44,6 +44,7 @@ impl PartitionLog {
             append_ms: stamp.append_time_ms,
             term: stamp.term,
             raft_index: stamp.raft_index,
+            producer: b.producer(),
         };
         self.write(&prefix, &batch[PRODUCER_PART..], &info, stamp.append_time_ms)?;
         Ok(AppendInfo {

@@ -94,7 +94,7 @@ impl PartitionLog {
             tracing::info!(file = %seg.log_path().display(), "retention deleted segment");
             seg.delete(&self.dir)?;
         }
-        Ok(())
+        self.forget_producer_snapshots_below(self.earliest())
     }
 
     /// Drops every segment and starts an empty log whose next offset is
@@ -102,12 +102,24 @@ impl PartitionLog {
     /// the leader's retained log is gone, and the log resumes where the
     /// leader's starts).
     pub fn reset_to(&mut self, base_offset: Offset) -> Result<()> {
+        self.reset_with_producers(base_offset, crate::ProducerStates::new())
+    }
+
+    /// [`PartitionLog::reset_to`], with the idempotent producers' state of
+    /// everything before `base_offset` (what a Raft snapshot carries), stored
+    /// as the snapshot of the new first segment.
+    pub fn reset_with_producers(&mut self, base_offset: Offset, producers: crate::ProducerStates) -> Result<()> {
         while let Some(seg) = self.segments.pop() {
             seg.delete(&self.dir)?;
         }
+        self.forget_producer_snapshots_below(Offset(u64::MAX))?;
         self.segments
             .push(Segment::create(&self.dir, base_offset, &self.config)?);
         self.synced_offset = base_offset;
+        self.producers = producers;
+        self.producers
+            .set_expiration_ms(self.config.producer_id_expiration_ms as i64);
+        crate::producers::snapshot::write(&self.dir, base_offset, &self.producers)?;
         tracing::info!(dir = %self.dir.display(), %base_offset, "log reset");
         Ok(())
     }

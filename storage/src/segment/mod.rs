@@ -249,6 +249,26 @@ impl Segment {
         Ok(None)
     }
 
+    /// Calls `visit` with every batch from the one holding `from` (or the
+    /// first, when `from` is at or below the segment's base) to the end:
+    /// header reads, no CRC.
+    pub(crate) fn for_each_batch(&self, from: Offset, mut visit: impl FnMut(&BatchInfo)) -> Result<()> {
+        let start = if from <= self.base_offset {
+            Some(0)
+        } else {
+            self.find_position(from)?.map(|(p, _)| p)
+        };
+        let Some(mut pos) = start else {
+            return Ok(());
+        };
+        while pos < self.size {
+            let info = header_at(&self.map, pos, self.size).map_err(|reason| self.corrupt(pos, reason))?;
+            visit(&info);
+            pos += info.len;
+        }
+        Ok(())
+    }
+
     /// Position of the batch whose Raft index is `raft_index`, if this
     /// segment holds it. Binary search over the offset index (reading each
     /// probed batch's Raft index from its header), then a header walk.

@@ -2,8 +2,8 @@
 //! lookups, full validation for recovery and reads, and the contiguity check
 //! every walk makes (each batch starts where the previous one ended).
 
-use crate::batch::framed_len;
 use crate::batch::header::{self, BatchRef, HEADER_LEN};
+use crate::batch::{ProducerInfo, framed_len};
 use crate::coordinates::{Offset, RaftIndex, Term};
 use crate::error::Result;
 
@@ -17,6 +17,8 @@ pub(crate) struct BatchInfo {
     pub append_ms: i64,
     pub term: Term,
     pub raft_index: RaftIndex,
+    /// The idempotent producer that wrote it, if any.
+    pub producer: Option<ProducerInfo>,
 }
 
 impl BatchInfo {
@@ -29,6 +31,7 @@ impl BatchInfo {
             append_ms: b.append_time_ms(),
             term: b.term(),
             raft_index: b.raft_index(),
+            producer: b.producer(),
         }
     }
 }
@@ -59,6 +62,7 @@ pub(super) fn header_at(buf: &[u8], pos: u64, limit: u64) -> std::result::Result
         append_ms: header::i64_at(b, header::APPEND_TIME),
         term: Term(header::u64_at(b, header::TERM)),
         raft_index: RaftIndex(header::u64_at(b, header::RAFT_INDEX)),
+        producer: header::producer_at(b),
     })
 }
 

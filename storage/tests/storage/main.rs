@@ -4,4 +4,5 @@ mod corruption;
 mod format;
 mod log;
 mod model;
+mod producers;
 mod support;

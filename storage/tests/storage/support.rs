@@ -17,6 +17,7 @@ pub fn small_config() -> LogConfig {
         retention_bytes: None,
         fsync: strand_storage::FsyncPolicy::Never,
         verify_sealed_on_open: true,
+        ..LogConfig::default()
     }
 }
 
