@@ -44,6 +44,8 @@ pub struct SequencedBatch {
     pub last_offset: Offset,
     /// The Raft entry it is (0 on an unreplicated log).
     pub raft_index: RaftIndex,
+    /// The leader's append time.
+    pub append_ms: i64,
 }
 
 /// What a partition knows of one producer id.
@@ -111,6 +113,7 @@ impl ProducerAppend {
             base_offset: self.base_offset,
             last_offset: self.base_offset.plus(u64::from(count - 1)),
             raft_index: self.raft_index,
+            append_ms: self.append_ms,
         }
     }
 }

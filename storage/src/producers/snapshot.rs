@@ -6,7 +6,8 @@
 //! Layout (little-endian): `b"STRP"`, version `1`, `u64` offset, `u32`
 //! producer count, then per producer `i64` id, `i16` epoch, `i64` last
 //! append time, `u8` batch count and per batch `i32` first and last
-//! sequence, `u64` base and last offset, `u64` Raft index; a CRC-32 of
+//! sequence, `u64` base and last offset, `u64` Raft index, `i64` append
+//! time; a CRC-32 of
 //! everything before it ends the file. A snapshot that fails to decode is
 //! ignored (the log folds the batches again from an older one): it is a
 //! cache of what the log holds, never the only copy.
@@ -84,7 +85,7 @@ pub(crate) fn read(dir: &Path, offset: Offset) -> Option<ProducerStates> {
 
 /// The snapshot's bytes (also a Raft snapshot's producer part).
 pub fn encode(offset: Offset, states: &ProducerStates) -> Vec<u8> {
-    let mut out = Vec::with_capacity(17 + states.len() * (19 + REMEMBERED_BATCHES * 32));
+    let mut out = Vec::with_capacity(17 + states.len() * (19 + REMEMBERED_BATCHES * 40));
     out.extend_from_slice(MAGIC);
     out.push(VERSION);
     out.extend_from_slice(&offset.get().to_le_bytes());
@@ -104,6 +105,7 @@ pub fn encode(offset: Offset, states: &ProducerStates) -> Vec<u8> {
             out.extend_from_slice(&b.base_offset.get().to_le_bytes());
             out.extend_from_slice(&b.last_offset.get().to_le_bytes());
             out.extend_from_slice(&b.raft_index.get().to_le_bytes());
+            out.extend_from_slice(&b.append_ms.to_le_bytes());
         }
     }
     let crc = crc32fast::hash(&out);
@@ -150,6 +152,7 @@ pub fn decode(bytes: &[u8]) -> std::result::Result<(Offset, ProducerStates), &'s
                 base_offset: Offset(r.u64()?),
                 last_offset: Offset(r.u64()?),
                 raft_index: RaftIndex(r.u64()?),
+                append_ms: r.i64()?,
             });
         }
         states.insert(
