@@ -19,12 +19,13 @@
 //! Snapshots. Retention removes whole sealed segments from the front of the
 //! log ([`RaftLog::compact`]), and the index and term of the last removed
 //! entry are recorded durably first. A follower that needs an entry that is
-//! gone gets a Raft snapshot whose data is just the offset at which the
-//! leader's retained log starts: installing it empties the follower's log and
-//! restarts it at that offset, then the leader streams its retained batches
-//! (whole stored batches, up to 1 MiB per message). There is no state machine
-//! to copy: the log is the state, and what retention removed is gone on every
-//! replica alike.
+//! gone gets a Raft snapshot whose data is the offset at which the leader's
+//! retained log starts and the idempotent producers' state of everything
+//! before it: installing it empties the follower's log and restarts it at
+//! that offset with that state, then the leader streams its retained batches
+//! (whole stored batches, up to 1 MiB per message). There is no other state
+//! machine to copy: the log is the state, and what retention removed is gone
+//! on every replica alike.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -355,9 +356,9 @@ impl RaftLog {
     /// carried in the snapshot data, Raft's view starts after `index`.
     pub fn apply_snapshot(&self, snap: &Snapshot) -> Result<()> {
         let meta = snap.get_metadata();
-        let offset = decode_snapshot(&snap.data)?;
+        let (offset, producers) = decode_snapshot(&snap.data)?;
         let mut st = self.state();
-        self.write_log().reset_to(offset)?;
+        self.write_log().reset_with_producers(offset, producers)?;
         st.snapshot_index = RaftIndex(meta.index);
         st.snapshot_term = Term(meta.term);
         st.commit = st.commit.max(RaftIndex(meta.index));
@@ -472,12 +473,30 @@ pub(crate) fn trusted<'a>(bytes: &'a [u8], what: &'static str) -> Result<BatchRe
     })
 }
 
-fn decode_snapshot(data: &[u8]) -> Result<Offset> {
-    let bytes: [u8; 8] = data.try_into().map_err(|_| ClusterError::Malformed {
+/// A Raft snapshot's data: the offset the leader's log starts at, then the
+/// idempotent producers' state of everything before it (absent from a
+/// leader that predates producer state: then empty).
+fn decode_snapshot(data: &[u8]) -> Result<(Offset, strand_storage::ProducerStates)> {
+    let malformed = |reason: String| ClusterError::Malformed {
         what: "snapshot",
-        reason: format!("{} bytes of data, expected 8", data.len()),
-    })?;
-    Ok(Offset(u64::from_le_bytes(bytes)))
+        reason,
+    };
+    let head: [u8; 8] = data
+        .get(..8)
+        .and_then(|h| h.try_into().ok())
+        .ok_or_else(|| malformed(format!("{} bytes of data, expected at least 8", data.len())))?;
+    let offset = Offset(u64::from_le_bytes(head));
+    if data.len() == 8 {
+        return Ok((offset, strand_storage::ProducerStates::new()));
+    }
+    let (at, producers) =
+        strand_storage::decode_producer_snapshot(&data[8..]).map_err(|r| malformed(format!("producer state: {r}")))?;
+    if at != offset {
+        return Err(malformed(format!(
+            "producer state at offset {at}, log starts at {offset}"
+        )));
+    }
+    Ok((offset, producers))
 }
 
 /// Converts a stored batch (CRC-checked by the read) into the Raft entry it
@@ -599,9 +618,15 @@ impl raft::Storage for RaftLog {
             // Nothing was ever removed: the follower can be sent entries.
             return Err(raft::Error::Store(RaftStorageError::SnapshotTemporarilyUnavailable));
         }
-        let offset = self.read_log().earliest();
+        let (offset, producers) = {
+            let log = self.read_log();
+            (log.earliest(), log.producer_snapshot_at_earliest())
+        };
+        let mut data = Vec::with_capacity(8 + producers.len());
+        data.extend_from_slice(&offset.get().to_le_bytes());
+        data.extend_from_slice(&producers);
         let mut snap = Snapshot {
-            data: bytes::Bytes::copy_from_slice(&offset.get().to_le_bytes()),
+            data: data.into(),
             ..Default::default()
         };
         let meta = snap.mut_metadata();

@@ -116,6 +116,22 @@ pub(crate) struct StagedReady {
     pub(crate) sync: Option<strand_storage::SyncPoint>,
 }
 
+/// What a proposal became.
+enum Proposed {
+    /// A new entry at `index`.
+    New {
+        index: RaftIndex,
+        info: AppendInfo,
+        term: Term,
+    },
+    /// The retry of an idempotent batch stored at `index` (in `term`).
+    Duplicate {
+        index: RaftIndex,
+        info: AppendInfo,
+        term: Term,
+    },
+}
+
 struct Pending {
     term: Term,
     ack: Ack,
@@ -129,6 +145,9 @@ pub(crate) struct Replica {
     pub(crate) storage: RaftLog,
     /// Proposals waiting for their acknowledgement level, by Raft index.
     pending: BTreeMap<RaftIndex, Pending>,
+    /// Retries of idempotent batches already in the log, waiting for the
+    /// original entry's acknowledgement level (answered with its offsets).
+    duplicates: BTreeMap<RaftIndex, Vec<Pending>>,
     pub(crate) handle: Arc<ReplicaHandle>,
     last_append_ms: i64,
     last_leader: NodeId,
@@ -161,6 +180,7 @@ impl Replica {
             node,
             storage,
             pending: BTreeMap::new(),
+            duplicates: BTreeMap::new(),
             handle,
             last_append_ms: 0,
             last_leader: NodeId(0),
@@ -459,24 +479,78 @@ impl Replica {
     ) {
         let r = self.try_propose(batch, ack, now_ms);
         match r {
-            Ok((idx, pending_info, term)) => {
-                self.pending.insert(
-                    idx,
-                    Pending {
-                        term,
-                        ack,
-                        info: pending_info,
-                        reply,
-                    },
-                );
+            Ok(Proposed::New { index, info, term }) => {
+                self.pending.insert(index, Pending { term, ack, info, reply });
             }
+            Ok(Proposed::Duplicate { index, info, term }) => self.await_original(index, term, ack, info, reply),
             Err(e) => {
                 let _ = reply.send(Err(e));
             }
         }
     }
 
-    fn try_propose(&mut self, batch: &RecordBatch, _ack: Ack, now_ms: i64) -> Result<(RaftIndex, AppendInfo, Term)> {
+    /// Answers the retry of a batch stored at `index` with the original's
+    /// offsets once that entry reached `ack` (at once if it has).
+    fn await_original(
+        &mut self,
+        index: RaftIndex,
+        term: Term,
+        ack: Ack,
+        info: AppendInfo,
+        reply: oneshot::Sender<Result<AppendInfo>>,
+    ) {
+        let log = &self.node.raft.raft_log;
+        let reached = match ack {
+            Ack::All => index.get() <= log.committed,
+            Ack::Leader => index.get() <= log.persisted || index.get() <= log.committed,
+        };
+        if index == RaftIndex::ZERO || reached {
+            let _ = reply.send(Ok(info));
+            return;
+        }
+        self.duplicates
+            .entry(index)
+            .or_default()
+            .push(Pending { term, ack, info, reply });
+    }
+
+    /// Judges an idempotent producer's batch against the producer's state in
+    /// this log, including this leader's proposals not yet stored (so that
+    /// the check covers the whole log this leader would commit).
+    fn check_sequence(
+        &self,
+        producer: strand_storage::ProducerInfo,
+        record_count: u32,
+        now_ms: i64,
+    ) -> Result<strand_storage::SequenceCheck> {
+        let log = self.storage.partition_log().read();
+        let stored_last = log.last_raft_index()?.unwrap_or(RaftIndex::ZERO);
+        let later = self
+            .node
+            .raft
+            .raft_log
+            .unstable
+            .entries
+            .iter()
+            .filter(|e| e.index > stored_last.get() && e.get_entry_type() == EntryType::EntryNormal)
+            .filter_map(|e| strand_storage::BatchRef::trusted(&e.data).ok())
+            .filter_map(|b| {
+                Some(strand_storage::ProducerAppend {
+                    producer: b.producer()?,
+                    record_count: b.record_count(),
+                    base_offset: b.base_offset(),
+                    raft_index: b.raft_index(),
+                    append_ms: b.append_time_ms(),
+                })
+            });
+        let states = log.producers();
+        let entry = states.entry_with(producer.producer_id, later);
+        Ok(states
+            .check(entry.as_ref(), producer, record_count, now_ms)
+            .map_err(strand_storage::StorageError::from)?)
+    }
+
+    fn try_propose(&mut self, batch: &RecordBatch, _ack: Ack, now_ms: i64) -> Result<Proposed> {
         if self.failed {
             return Err(ClusterError::ProposalDropped {
                 group: self.group,
@@ -493,6 +567,21 @@ impl Replica {
         let term = Term(self.node.raft.term);
         let base = self.next_offset()?;
         self.last_append_ms = self.last_append_ms.max(now_ms);
+        if let Some(producer) = batch.view().producer() {
+            let count = batch.view().record_count();
+            if let strand_storage::SequenceCheck::Duplicate(original) =
+                self.check_sequence(producer, count, self.last_append_ms)?
+            {
+                let index = original.raft_index;
+                let term = Term(self.node.raft.raft_log.term(index.get()).unwrap_or(0));
+                let info = AppendInfo {
+                    base_offset: original.base_offset,
+                    last_offset: original.last_offset,
+                    append_time_ms: original.append_ms,
+                };
+                return Ok(Proposed::Duplicate { index, info, term });
+            }
+        }
         let stamp = Stamp {
             term,
             raft_index: idx,
@@ -525,11 +614,12 @@ impl Replica {
             last_offset: Offset(base.plus(u64::from(count)).get().saturating_sub(1)),
             append_time_ms: self.last_append_ms,
         };
-        Ok((idx, info, term))
+        Ok(Proposed::New { index: idx, info, term })
     }
 
     fn fail_all_pending(&mut self, leader: Option<NodeId>) {
-        for (_, p) in std::mem::take(&mut self.pending) {
+        let duplicates = std::mem::take(&mut self.duplicates).into_values().flatten();
+        for p in std::mem::take(&mut self.pending).into_values().chain(duplicates) {
             let _ = p.reply.send(Err(ClusterError::NotLeader {
                 group: self.group,
                 leader,
@@ -639,7 +729,10 @@ impl Replica {
                     conf_changed = true;
                 }
             }
-            if let Some(p) = self.pending.remove(&RaftIndex(e.index)) {
+            let index = RaftIndex(e.index);
+            let waiting = self.pending.remove(&index).into_iter();
+            let waiting = waiting.chain(self.duplicates.remove(&index).into_iter().flatten());
+            for p in waiting {
                 let result = if p.term == Term(e.term) {
                     Ok(p.info)
                 } else {
@@ -680,6 +773,19 @@ impl Replica {
         for i in ready {
             if let Some(p) = self.pending.remove(&i) {
                 let _ = p.reply.send(Ok(p.info));
+            }
+        }
+        let ready: Vec<RaftIndex> = self.duplicates.range(..=up_to).map(|(&i, _)| i).collect();
+        for i in ready {
+            let Some(waiting) = self.duplicates.remove(&i) else {
+                continue;
+            };
+            let (now, later): (Vec<Pending>, Vec<Pending>) = waiting.into_iter().partition(|p| p.ack == Ack::Leader);
+            for p in now {
+                let _ = p.reply.send(Ok(p.info));
+            }
+            if !later.is_empty() {
+                self.duplicates.insert(i, later);
             }
         }
     }
