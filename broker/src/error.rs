@@ -1,7 +1,7 @@
 //! Errors of the broker and their mapping to wire reasons at the gRPC edge.
 
 use strand_proto::v1::{self as pb, ErrorCode};
-use strand_storage::StorageError;
+use strand_storage::{SequenceError, StorageError};
 
 /// Everything a broker request can fail with. Each variant has one stable
 /// wire reason ([`BrokerError::code`]).
@@ -130,6 +130,16 @@ pub enum BrokerError {
         /// Members.
         members: usize,
     },
+    /// A newer incarnation of a producer with a stable key exists.
+    #[error("producer {producer_id}: epoch {epoch} is fenced by epoch {current}")]
+    ProducerFenced {
+        /// Producer id.
+        producer_id: i64,
+        /// The epoch the caller holds.
+        epoch: i16,
+        /// The newest epoch.
+        current: i16,
+    },
     /// The broker a request was forwarded to refused it.
     #[error("{message}")]
     Forwarded {
@@ -208,6 +218,7 @@ impl BrokerError {
             BrokerError::RebalanceInProgress { .. } => ErrorCode::RebalanceInProgress,
             BrokerError::UnknownGroup { .. } => ErrorCode::UnknownGroup,
             BrokerError::GroupNotEmpty { .. } => ErrorCode::GroupNotEmpty,
+            BrokerError::ProducerFenced { .. } => ErrorCode::ProducerFenced,
             BrokerError::Forwarded { code, .. } => *code,
             BrokerError::Replication { source } => match source {
                 // The outcome is unknown; the client retries against the
@@ -223,6 +234,11 @@ impl BrokerError {
                 StorageError::RecordTooLarge { .. } => ErrorCode::RecordTooLarge,
                 StorageError::InvalidBatch { .. } => ErrorCode::CorruptBatch,
                 StorageError::InvalidConfig { .. } => ErrorCode::InvalidConfig,
+                StorageError::Sequence(s) => match s {
+                    SequenceError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
+                    SequenceError::ProducerFenced { .. } => ErrorCode::ProducerFenced,
+                    SequenceError::UnknownProducerId { .. } => ErrorCode::UnknownProducerId,
+                },
                 _ => ErrorCode::StorageFailed,
             },
             BrokerError::Metadata { .. }
@@ -240,9 +256,12 @@ impl BrokerError {
             ErrorCode::RequestTimedOut => tonic::Code::DeadlineExceeded,
             ErrorCode::ShuttingDown | ErrorCode::NotLeader | ErrorCode::NotCoordinator => tonic::Code::Unavailable,
             ErrorCode::UnknownGroup => tonic::Code::NotFound,
-            ErrorCode::Fenced | ErrorCode::RebalanceInProgress | ErrorCode::GroupNotEmpty => {
-                tonic::Code::FailedPrecondition
-            }
+            ErrorCode::Fenced
+            | ErrorCode::RebalanceInProgress
+            | ErrorCode::GroupNotEmpty
+            | ErrorCode::OutOfOrderSequence
+            | ErrorCode::ProducerFenced
+            | ErrorCode::UnknownProducerId => tonic::Code::FailedPrecondition,
             ErrorCode::StorageFailed => tonic::Code::Internal,
             _ => tonic::Code::InvalidArgument,
         }

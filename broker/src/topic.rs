@@ -13,10 +13,11 @@ pub const MAX_TOPIC_NAME: usize = 249;
 pub const MAX_PARTITIONS: u32 = 10_000;
 
 /// Topic settings a user may set, by their Kafka names.
-pub const TOPIC_CONFIG_KEYS: [&str; 5] = [
+pub const TOPIC_CONFIG_KEYS: [&str; 6] = [
     "retention.ms",
     "retention.bytes",
     "segment.bytes",
+    "producer.id.expiration.ms",
     "segment.ms",
     "max.message.bytes",
 ];
@@ -92,6 +93,7 @@ pub fn log_config(defaults: &LogConfig, configs: &BTreeMap<String, String>) -> R
             "retention.bytes" => c.retention_bytes = parse_ms_or_forever(k, v)?,
             "segment.ms" => c.segment_ms = Some(parse_u64(k, v)?),
             "segment.bytes" => c.segment_bytes = parse_u64(k, v)?,
+            "producer.id.expiration.ms" => c.producer_id_expiration_ms = parse_u64(k, v)?,
             "max.message.bytes" => {
                 c.max_batch_bytes = u32::try_from(parse_u64(k, v)?).map_err(|_| BrokerError::InvalidConfig {
                     key: k.clone(),

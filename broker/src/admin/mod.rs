@@ -13,6 +13,7 @@
 //! - [`term_floor`]: term floors for replicas that lost their term.
 
 mod brokers;
+mod producer_ids;
 pub mod reassign;
 pub mod request;
 pub mod status;

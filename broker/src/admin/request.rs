@@ -78,6 +78,22 @@ pub enum MetadataRequest {
         /// Topic.
         name: String,
     },
+    /// Grant a broker the next block of producer ids.
+    AllocateProducerIds {
+        /// The broker.
+        broker: NodeId,
+    },
+    /// Give the producer with a stable key its id and a new epoch.
+    InitProducerKey {
+        /// Its key.
+        key: String,
+        /// Tells this request's outcome from a concurrent one's.
+        nonce: u64,
+        /// The caller's current id and epoch, when it asks for the next
+        /// epoch (it must still be the newest).
+        #[serde(default)]
+        expected: Option<(i64, i16)>,
+    },
 }
 
 /// What planning needs besides the metadata.
@@ -172,6 +188,11 @@ impl MetadataRequest {
                 Err(BrokerError::InvalidTopic {
                     name: name.clone(),
                     reason: "the controller's replicas are the brokers the cluster was formed with",
+                })
+            }
+            MetadataRequest::InitProducerKey { key, .. } if key.is_empty() || key.len() > 256 => {
+                Err(BrokerError::InvalidRequest {
+                    reason: format!("a producer id key must be 1 to 256 bytes, got {}", key.len()),
                 })
             }
             MetadataRequest::AddBroker { id, addr } if id.get() == 0 || !addr.contains(':') => {
@@ -302,6 +323,29 @@ impl MetadataRequest {
                 Ok(MetadataCommand::DeleteTopic {
                     name: name.clone(),
                     id: t.id,
+                })
+            }
+            MetadataRequest::AllocateProducerIds { broker } => Ok(MetadataCommand::AllocateProducerIds {
+                broker: *broker,
+                first: meta.producer_ids.next_id(),
+                count: crate::controller::producer_ids::BLOCK_SIZE,
+            }),
+            MetadataRequest::InitProducerKey { key, nonce, expected } => {
+                let (id, epoch) =
+                    meta.producer_ids
+                        .plan_key(key, *expected)
+                        .map_err(|f| BrokerError::ProducerFenced {
+                            producer_id: f.current.0,
+                            epoch: expected.map_or(-1, |e| e.1),
+                            current: f.current.1,
+                        })?;
+                Ok(MetadataCommand::InitProducerKey {
+                    key: key.clone(),
+                    producer: crate::controller::producer_ids::KeyedProducer {
+                        id,
+                        epoch,
+                        nonce: *nonce,
+                    },
                 })
             }
         }

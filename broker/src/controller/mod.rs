@@ -12,6 +12,7 @@
 //! log into it (`node::metadata`); admin operations plan commands from it.
 
 pub mod placement;
+pub mod producer_ids;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -154,6 +155,22 @@ pub enum MetadataCommand {
         /// Its id, so a late delete never removes a re-created topic.
         id: u64,
     },
+    /// Grant a broker the block of producer ids starting at `first`.
+    AllocateProducerIds {
+        /// The broker.
+        broker: NodeId,
+        /// First id (the state's next one when planned).
+        first: i64,
+        /// How many.
+        count: u32,
+    },
+    /// A producer with a stable key gets this id and epoch.
+    InitProducerKey {
+        /// Its key.
+        key: String,
+        /// What it gets.
+        producer: producer_ids::KeyedProducer,
+    },
 }
 
 /// The metadata every broker derives from the controller log.
@@ -172,6 +189,8 @@ pub struct MetadataState {
     /// offsets) is known to belong to no topic, whatever exists now under
     /// the same name.
     pub deleted: BTreeSet<TopicUuid>,
+    /// Producer ids handed out (see [`producer_ids`]).
+    pub producer_ids: producer_ids::ProducerIdState,
 }
 
 /// A broker's data directory as the cluster recorded it.
@@ -277,6 +296,10 @@ impl MetadataState {
                 }
                 _ => false,
             },
+            MetadataCommand::AllocateProducerIds { broker, first, count } => {
+                self.producer_ids.apply_block(*broker, *first, *count)
+            }
+            MetadataCommand::InitProducerKey { key, producer } => self.producer_ids.apply_key(key, *producer),
         }
     }
 

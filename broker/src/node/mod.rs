@@ -70,7 +70,21 @@ pub struct Node {
     /// Whether the data directory was swept of deleted topics' partitions
     /// (once, at the first reconcile after registration).
     swept: std::sync::atomic::AtomicBool,
+    /// The producer ids this broker may hand out: the rest of the block the
+    /// controller granted it (see [`ProducerIdBlock`]).
+    producer_ids: parking_lot::Mutex<ProducerIdBlock>,
     shutdown: watch::Sender<bool>,
+}
+
+/// The rest of a block of producer ids granted to this broker.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ProducerIdBlock {
+    /// The next id to hand out.
+    next: i64,
+    /// One past the last id of the block.
+    end: i64,
+    /// The first id of the newest block taken.
+    granted: i64,
 }
 
 impl std::fmt::Debug for Node {
@@ -80,6 +94,30 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
+    /// The next producer id of this broker's granted block, if one is left.
+    pub(crate) fn take_producer_id(&self) -> Option<i64> {
+        let mut ids = self.producer_ids.lock();
+        if ids.next >= ids.end {
+            return None;
+        }
+        ids.next += 1;
+        Some(ids.next - 1)
+    }
+
+    /// Takes a block the controller granted, unless it is one taken before
+    /// (two requests that each asked for a block may both read the newer
+    /// one: it must be handed out once).
+    pub(crate) fn grant_producer_ids(&self, first: i64, count: u32) {
+        let mut ids = self.producer_ids.lock();
+        if first > ids.granted {
+            *ids = ProducerIdBlock {
+                next: first,
+                end: first + i64::from(count),
+                granted: first,
+            };
+        }
+    }
+
     /// Settings.
     pub fn config(&self) -> &BrokerConfig {
         &self.config

@@ -173,6 +173,7 @@ impl Node {
             replicas: RwLock::new(HashMap::new()),
             proposals: tokio::sync::Mutex::new(()),
             swept: std::sync::atomic::AtomicBool::new(false),
+            producer_ids: parking_lot::Mutex::new(Default::default()),
             shutdown: watch::Sender::new(false),
             config,
         });

@@ -305,4 +305,27 @@ impl pb::strand_server::Strand for StrandService {
     async fn metadata(&self, req: Request<pb::MetadataRequest>) -> Result<Response<pb::MetadataResponse>, Status> {
         Ok(Response::new(self.metadata(req.into_inner())))
     }
+
+    async fn init_producer_id(
+        &self,
+        req: Request<pb::InitProducerIdRequest>,
+    ) -> Result<Response<pb::InitProducerIdResponse>, Status> {
+        let req = req.into_inner();
+        let key = (!req.producer_id_key.is_empty()).then_some(req.producer_id_key.as_str());
+        let current = if req.producer_id > 0 {
+            let epoch = i16::try_from(req.producer_epoch).map_err(|_| BrokerError::InvalidRequest {
+                reason: format!("producer epoch {} is outside 0..=32767", req.producer_epoch),
+            })?;
+            Some((req.producer_id, epoch))
+        } else {
+            None
+        };
+        let (producer_id, epoch) = crate::admin::Admin::new(Arc::clone(&self.node))
+            .init_producer_id(key, current)
+            .await?;
+        Ok(Response::new(pb::InitProducerIdResponse {
+            producer_id,
+            producer_epoch: i32::from(epoch),
+        }))
+    }
 }

@@ -21,7 +21,8 @@ pub enum TopicCommand {
         #[arg(long, default_value_t = 1)]
         replication_factor: u32,
         /// Topic setting, Kafka-style (retention.ms, retention.bytes,
-        /// segment.bytes, segment.ms, max.message.bytes); repeatable.
+        /// segment.bytes, segment.ms, max.message.bytes, producer.id.expiration.ms);
+        /// repeatable.
         #[arg(long = "config", value_parser = parse_key_value)]
         configs: Vec<(String, String)>,
     },
