@@ -4,6 +4,7 @@
 mod bad_input;
 mod groups;
 mod harness;
+mod idempotence;
 mod layout;
 mod metrics;
 mod produce_fetch;

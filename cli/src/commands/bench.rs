@@ -62,6 +62,9 @@ pub struct ProduceBench {
     /// Producer batch size (bytes).
     #[arg(long, default_value_t = 256 * 1024)]
     batch_bytes: usize,
+    /// Turn the idempotent producer off (to measure what it costs).
+    #[arg(long)]
+    no_idempotence: bool,
 }
 
 #[derive(Debug, Args)]
@@ -141,6 +144,7 @@ async fn produce(bootstrap: &str, b: ProduceBench) -> anyhow::Result<ExitCode> {
             .compression(b.compression.into())
             .linger(Duration::from_millis(b.linger_ms))
             .batch_bytes(b.batch_bytes)
+            .enable_idempotence(!b.no_idempotence && b.acks != AcksArg::None)
             .build()
             .await?;
         let topic: Arc<str> = Arc::from(b.topic.as_str());

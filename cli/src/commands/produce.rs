@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 use strand_client::{Acks, Compression, Producer, ProducerRecord};
 
 /// Acknowledgement level.
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum AcksArg {
     /// Durable on a majority of replicas.
     All,
@@ -68,6 +68,14 @@ pub struct ProduceArgs {
     /// Batch compression.
     #[arg(long, value_enum, default_value_t = CompressionArg::None)]
     compression: CompressionArg,
+    /// Turn the idempotent producer off: a retry after a lost answer may
+    /// then store a batch twice (on by default, except with --acks none).
+    #[arg(long)]
+    no_idempotence: bool,
+    /// A stable producer key: a producer started again with the same key
+    /// fences this one (its later batches are refused).
+    #[arg(long, conflicts_with = "no_idempotence")]
+    producer_key: Option<String>,
     /// A header for every record, `key=value` (repeatable).
     #[arg(long = "header", value_parser = super::parse_key_value)]
     headers: Vec<(String, String)>,
@@ -88,11 +96,16 @@ fn record(args: &ProduceArgs, key: Option<String>, value: String) -> ProducerRec
 }
 
 pub async fn run(bootstrap: &str, args: ProduceArgs) -> anyhow::Result<ExitCode> {
-    let producer = Producer::builder(bootstrap)
+    let mut builder = Producer::builder(bootstrap)
         .acks(args.acks.into())
-        .compression(args.compression.into())
-        .build()
-        .await?;
+        .compression(args.compression.into());
+    if args.no_idempotence {
+        builder = builder.enable_idempotence(false);
+    }
+    if let Some(key) = &args.producer_key {
+        builder = builder.producer_id_key(key.clone());
+    }
+    let producer = builder.build().await?;
     let mut deliveries = Vec::new();
     let mut first_error = None;
     let mut total = 0usize;

@@ -57,6 +57,15 @@ pub(crate) struct ProducerBatch {
     pub attempts: u32,
     /// Why the last attempt failed.
     pub last_error: Option<ClientError>,
+    /// Its place among its partition's sent batches (given at the first
+    /// send; retries keep it).
+    pub ord: Option<u64>,
+    /// How it is numbered, when the producer is idempotent (given at the
+    /// first send).
+    pub seq: Option<super::idempotence::Sequence>,
+    /// The broker said it is not stored (a sequence error): it may be
+    /// numbered again.
+    pub unwritten: bool,
 }
 
 impl ProducerBatch {
@@ -300,6 +309,9 @@ impl Accumulator {
                 created_at: open.created_at,
                 attempts: 0,
                 last_error: None,
+                ord: None,
+                seq: None,
+                unwritten: false,
             }),
             Err(e) => {
                 let err = ClientError::invalid(format!("cannot encode a batch for {name}/{partition}: {e}"));

@@ -47,6 +47,9 @@ pub struct ProducerBuilder {
     connection: ConnectionConfig,
     max_request_bytes: usize,
     metadata_max_age: Duration,
+    idempotence: Option<bool>,
+    producer_id_key: Option<String>,
+    max_in_flight: usize,
 }
 
 impl ProducerBuilder {
@@ -64,7 +67,45 @@ impl ProducerBuilder {
             connection: ConnectionConfig::default(),
             max_request_bytes: 4 * 1024 * 1024 - 64 * 1024,
             metadata_max_age: Duration::from_secs(300),
+            idempotence: None,
+            producer_id_key: None,
+            max_in_flight: 5,
         }
+    }
+
+    /// Idempotent delivery: every batch is numbered, so a retry (after a
+    /// lost answer, a leader change or a broker restart) is stored once and
+    /// answered with the original offsets, and a partition's batches land in
+    /// order with several in flight. Default on, unless [`Acks::None`] was
+    /// chosen (it gets no answer to check); turning it on with
+    /// `Acks::None` is refused.
+    pub fn enable_idempotence(mut self, on: bool) -> Self {
+        self.idempotence = Some(on);
+        self
+    }
+
+    /// A stable key for this producer (Kafka's `transactional.id`): a
+    /// producer started again with the same key gets the same id with a
+    /// newer epoch, and the earlier incarnation's batches are refused
+    /// (`PRODUCER_FENCED`) from then on. Default none: a new id per producer.
+    /// Implies idempotence.
+    pub fn producer_id_key(mut self, key: impl Into<String>) -> Self {
+        self.producer_id_key = Some(key.into());
+        self
+    }
+
+    /// Batches of one partition in flight at once with idempotence (1 to 5,
+    /// the broker remembers 5 per producer). Default 5. Without idempotence
+    /// a partition always has one, so that retries cannot reorder it.
+    pub fn max_in_flight_per_partition(mut self, n: usize) -> Self {
+        self.max_in_flight = n;
+        self
+    }
+
+    /// Whether this builder makes an idempotent producer.
+    fn idempotent(&self) -> bool {
+        self.idempotence
+            .unwrap_or(self.producer_id_key.is_some() || self.acks != Acks::None)
     }
 
     /// How long a batch waits for more records before it is sent, counted
@@ -166,6 +207,17 @@ impl ProducerBuilder {
     pub async fn build(self) -> Result<Producer> {
         self.validate()?;
         let md = Metadata::connect(&self.bootstrap, self.connection).await?;
+        let idempotent = if self.idempotent() {
+            let key = self.producer_id_key.clone();
+            let identity =
+                super::idempotence::init_producer_id(&md, key.as_deref(), None, self.connection.request_timeout)
+                    .await?;
+            tracing::debug!(producer_id = identity.0, epoch = identity.1, "idempotent producer");
+            Some(super::sender::IdempotentState { key, identity })
+        } else {
+            None
+        };
+        let max_in_flight = if idempotent.is_some() { self.max_in_flight } else { 1 };
         let acc = Arc::new(Mutex::new(Accumulator::new(AccumulatorConfig {
             batch_bytes: self.batch_bytes,
             linger: self.linger,
@@ -181,10 +233,12 @@ impl ProducerBuilder {
                 backoff: self.backoff,
                 max_request_bytes: self.max_request_bytes,
                 metadata_max_age: self.metadata_max_age,
+                max_in_flight,
             },
             md.clone(),
             acc.clone(),
             wake_rx,
+            idempotent,
         );
         let task = tokio::spawn(sender.run());
         Ok(Producer {
@@ -228,6 +282,24 @@ impl ProducerBuilder {
             if d.is_zero() {
                 return Err(ClientError::invalid(format!("{name} must be positive")));
             }
+        }
+        if self.acks == Acks::None && (self.idempotence == Some(true) || self.producer_id_key.is_some()) {
+            return Err(ClientError::invalid(
+                "enable_idempotence needs acks all or leader: acks none gets no answer to check",
+            ));
+        }
+        if !(1..=5).contains(&self.max_in_flight) {
+            return Err(ClientError::invalid(format!(
+                "max_in_flight_per_partition {} is outside 1..=5",
+                self.max_in_flight
+            )));
+        }
+        if self
+            .producer_id_key
+            .as_ref()
+            .is_some_and(|k| k.is_empty() || k.len() > 256)
+        {
+            return Err(ClientError::invalid("producer_id_key must be 1 to 256 bytes"));
         }
         if self.backoff.initial > self.backoff.max {
             return Err(ClientError::invalid(format!(

@@ -9,11 +9,15 @@
 //! waiting for acknowledgement (back-pressure).
 //!
 //! Records of one partition are delivered in the order `send` returned for
-//! them, also across retries. Delivery is at least once: a retry after a
-//! lost answer may store a batch twice (there is no idempotent producer yet).
+//! them, also across retries. Delivery is exactly once per successful send
+//! with idempotence (the default, see
+//! [`ProducerBuilder::enable_idempotence`]): a retry after a lost answer, a
+//! leader change or a broker restart is answered with the stored offsets
+//! instead of being stored again. Without it, delivery is at least once.
 
 mod accumulator;
 mod builder;
+mod idempotence;
 mod partitioner;
 mod record;
 mod sender;

@@ -2,11 +2,14 @@
 //! accumulator, sends them to their partition leaders and settles their
 //! records' futures.
 //!
-//! Ordering: a partition has at most one request in flight, and a batch that
-//! must be retried goes back to the front of its partition's queue, so
-//! retries never reorder a partition. Different partitions are independent;
-//! ready batches of partitions that share a leader travel in one
-//! `ProduceRequest`.
+//! Ordering: a batch that must be retried goes back into its partition's
+//! queue in its original place, and after any failure a partition sends
+//! nothing more until its requests in flight have come back, so retries
+//! never reorder a partition. Without idempotence a partition has one batch
+//! in flight; with it, up to `max_in_flight` (the broker stores a batch only
+//! if it continues the partition's sequence, see `idempotence`). Different
+//! partitions are independent; ready batches of partitions that share a
+//! leader travel in one `ProduceRequest`, a partition's in order.
 //!
 //! Lingering: a batch whose linger time passed is sealed only when its
 //! partition is free to send. While a request is in flight the open batch
@@ -31,6 +34,7 @@ use tokio::sync::mpsc;
 
 use super::Acks;
 use super::accumulator::{Accumulator, FlushWaiter, ProducerBatch};
+use super::idempotence::{self, Identity, Sequence};
 use crate::connection::with_timeout;
 use crate::error::{ClientError, Result};
 use crate::metadata::{Metadata, RefreshReport};
@@ -54,29 +58,80 @@ pub(crate) struct SenderConfig {
     pub backoff: Backoff,
     pub max_request_bytes: usize,
     pub metadata_max_age: Duration,
+    /// Batches of one partition in flight at once (1 without idempotence).
+    pub max_in_flight: usize,
+}
+
+/// What an idempotent producer knows of itself.
+#[derive(Debug, Clone)]
+pub(crate) struct IdempotentState {
+    /// Its stable key, if it has one.
+    pub key: Option<String>,
+    /// Its newest id and epoch.
+    pub identity: Identity,
 }
 
 type PartitionKey = (Arc<str>, u32);
 
 #[derive(Debug, Default)]
 struct PartitionQueue {
-    /// Sealed batches not in flight, oldest first.
+    /// Sealed batches not in flight: those sent before (by `ord`), then the
+    /// new ones in sealing order.
     queue: VecDeque<ProducerBatch>,
-    in_flight: bool,
+    /// `ord`s of the batches in flight.
+    in_flight: BTreeSet<u64>,
+    /// The `ord` the next batch sent for the first time gets.
+    next_ord: u64,
+    /// A send failed: nothing more goes out until the requests in flight
+    /// came back.
+    drain: bool,
     /// No send before this instant (backoff after a retriable failure).
     retry_at: Option<Instant>,
     /// The open batch may have lingered: seal it when the partition is free.
     check_linger: bool,
+    /// The identity of this partition's numbering run (idempotence).
+    run: Option<Identity>,
+    /// The sequence the next numbered batch gets.
+    next_seq: i32,
+    /// The run is broken: renumber under a newer epoch (see `idempotence`).
+    needs_reset: bool,
 }
 
 impl PartitionQueue {
-    fn is_free(&self, now: Instant) -> bool {
-        !self.in_flight && self.retry_at.is_none_or(|t| t <= now)
+    fn is_free(&self, now: Instant, max_in_flight: usize) -> bool {
+        self.in_flight.len() < max_in_flight
+            && !(self.drain && !self.in_flight.is_empty())
+            && self.retry_at.is_none_or(|t| t <= now)
     }
 
     fn is_idle(&self) -> bool {
-        !self.in_flight && self.queue.is_empty() && !self.check_linger
+        self.in_flight.is_empty() && self.queue.is_empty() && !self.check_linger
     }
+
+    /// Puts a batch sent before back in its place.
+    fn requeue(&mut self, b: ProducerBatch) {
+        let at = self
+            .queue
+            .iter()
+            .position(|q| q.ord.is_none_or(|o| Some(o) > b.ord))
+            .unwrap_or(self.queue.len());
+        self.queue.insert(at, b);
+    }
+
+    /// Whether a batch sent before `ord` is still unsettled.
+    fn earlier_unsettled(&self, ord: u64) -> bool {
+        self.in_flight.range(..ord).next().is_some() || self.queue.iter().any(|q| q.ord.is_some_and(|o| o < ord))
+    }
+}
+
+/// What an idempotent partition may do with its front batch.
+enum Numbered {
+    /// Send it.
+    Send,
+    /// Wait (for requests in flight, or a newer epoch).
+    Wait,
+    /// Its run is broken and it needs an epoch newer than the run's.
+    NeedEpoch,
 }
 
 enum Event {
@@ -86,6 +141,8 @@ enum Event {
         result: Result<ProduceResponse>,
     },
     Refreshed(Result<RefreshReport>),
+    /// A newer epoch (or a new id) for an idempotent producer.
+    Identity(Result<Identity>),
 }
 
 pub(crate) struct Sender {
@@ -106,6 +163,12 @@ pub(crate) struct Sender {
     refresh_in_flight: bool,
     last_refresh: Option<Instant>,
     next_periodic_refresh: Instant,
+    /// `Some` when the producer is idempotent.
+    idempotent: Option<IdempotentState>,
+    identity_wanted: bool,
+    identity_in_flight: bool,
+    /// A newer incarnation fenced this producer: every batch fails so.
+    fenced: Option<ClientError>,
 }
 
 impl Sender {
@@ -114,6 +177,7 @@ impl Sender {
         md: Arc<Metadata>,
         acc: Arc<Mutex<Accumulator>>,
         wake: mpsc::Receiver<()>,
+        idempotent: Option<IdempotentState>,
     ) -> Self {
         Sender {
             config,
@@ -132,6 +196,10 @@ impl Sender {
             refresh_in_flight: false,
             last_refresh: None,
             next_periodic_refresh: Instant::now() + config.metadata_max_age,
+            idempotent,
+            identity_wanted: false,
+            identity_in_flight: false,
+            fenced: None,
         }
     }
 
@@ -188,7 +256,7 @@ impl Sender {
             self.partitions.entry(key).or_default().check_linger = true;
         }
         for ((topic, partition), st) in self.partitions.iter_mut() {
-            if st.check_linger && st.queue.is_empty() && st.is_free(now) {
+            if st.check_linger && st.queue.is_empty() && st.is_free(now, self.config.max_in_flight) {
                 st.check_linger = false;
                 if let Some(b) = acc.seal_if_lingered(topic, *partition, now) {
                     self.incomplete.insert(b.id);
@@ -220,20 +288,48 @@ impl Sender {
     /// Sends the front batch of every free partition whose leader is known,
     /// one request per leader (split at `max_request_bytes`).
     fn dispatch(&mut self, now: Instant) {
+        if let Some(err) = self.fenced.clone() {
+            self.fail_everything(&err);
+        }
+        let max = self.config.max_in_flight;
+        let identity = self.idempotent.as_ref().map(|s| s.identity);
         let mut by_leader: HashMap<Arc<str>, Vec<ProducerBatch>> = HashMap::new();
+        let mut failed = Vec::new();
         for ((topic, partition), st) in self.partitions.iter_mut() {
-            if st.queue.is_empty() || !st.is_free(now) {
+            if st.queue.is_empty() || !st.is_free(now, max) {
                 continue;
             }
             let Some(leader) = self.md.leader(topic, *partition) else {
                 self.refresh_wanted = true;
                 continue;
             };
-            if let Some(b) = st.queue.pop_front() {
-                st.in_flight = true;
+            st.drain = false;
+            while !st.queue.is_empty() && st.is_free(now, max) {
+                if let Some(identity) = identity {
+                    match number_front(st, identity) {
+                        Numbered::Send => {}
+                        Numbered::Wait => break,
+                        Numbered::NeedEpoch => {
+                            self.identity_wanted = true;
+                            break;
+                        }
+                    }
+                }
+                let Some(mut b) = st.queue.pop_front() else { break };
+                if let Err(e) = prepare(st, &mut b) {
+                    failed.push((b, e));
+                    continue;
+                }
+                if let Some(ord) = b.ord {
+                    st.in_flight.insert(ord);
+                }
                 st.retry_at = None;
-                by_leader.entry(leader).or_default().push(b);
+                by_leader.entry(leader.clone()).or_default().push(b);
             }
+        }
+        for (b, e) in failed {
+            self.incomplete.remove(&b.id);
+            b.fail(e);
         }
         for (addr, batches) in by_leader {
             let mut request: Vec<ProducerBatch> = Vec::new();
@@ -252,7 +348,9 @@ impl Sender {
                 self.inflight.push(self.produce(addr.clone(), request));
             }
         }
-        self.partitions.retain(|_, st| !st.is_idle());
+        // An idempotent partition keeps its numbering for good: a batch
+        // numbered from 0 again would be taken for a retry of the first.
+        self.partitions.retain(|_, st| !st.is_idle() || st.run.is_some());
 
         if now >= self.next_periodic_refresh {
             self.next_periodic_refresh = now + self.config.metadata_max_age;
@@ -263,6 +361,33 @@ impl Sender {
             self.refresh_in_flight = true;
             self.last_refresh = Some(now);
             self.inflight.push(self.refresh());
+        }
+        if self.identity_wanted && !self.identity_in_flight && self.fenced.is_none() {
+            if let Some(state) = &self.idempotent {
+                self.identity_wanted = false;
+                self.identity_in_flight = true;
+                self.inflight.push(self.new_epoch(state.clone()));
+            }
+        }
+    }
+
+    /// Asks for the next epoch of this producer's id.
+    fn new_epoch(&self, state: IdempotentState) -> BoxFuture<'static, Event> {
+        let md = self.md.clone();
+        let timeout = self.config.request_timeout;
+        Box::pin(async move {
+            let r = idempotence::init_producer_id(&md, state.key.as_deref(), Some(state.identity), timeout).await;
+            Event::Identity(r)
+        })
+    }
+
+    /// Fails every batch not in flight (the producer was fenced).
+    fn fail_everything(&mut self, err: &ClientError) {
+        for st in self.partitions.values_mut() {
+            for b in st.queue.drain(..) {
+                self.incomplete.remove(&b.id);
+                b.fail(err.clone());
+            }
         }
     }
 
@@ -318,6 +443,29 @@ impl Sender {
     fn handle(&mut self, event: Event) {
         let now = Instant::now();
         match event {
+            Event::Identity(result) => {
+                self.identity_in_flight = false;
+                match result {
+                    Ok(identity) => {
+                        tracing::info!(
+                            producer_id = identity.0,
+                            epoch = identity.1,
+                            "producer took a new epoch"
+                        );
+                        if let Some(s) = &mut self.idempotent {
+                            s.identity = identity;
+                        }
+                    }
+                    Err(e) if e.code() == Some(ErrorCode::ProducerFenced) => {
+                        tracing::warn!(error = %e, "producer fenced by a newer incarnation");
+                        self.fenced = Some(e);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not get a new producer epoch; retrying");
+                        self.identity_wanted = true;
+                    }
+                }
+            }
             Event::Refreshed(result) => {
                 self.refresh_in_flight = false;
                 match result {
@@ -369,6 +517,12 @@ impl Sender {
                                 };
                                 self.succeed(b, offset);
                             }
+                            Some(err) if self.sequence_error(&err, &b) => {
+                                let mut b = b;
+                                self.on_sequence_error(&mut b, err);
+                                let st = self.state(&b);
+                                st.requeue(b);
+                            }
                             Some(err) => {
                                 if err.code() == Some(ErrorCode::NotLeader)
                                     && let Some(hint) = r.error.as_ref().map(|e| e.leader_addr.as_str())
@@ -392,10 +546,52 @@ impl Sender {
         self.partitions.entry((b.topic.clone(), b.partition)).or_default()
     }
 
-    fn succeed(&mut self, b: ProducerBatch, offset: Option<u64>) {
-        let st = self.state(&b);
-        st.in_flight = false;
+    /// Marks `b`'s send as settled in its partition.
+    fn settle(&mut self, b: &ProducerBatch) -> &mut PartitionQueue {
+        let st = self.state(b);
+        if let Some(ord) = b.ord {
+            st.in_flight.remove(&ord);
+        }
         st.check_linger = true;
+        st
+    }
+
+    /// Whether `err` is an idempotence answer the partition handles itself
+    /// (not written; the batch stays queued).
+    fn sequence_error(&self, err: &ClientError, b: &ProducerBatch) -> bool {
+        b.seq.is_some()
+            && matches!(
+                err.code(),
+                Some(ErrorCode::OutOfOrderSequence | ErrorCode::UnknownProducerId | ErrorCode::ProducerFenced)
+            )
+    }
+
+    /// `b` was refused for its numbering, so it is not stored. Out of order
+    /// behind a batch still unsettled: it waits for that one. Otherwise the
+    /// run is broken and the partition renumbers; fenced: the producer stops.
+    fn on_sequence_error(&mut self, b: &mut ProducerBatch, err: ClientError) {
+        let fenced = err.code() == Some(ErrorCode::ProducerFenced);
+        let ord = b.ord.unwrap_or(0);
+        b.unwritten = true;
+        b.last_error = Some(err.clone());
+        let st = self.settle(b);
+        st.drain = true;
+        if fenced {
+            self.fenced = Some(err);
+            return;
+        }
+        let waits_for_earlier = err.code() == Some(ErrorCode::OutOfOrderSequence) && st.earlier_unsettled(ord);
+        if !waits_for_earlier {
+            tracing::debug!(
+                topic = %b.topic, partition = b.partition, error = %err,
+                "sequence broken; renumbering under a newer epoch"
+            );
+            st.needs_reset = true;
+        }
+    }
+
+    fn succeed(&mut self, b: ProducerBatch, offset: Option<u64>) {
+        self.settle(&b);
         self.incomplete.remove(&b.id);
         b.complete(offset);
     }
@@ -406,9 +602,8 @@ impl Sender {
         let config = self.config;
         b.attempts += 1;
         let deadline = b.created_at + config.delivery_timeout;
-        let st = self.state(&b);
-        st.in_flight = false;
-        st.check_linger = true;
+        let st = self.settle(&b);
+        st.drain = true;
         // A topic deleted and created again under its name answers
         // UNKNOWN_TOPIC_ID until the metadata is refreshed: the records are
         // for the topic by that name, so they go to the new one.
@@ -421,7 +616,7 @@ impl Sender {
             );
             st.retry_at = Some(now + delay);
             b.last_error = Some(err);
-            st.queue.push_front(b);
+            st.requeue(b);
             return;
         }
         self.incomplete.remove(&b.id);
@@ -477,7 +672,7 @@ impl Sender {
             at = at.min(t);
         }
         for st in self.partitions.values() {
-            if st.in_flight {
+            if !st.in_flight.is_empty() {
                 continue;
             }
             if let Some(front) = st.queue.front() {
@@ -507,6 +702,87 @@ impl Sender {
             b.fail(ClientError::Closed);
         }
     }
+}
+
+/// Numbers the front batch of an idempotent partition if it is new, or
+/// renumbers the partition's queue under a newer epoch when its run broke
+/// (see `idempotence`). `identity` is the producer's newest.
+fn number_front(st: &mut PartitionQueue, identity: Identity) -> Numbered {
+    if st.needs_reset {
+        if !st.in_flight.is_empty() {
+            return Numbered::Wait;
+        }
+        // A numbered batch whose fate is unknown goes out alone, as it was,
+        // until the broker says whether it is stored.
+        if st.queue.front().is_some_and(|b| b.seq.is_some() && !b.unwritten) {
+            return Numbered::Send;
+        }
+        if st.run == Some(identity) {
+            return Numbered::NeedEpoch;
+        }
+        st.run = Some(identity);
+        st.next_seq = 0;
+        st.needs_reset = false;
+        for b in st.queue.iter_mut().filter(|b| b.seq.is_some()) {
+            b.seq = Some(Sequence {
+                identity,
+                base: st.next_seq,
+            });
+            b.unwritten = false;
+            st.next_seq = strand_storage::next_sequence(st.next_seq, b.record_count() as u32);
+        }
+    }
+    let numbered_queued = st.queue.iter().any(|b| b.seq.is_some());
+    let Some(front) = st.queue.front_mut() else {
+        return Numbered::Wait;
+    };
+    if front.seq.is_some() {
+        return Numbered::Send;
+    }
+    if st.run != Some(identity) {
+        // A newer epoch starts a new run once the old one is settled.
+        if st.run.is_some() && (!st.in_flight.is_empty() || numbered_queued) {
+            if let Some(run) = st.run {
+                front.seq = Some(Sequence {
+                    identity: run,
+                    base: st.next_seq,
+                });
+                st.next_seq = strand_storage::next_sequence(st.next_seq, front.record_count() as u32);
+            }
+            return Numbered::Send;
+        }
+        st.run = Some(identity);
+        st.next_seq = 0;
+    }
+    front.seq = Some(Sequence {
+        identity,
+        base: st.next_seq,
+    });
+    st.next_seq = strand_storage::next_sequence(st.next_seq, front.record_count() as u32);
+    Numbered::Send
+}
+
+/// Gives a batch sent for the first time its place, and writes its
+/// numbering into its bytes when that changed.
+fn prepare(st: &mut PartitionQueue, b: &mut ProducerBatch) -> Result<()> {
+    if b.ord.is_none() {
+        b.ord = Some(st.next_ord);
+        st.next_ord += 1;
+    }
+    if let Some(seq) = b.seq {
+        let current = strand_storage::BatchRef::trusted(&b.bytes)
+            .ok()
+            .and_then(|v| v.producer());
+        let wanted = strand_storage::ProducerInfo {
+            producer_id: seq.identity.0,
+            producer_epoch: seq.identity.1,
+            base_sequence: seq.base,
+        };
+        if current != Some(wanted) {
+            b.bytes = idempotence::stamp(std::mem::take(&mut b.bytes), seq)?;
+        }
+    }
+    Ok(())
 }
 
 fn timeout_error(b: &ProducerBatch, limit: Duration) -> ClientError {
