@@ -56,6 +56,8 @@ pub struct PartitionOffsets {
     pub size_bytes: u64,
     /// Segment count.
     pub segments: u32,
+    /// Idempotent producers this replica's log knows and has not expired.
+    pub active_producers: u32,
 }
 
 impl Partition {
@@ -148,6 +150,7 @@ impl Partition {
             log_end_offset: log.latest(),
             size_bytes: log.size_bytes(),
             segments: log.segment_count() as u32,
+            active_producers: log.producers().active(strand_storage::now_ms()) as u32,
         }
     }
 

@@ -66,8 +66,14 @@ pub struct Report {
     pub read: usize,
     /// Sends that were retries of an id.
     pub retried_sends: usize,
-    /// Extra copies of ids in the final log (within what retries allow).
+    /// Extra copies of ids in the final log (within what retries allow),
+    /// sent by producers without idempotence.
     pub duplicates: usize,
+    /// Extra copies of ids sent by idempotent producers (only another
+    /// invoke of the same id may make one).
+    pub idempotent_duplicates: usize,
+    /// Ids sent by idempotent producers.
+    pub idempotent_sends: usize,
     /// Sends with an unknown outcome.
     pub unknown: usize,
     /// Acknowledged sends retention removed (below the log start offset).
@@ -103,8 +109,15 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{} acknowledged, {} unknown, {} read, {} retried sends, {} duplicates, {} expired by retention",
-            self.acknowledged, self.unknown, self.read, self.retried_sends, self.duplicates, self.expired
+            "{} acknowledged, {} unknown, {} read, {} retried sends, {} duplicates ({} idempotent sends, {} duplicated), {} expired by retention",
+            self.acknowledged,
+            self.unknown,
+            self.read,
+            self.retried_sends,
+            self.duplicates,
+            self.idempotent_sends,
+            self.idempotent_duplicates,
+            self.expired
         )?;
         for k in Kind::ALL {
             writeln!(f, "  {k:?}: {}", self.count(k))?;
@@ -130,6 +143,7 @@ struct Send {
     oks: Vec<(u32, u64, usize)>,
     failed: bool,
     unknown: bool,
+    idempotent: bool,
 }
 
 /// Checks a history.
@@ -141,7 +155,13 @@ pub fn check(events: &[Event]) -> Report {
     let mut log_start: HashMap<u32, u64> = HashMap::new();
     for (seq, e) in events.iter().enumerate() {
         match e {
-            Event::Invoke { process, id, key, .. } => {
+            Event::Invoke {
+                process,
+                id,
+                key,
+                idempotent,
+                ..
+            } => {
                 let s = sends.entry(id).or_default();
                 if s.invokes == 0 {
                     s.first_invoke = seq;
@@ -149,6 +169,7 @@ pub fn check(events: &[Event]) -> Report {
                 s.invokes += 1;
                 s.key.clone_from(key);
                 s.process = *process;
+                s.idempotent |= *idempotent;
             }
             Event::Ok {
                 id, partition, offset, ..
@@ -171,6 +192,7 @@ pub fn check(events: &[Event]) -> Report {
     r.acknowledged = sends.values().filter(|s| !s.oks.is_empty()).count();
     r.unknown = sends.values().filter(|s| s.unknown && s.oks.is_empty()).count();
     r.retried_sends = sends.values().map(|s| s.invokes.saturating_sub(1)).sum();
+    r.idempotent_sends = sends.values().filter(|s| s.idempotent).count();
 
     // Inconsistent offsets: one offset, two records.
     for ((p, o), ids) in &at {
@@ -209,10 +231,15 @@ pub fn check(events: &[Event]) -> Report {
                     r.flag(Kind::AbortedRead, || format!("{id} failed but is stored at {found:?}"));
                 }
                 let extra = found.len() - 1;
-                r.duplicates += extra;
+                if s.idempotent {
+                    r.idempotent_duplicates += extra;
+                } else {
+                    r.duplicates += extra;
+                }
                 if extra > s.invokes.saturating_sub(1) {
                     r.flag(Kind::Duplicate, || {
-                        format!("{id} stored at {found:?} but sent {} time(s)", s.invokes)
+                        let by = if s.idempotent { " by an idempotent producer" } else { "" };
+                        format!("{id} stored at {found:?} but sent {} time(s){by}", s.invokes)
                     });
                 }
             }

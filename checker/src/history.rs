@@ -27,6 +27,10 @@ pub enum Event {
         id: String,
         /// Its key.
         key: String,
+        /// Sent by an idempotent producer: its own retries never store it
+        /// twice (only another invoke of the id may).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        idempotent: bool,
     },
     /// The send was acknowledged at this partition and offset.
     Ok {

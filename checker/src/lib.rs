@@ -28,6 +28,7 @@ mod tests {
                 time_ms: t,
                 id: id.into(),
                 key: key.into(),
+                idempotent: false,
             },
             Event::Ok {
                 process,
@@ -170,6 +171,7 @@ mod tests {
             time_ms: 60,
             id: "f".into(),
             key: "k2".into(),
+            idempotent: false,
         });
         h.push(Event::Fail {
             process: 1,
@@ -186,6 +188,7 @@ mod tests {
             time_ms: 60,
             id: "u".into(),
             key: "k2".into(),
+            idempotent: false,
         });
         h.push(Event::Unknown {
             process: 1,
@@ -209,11 +212,43 @@ mod tests {
             time_ms: 35,
             id: "c".into(),
             key: "k".into(),
+            idempotent: false,
         });
         h.push(read(0, 3, "c", "k"));
         let r = check(&h);
         assert!(r.is_valid(), "{r}");
         assert_eq!((r.duplicates, r.retried_sends), (1, 1));
+    }
+
+    #[test]
+    fn an_idempotent_send_stored_twice_is_flagged() {
+        let mut h: Vec<Event> = clean()
+            .into_iter()
+            .map(|e| match e {
+                Event::Invoke {
+                    process,
+                    time_ms,
+                    id,
+                    key,
+                    ..
+                } => Event::Invoke {
+                    process,
+                    time_ms,
+                    id,
+                    key,
+                    idempotent: true,
+                },
+                e => e,
+            })
+            .collect();
+        let r = check(&h);
+        assert!(r.is_valid(), "{r}");
+        assert_eq!(r.idempotent_sends, 3);
+        h.push(read(0, 3, "c", "k"));
+        let r = check(&h);
+        only(&r, Kind::Duplicate);
+        assert_eq!((r.idempotent_duplicates, r.duplicates), (1, 0));
+        assert!(r.examples(Kind::Duplicate)[0].contains("idempotent"), "{r}");
     }
 
     #[test]
@@ -257,6 +292,7 @@ mod tests {
                 time_ms: 1,
                 id: "x".into(),
                 key: "k".into(),
+                idempotent: false,
             },
             Event::Ok {
                 process: 1,

@@ -139,6 +139,12 @@ async fn retries_are_answered_with_the_stored_offsets_and_sequence_errors_have_r
         Err(ErrorCode::CorruptBatch)
     );
 
+    let d = admin.describe_topic("t").await.unwrap();
+    assert_eq!(
+        d.partitions[0].active_producers, 1,
+        "describe shows the producers it remembers"
+    );
+
     // Producer state is rebuilt from the log after a restart.
     let b = b.restart().await;
     let mut raw = b.raw().await;

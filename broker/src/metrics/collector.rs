@@ -169,6 +169,13 @@ pub fn encode_snapshot(s: &Snapshot, mut encoder: DescriptorEncoder) -> Result<(
     partition_gauge(
         e,
         s,
+        "strand_partition_active_producers",
+        "Idempotent producer ids the partition remembers (not expired)",
+        |p| i64::from(p.offsets.active_producers),
+    )?;
+    partition_gauge(
+        e,
+        s,
         "strand_partition_is_leader",
         "1 when this broker leads the partition",
         |p| i64::from(p.is_leader),
@@ -340,6 +347,7 @@ mod tests {
             high_watermark: Offset(90),
             log_end_offset: Offset(100),
             size_bytes: 4096,
+            active_producers: 2,
             segments: 1,
         };
         let snapshot = Snapshot {

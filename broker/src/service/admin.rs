@@ -68,6 +68,7 @@ pub fn topic_description(v: &TopicView) -> pb::TopicDescription {
                     d.log_end_offset = st.log_end_offset.get();
                     d.size_bytes = st.size_bytes;
                     d.segments = st.segments;
+                    d.active_producers = st.active_producers;
                 }
                 d
             })

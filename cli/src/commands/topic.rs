@@ -176,8 +176,8 @@ fn describe_text(t: &strand_client::proto::TopicDescription) -> String {
     }
     let _ = writeln!(
         out,
-        "  {:>9}  {:>6}  {:>10}  {:>14}  {:>14}  {:>14}  {:>12}  replica lag in entries (! = out of sync)",
-        "partition", "leader", "replicas", "log_start", "high_watermark", "log_end", "size_bytes"
+        "  {:>9}  {:>6}  {:>10}  {:>14}  {:>14}  {:>14}  {:>12}  {:>9}  replica lag in entries (! = out of sync)",
+        "partition", "leader", "replicas", "log_start", "high_watermark", "log_end", "size_bytes", "producers"
     );
     for p in &t.partitions {
         let replicas = p.replicas.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
@@ -189,8 +189,15 @@ fn describe_text(t: &strand_client::proto::TopicDescription) -> String {
             .join(" ");
         let _ = writeln!(
             out,
-            "  {:>9}  {:>6}  {:>10}  {:>14}  {:>14}  {:>14}  {:>12}  {lag}",
-            p.partition, p.leader, replicas, p.log_start_offset, p.high_watermark, p.log_end_offset, p.size_bytes
+            "  {:>9}  {:>6}  {:>10}  {:>14}  {:>14}  {:>14}  {:>12}  {:>9}  {lag}",
+            p.partition,
+            p.leader,
+            replicas,
+            p.log_start_offset,
+            p.high_watermark,
+            p.log_end_offset,
+            p.size_bytes,
+            p.active_producers
         );
     }
     out
@@ -212,6 +219,7 @@ fn describe_json(t: &strand_client::proto::TopicDescription) -> serde_json::Valu
             "log_end_offset": p.log_end_offset,
             "size_bytes": p.size_bytes,
             "segments": p.segments,
+            "active_producers": p.active_producers,
             "replica_lag": p.replica_lag.iter().map(|r| serde_json::json!({
                 "node_id": r.node_id, "lag": r.lag, "in_sync": r.in_sync,
             })).collect::<Vec<_>>(),

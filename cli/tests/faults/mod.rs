@@ -172,6 +172,7 @@ async fn heal_and_check(mut c: Cluster, rec: Recorder, name: &str) {
         panic!("{name}: anomalies (history in {}):\n{report}", path.display());
     }
     assert!(report.acknowledged > 0, "{name}: nothing was acknowledged");
+    assert!(report.idempotent_sends > 0, "{name}: no idempotent producer ran");
     assert!(
         report.duplicates <= report.retried_sends,
         "{name}: more duplicates than retried sends"

@@ -15,18 +15,30 @@ use super::{GROUP, TOPIC};
 use crate::support::Cluster;
 
 /// A producer process: keyed records whose values are unique ids, acks=all,
-/// at most 32 in flight; a send with an unknown outcome is re-sent with the
-/// same id.
-pub(super) async fn producer(bootstrap: String, process: u64, rec: Recorder, mut stop: watch::Receiver<bool>) {
-    // Retries are the workload's, with the same id, so that every retried
-    // send is in the history (the producer's own retries would be invisible).
-    let p = Producer::builder(bootstrap)
+/// at most 32 in flight.
+///
+/// Idempotent (the default producer): the producer retries on its own, up
+/// to the delivery timeout, and the workload never sends an id twice, so
+/// any second copy of an id is a duplicate the checker flags. Without
+/// idempotence: retries are the workload's, with the same id, so that every
+/// retried send is in the history (the producer's own retries would be
+/// invisible), and the duplicates they make are counted.
+pub(super) async fn producer(
+    bootstrap: String,
+    process: u64,
+    idempotent: bool,
+    rec: Recorder,
+    mut stop: watch::Receiver<bool>,
+) {
+    let builder = Producer::builder(bootstrap)
         .request_timeout(Duration::from_secs(3))
-        .delivery_timeout(Duration::from_secs(10))
-        .retries(0)
-        .build()
-        .await
-        .expect("producer");
+        .delivery_timeout(Duration::from_secs(10));
+    let builder = if idempotent {
+        builder
+    } else {
+        builder.enable_idempotence(false).retries(0)
+    };
+    let p = builder.build().await.expect("producer");
     let mut inflight = FuturesUnordered::new();
     let mut retries: Vec<(String, String)> = Vec::new();
     let mut seq = 0u64;
@@ -49,6 +61,7 @@ pub(super) async fn producer(bootstrap: String, process: u64, rec: Recorder, mut
                 time_ms: rec.now(),
                 id: id.clone(),
                 key: key.clone(),
+                idempotent,
             });
             let r = ProducerRecord::new(TOPIC, Bytes::from(id.clone())).key(Bytes::from(key.clone()));
             match p.send(r).await {
@@ -64,7 +77,7 @@ pub(super) async fn producer(bootstrap: String, process: u64, rec: Recorder, mut
         let Some((id, key, result)) = inflight.next().await else {
             continue;
         };
-        if record_outcome(&rec, process, &id, result) && !*stop.borrow() {
+        if record_outcome(&rec, process, &id, result) && !idempotent && !*stop.borrow() {
             retries.push((id, key));
         }
     }
@@ -208,8 +221,9 @@ pub(super) struct Workload {
 pub(super) fn start_workload(c: &Cluster, rec: &Recorder) -> Workload {
     let (stop, rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    // Process 1 is idempotent, process 2 is not.
     for p in 1..=2 {
-        let t = tokio::spawn(producer(c.bootstrap(), p, rec.clone(), rx.clone()));
+        let t = tokio::spawn(producer(c.bootstrap(), p, p == 1, rec.clone(), rx.clone()));
         tasks.push((format!("producer {p}"), t));
     }
     for id in 1..=2 {
@@ -239,13 +253,14 @@ const BACKLOG_RECORD_BYTES: usize = 16 << 10;
 
 /// Writes `bytes` of backlog into `partition` as producer process
 /// `process`: records of 16 KiB whose values are unique ids (`b-<n>`), each
-/// send in the history like the workload's, re-sent with the same id when
-/// its outcome is unknown. Returns once every record is acknowledged.
+/// send in the history like the workload's, by an idempotent producer (its
+/// own retries never store a record twice), sent again with the same id
+/// only when its delivery timed out. Returns once every record is
+/// acknowledged.
 pub(super) async fn write_backlog(bootstrap: String, process: u64, partition: u32, bytes: u64, rec: &Recorder) {
     let p = Producer::builder(bootstrap)
         .request_timeout(Duration::from_secs(10))
         .delivery_timeout(Duration::from_secs(30))
-        .retries(0)
         .batch_bytes(1 << 20)
         .build()
         .await
@@ -263,6 +278,7 @@ pub(super) async fn write_backlog(bootstrap: String, process: u64, partition: u3
                 time_ms: rec.now(),
                 id: id.clone(),
                 key: key.clone(),
+                idempotent: true,
             });
             let r = ProducerRecord::new(TOPIC, Bytes::from(id.clone()))
                 .key(Bytes::from(key.clone()))

@@ -209,9 +209,23 @@ impl ProducerBuilder {
         let md = Metadata::connect(&self.bootstrap, self.connection).await?;
         let idempotent = if self.idempotent() {
             let key = self.producer_id_key.clone();
-            let identity =
-                super::idempotence::init_producer_id(&md, key.as_deref(), None, self.connection.request_timeout)
-                    .await?;
+            // The controller may be electing a leader: retry for as long as
+            // a record would be retried.
+            let deadline = std::time::Instant::now() + self.delivery_timeout;
+            let mut attempt = 0;
+            let identity = loop {
+                attempt += 1;
+                match super::idempotence::init_producer_id(&md, key.as_deref(), None, self.connection.request_timeout)
+                    .await
+                {
+                    Ok(identity) => break identity,
+                    Err(e) if e.is_retriable() && std::time::Instant::now() < deadline => {
+                        tracing::debug!(error = %e, "no producer id yet; retrying");
+                        tokio::time::sleep(self.backoff.delay(attempt)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
             tracing::debug!(producer_id = identity.0, epoch = identity.1, "idempotent producer");
             Some(super::sender::IdempotentState { key, identity })
         } else {
