@@ -99,9 +99,9 @@ struct PartitionQueue {
 
 impl PartitionQueue {
     fn is_free(&self, now: Instant, max_in_flight: usize) -> bool {
-        self.in_flight.len() < max_in_flight
-            && !(self.drain && !self.in_flight.is_empty())
-            && self.retry_at.is_none_or(|t| t <= now)
+        // After a failure, nothing new goes out until the rest came back.
+        let drained = !self.drain || self.in_flight.is_empty();
+        self.in_flight.len() < max_in_flight && drained && self.retry_at.is_none_or(|t| t <= now)
     }
 
     fn is_idle(&self) -> bool {
@@ -362,12 +362,14 @@ impl Sender {
             self.last_refresh = Some(now);
             self.inflight.push(self.refresh());
         }
-        if self.identity_wanted && !self.identity_in_flight && self.fenced.is_none() {
-            if let Some(state) = &self.idempotent {
-                self.identity_wanted = false;
-                self.identity_in_flight = true;
-                self.inflight.push(self.new_epoch(state.clone()));
-            }
+        if self.identity_wanted
+            && !self.identity_in_flight
+            && self.fenced.is_none()
+            && let Some(state) = &self.idempotent
+        {
+            self.identity_wanted = false;
+            self.identity_in_flight = true;
+            self.inflight.push(self.new_epoch(state.clone()));
         }
     }
 
