@@ -195,3 +195,48 @@ async fn a_follower_restored_from_a_snapshot_knows_every_producer() {
             .collect::<Vec<_>>())
     );
 }
+
+/// The batch reaches only a leader cut off from the others; the retry goes
+/// to the leader the majority elects. Both leaders proposed the same
+/// producer id, epoch and sequence, in different terms: only one copy is
+/// ever committed, and the deposed leader's is truncated when it rejoins.
+#[tokio::test]
+async fn a_deposed_leaders_copy_and_the_retry_are_never_both_committed() {
+    let c = Cluster::start(3).await;
+    let old = c.leader().await;
+    c.member(old)
+        .node
+        .propose(GROUP, sequenced("before", 2, 33, 0, 0), Ack::All)
+        .await
+        .expect("stored");
+    c.net.isolate(NodeId(old));
+    let stranded = c
+        .member(old)
+        .node
+        .propose(GROUP, sequenced("twin", 3, 33, 0, 2), Ack::All)
+        .await;
+    assert!(stranded.is_err(), "a minority cannot commit: {stranded:?}");
+    let new = c.leader_other_than(old).await;
+    let retry = c
+        .member(new)
+        .node
+        .propose(GROUP, sequenced("twin", 3, 33, 0, 2), Ack::All)
+        .await
+        .expect("the new leader never saw it: stored");
+    let end = retry.last_offset.next();
+    c.net.heal();
+    for id in 1..=3 {
+        wait_hw(&c.member(id).handle, end).await;
+    }
+    // And once more, now that every replica holds the retry.
+    let again = c
+        .member(new)
+        .node
+        .propose(GROUP, sequenced("twin", 3, 33, 0, 2), Ack::All)
+        .await
+        .expect("answered");
+    assert_eq!(again, retry);
+    for id in 1..=3 {
+        assert_eq!(records(c.member(id), end), 5, "replica {id}: one copy of the twin");
+    }
+}
