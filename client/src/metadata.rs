@@ -223,7 +223,21 @@ impl Metadata {
     fn apply(&self, answered_by: Arc<str>, requested: &[&str], resp: MetadataResponse) -> RefreshReport {
         let mut report = RefreshReport::default();
         let mut state = self.write();
-        state.last_good = Some(answered_by);
+        // A broker that is behind the cluster's metadata says so per topic
+        // (a retriable error): it is not the one to ask first next time.
+        let behind = resp.topics.iter().any(|t| {
+            t.error
+                .as_ref()
+                .and_then(|e| ClientError::from_partition_error(e, &t.name, 0, 0))
+                .is_some_and(|e| e.is_retriable())
+        });
+        if behind {
+            if state.last_good.as_deref() == Some(&*answered_by) {
+                state.last_good = None;
+            }
+        } else {
+            state.last_good = Some(answered_by);
+        }
         if !resp.brokers.is_empty() {
             state.brokers = resp
                 .brokers
@@ -240,7 +254,10 @@ impl Metadata {
                 .as_ref()
                 .and_then(|e| ClientError::from_partition_error(e, &t.name, 0, 0))
             {
-                state.topics.remove(t.name.as_str());
+                if !err.is_retriable() {
+                    // Only a broker that knows says a topic is gone.
+                    state.topics.remove(t.name.as_str());
+                }
                 report.errors.push((t.name, err));
                 continue;
             }

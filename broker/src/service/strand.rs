@@ -220,7 +220,13 @@ impl StrandService {
                     None => pb::TopicMetadata {
                         name: name.clone(),
                         partitions: Vec::new(),
-                        error: Some(BrokerError::UnknownTopic { topic: name.clone() }.to_proto()),
+                        // A broker behind the controller log (just started,
+                        // or its disk was replaced) must not deny a topic it
+                        // has not learned about yet: ask another.
+                        error: Some(match node.topic(name) {
+                            Err(e) => e.to_proto(),
+                            Ok(_) => BrokerError::UnknownTopic { topic: name.clone() }.to_proto(),
+                        }),
                         topic_id: String::new(),
                     },
                 })

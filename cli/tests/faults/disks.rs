@@ -180,7 +180,8 @@ async fn damage_after_retention_ran() {
             let l = c.leader(TOPIC, 0).await;
             let f = (1..=3).find(|&i| i != l).expect("a follower");
             c.kill(f);
-            write_backlog(c.bootstrap(), 90 + rounds, 0, 1 << 20, &rec).await;
+            // The brokers take batches of at most 64 KiB here.
+            write_backlog(c.bootstrap(), 90 + rounds, 0, 1 << 20, 48 << 10, &rec).await;
             tokio::time::sleep(Duration::from_secs(1)).await;
             let oldest = segments(&c.data_dir(f).join(format!("{TOPIC}-0")))
                 .into_iter()

@@ -103,7 +103,7 @@ async fn a_follower_far_behind_catches_up_under_load() {
         c.kill(follower);
         let bytes = backlog_bytes();
         let started = Instant::now();
-        write_backlog(c.bootstrap(), BACKLOG_PROCESS, 0, bytes, &rec).await;
+        write_backlog(c.bootstrap(), BACKLOG_PROCESS, 0, bytes, (1 << 20) - 1024, &rec).await;
         let written_s = started.elapsed().as_secs_f64();
         c.restart(follower);
         let a = Admin::connect(c.bootstrap()).await.expect("admin");

@@ -256,12 +256,20 @@ const BACKLOG_RECORD_BYTES: usize = 16 << 10;
 /// send in the history like the workload's, by an idempotent producer (its
 /// own retries never store a record twice), sent again with the same id
 /// only when its delivery timed out. Returns once every record is
-/// acknowledged.
-pub(super) async fn write_backlog(bootstrap: String, process: u64, partition: u32, bytes: u64, rec: &Recorder) {
+/// acknowledged. Batches stay within `batch_bytes` (at most the brokers'
+/// `max_batch_bytes`, or they are refused as too large).
+pub(super) async fn write_backlog(
+    bootstrap: String,
+    process: u64,
+    partition: u32,
+    bytes: u64,
+    batch_bytes: usize,
+    rec: &Recorder,
+) {
     let p = Producer::builder(bootstrap)
         .request_timeout(Duration::from_secs(10))
         .delivery_timeout(Duration::from_secs(30))
-        .batch_bytes(1 << 20)
+        .batch_bytes(batch_bytes)
         .build()
         .await
         .expect("backlog producer");

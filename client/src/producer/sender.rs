@@ -473,7 +473,12 @@ impl Sender {
                 match result {
                     Ok(report) => {
                         for (topic, err) in report.errors {
-                            self.fail_topic(&topic, &err);
+                            if err.is_retriable() {
+                                // The broker that answered is behind: ask again.
+                                self.refresh_wanted = true;
+                            } else {
+                                self.fail_topic(&topic, &err);
+                            }
                         }
                     }
                     Err(e) => {
@@ -633,13 +638,19 @@ impl Sender {
     }
 
     /// Fails the queued (not in-flight) batches of a topic the broker says
-    /// is gone.
+    /// is gone, if they were never stored: not sent yet, or refused. One
+    /// sent before whose fate is unknown stays queued: failing it with
+    /// `UNKNOWN_TOPIC` would say it was not stored, and it may have been;
+    /// it is sent again or times out (an unknown outcome).
     fn fail_topic(&mut self, topic: &str, err: &ClientError) {
         for ((t, _), st) in self.partitions.iter_mut() {
             if &**t != topic {
                 continue;
             }
-            for b in st.queue.drain(..) {
+            let (never_stored, unknown): (VecDeque<ProducerBatch>, VecDeque<ProducerBatch>) =
+                st.queue.drain(..).partition(|b| b.ord.is_none() || b.unwritten);
+            st.queue = unknown;
+            for b in never_stored {
                 self.incomplete.remove(&b.id);
                 b.fail(err.clone());
             }
