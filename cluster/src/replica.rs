@@ -525,6 +525,17 @@ impl Replica {
     ) -> Result<strand_storage::SequenceCheck> {
         let log = self.storage.partition_log().read();
         let stored_last = log.last_raft_index()?.unwrap_or(RaftIndex::ZERO);
+        let unstable = &self.node.raft.raft_log.unstable;
+        if !unstable.entries.is_empty() && unstable.offset <= stored_last.get() {
+            // Entries not yet stored replace stored ones (a follower that
+            // was elected before persisting a leader's rewrite): the stored
+            // state still counts the replaced ones. Only until the next
+            // Ready stores them; the producer retries.
+            return Err(ClusterError::ProposalDropped {
+                group: self.group,
+                reason: "the log is being rewritten",
+            });
+        }
         let later = self
             .node
             .raft

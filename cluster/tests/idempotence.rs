@@ -239,4 +239,16 @@ async fn a_deposed_leaders_copy_and_the_retry_are_never_both_committed() {
     for id in 1..=3 {
         assert_eq!(records(c.member(id), end), 5, "replica {id}: one copy of the twin");
     }
+    // The deposed leader's truncated copy left its producer state too: it
+    // would answer a retry with the offsets the log holds, not its own.
+    let ranges = |id: u64| {
+        let log = c.member(id).log.read();
+        log.producers().get(33).map(|e| {
+            e.batches
+                .iter()
+                .map(|b| (b.first_seq, b.base_offset))
+                .collect::<Vec<_>>()
+        })
+    };
+    assert_eq!(ranges(old), ranges(new));
 }

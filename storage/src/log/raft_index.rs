@@ -215,6 +215,7 @@ impl PartitionLog {
         let latest = self.latest();
         self.synced_offset = self.synced_offset.min(latest);
         tracing::info!(dir = %self.dir.display(), %raft_index, "truncated log at Raft index");
-        Ok(())
+        // The removed batches leave the producers' state with them.
+        self.load_producers()
     }
 }
