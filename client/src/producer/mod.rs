@@ -9,11 +9,12 @@
 //! waiting for acknowledgement (back-pressure).
 //!
 //! Records of one partition are delivered in the order `send` returned for
-//! them, also across retries. Delivery is exactly once per successful send
-//! with idempotence (the default, see
-//! [`ProducerBuilder::enable_idempotence`]): a retry after a lost answer, a
-//! leader change or a broker restart is answered with the stored offsets
-//! instead of being stored again. Without it, delivery is at least once.
+//! them, also across retries. With idempotence (the default, see
+//! [`ProducerBuilder::enable_idempotence`]) the producer's own retries never
+//! store a record twice: a retry after a lost answer, a leader change or a
+//! broker restart is answered with the offsets of the stored copy. Only a
+//! second `send` of the same record by the application can store it again.
+//! Without idempotence, retries are at least once.
 
 mod accumulator;
 mod builder;
