@@ -24,7 +24,12 @@ fn invalid_batch(source: strand_storage::BatchError) -> BrokerError {
 impl Node {
     /// Whether the committed cluster metadata is applied here.
     pub fn metadata_caught_up(&self) -> bool {
-        self.controller_leader().is_some() && *self.applied.borrow() >= self.controller.high_watermark()
+        // A controller replica that lost its disk knows nothing until its
+        // leader brought it up to date, though its own high watermark says
+        // it applied everything it holds.
+        self.controller_leader().is_some()
+            && !self.controller.status().recovering
+            && *self.applied.borrow() >= self.controller.high_watermark()
     }
 
     /// The controller-log offset applied so far.

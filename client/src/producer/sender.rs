@@ -614,7 +614,16 @@ impl Sender {
         // A topic deleted and created again under its name answers
         // UNKNOWN_TOPIC_ID until the metadata is refreshed: the records are
         // for the topic by that name, so they go to the new one.
-        let retriable = err.is_retriable() || err.code() == Some(ErrorCode::UnknownTopicId);
+        let mut retriable = err.is_retriable() || err.code() == Some(ErrorCode::UnknownTopicId);
+        // A batch sent before may be stored already: UNKNOWN_TOPIC from a
+        // broker that has not caught up with the cluster (a replaced disk)
+        // must not report it as not stored. It is retried (elsewhere, after a
+        // refresh) until the delivery timeout, whose error says "unknown".
+        if err.code() == Some(ErrorCode::UnknownTopic) && b.attempts > 1 {
+            retriable = true;
+            self.refresh_wanted = true;
+        }
+        let st = self.state(&b);
         if retriable && b.attempts <= config.retries && now < deadline {
             let delay = config.backoff.delay(b.attempts);
             tracing::debug!(
