@@ -118,6 +118,20 @@ impl PartitionQueue {
         self.queue.insert(at, b);
     }
 
+    /// Whether a batch sent for the first time now stays within
+    /// `max_in_flight` of the oldest batch still unsettled (in flight, or
+    /// queued again after a send whose fate is unknown). The broker
+    /// remembers a producer's last 5 batches: a retry further behind the
+    /// newest stored one could no longer be recognised as a duplicate.
+    fn window_open(&self, max_in_flight: usize) -> bool {
+        let queued = self.queue.iter().filter_map(|b| b.ord).min();
+        let oldest = match (self.in_flight.first().copied(), queued) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        oldest.is_none_or(|o| self.next_ord < o + max_in_flight as u64)
+    }
+
     /// Whether a batch sent before `ord` is still unsettled.
     fn earlier_unsettled(&self, ord: u64) -> bool {
         self.in_flight.range(..ord).next().is_some() || self.queue.iter().any(|q| q.ord.is_some_and(|o| o < ord))
@@ -167,6 +181,9 @@ pub(crate) struct Sender {
     idempotent: Option<IdempotentState>,
     identity_wanted: bool,
     identity_in_flight: bool,
+    /// Failed requests for a new epoch in a row, and when to ask again.
+    identity_attempts: u32,
+    identity_retry_at: Option<Instant>,
     /// A newer incarnation fenced this producer: every batch fails so.
     fenced: Option<ClientError>,
 }
@@ -199,6 +216,8 @@ impl Sender {
             idempotent,
             identity_wanted: false,
             identity_in_flight: false,
+            identity_attempts: 0,
+            identity_retry_at: None,
             fenced: None,
         }
     }
@@ -305,6 +324,9 @@ impl Sender {
             };
             st.drain = false;
             while !st.queue.is_empty() && st.is_free(now, max) {
+                if st.queue.front().is_some_and(|b| b.ord.is_none()) && !st.window_open(max) {
+                    break;
+                }
                 if let Some(identity) = identity {
                     match number_front(st, identity) {
                         Numbered::Send => {}
@@ -365,6 +387,7 @@ impl Sender {
         if self.identity_wanted
             && !self.identity_in_flight
             && self.fenced.is_none()
+            && self.identity_retry_at.is_none_or(|t| t <= now)
             && let Some(state) = &self.idempotent
         {
             self.identity_wanted = false;
@@ -449,6 +472,8 @@ impl Sender {
                 self.identity_in_flight = false;
                 match result {
                     Ok(identity) => {
+                        self.identity_attempts = 0;
+                        self.identity_retry_at = None;
                         tracing::info!(
                             producer_id = identity.0,
                             epoch = identity.1,
@@ -462,9 +487,15 @@ impl Sender {
                         tracing::warn!(error = %e, "producer fenced by a newer incarnation");
                         self.fenced = Some(e);
                     }
-                    Err(e) => {
+                    Err(e) if e.is_retriable() => {
                         tracing::warn!(error = %e, "could not get a new producer epoch; retrying");
                         self.identity_wanted = true;
+                        self.identity_attempts += 1;
+                        self.identity_retry_at = Some(now + self.config.backoff.delay(self.identity_attempts));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no new producer epoch: the producer stops");
+                        self.fenced = Some(e);
                     }
                 }
             }
@@ -587,7 +618,9 @@ impl Sender {
             self.fenced = Some(err);
             return;
         }
-        let waits_for_earlier = err.code() == Some(ErrorCode::OutOfOrderSequence) && st.earlier_unsettled(ord);
+        // Refused because an earlier batch is not stored yet (a gap, or the
+        // producer unknown until its first batch lands): wait for that one.
+        let waits_for_earlier = st.earlier_unsettled(ord);
         if !waits_for_earlier {
             tracing::debug!(
                 topic = %b.topic, partition = b.partition, error = %err,
@@ -690,6 +723,11 @@ impl Sender {
     fn next_wakeup(&self, now: Instant) -> Instant {
         let mut at = now + self.config.metadata_max_age;
         at = at.min(self.next_periodic_refresh);
+        if self.identity_wanted
+            && let Some(t) = self.identity_retry_at
+        {
+            at = at.min(t);
+        }
         if let Some(t) = self.next_linger {
             at = at.min(t);
         }
@@ -787,6 +825,8 @@ fn number_front(st: &mut PartitionQueue, identity: Identity) -> Numbered {
 /// Gives a batch sent for the first time its place, and writes its
 /// numbering into its bytes when that changed.
 fn prepare(st: &mut PartitionQueue, b: &mut ProducerBatch) -> Result<()> {
+    // Sent again: what the last answer said no longer holds.
+    b.unwritten = false;
     if b.ord.is_none() {
         b.ord = Some(st.next_ord);
         st.next_ord += 1;

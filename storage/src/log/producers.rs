@@ -41,8 +41,51 @@ impl PartitionLog {
     /// written before producer snapshots existed).
     pub fn producer_snapshot_at_earliest(&self) -> Vec<u8> {
         let earliest = self.earliest();
-        let states = snapshot::read(&self.dir, earliest).unwrap_or_default();
+        let states = snapshot::read(&self.dir, earliest).unwrap_or_else(|| {
+            if earliest > Offset::ZERO {
+                // Retention keeps a snapshot at the first segment
+                // (`ensure_producer_snapshot`); only damage or a log from
+                // before producer state gets here.
+                tracing::error!(
+                    dir = %self.dir.display(), %earliest,
+                    "no producer snapshot at the log start: the Raft snapshot carries no producer state"
+                );
+            }
+            ProducerStates::new()
+        });
         snapshot::encode(earliest, &states)
+    }
+
+    /// Makes sure a snapshot at `at` (a segment's base) exists, folding the
+    /// batches below it from the newest snapshot before it if needed:
+    /// retention calls it before it deletes the segments below `at`, whose
+    /// contribution to the state the snapshot then holds alone.
+    ///
+    /// # Errors
+    /// I/O errors writing the snapshot (nothing is deleted then).
+    pub(super) fn ensure_producer_snapshot(&self, at: Offset) -> Result<()> {
+        if snapshot::read(&self.dir, at).is_some() {
+            return Ok(());
+        }
+        let earliest = self.earliest();
+        let snaps = snapshot::list(&self.dir)?;
+        let mut from = earliest;
+        let mut states = ProducerStates::new();
+        for &o in snaps.iter().rev().filter(|&&o| o >= earliest && o < at) {
+            if let Some(s) = snapshot::read(&self.dir, o) {
+                states = s;
+                from = o;
+                break;
+            }
+        }
+        states.set_expiration_ms(self.config.producer_id_expiration_ms as i64);
+        for seg in self.segments[self.segment_for(from)..]
+            .iter()
+            .take_while(|seg| seg.base_offset() < at)
+        {
+            seg.for_each_batch(from, |info| fold(&mut states, info))?;
+        }
+        snapshot::write(&self.dir, at, &states)
     }
 
     pub(super) fn fold_producer(&mut self, info: &BatchInfo) {
@@ -60,10 +103,18 @@ impl PartitionLog {
 
     /// Removes snapshots below `offset` (their segments are gone).
     pub(super) fn forget_producer_snapshots_below(&mut self, offset: Offset) -> Result<()> {
-        for o in snapshot::list(&self.dir)? {
-            if o < offset {
-                snapshot::remove(&self.dir, o)?;
-            }
+        let stale: Vec<Offset> = snapshot::list(&self.dir)?.into_iter().filter(|&o| o < offset).collect();
+        self.remove_producer_snapshots(&stale)
+    }
+
+    /// Removes snapshots, durably: one that came back after a power loss
+    /// could describe a log that was truncated and written again since.
+    fn remove_producer_snapshots(&self, offsets: &[Offset]) -> Result<()> {
+        for &o in offsets {
+            snapshot::remove(&self.dir, o)?;
+        }
+        if !offsets.is_empty() {
+            crate::dir::sync_dir(&self.dir)?;
         }
         Ok(())
     }
@@ -75,9 +126,8 @@ impl PartitionLog {
     pub(super) fn load_producers(&mut self) -> Result<()> {
         let (earliest, latest) = (self.earliest(), self.latest());
         let snaps = snapshot::list(&self.dir)?;
-        for &o in snaps.iter().filter(|&&o| o > latest) {
-            snapshot::remove(&self.dir, o)?;
-        }
+        let stale: Vec<Offset> = snaps.iter().copied().filter(|&o| o > latest).collect();
+        self.remove_producer_snapshots(&stale)?;
         let mut from = earliest;
         let mut states = ProducerStates::new();
         for &o in snaps.iter().rev().filter(|&&o| o >= earliest && o <= latest) {

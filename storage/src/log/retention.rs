@@ -89,7 +89,14 @@ impl PartitionLog {
 
     /// Deletes the `n` oldest sealed segments (never the active one).
     pub fn delete_oldest_segments(&mut self, n: usize) -> Result<()> {
-        for _ in 0..n.min(self.segments.len().saturating_sub(1)) {
+        let n = n.min(self.segments.len().saturating_sub(1));
+        if n == 0 {
+            return Ok(());
+        }
+        // What the deleted segments contributed to the producers' state
+        // lives on in the snapshot at the new first segment.
+        self.ensure_producer_snapshot(self.segments[n].base_offset())?;
+        for _ in 0..n {
             let seg = self.segments.remove(0);
             tracing::info!(file = %seg.log_path().display(), "retention deleted segment");
             seg.delete(&self.dir)?;

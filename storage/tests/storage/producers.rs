@@ -67,6 +67,15 @@ fn the_log_remembers_each_producers_last_batches_and_their_offsets() {
     ));
 }
 
+fn remove_snapshots(dir: &std::path::Path) {
+    for f in std::fs::read_dir(dir).unwrap() {
+        let p = f.unwrap().path();
+        if p.extension().is_some_and(|e| e == "producers") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+}
+
 #[test]
 fn reopening_truncating_and_retention_keep_the_state_a_function_of_the_log() {
     let dir = tempfile::tempdir().unwrap();
@@ -81,12 +90,7 @@ fn reopening_truncating_and_retention_keep_the_state_a_function_of_the_log() {
 
     // Reopened with every snapshot gone: folded from the whole log.
     log.close().unwrap();
-    for f in std::fs::read_dir(dir.path()).unwrap() {
-        let p = f.unwrap().path();
-        if p.extension().is_some_and(|e| e == "producers") {
-            std::fs::remove_file(p).unwrap();
-        }
-    }
+    remove_snapshots(dir.path());
     let log = PartitionLog::open(dir.path(), small_config()).unwrap();
     assert_eq!(log.producers(), &before);
 
@@ -127,11 +131,22 @@ fn reopening_truncating_and_retention_keep_the_state_a_function_of_the_log() {
     };
     assert_eq!(ranges(&rewritten), ranges(&before));
 
-    // Retention removes segments, not the state of what they held.
+    // Retention removes segments, not the state of what they held: also
+    // when no snapshot was written (a failed write), it makes one first.
+    log.close().unwrap();
+    remove_snapshots(dir.path());
+    let mut log = PartitionLog::open(dir.path(), small_config()).unwrap();
+    remove_snapshots(dir.path());
     let segments = log.segment_count();
     log.delete_oldest_segments(segments - 2).unwrap();
     assert!(log.earliest() > Offset(0));
     assert_eq!(log.producers(), &rewritten);
+    let (at, carried) = decode_producer_snapshot(&log.producer_snapshot_at_earliest()).unwrap();
+    assert_eq!(at, log.earliest());
+    assert!(
+        carried.get(1).is_some(),
+        "the snapshot at the new log start holds what retention removed"
+    );
     log.close().unwrap();
     let log = PartitionLog::open(dir.path(), small_config()).unwrap();
     assert_eq!(log.producers(), &rewritten);
