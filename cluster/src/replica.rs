@@ -577,7 +577,10 @@ impl Replica {
         let idx = self.last_index().next();
         let term = Term(self.node.raft.term);
         let base = self.next_offset()?;
-        self.last_append_ms = self.last_append_ms.max(now_ms);
+        // Append times never go back, also across leaders whose clocks
+        // differ: retention and producer expiry count by them.
+        let stored_ms = self.storage.partition_log().read().last_append_ms();
+        self.last_append_ms = self.last_append_ms.max(now_ms).max(stored_ms);
         if let Some(producer) = batch.view().producer() {
             let count = batch.view().record_count();
             if let strand_storage::SequenceCheck::Duplicate(original) =

@@ -169,6 +169,11 @@ impl PartitionLog {
         &self.report
     }
 
+    /// The latest append time of a stored batch (ms; `i64::MIN` when none).
+    pub fn last_append_ms(&self) -> i64 {
+        self.last_append_ms
+    }
+
     /// The log's settings.
     pub fn config(&self) -> &LogConfig {
         &self.config
