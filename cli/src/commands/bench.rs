@@ -65,6 +65,9 @@ pub struct ProduceBench {
     /// Turn the idempotent producer off (to measure what it costs).
     #[arg(long)]
     no_idempotence: bool,
+    /// Batches per partition in flight with idempotence (1 to 5).
+    #[arg(long, default_value_t = 5)]
+    max_in_flight: usize,
 }
 
 #[derive(Debug, Args)]
@@ -145,6 +148,7 @@ async fn produce(bootstrap: &str, b: ProduceBench) -> anyhow::Result<ExitCode> {
             .linger(Duration::from_millis(b.linger_ms))
             .batch_bytes(b.batch_bytes)
             .enable_idempotence(!b.no_idempotence && b.acks != AcksArg::None)
+            .max_in_flight_per_partition(b.max_in_flight)
             .build()
             .await?;
         let topic: Arc<str> = Arc::from(b.topic.as_str());
