@@ -31,16 +31,21 @@ pub struct RecoveryReport {
 
 /// Base offsets of the segments in `dir`, ascending (from `*.log` names).
 pub(crate) fn segment_bases(dir: &Path) -> Result<Vec<Offset>> {
+    offsets_named(dir, ".log")
+}
+
+/// The offsets that name files `<offset><suffix>` in `dir`, ascending.
+pub(crate) fn offsets_named(dir: &Path, suffix: &str) -> Result<Vec<Offset>> {
     let rd = std::fs::read_dir(dir).map_err(|e| StorageError::io("read dir", dir, e))?;
-    let mut bases = Vec::new();
+    let mut out = Vec::new();
     for entry in rd {
         let entry = entry.map_err(|e| StorageError::io("read dir", dir, e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(base) = name.strip_suffix(".log").and_then(|stem| stem.parse::<u64>().ok()) {
-            bases.push(Offset(base));
+        if let Some(o) = name.strip_suffix(suffix).and_then(|stem| stem.parse::<u64>().ok()) {
+            out.push(Offset(o));
         }
     }
-    bases.sort_unstable();
-    Ok(bases)
+    out.sort_unstable();
+    Ok(out)
 }

@@ -30,18 +30,7 @@ pub(crate) fn path(dir: &Path, offset: Offset) -> PathBuf {
 
 /// Offsets of the snapshots in `dir`, ascending.
 pub(crate) fn list(dir: &Path) -> Result<Vec<Offset>> {
-    let rd = std::fs::read_dir(dir).map_err(|e| StorageError::io("read dir", dir, e))?;
-    let mut out = Vec::new();
-    for entry in rd {
-        let entry = entry.map_err(|e| StorageError::io("read dir", dir, e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Some(o) = name.strip_suffix(SUFFIX).and_then(|s| s.parse::<u64>().ok()) {
-            out.push(Offset(o));
-        }
-    }
-    out.sort_unstable();
-    Ok(out)
+    crate::recovery::offsets_named(dir, SUFFIX)
 }
 
 /// Writes the snapshot of `states` at `offset`, durably.
