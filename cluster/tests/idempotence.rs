@@ -169,20 +169,7 @@ async fn a_follower_restored_from_a_snapshot_knows_every_producer() {
             .last_offset
             .next();
     }
-    let retention = strand_storage::LogConfig {
-        retention_bytes: Some(64 * 1024),
-        ..log_config()
-    };
-    for id in (1..=3).filter(|&i| i != lagger) {
-        let m = c.member(id);
-        wait_hw(&m.handle, end).await;
-        m.log.write().set_config(retention.clone()).expect("config");
-        let report = m.handle.log.compact(strand_storage::now_ms(), end).expect("compact");
-        assert!(
-            report.deleted_segments > 0,
-            "node {id}: retention removed the log's start"
-        );
-    }
+    c.compact_all_but(lagger, end).await;
     let m = c.start_member(lagger, dir, 3).await;
     c.members[(lagger - 1) as usize] = Some(m);
     wait_hw(&c.member(lagger).handle, end).await;

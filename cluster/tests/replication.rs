@@ -285,20 +285,7 @@ async fn a_follower_behind_the_retained_log_catches_up_by_snapshot() {
     let lagger = (1..=3).find(|&i| i != leader).expect("follower");
     let dir = c.kill(lagger);
     let end = c.write(leader, "s", 400, 20).await;
-    let retention = LogConfig {
-        retention_bytes: Some(64 * 1024),
-        ..log_config()
-    };
-    for id in (1..=3).filter(|&i| i != lagger) {
-        let m = c.member(id);
-        wait_hw(&m.handle, end).await;
-        m.log.write().set_config(retention.clone()).expect("config");
-        let report = m.handle.log.compact(strand_storage::now_ms(), end).expect("compact");
-        assert!(
-            report.deleted_segments > 0,
-            "node {id}: retention removed the log's start"
-        );
-    }
+    c.compact_all_but(lagger, end).await;
     let leader_start = c.member(leader).log.read().earliest();
     assert!(leader_start > Offset::ZERO);
     let m = c.start_member(lagger, dir, 3).await;

@@ -212,6 +212,25 @@ impl Cluster {
         raised
     }
 
+    /// Makes retention remove the start of the log on every running
+    /// member but `lagger`, once each committed `end`.
+    pub async fn compact_all_but(&self, lagger: u64, end: Offset) {
+        let retention = LogConfig {
+            retention_bytes: Some(64 * 1024),
+            ..log_config()
+        };
+        for id in (1..=3).filter(|&i| i != lagger) {
+            let m = self.member(id);
+            wait_hw(&m.handle, end).await;
+            m.log.write().set_config(retention.clone()).expect("config");
+            let report = m.handle.log.compact(strand_storage::now_ms(), end).expect("compact");
+            assert!(
+                report.deleted_segments > 0,
+                "node {id}: retention removed the log's start"
+            );
+        }
+    }
+
     /// Stops node `id` abruptly (no state persisted beyond what Raft synced).
     pub fn kill(&mut self, id: u64) -> std::path::PathBuf {
         let m = self.members[(id - 1) as usize].take().expect("running");
