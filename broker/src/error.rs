@@ -158,6 +158,14 @@ pub enum BrokerError {
     /// Storage refused or failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Stored batches that do not decode into protobuf records (a broker-side
+    /// fault: producers' batches are validated before they are stored).
+    #[error("stored records do not decode: {source}")]
+    UndecodableRecords {
+        /// Why.
+        #[source]
+        source: strand_storage::BatchError,
+    },
     /// Persisting broker metadata failed.
     #[error("{op} {path}: {source}")]
     Metadata {
@@ -242,6 +250,7 @@ impl BrokerError {
                 _ => ErrorCode::StorageFailed,
             },
             BrokerError::Metadata { .. }
+            | BrokerError::UndecodableRecords { .. }
             | BrokerError::DataDir { .. }
             | BrokerError::Serve { .. }
             | BrokerError::TaskFailed { .. } => ErrorCode::StorageFailed,

@@ -37,6 +37,7 @@ fn produce_req(topic: &str, partition: u32, bytes: bytes::Bytes) -> ProduceReque
             batch: bytes,
             topic_id: String::new(),
         }],
+        records: Vec::new(),
     }
 }
 
@@ -275,6 +276,7 @@ async fn fetch_out_of_range_carries_earliest_and_latest_and_unknown_partition_is
         }],
         max_wait_ms: 0,
         max_bytes: 0,
+        record_format: 0,
     };
     let resp = c.fetch(fetch(9, 0)).await.unwrap().into_inner();
     let err = resp.partitions[0].error.clone().unwrap();

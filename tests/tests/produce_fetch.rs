@@ -233,6 +233,7 @@ async fn subscribe_pushes_batches_as_they_become_visible() {
             offset: 2,
             max_bytes: 0,
             topic_id: String::new(),
+            record_format: 0,
         })
         .await
         .unwrap()

@@ -7,6 +7,8 @@
 //! layer below holds a reference back up.
 
 mod connections;
+mod health;
+mod oversize;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -216,6 +218,8 @@ async fn serve(
     let peer = PeerServer::new(PeerService::new(broker.admin.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
+    let health = health::health_service(&node).await;
+    let (reflection, reflection_v1alpha) = health::reflection_services(&local.to_string())?;
     tracing::info!(node = %node.id(), addr = %local, data_dir = %node.config().data_dir.display(), "broker serving");
     let stopping = Arc::clone(&node);
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
@@ -235,10 +239,14 @@ async fn serve(
         // megabytes a second, which the 64 KiB default would throttle.
         .initial_stream_window_size(strand_cluster::STREAM_WINDOW_BYTES)
         .initial_connection_window_size(strand_cluster::CONNECTION_WINDOW_BYTES)
+        .layer(oversize::OversizeReasonLayer)
         .add_service(strand)
         .add_service(admin)
         .add_service(groups)
         .add_service(peer)
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(incoming, signal);
     // Graceful, but bounded: clients that keep connections open cannot hold
     // the broker (and the flush of its logs) hostage.

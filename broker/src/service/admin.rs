@@ -117,7 +117,7 @@ impl AdminService {
         let meta = TopicMeta {
             name: req.name,
             partitions: req.partitions,
-            replication_factor: req.replication_factor.max(1),
+            replication_factor: req.replication_factor,
             configs: req.configs.into_iter().collect::<BTreeMap<_, _>>(),
         };
         Ok(topic_description(&self.admin.create_topic(meta).await?))

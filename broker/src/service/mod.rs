@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod groups;
 pub mod peer;
+mod records;
 pub mod strand;
 
 pub use admin::AdminService;

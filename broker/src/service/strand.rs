@@ -1,8 +1,10 @@
 //! The `Strand` service: produce, fetch, subscribe, list offsets, metadata.
-//! Protobuf in, domain calls (`data_path`), protobuf out.
+//! Protobuf in, domain calls (`data_path`), protobuf out; records either as
+//! whole batches (the fast path) or as protobuf records (`super::records`).
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
 use futures::Stream;
@@ -21,33 +23,70 @@ use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::topic::requested_topic_id;
 
+use super::records::{self, Placement};
+
 /// The `Strand` service.
 #[derive(Clone, Debug)]
 pub struct StrandService {
     node: Arc<Node>,
     metrics: Arc<Metrics>,
+    /// Spreads keyless protobuf records across partitions, request by
+    /// request.
+    round_robin: Arc<AtomicU32>,
 }
 
 impl StrandService {
     /// A service over `node`, counting into `metrics`.
     pub fn new(node: Arc<Node>, metrics: Arc<Metrics>) -> Self {
-        StrandService { node, metrics }
+        StrandService {
+            node,
+            metrics,
+            round_robin: Arc::new(AtomicU32::new(0)),
+        }
     }
 }
 
-fn partition_data(topic: &str, partition: u32, read: Result<PartitionRead>) -> pb::PartitionData {
+/// Whether answers carry protobuf records instead of whole batches.
+fn wants_protobuf(format: i32) -> Result<bool> {
+    match pb::RecordFormat::try_from(format) {
+        Ok(pb::RecordFormat::Batches) => Ok(false),
+        Ok(pb::RecordFormat::Protobuf) => Ok(true),
+        Err(_) => Err(BrokerError::InvalidRequest {
+            reason: format!("unknown record format {format}"),
+        }),
+    }
+}
+
+/// One partition's answer; `from` is the offset the client asked for.
+fn partition_data(
+    topic: &str,
+    partition: u32,
+    from: Offset,
+    protobuf: bool,
+    read: Result<PartitionRead>,
+) -> pb::PartitionData {
     let mut d = pb::PartitionData {
         topic: topic.to_string(),
         partition,
+        next_offset: from.get(),
         ..Default::default()
     };
-    match read {
-        Ok(r) => {
-            d.high_watermark = r.high_watermark.get();
-            d.log_start_offset = r.log_start_offset.get();
+    let filled = read.and_then(|r| {
+        d.high_watermark = r.high_watermark.get();
+        d.log_start_offset = r.log_start_offset.get();
+        if protobuf {
+            let (decoded, next) = records::decode_batches(&r.records, from)?;
+            d.decoded_records = decoded;
+            d.next_offset = next.get();
+        } else {
+            d.next_offset = records::next_offset(&r.records, from).get();
             d.records = r.records;
         }
-        Err(e) => d.error = Some(e.to_proto()),
+        Ok(())
+    });
+    if let Err(e) = filled {
+        tracing::warn!(topic, partition, error = %e, "fetch answer failed");
+        d.error = Some(e.to_proto());
     }
     d
 }
@@ -72,7 +111,7 @@ impl StrandService {
         .min(self.node.config().request_timeout());
         // A malformed topic id is the client's bug: the whole request is
         // refused, as for any other malformed field.
-        let batches: Vec<ProduceBatch> = req
+        let mut batches: Vec<ProduceBatch> = req
             .batches
             .into_iter()
             .map(|b| {
@@ -84,7 +123,39 @@ impl StrandService {
                 })
             })
             .collect::<Result<_>>()?;
+        let producer_batches = batches.len();
+        let topic_names: Vec<String> = req.records.iter().map(|t| t.topic.clone()).collect();
+        let built = records::build_batches(&self.node, req.records, &self.round_robin);
+        batches.extend(built.batches);
         let outcomes = produce::produce(&self.node, &batches, acks, timeout).await;
+        let record_results = built
+            .placements
+            .iter()
+            .map(|place| match *place {
+                Placement::InBatch { batch, position } => {
+                    let b = &batches[producer_batches + batch];
+                    let mut r = pb::RecordProduceResult {
+                        topic: b.topic.clone(),
+                        partition: b.partition,
+                        ..Default::default()
+                    };
+                    match &outcomes[producer_batches + batch] {
+                        Ok(info) if acks != Acks::None => {
+                            r.offset = info.base_offset.get() + u64::from(position);
+                            r.log_append_time_ms = info.append_time_ms;
+                        }
+                        Ok(_) => {}
+                        Err(e) => r.error = Some(e.to_proto()),
+                    }
+                    r
+                }
+                Placement::Refused { topic } => pb::RecordProduceResult {
+                    topic: topic_names[topic].clone(),
+                    error: built.topic_errors[topic].as_ref().map(BrokerError::to_proto),
+                    ..Default::default()
+                },
+            })
+            .collect();
         let results = batches
             .iter()
             .zip(outcomes)
@@ -116,11 +187,17 @@ impl StrandService {
                 }
                 r
             })
-            .collect();
-        Ok(pb::ProduceResponse { results })
+            .collect::<Vec<_>>();
+        let mut results = results;
+        results.truncate(producer_batches);
+        Ok(pb::ProduceResponse {
+            results,
+            record_results,
+        })
     }
 
     async fn fetch(&self, req: pb::FetchRequest) -> Result<pb::FetchResponse> {
+        let protobuf = wants_protobuf(req.record_format)?;
         let limits = &self.node.config().limits;
         let max_wait = Duration::from_millis(u64::from(req.max_wait_ms).min(limits.max_fetch_wait_ms));
         // Keep the encoded response under the message limit even when the
@@ -157,7 +234,7 @@ impl StrandService {
                     Metrics::add(&self.metrics.fetch_requests, &fp.topic, 1);
                     Metrics::add(&self.metrics.fetch_bytes, &fp.topic, r.records.len() as u64);
                 }
-                partition_data(&fp.topic, fp.partition, read)
+                partition_data(&fp.topic, fp.partition, fp.offset, protobuf, read)
             })
             .collect();
         Ok(pb::FetchResponse { partitions })
@@ -276,6 +353,7 @@ impl pb::strand_server::Strand for StrandService {
 
     async fn subscribe(&self, req: Request<pb::SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
         let req = req.into_inner();
+        let protobuf = wants_protobuf(req.record_format)?;
         let max_bytes = match req.max_bytes {
             0 => DEFAULT_PARTITION_MAX_BYTES,
             n => (n as usize).min(self.node.config().limits.max_message_bytes / 2),
@@ -290,11 +368,17 @@ impl pb::strand_server::Strand for StrandService {
             max_bytes,
         )?;
         let (topic, partition) = (req.topic, req.partition);
+        // Each push continues where the previous one ended.
+        let mut from = Offset(req.offset);
         let stream =
             tokio_stream::StreamExt::map(
                 tokio_stream::wrappers::ReceiverStream::new(rx),
                 move |read| match read {
-                    Ok(r) => Ok(partition_data(&topic, partition, Ok(r))),
+                    Ok(r) => {
+                        let d = partition_data(&topic, partition, from, protobuf, Ok(r));
+                        from = Offset(d.next_offset);
+                        Ok(d)
+                    }
                     Err(e) => Err(Status::from(e)),
                 },
             );

@@ -331,6 +331,7 @@ pub(super) async fn malformed_producer(addr: String, mut stop: watch::Receiver<b
                         topic_id: String::new(),
                     })
                     .collect(),
+                records: Vec::new(),
             };
             match c.produce(req).await {
                 Ok(resp) => {

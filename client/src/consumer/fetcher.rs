@@ -107,6 +107,8 @@ impl Fetcher {
                 .collect(),
             max_wait_ms: u32::try_from(c.max_wait.as_millis()).unwrap_or(u32::MAX),
             max_bytes: c.fetch_max_bytes,
+            // The fast path: whole batches, decoded here.
+            record_format: strand_proto::v1::RecordFormat::Batches as i32,
         };
         self.inflight.push(Box::pin(async move {
             if let Some(d) = delay {

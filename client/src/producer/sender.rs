@@ -438,6 +438,7 @@ impl Sender {
                     topic_id: self.md.topic_id(&b.topic).map(|id| id.to_string()).unwrap_or_default(),
                 })
                 .collect(),
+            records: Vec::new(),
         };
         Box::pin(async move {
             let result = async {

@@ -6,3 +6,4 @@ mod log;
 mod model;
 mod producers;
 mod support;
+mod vectors;
