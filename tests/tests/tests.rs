@@ -8,4 +8,5 @@ mod idempotence;
 mod layout;
 mod metrics;
 mod produce_fetch;
+mod protobuf_api;
 mod topic_ids;
