@@ -6,8 +6,8 @@
 Checks
   * deploy/k8s/*.yaml: every document has apiVersion, kind and metadata.name;
     per kind: StatefulSet (3 replicas, Parallel, headless serviceName that
-    publishes not-ready addresses, selector matching the pod labels, probes on
-    the metrics port, volume claim templates, env $(VAR) references defined
+    publishes not-ready addresses, selector matching the pod labels, gRPC
+    health probes on the client port, volume claim templates, env $(VAR) references defined
     earlier, node ids from the ConfigMap for every ordinal, STRAND_PEERS
     naming every pod), Services (selectors matching the pods, target ports
     that exist), PodDisruptionBudget (policy/v1, selector matching the pods),
@@ -169,22 +169,20 @@ EXPECTED_API = {
 }
 
 
-def check_probe(where: str, container: dict, probe: str, path: str, ports: dict) -> None:
+def check_probe(where: str, container: dict, probe: str, service: str, ports: dict) -> None:
+    """A gRPC probe of the standard health service on the client port."""
     p = container.get(probe)
     if not isinstance(p, dict):
         err(where, f"container {container.get('name')}: no {probe}")
         return
-    http = p.get("httpGet")
-    if not isinstance(http, dict):
-        err(where, f"{probe} is not an httpGet probe")
+    grpc = p.get("grpc")
+    if not isinstance(grpc, dict):
+        err(where, f"{probe} is not a grpc probe (grpc.health.v1.Health on the client port)")
         return
-    if http.get("path") != path:
-        err(where, f"{probe} path is {http.get('path')!r}, expected {path}")
-    port = http.get("port")
-    if port not in ports and port not in ports.values():
-        err(where, f"{probe} port {port!r} is not a container port")
-    if ports.get("metrics") not in (port, ports.get(port)):
-        err(where, f"{probe} must use the metrics port")
+    if grpc.get("port") != ports.get("grpc"):
+        err(where, f"{probe} port {grpc.get('port')!r} is not the grpc container port {ports.get('grpc')!r}")
+    if grpc.get("service", "") != service:
+        err(where, f"{probe} asks for service {grpc.get('service', '')!r}, expected {service!r}")
 
 
 def check_statefulset(where: str, sts: dict, docs: dict) -> None:
@@ -243,8 +241,11 @@ def check_statefulset(where: str, sts: dict, docs: dict) -> None:
         for wanted in ("grpc", "metrics"):
             if wanted not in ports:
                 err(cwhere, f"no container port named {wanted}")
-        check_probe(cwhere, c, "readinessProbe", "/health/ready", ports)
-        check_probe(cwhere, c, "livenessProbe", "/health/live", ports)
+        # Readiness: the whole server (""); liveness and start-up: the
+        # Peer service, serving from start until shutdown.
+        check_probe(cwhere, c, "readinessProbe", "", ports)
+        check_probe(cwhere, c, "livenessProbe", "strand.v1.Peer", ports)
+        check_probe(cwhere, c, "startupProbe", "strand.v1.Peer", ports)
         for m in c.get("volumeMounts") or []:
             if m.get("name") not in volumes and m.get("name") not in claim_names:
                 err(cwhere, f"volumeMount {m.get('name')!r} has no volume or claim template")
