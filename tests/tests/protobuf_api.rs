@@ -66,7 +66,11 @@ async fn create(b: &TestBroker, topic: &str, partitions: u32) {
 async fn read_all(c: &mut StrandClient<Channel>, topic: &str, partition: u32, mut offset: u64) -> Vec<Record> {
     let mut out = Vec::new();
     loop {
-        let r = c.fetch(fetch(topic, partition, offset)).await.expect("fetch").into_inner();
+        let r = c
+            .fetch(fetch(topic, partition, offset))
+            .await
+            .expect("fetch")
+            .into_inner();
         let d = &r.partitions[0];
         assert!(d.error.is_none(), "fetch of {topic}-{partition}: {:?}", d.error);
         assert!(d.records.is_empty(), "protobuf answers carry no raw batches");
@@ -103,7 +107,11 @@ async fn protobuf_records_round_trip_partitioned_as_the_rust_client_does() {
     sent.push(special);
     sent.extend((0..5).map(|i| record(None, Some(&format!("keyless-{i}")), None)));
     let before = strand_storage::now_ms();
-    let answer: ProduceResponse = c.produce(produce("native", sent.clone())).await.expect("produce").into_inner();
+    let answer: ProduceResponse = c
+        .produce(produce("native", sent.clone()))
+        .await
+        .expect("produce")
+        .into_inner();
     assert!(answer.results.is_empty(), "no raw batches were sent");
     assert_eq!(answer.record_results.len(), sent.len(), "one result per record");
 
@@ -124,7 +132,10 @@ async fn protobuf_records_round_trip_partitioned_as_the_rust_client_does() {
         );
     }
     let keyless: Vec<u32> = answer.record_results[21..].iter().map(|r| r.partition).collect();
-    assert!(keyless.iter().all(|p| *p == keyless[0]), "keyless records of one request share a partition");
+    assert!(
+        keyless.iter().all(|p| *p == keyless[0]),
+        "keyless records of one request share a partition"
+    );
 
     // Decoded by the broker, record by record, exactly as sent.
     let mut got = 0;
@@ -146,7 +157,10 @@ async fn protobuf_records_round_trip_partitioned_as_the_rust_client_does() {
     // From the middle of a batch: nothing below the requested offset.
     let first = answer.record_results[0].clone();
     let rest = read_all(&mut c, "native", first.partition, first.offset + 1).await;
-    assert!(rest.iter().all(|r| r.offset > first.offset), "records below the offset are skipped");
+    assert!(
+        rest.iter().all(|r| r.offset > first.offset),
+        "records below the offset are skipped"
+    );
 
     // The broker's batches are ordinary batches: the Rust client reads them.
     let mut consumer = Consumer::builder(b.addr())
@@ -159,11 +173,22 @@ async fn protobuf_records_round_trip_partitioned_as_the_rust_client_does() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut read = Vec::new();
     while read.len() < sent.len() {
-        assert!(Instant::now() < deadline, "the Rust consumer read {} records", read.len());
+        assert!(
+            Instant::now() < deadline,
+            "the Rust consumer read {} records",
+            read.len()
+        );
         read.extend(consumer.poll().await.expect("poll"));
     }
-    let tombstone = read.iter().find(|r| r.partition == 2 && r.value.is_none()).expect("tombstone");
-    assert_eq!(tombstone.key.as_deref(), Some(&b""[..]), "an empty key is not a null key");
+    let tombstone = read
+        .iter()
+        .find(|r| r.partition == 2 && r.value.is_none())
+        .expect("tombstone");
+    assert_eq!(
+        tombstone.key.as_deref(),
+        Some(&b""[..]),
+        "an empty key is not a null key"
+    );
     assert_eq!(tombstone.headers.len(), 2);
     b.stop().await;
 }
@@ -334,7 +359,9 @@ async fn a_producer_replays_from_a_timestamp_and_commits_as_a_standalone_consume
     assert_eq!(tail.first().map(|r| r.offset), Some(6));
     assert_eq!(tail.len(), 4);
 
-    let mut groups = GroupsClient::connect(format!("http://{}", b.addr())).await.expect("connect");
+    let mut groups = GroupsClient::connect(format!("http://{}", b.addr()))
+        .await
+        .expect("connect");
     let coordinator = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             match groups
@@ -348,7 +375,9 @@ async fn a_producer_replays_from_a_timestamp_and_commits_as_a_standalone_consume
     })
     .await
     .expect("a coordinator");
-    let mut groups = GroupsClient::connect(format!("http://{}", coordinator.addr)).await.expect("connect");
+    let mut groups = GroupsClient::connect(format!("http://{}", coordinator.addr))
+        .await
+        .expect("connect");
     let commit = CommitOffsetsRequest {
         group: "py".into(),
         member_id: String::new(),
@@ -481,7 +510,13 @@ async fn wait_for_status(h: &mut HealthClient<Channel>, service: &str, want: Ser
 async fn health_says_serving_when_ready_and_not_serving_when_stopping() {
     let b = TestBroker::start().await;
     let mut h = health(&b.addr()).await;
-    for service in ["", "strand.v1.Strand", "strand.v1.Admin", "strand.v1.Groups", "strand.v1.Peer"] {
+    for service in [
+        "",
+        "strand.v1.Strand",
+        "strand.v1.Admin",
+        "strand.v1.Groups",
+        "strand.v1.Peer",
+    ] {
         wait_for_status(&mut h, service, ServingStatus::Serving).await;
     }
     let unknown = h
@@ -560,7 +595,12 @@ async fn reflection_lists_every_service_and_describes_the_messages() {
         .await
         .expect("reflection")
         .into_inner();
-    let listed = match answers.message().await.expect("answer").and_then(|a| a.message_response) {
+    let listed = match answers
+        .message()
+        .await
+        .expect("answer")
+        .and_then(|a| a.message_response)
+    {
         Some(MessageResponse::ListServicesResponse(l)) => l.service.into_iter().map(|s| s.name).collect::<Vec<_>>(),
         other => panic!("not a service list: {other:?}"),
     };
@@ -580,7 +620,12 @@ async fn reflection_lists_every_service_and_describes_the_messages() {
         .await
         .expect("reflection")
         .into_inner();
-    let files = match answers.message().await.expect("answer").and_then(|a| a.message_response) {
+    let files = match answers
+        .message()
+        .await
+        .expect("answer")
+        .and_then(|a| a.message_response)
+    {
         Some(MessageResponse::FileDescriptorResponse(f)) => f.file_descriptor_proto,
         other => panic!("not a file: {other:?}"),
     };

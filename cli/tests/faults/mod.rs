@@ -9,6 +9,7 @@
 //! its brokers' logs in `$TMPDIR/strand-failed-<pid>/`.
 
 mod disks;
+mod native;
 mod nemeses;
 mod recovery;
 mod recreate;

@@ -226,6 +226,13 @@ pub(super) fn start_workload(c: &Cluster, rec: &Recorder) -> Workload {
         let t = tokio::spawn(producer(c.bootstrap(), p, p == 1, rec.clone(), rx.clone()));
         tasks.push((format!("producer {p}"), t));
     }
+    // Process 3 sends protobuf-native records (the broker builds the batch).
+    for (i, t) in super::native::start(c.bootstrap(), 3, rec.clone(), rx.clone())
+        .into_iter()
+        .enumerate()
+    {
+        tasks.push((format!("native producer {i}"), t));
+    }
     for id in 1..=2 {
         let t = tokio::spawn(consumer(c.bootstrap(), id, rec.clone(), rx.clone()));
         tasks.push((format!("consumer {id}"), t));
