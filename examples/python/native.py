@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 
 from common import (
-    RPC_TIMEOUT, Failure, channel, check, create_topic, describe, error_name, grpc, parse_args,
+    RPC_TIMEOUT, channel, check, create_topic, error_name, grpc, parse_args,
     pb, reason, rpc, run, wait_for_leaders,
 )
 from codec import partition_for_key
