@@ -36,6 +36,12 @@ def check(cond: bool, what: str) -> None:
         raise Failure(what)
 
 
+def deviation(what: str) -> None:
+    """The broker differs from what the .proto (or docs/FORMAT.md) says: a
+    failure, like any other."""
+    raise Failure(f"the broker differs from the .proto/docs: {what}")
+
+
 def parse_args(description: str) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=description)
     p.add_argument(

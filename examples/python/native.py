@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 
 from common import (
-    RPC_TIMEOUT, channel, check, create_topic, error_name, grpc, parse_args,
+    RPC_TIMEOUT, Failure, channel, check, create_topic, describe, deviation, error_name, grpc, parse_args,
     pb, reason, rpc, run, wait_for_leaders,
 )
 from codec import partition_for_key
@@ -196,6 +196,11 @@ def main() -> None:
     past = strand.ListOffsets(pb.ListOffsetsRequest(topic=topic, partition=tp, timestamp_ms=base_ts + 1_000_000), timeout=RPC_TIMEOUT)
     check(past.offset == past.high_watermark, f"ListOffsets past every record: {past.offset}, high watermark {past.high_watermark}")
     early = strand.ListOffsets(pb.ListOffsetsRequest(topic=topic, partition=tp, earliest=True), timeout=RPC_TIMEOUT)
+    try:
+        none = strand.ListOffsets(pb.ListOffsetsRequest(topic=topic, partition=tp), timeout=RPC_TIMEOUT)
+        raise Failure(f"ListOffsets with no spec answered {none}; the .proto says INVALID_REQUEST")
+    except grpc.RpcError as e:
+        check(reason(e) == "INVALID_REQUEST", f"ListOffsets with no spec: {describe(e)}, expected INVALID_REQUEST")
     check(early.offset == early.log_start_offset, f"ListOffsets earliest {early.offset} != log start {early.log_start_offset}")
     print(f"replay: ListOffsets(timestamp T+15) = {lo.offset}; fetched {len(replay)} records from there ({[r.value.decode() for r in replay]})")
 
@@ -217,6 +222,67 @@ def main() -> None:
     check([r.offset for r in got[: len(want)]] == [r.offset for r in want], f"Subscribe offsets {[r.offset for r in got]}, Fetch {[r.offset for r in want]}")
     check(all(content(a) == content(b) for a, b in zip(got, want)), "Subscribe records differ from Fetch records")
     print(f"subscribe {topic}/{sp} from 0: {len(got)} records, same as Fetch")
+
+    # Subscribe pushes records as they arrive: start at the end, then produce.
+    end = strand.ListOffsets(pb.ListOffsetsRequest(topic=topic, partition=sp, latest=True), timeout=RPC_TIMEOUT).offset
+    stream = strand.Subscribe(pb.SubscribeRequest(topic=topic, partition=sp, offset=end, record_format=pb.RECORD_FORMAT_PROTOBUF),
+                              timeout=RPC_TIMEOUT)
+    live = [rec(b"live", f"pushed {i}".encode(), partition=sp) for i in range(2)]
+    t0 = time.monotonic()
+    resp = strand.Produce(pb.ProduceRequest(records=[pb.TopicRecords(topic=topic, records=live)]), timeout=RPC_TIMEOUT)
+    check(not any(r.HasField("error") for r in resp.record_results), f"live records: {resp}")
+    pushed = []
+    try:
+        for msg in stream:
+            pushed.extend(msg.decoded_records)
+            if len(pushed) >= len(live):
+                break
+    finally:
+        stream.cancel()
+    check([r.offset for r in pushed] == [r.offset for r in resp.record_results] and [r.value for r in pushed] == [r.value for r in live],
+          f"Subscribe from the end pushed {[(r.offset, r.value) for r in pushed]}")
+    print(f"subscribe {topic}/{sp} from the end ({end}): the 2 records produced next were pushed within {time.monotonic() - t0:.2f}s")
+
+    # Subscribe outside [log start, high watermark]: the stream fails with the reason.
+    stream = strand.Subscribe(pb.SubscribeRequest(topic=topic, partition=sp, offset=end + 1000), timeout=RPC_TIMEOUT)
+    try:
+        msgs = list(stream)
+        check(len(msgs) == 1 and msgs[0].error.code == pb.OFFSET_OUT_OF_RANGE,
+              f"Subscribe at {end + 1000}: answered {msgs}, expected OFFSET_OUT_OF_RANGE")
+        print(f"subscribe at {end + 1000}: PartitionData.error OFFSET_OUT_OF_RANGE")
+    except grpc.RpcError as e:
+        check(reason(e) == "OFFSET_OUT_OF_RANGE", f"Subscribe at {end + 1000}: {e.code().name} {reason(e)}, expected OFFSET_OUT_OF_RANGE")
+        md = dict(e.trailing_metadata() or ())
+        print(f"subscribe at {end + 1000}: the stream fails {e.code().name}, strand-reason {reason(e)}, "
+              f"range [{md.get('strand-earliest', '?')}, {md.get('strand-latest', '?')}] in strand-earliest/strand-latest metadata")
+
+    # --- Per-partition errors with protobuf records --------------------------
+    bad = [
+        rec(b"a", b"to a partition that does not exist", partition=n + 5),
+        rec(None, b"fine", partition=0),
+        rec(None, b"2 h ahead", partition=1, timestamp_ms=int(time.time() * 1000) + 2 * 3600 * 1000),
+        rec(None, b"same partition as the one 2 h ahead", partition=1),
+    ]
+    hw1 = strand.ListOffsets(pb.ListOffsetsRequest(topic=topic, partition=1, latest=True), timeout=RPC_TIMEOUT).offset
+    resp = strand.Produce(pb.ProduceRequest(records=[pb.TopicRecords(topic=topic, records=bad)]), timeout=RPC_TIMEOUT)
+    codes = [error_name(r.error) if r.HasField("error") else "ok" for r in resp.record_results]
+    check(codes == ["UNKNOWN_PARTITION", "ok", "INVALID_TIMESTAMP", "INVALID_TIMESTAMP"],
+          f"records to a missing partition, a good one, two in a partition with a timestamp 2 h ahead: {codes}")
+    check(strand.ListOffsets(pb.ListOffsetsRequest(topic=topic, partition=1, latest=True), timeout=RPC_TIMEOUT).offset == hw1,
+          "a refused partition's records were stored")
+    print(f"per-record results of a mixed request: {codes} (the refused partition stored nothing)")
+    internal = f"__{args.topic_prefix}"
+    resp = strand.Produce(pb.ProduceRequest(records=[pb.TopicRecords(topic=internal, records=[rec(None, b"x", partition=0)])]),
+                          timeout=RPC_TIMEOUT)
+    e = resp.record_results[0].error
+    if e.code == pb.INVALID_TOPIC:
+        print(f"records to the internal name {internal}: INVALID_TOPIC")
+    else:
+        # ProduceRequest.records: "the same validation ... as a producer's batch";
+        # a batch to a `__` topic is INVALID_TOPIC (docs/FORMAT.md, "What the broker
+        # checks"; raw.py checks it), whether or not such a topic exists.
+        deviation(f"protobuf records to the internal name {internal} answered {error_name(e)} ({e.message!r}); "
+                  f"a raw batch to it is INVALID_TOPIC, and records promise the same validation")
 
     # --- A group offset, as a standalone consumer ---------------------------
     group = f"{args.topic_prefix}-native-group"
@@ -245,9 +311,9 @@ def main() -> None:
     check(len(f.offsets) == 1 and (f.offsets[0].topic, f.offsets[0].partition, f.offsets[0].offset) == (topic, sp, commit_at),
           f"FetchOffsets after committing {commit_at}: {f}")
     if f.offsets[0].metadata != "python":
-        # The .proto does not say whether OffsetCommit.metadata is kept; this
-        # broker accepts it and answers "" (reported, not treated as a failure).
-        print(f"  NOTE: committed metadata 'python', FetchOffsets answered {f.offsets[0].metadata!r}: the broker does not keep OffsetCommit.metadata")
+        # OffsetCommit.metadata: "Free text stored with the offset."
+        deviation(f"committed metadata 'python' with offset {commit_at}; CommitOffsets answered {c.committed[0].metadata!r} and "
+                  f"FetchOffsets {f.offsets[0].metadata!r} (OffsetCommit.metadata is 'free text stored with the offset')")
     # A commit below the committed offset leaves it unchanged.
     c2 = cgroups.CommitOffsets(
         pb.CommitOffsetsRequest(group=group, member_id="", member_epoch=-1,
@@ -258,6 +324,27 @@ def main() -> None:
     f_all = cgroups.FetchOffsets(pb.FetchOffsetsRequest(group=group), timeout=RPC_TIMEOUT)
     check([(o.topic, o.partition, o.offset) for o in f_all.offsets] == [(topic, sp, commit_at)], f"FetchOffsets (all) {f_all}")
     print(f"committed {topic}/{sp} = {commit_at} (member_id '', epoch -1) and read it back; a lower commit left it at {commit_at}")
+
+    # A standalone commit is refused with FENCED while the group has members.
+    joined = cgroups.Heartbeat(pb.GroupHeartbeatRequest(group=group, member_epoch=0, topics=[topic], session_timeout_ms=10_000,
+                                                        client_id="native.py"), timeout=RPC_TIMEOUT)
+    check(joined.member_id and joined.member_epoch > 0, f"Heartbeat (join): {joined}")
+    try:
+        try:
+            cgroups.CommitOffsets(pb.CommitOffsetsRequest(group=group, member_id="", member_epoch=-1,
+                                                          offsets=[pb.OffsetCommit(topic=topic, partition=sp, offset=commit_at + 1)]),
+                                  timeout=RPC_TIMEOUT)
+            raise Failure("a standalone commit while the group has a member was accepted; the .proto says FENCED")
+        except grpc.RpcError as e:
+            check(reason(e) == "FENCED", f"standalone commit with a member in the group: {describe(e)}, expected FENCED")
+    finally:
+        cgroups.Heartbeat(pb.GroupHeartbeatRequest(group=group, member_id=joined.member_id, member_epoch=-1), timeout=RPC_TIMEOUT)
+    c3 = cgroups.CommitOffsets(pb.CommitOffsetsRequest(group=group, member_id="", member_epoch=-1,
+                                                       offsets=[pb.OffsetCommit(topic=topic, partition=sp, offset=commit_at + 1)]),
+                               timeout=RPC_TIMEOUT)
+    check([o.offset for o in c3.committed] == [commit_at + 1], f"standalone commit after the member left: {c3}")
+    print(f"with member {joined.member_id} (epoch {joined.member_epoch}) in the group a standalone commit is FENCED; "
+          f"after it left (epoch -1), committing {commit_at + 1} works again")
 
 
 if __name__ == "__main__":

@@ -229,6 +229,12 @@ def main() -> None:
         check(after[1] == before[1] + 1, f"good batch: partition 1 moved from {before[1]} to {after[1]}")
         print(f"damaged batch ({what}) to partition 0: {want} ({res[0].error.message}); the good batch to partition 1 stored at {res[1].base_offset}")
 
+    # Internal topics are written by the broker only.
+    for internal in ("__consumer_offsets", f"__{args.topic_prefix}"):
+        res = produce(strand, [(internal, 0, codec.encode_batch(good))])[0]
+        check(res.error.code == pb.INVALID_TOPIC, f"a batch to {internal}: {error_name(res.error)}, expected INVALID_TOPIC")
+        print(f"a batch to {internal}: INVALID_TOPIC ({res.error.message})")
+
     # A timestamp more than an hour ahead is INVALID_TIMESTAMP.
     future = codec.encode_batch([Record(now_ms() + 2 * 3600 * 1000, None, b"from the future")])
     res = produce(strand, [(topic, 0, future)])[0]

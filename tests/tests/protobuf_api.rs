@@ -310,6 +310,20 @@ async fn protobuf_record_refusals_are_per_topic_and_partition() {
     let stored = read_all(&mut c, "good", 1, 0).await;
     assert!(stored.is_empty(), "the refused partition stored nothing: {stored:?}");
 
+    // Internal topics are refused as for a raw batch, existing or not.
+    for internal in ["__consumer_offsets", "__not_there"] {
+        let answer = c
+            .produce(produce(internal, vec![record(None, Some("x"), Some(0))]))
+            .await
+            .expect("answered")
+            .into_inner();
+        assert_eq!(
+            answer.record_results[0].error.as_ref().map(|e| e.code),
+            Some(E::InvalidTopic as i32),
+            "{internal}"
+        );
+    }
+
     // A topic id that is not the topic's.
     let mut wrong_id = produce("good", vec![record(None, Some("x"), Some(0))]);
     wrong_id.records[0].topic_id = "00000000-0000-0000-0000-000000000001".into();
@@ -386,11 +400,20 @@ async fn a_producer_replays_from_a_timestamp_and_commits_as_a_standalone_consume
             topic: "replay".into(),
             partition: 0,
             offset: 10,
+            metadata: "from python".into(),
             ..Default::default()
         }],
     };
+    let mut too_long = commit.clone();
+    too_long.offsets[0].metadata = "x".repeat(4097);
+    let status = groups.commit_offsets(too_long).await.expect_err("metadata over 4 KiB");
+    assert_eq!(reason(&status), "INVALID_REQUEST");
     let committed = groups.commit_offsets(commit).await.expect("commit").into_inner();
     assert_eq!(committed.committed[0].offset, 10);
+    assert_eq!(
+        committed.committed[0].metadata, "from python",
+        "metadata is stored with the offset"
+    );
     let fetched = groups
         .fetch_offsets(FetchOffsetsRequest {
             group: "py".into(),
@@ -401,6 +424,7 @@ async fn a_producer_replays_from_a_timestamp_and_commits_as_a_standalone_consume
         .into_inner();
     assert_eq!(fetched.offsets.len(), 1);
     assert_eq!(fetched.offsets[0].offset, 10);
+    assert_eq!(fetched.offsets[0].metadata, "from python");
     b.stop().await;
 }
 

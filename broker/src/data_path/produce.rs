@@ -78,15 +78,22 @@ fn check_batch(node: &Node, b: &ProduceBatch, now_ms: i64) -> Result<RecordBatch
     Ok(batch)
 }
 
-/// Proposes one batch to its partition's leader (here) and resolves at the
-/// acknowledgement level.
-async fn produce_one(node: &Node, b: &ProduceBatch, acks: Acks, now_ms: i64) -> Result<AppendInfo> {
-    if b.topic.starts_with("__") {
+/// Refuses producing to an internal topic (`__…`), whether or not it
+/// exists yet.
+pub fn writable_topic(topic: &str) -> Result<()> {
+    if topic.starts_with("__") {
         return Err(BrokerError::InvalidTopic {
-            name: b.topic.clone(),
+            name: topic.to_string(),
             reason: "internal topics are written by the broker only",
         });
     }
+    Ok(())
+}
+
+/// Proposes one batch to its partition's leader (here) and resolves at the
+/// acknowledgement level.
+async fn produce_one(node: &Node, b: &ProduceBatch, acks: Acks, now_ms: i64) -> Result<AppendInfo> {
+    writable_topic(&b.topic)?;
     let partition = node.partition_as(&b.topic, b.topic_id, b.partition)?;
     let batch = check_batch(node, b, now_ms)?;
     let ack = match acks {

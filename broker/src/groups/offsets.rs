@@ -80,7 +80,10 @@ pub fn plan_commit(groups: &BTreeMap<String, Group>, req: &CommitRequest) -> Res
         .filter(|(tp, new)| match group.and_then(|g| g.offsets.get(tp)) {
             // Forward only within one topic; the first commit for a topic
             // created again under the name replaces the old topic's offset.
-            Some(old) if old.same_topic(new) => old.offset < new.offset,
+            // The same offset again writes only new metadata.
+            Some(old) if old.same_topic(new) => {
+                old.offset < new.offset || (old.offset == new.offset && old.metadata != new.metadata)
+            }
             _ => true,
         })
         .map(|(tp, c)| GroupRecord::Offset {
@@ -90,6 +93,7 @@ pub fn plan_commit(groups: &BTreeMap<String, Group>, req: &CommitRequest) -> Res
             offset: c.offset,
             reset: false,
             topic_id: c.topic_id,
+            metadata: c.metadata.clone(),
         })
         .collect())
 }
@@ -154,6 +158,7 @@ pub fn apply_offsets(groups: &mut BTreeMap<String, Group>, group: &str, records:
                 partition,
                 offset,
                 topic_id,
+                metadata,
                 ..
             } => {
                 g.offsets.insert(
@@ -161,6 +166,7 @@ pub fn apply_offsets(groups: &mut BTreeMap<String, Group>, group: &str, records:
                     Committed {
                         offset: *offset,
                         topic_id: *topic_id,
+                        metadata: metadata.clone(),
                     },
                 );
             }
@@ -199,6 +205,7 @@ pub fn plan_reset(
         offset: c.offset,
         reset: true,
         topic_id: c.topic_id,
+        metadata: c.metadata.clone(),
     }));
     Ok(records)
 }
@@ -232,7 +239,7 @@ impl GroupCoordinator {
         Ok(req
             .offsets
             .iter()
-            .filter_map(|(tp, _)| g.offsets.get(tp).map(|o| (tp.clone(), *o)))
+            .filter_map(|(tp, _)| g.offsets.get(tp).map(|o| (tp.clone(), o.clone())))
             .collect())
     }
 
@@ -252,7 +259,7 @@ impl GroupCoordinator {
                     g.offsets
                         .iter()
                         .filter(|(tp, c)| (wanted.is_empty() || wanted.contains(*tp)) && visible(meta, c))
-                        .map(|(tp, c)| (tp.clone(), *c))
+                        .map(|(tp, c)| (tp.clone(), c.clone()))
                         .collect()
                 })
                 .unwrap_or_default()
@@ -327,6 +334,7 @@ mod tests {
         Committed {
             offset: Offset(o),
             topic_id: None,
+            metadata: String::new(),
         }
     }
 
@@ -468,6 +476,7 @@ mod tests {
             Committed {
                 offset: Offset(12),
                 topic_id: Some(old),
+                metadata: String::new(),
             },
         )];
         assert_eq!(
@@ -479,6 +488,7 @@ mod tests {
             Committed {
                 offset: Offset(2),
                 topic_id: Some(new),
+                metadata: String::new(),
             },
         )];
         resolve(&meta, &mut fresh).expect("the new id");

@@ -35,15 +35,23 @@ pub fn partition_for(group: &str, partitions: u32) -> u32 {
     (h % u64::from(partitions.max(1))) as u32
 }
 
-/// A committed offset (the next offset to consume) and the id of the topic
-/// it was committed for (`None`: committed before topics had ids).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A committed offset (the next offset to consume), the id of the topic
+/// it was committed for (`None`: committed before topics had ids) and the
+/// committer's free text.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Committed {
     /// The next offset to consume.
     pub offset: Offset,
     /// The topic's id.
     pub topic_id: Option<TopicUuid>,
+    /// Free text stored with the offset (at most [`MAX_COMMIT_METADATA`]
+    /// bytes).
+    pub metadata: String,
 }
+
+/// Largest metadata a commit may store with an offset (Kafka's
+/// `offset.metadata.max.bytes`).
+pub const MAX_COMMIT_METADATA: usize = 4096;
 
 impl Committed {
     /// Whether `self` and `other` were committed for the same topic (an
@@ -73,6 +81,9 @@ pub enum GroupRecord {
         /// The id of the topic it was committed for.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         topic_id: Option<TopicUuid>,
+        /// The committer's free text.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        metadata: String,
     },
     /// The topic `topic_id` was deleted: the group's offsets for it (and
     /// those without an id, which can only be older) are gone.
@@ -165,13 +176,17 @@ pub fn fold(groups: &mut BTreeMap<String, StoredGroup>, record: GroupRecord) {
             partition,
             offset,
             topic_id,
+            metadata,
             ..
         } => {
-            groups
-                .entry(group)
-                .or_default()
-                .offsets
-                .insert((topic, partition), Committed { offset, topic_id });
+            groups.entry(group).or_default().offsets.insert(
+                (topic, partition),
+                Committed {
+                    offset,
+                    topic_id,
+                    metadata,
+                },
+            );
         }
         GroupRecord::TopicDeleted { group, topic, topic_id } => {
             if let Some(g) = groups.get_mut(&group) {
@@ -235,6 +250,7 @@ mod tests {
             offset: Offset(offset),
             reset,
             topic_id: None,
+            metadata: String::new(),
         }
     }
 
@@ -293,6 +309,7 @@ mod tests {
             offset: Offset(offset),
             reset: false,
             topic_id,
+            metadata: String::new(),
         };
         let mut groups = BTreeMap::new();
         for r in [

@@ -15,7 +15,7 @@ use crate::groups::GroupCoordinator;
 use crate::groups::assignor::{Assignor, TopicPartition};
 use crate::groups::heartbeat::HeartbeatRequest;
 use crate::groups::offsets::CommitRequest;
-use crate::groups::store::Committed;
+use crate::groups::store::{Committed, MAX_COMMIT_METADATA};
 use crate::metrics::Metrics;
 use crate::topic::requested_topic_id;
 
@@ -62,14 +62,23 @@ fn from_topic_partitions(list: &[pb::TopicPartitions]) -> BTreeSet<TopicPartitio
         .collect()
 }
 
-fn from_offset_commits(list: &[pb::OffsetCommit]) -> Result<Vec<(TopicPartition, Committed)>> {
-    list.iter()
+fn from_offset_commits(list: Vec<pb::OffsetCommit>) -> Result<Vec<(TopicPartition, Committed)>> {
+    list.into_iter()
         .map(|o| {
+            if o.metadata.len() > MAX_COMMIT_METADATA {
+                return Err(BrokerError::InvalidRequest {
+                    reason: format!(
+                        "offset metadata of {} bytes is larger than {MAX_COMMIT_METADATA}",
+                        o.metadata.len()
+                    ),
+                });
+            }
             Ok((
                 (o.topic.clone(), o.partition),
                 Committed {
                     offset: Offset(o.offset),
                     topic_id: requested_topic_id(&o.topic, &o.topic_id)?,
+                    metadata: o.metadata,
                 },
             ))
         })
@@ -83,7 +92,7 @@ fn to_offset_commits(offsets: impl IntoIterator<Item = (TopicPartition, Committe
             topic,
             partition,
             offset: c.offset.get(),
-            metadata: String::new(),
+            metadata: c.metadata,
             topic_id: c.topic_id.map(|id| id.to_string()).unwrap_or_default(),
         })
         .collect()
@@ -198,7 +207,7 @@ impl pb::groups_server::Groups for GroupsService {
         let committed = self
             .groups
             .commit(CommitRequest {
-                offsets: from_offset_commits(&r.offsets)?,
+                offsets: from_offset_commits(r.offsets)?,
                 group: r.group,
                 member_id: r.member_id,
                 member_epoch: r.member_epoch,
@@ -259,7 +268,7 @@ impl pb::groups_server::Groups for GroupsService {
     ) -> Result<Response<pb::ResetOffsetsResponse>, Status> {
         let r = req.into_inner();
         self.groups
-            .reset(&r.group, r.force, &from_offset_commits(&r.offsets)?)
+            .reset(&r.group, r.force, &from_offset_commits(r.offsets.clone())?)
             .instrument(span("reset_offsets", &r.group))
             .await?;
         Ok(Response::new(pb::ResetOffsetsResponse { offsets: r.offsets }))

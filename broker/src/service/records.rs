@@ -24,7 +24,7 @@ use strand_storage::{
     BatchBuilder, BatchError, BatchRef, Compression, DecodedRecords, Header, NewRecord, Offset, framed_len,
 };
 
-use crate::data_path::produce::ProduceBatch;
+use crate::data_path::produce::{ProduceBatch, writable_topic};
 use crate::error::{BrokerError, Result};
 use crate::node::Node;
 use crate::topic::requested_topic_id;
@@ -56,7 +56,8 @@ pub(super) fn build_batches(node: &Node, topics: Vec<pb::TopicRecords>, round_ro
     let mut built = BuiltRecords::default();
     let mut builder = BatchBuilder::new(Compression::None);
     for (t, topic) in topics.into_iter().enumerate() {
-        let (topic_id, partitions) = match requested_topic_id(&topic.topic, &topic.topic_id)
+        let (topic_id, partitions) = match writable_topic(&topic.topic)
+            .and_then(|()| requested_topic_id(&topic.topic, &topic.topic_id))
             .and_then(|id| node.topic(&topic.topic).map(|s| (id, s.meta.partitions)))
         {
             Ok(found) => found,
