@@ -6,6 +6,7 @@ mod disks;
 mod groups;
 mod identity;
 mod join;
+mod protobuf_records;
 mod topic_ids;
 
 use std::collections::{BTreeMap, HashMap};

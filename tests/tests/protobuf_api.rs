@@ -251,6 +251,97 @@ async fn compressed_batches_decode_to_protobuf_and_subscribe_continues() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decoded_answers_stay_within_their_byte_limits_however_well_a_batch_compressed() {
+    let b = TestBroker::start().await;
+    create(&b, "zeros", 1).await;
+    // 200 records of 8 KiB of zeros: 1.6 MB decoded, a few KiB stored.
+    let producer = Producer::builder(b.addr())
+        .compression(Compression::Snappy)
+        .linger(Duration::from_millis(20))
+        .build()
+        .await
+        .expect("producer");
+    let mut acks = Vec::new();
+    for _ in 0..200 {
+        acks.push(
+            producer
+                .send(ProducerRecord::new("zeros", Bytes::from(vec![0u8; 8 << 10])))
+                .await
+                .expect("send"),
+        );
+    }
+    for a in acks {
+        a.await.expect("acknowledged");
+    }
+    producer.close().await.expect("close");
+
+    let mut c = b.raw().await;
+    let mut next = 0;
+    let mut answers = 0;
+    while next < 200 {
+        let r = c
+            .fetch(FetchRequest {
+                partitions: vec![FetchPartition {
+                    topic: "zeros".into(),
+                    partition: 0,
+                    offset: next,
+                    max_bytes: 64 << 10,
+                    ..Default::default()
+                }],
+                record_format: RecordFormat::Protobuf as i32,
+                ..Default::default()
+            })
+            .await
+            .expect("fetch")
+            .into_inner();
+        let d = &r.partitions[0];
+        assert!(d.error.is_none(), "{:?}", d.error);
+        let bytes: usize = d
+            .decoded_records
+            .iter()
+            .map(|r| r.value.as_ref().map_or(0, Bytes::len))
+            .sum();
+        assert!(bytes <= 64 << 10, "{bytes} decoded bytes in a 64 KiB answer");
+        for r in &d.decoded_records {
+            assert_eq!(r.offset, next, "no gap, no repeat");
+            next += 1;
+        }
+        assert_eq!(d.next_offset, next, "continue after the last record sent");
+        answers += 1;
+    }
+    assert!(answers >= 200 * 8 / 64, "{answers} answers for 1.6 MB at 64 KiB each");
+
+    // Subscribe pushes the same reads in as many messages as the budget needs.
+    let mut stream = c
+        .subscribe(SubscribeRequest {
+            topic: "zeros".into(),
+            partition: 0,
+            offset: 0,
+            max_bytes: 64 << 10,
+            record_format: RecordFormat::Protobuf as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let mut next = 0;
+    while next < 200 {
+        let d = stream.message().await.expect("stream").expect("data");
+        let bytes: usize = d
+            .decoded_records
+            .iter()
+            .map(|r| r.value.as_ref().map_or(0, Bytes::len))
+            .sum();
+        assert!(bytes <= 64 << 10, "{bytes} decoded bytes in one push");
+        for r in &d.decoded_records {
+            assert_eq!(r.offset, next, "no gap, no repeat");
+            next += 1;
+        }
+    }
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protobuf_record_refusals_are_per_topic_and_partition() {
     let b = TestBroker::start().await;
     create(&b, "good", 2).await;
@@ -309,6 +400,17 @@ async fn protobuf_record_refusals_are_per_topic_and_partition() {
     assert_eq!(answer.record_results[2].offset, 1, "after the raw batch's record");
     let stored = read_all(&mut c, "good", 1, 0).await;
     assert!(stored.is_empty(), "the refused partition stored nothing: {stored:?}");
+    // Batches: next_offset is after the last batch returned.
+    let raw = c
+        .fetch(FetchRequest {
+            record_format: RecordFormat::Batches as i32,
+            ..fetch("good", 0, 0)
+        })
+        .await
+        .expect("fetch")
+        .into_inner();
+    assert!(!raw.partitions[0].records.is_empty());
+    assert_eq!(raw.partitions[0].next_offset, raw.partitions[0].high_watermark);
 
     // Internal topics are refused as for a raw batch, existing or not.
     for internal in ["__consumer_offsets", "__not_there"] {
@@ -322,6 +424,45 @@ async fn protobuf_record_refusals_are_per_topic_and_partition() {
             Some(E::InvalidTopic as i32),
             "{internal}"
         );
+    }
+
+    // One topic named in two entries is one topic: its keyless records of
+    // the request share a partition and one batch, in request order.
+    let twice = ProduceRequest {
+        acks: Acks::All as i32,
+        records: vec![
+            TopicRecords {
+                topic: "good".into(),
+                records: vec![record(None, Some("first"), None)],
+                ..Default::default()
+            },
+            TopicRecords {
+                topic: "good".into(),
+                records: vec![record(None, Some("second"), None)],
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    let answer = c.produce(twice).await.expect("answered").into_inner();
+    let (first, second) = (&answer.record_results[0], &answer.record_results[1]);
+    assert!(first.error.is_none() && second.error.is_none(), "{answer:?}");
+    assert_eq!(
+        first.partition, second.partition,
+        "one keyless partition per topic and request"
+    );
+    assert_eq!(second.offset, first.offset + 1, "one batch, request order");
+
+    // acks=none: answered at once, offsets not known.
+    let mut fire = produce("good", vec![record(Some("x"), Some("fire and forget"), Some(1))]);
+    fire.acks = Acks::None as i32;
+    let answer = c.produce(fire).await.expect("answered").into_inner();
+    assert!(answer.record_results[0].error.is_none());
+    assert_eq!(answer.record_results[0].offset, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while read_all(&mut c, "good", 1, 0).await.is_empty() {
+        assert!(Instant::now() < deadline, "the acks=none record was never stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
     // A topic id that is not the topic's.
@@ -425,6 +566,36 @@ async fn a_producer_replays_from_a_timestamp_and_commits_as_a_standalone_consume
     assert_eq!(fetched.offsets.len(), 1);
     assert_eq!(fetched.offsets[0].offset, 10);
     assert_eq!(fetched.offsets[0].metadata, "from python");
+
+    // The same offset with new metadata replaces it; a lower offset changes
+    // nothing, metadata included.
+    let again = |offset: u64, metadata: &str| CommitOffsetsRequest {
+        group: "py".into(),
+        member_id: String::new(),
+        member_epoch: -1,
+        offsets: vec![OffsetCommit {
+            topic: "replay".into(),
+            partition: 0,
+            offset,
+            metadata: metadata.into(),
+            ..Default::default()
+        }],
+    };
+    let same = groups
+        .commit_offsets(again(10, "rewritten"))
+        .await
+        .expect("commit")
+        .into_inner();
+    assert_eq!(same.committed[0].metadata, "rewritten");
+    let lower = groups
+        .commit_offsets(again(4, "older"))
+        .await
+        .expect("commit")
+        .into_inner();
+    assert_eq!(
+        (lower.committed[0].offset, lower.committed[0].metadata.as_str()),
+        (10, "rewritten")
+    );
     b.stop().await;
 }
 

@@ -242,6 +242,33 @@ pub fn fold_batches(groups: &mut BTreeMap<String, StoredGroup>, buf: &[u8]) -> R
 mod tests {
     use super::*;
 
+    #[test]
+    fn offsets_stored_before_metadata_existed_still_read_and_new_ones_keep_it() {
+        let old = r#"{"type":"offset","group":"g","topic":"t","partition":0,"offset":7,"reset":false}"#;
+        let r: GroupRecord = serde_json::from_str(old).expect("an old record reads");
+        let GroupRecord::Offset { offset, metadata, .. } = &r else {
+            panic!("not an offset: {r:?}");
+        };
+        assert_eq!((*offset, metadata.as_str()), (Offset(7), ""));
+        let plain = serde_json::to_string(&r).expect("encode");
+        assert!(!plain.contains("metadata"), "empty metadata is not written: {plain}");
+
+        let with = GroupRecord::Offset {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 0,
+            offset: Offset(8),
+            reset: false,
+            topic_id: None,
+            metadata: "worker-3".into(),
+        };
+        let back: GroupRecord = serde_json::from_str(&serde_json::to_string(&with).expect("encode")).expect("decode");
+        assert_eq!(back, with);
+        let mut groups = BTreeMap::new();
+        fold(&mut groups, back);
+        assert_eq!(groups["g"].offsets[&("t".to_string(), 0)].metadata, "worker-3");
+    }
+
     fn offset(group: &str, p: u32, offset: u64, reset: bool) -> GroupRecord {
         GroupRecord::Offset {
             group: group.into(),

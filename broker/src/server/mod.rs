@@ -218,8 +218,8 @@ async fn serve(
     let peer = PeerServer::new(PeerService::new(broker.admin.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    let health = health::health_service(&node).await;
     let (reflection, reflection_v1alpha) = health::reflection_services(&local.to_string())?;
+    let health = health::health_service(&node).await;
     tracing::info!(node = %node.id(), addr = %local, data_dir = %node.config().data_dir.display(), "broker serving");
     let stopping = Arc::clone(&node);
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();

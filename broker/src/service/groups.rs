@@ -62,7 +62,24 @@ fn from_topic_partitions(list: &[pb::TopicPartitions]) -> BTreeSet<TopicPartitio
         .collect()
 }
 
+/// Most offsets one commit or reset may carry: the coordinator writes them
+/// as one batch to `__consumer_offsets`, which must stay well inside a
+/// replication message.
+const MAX_OFFSETS_PER_REQUEST: usize = 20_000;
+/// Most metadata, in all, one commit or reset may carry.
+const MAX_METADATA_PER_REQUEST: usize = 256 << 10;
+
 fn from_offset_commits(list: Vec<pb::OffsetCommit>) -> Result<Vec<(TopicPartition, Committed)>> {
+    let metadata: usize = list.iter().map(|o| o.metadata.len()).sum();
+    if list.len() > MAX_OFFSETS_PER_REQUEST || metadata > MAX_METADATA_PER_REQUEST {
+        return Err(BrokerError::InvalidRequest {
+            reason: format!(
+                "{} offsets with {metadata} bytes of metadata in one request: at most \
+                 {MAX_OFFSETS_PER_REQUEST} offsets and {MAX_METADATA_PER_REQUEST} bytes; split it",
+                list.len()
+            ),
+        });
+    }
     list.into_iter()
         .map(|o| {
             if o.metadata.len() > MAX_COMMIT_METADATA {

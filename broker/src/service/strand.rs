@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::Stream;
 use strand_cluster::NodeId;
 use strand_proto::v1 as pb;
@@ -57,38 +58,69 @@ fn wants_protobuf(format: i32) -> Result<bool> {
     }
 }
 
-/// One partition's answer; `from` is the offset the client asked for.
+/// How a partition's answer carries its records.
+#[derive(Clone, Copy, Debug)]
+enum Form {
+    /// Whole stored batches, as read.
+    Batches,
+    /// Decoded records within `budget` bytes (at least one record); a record
+    /// over `max_record` bytes is refused.
+    Protobuf { budget: usize, max_record: usize },
+}
+
+/// One partition's answer from `read` (which starts at `from`, the offset
+/// asked for), and whether a protobuf answer left records of `read` out
+/// (the rest is asked for from `next_offset`).
 fn partition_data(
     topic: &str,
     partition: u32,
     from: Offset,
-    protobuf: bool,
-    read: Result<PartitionRead>,
-) -> pb::PartitionData {
+    form: Form,
+    read: &PartitionRead,
+) -> Result<(pb::PartitionData, bool)> {
     let mut d = pb::PartitionData {
         topic: topic.to_string(),
         partition,
-        next_offset: from.get(),
+        high_watermark: read.high_watermark.get(),
+        log_start_offset: read.log_start_offset.get(),
         ..Default::default()
     };
-    let filled = read.and_then(|r| {
-        d.high_watermark = r.high_watermark.get();
-        d.log_start_offset = r.log_start_offset.get();
-        if protobuf {
-            let (decoded, next) = records::decode_batches(&r.records, from)?;
-            d.decoded_records = decoded;
-            d.next_offset = next.get();
-        } else {
-            d.next_offset = records::next_offset(&r.records, from).get();
-            d.records = r.records;
+    match form {
+        Form::Batches => {
+            d.next_offset = records::next_offset(&read.records, from).get();
+            d.records = read.records.clone();
+            Ok((d, false))
         }
-        Ok(())
-    });
-    if let Err(e) = filled {
-        tracing::warn!(topic, partition, error = %e, "fetch answer failed");
-        d.error = Some(e.to_proto());
+        Form::Protobuf { budget, max_record } => {
+            let decoded = records::decode_batches(&read.records, from, budget, max_record)?;
+            d.next_offset = decoded.next_offset.get();
+            d.decoded_records = decoded.records;
+            Ok((d, !decoded.complete))
+        }
     }
-    d
+}
+
+/// A partition's answer that failed: the error, in place of records.
+fn partition_error(topic: &str, partition: u32, from: Offset, e: &BrokerError) -> pb::PartitionData {
+    if matches!(e, BrokerError::UndecodableRecords { .. }) {
+        tracing::warn!(topic, partition, error = %e, "stored records do not decode");
+    }
+    pb::PartitionData {
+        topic: topic.to_string(),
+        partition,
+        next_offset: from.get(),
+        error: Some(e.to_proto()),
+        ..Default::default()
+    }
+}
+
+/// Approximate encoded size of a partition's answer.
+fn answer_bytes(d: &pb::PartitionData) -> usize {
+    d.records.len()
+        + d.decoded_records
+            .iter()
+            .map(|r| r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len) + 24)
+            .sum::<usize>()
 }
 
 impl StrandService {
@@ -224,6 +256,9 @@ impl StrandService {
             })
             .collect::<Result<_>>()?;
         let reads = fetch::fetch(&self.node, &parts, total, max_wait).await?;
+        // Decoded records count against the same budget as batches: what
+        // a compressed batch grows to, not what it stored.
+        let mut remaining = total;
         let partitions = parts
             .iter()
             .zip(reads)
@@ -234,7 +269,39 @@ impl StrandService {
                     Metrics::add(&self.metrics.fetch_requests, &fp.topic, 1);
                     Metrics::add(&self.metrics.fetch_bytes, &fp.topic, r.records.len() as u64);
                 }
-                partition_data(&fp.topic, fp.partition, fp.offset, protobuf, read)
+                let form = if protobuf {
+                    Form::Protobuf {
+                        budget: fp.max_bytes.min(remaining),
+                        max_record: cap,
+                    }
+                } else {
+                    Form::Batches
+                };
+                let answer = match (form, read) {
+                    // Past the budget: answered empty, as a batch read is.
+                    (Form::Protobuf { budget: 0, .. }, Ok(r)) => partition_data(
+                        &fp.topic,
+                        fp.partition,
+                        fp.offset,
+                        form,
+                        &PartitionRead {
+                            records: Bytes::new(),
+                            ..r
+                        },
+                    ),
+                    (form, Ok(r)) => partition_data(&fp.topic, fp.partition, fp.offset, form, &r),
+                    (_, Err(e)) => Err(e),
+                };
+                match answer {
+                    Ok((d, _)) => {
+                        remaining = remaining.saturating_sub(answer_bytes(&d));
+                        d
+                    }
+                    Err(e) => {
+                        tracing::debug!(topic = %fp.topic, partition = fp.partition, error = %e, "fetch refused");
+                        partition_error(&fp.topic, fp.partition, fp.offset, &e)
+                    }
+                }
             })
             .collect();
         Ok(pb::FetchResponse { partitions })
@@ -368,20 +435,39 @@ impl pb::strand_server::Strand for StrandService {
             max_bytes,
         )?;
         let (topic, partition) = (req.topic, req.partition);
-        // Each push continues where the previous one ended.
+        let form = if protobuf {
+            Form::Protobuf {
+                budget: max_bytes,
+                max_record: self.node.config().limits.max_message_bytes / 2,
+            }
+        } else {
+            Form::Batches
+        };
+        // Each push continues where the previous one ended; a read whose
+        // decoded records outgrow the budget is pushed in several messages.
         let mut from = Offset(req.offset);
-        let stream =
-            tokio_stream::StreamExt::map(
-                tokio_stream::wrappers::ReceiverStream::new(rx),
-                move |read| match read {
-                    Ok(r) => {
-                        let d = partition_data(&topic, partition, from, protobuf, Ok(r));
-                        from = Offset(d.next_offset);
-                        Ok(d)
+        let stream = futures::StreamExt::flat_map(tokio_stream::wrappers::ReceiverStream::new(rx), move |read| {
+            let mut pushes = Vec::new();
+            match read {
+                Ok(r) => loop {
+                    match partition_data(&topic, partition, from, form, &r) {
+                        Ok((d, more)) => {
+                            from = Offset(d.next_offset);
+                            pushes.push(Ok(d));
+                            if !more {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            pushes.push(Err(Status::from(e)));
+                            break;
+                        }
                     }
-                    Err(e) => Err(Status::from(e)),
                 },
-            );
+                Err(e) => pushes.push(Err(Status::from(e))),
+            }
+            futures::stream::iter(pushes)
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 
