@@ -4,15 +4,15 @@
 //! The controller records the target (`MetadataCommand::Reassign`); every broker
 //! then hosts the partition on its current and its target replicas. The
 //! partition's leader moves its Raft group one single-server change at a
-//! time: add each new broker as a learner, promote it once it has every
-//! entry, remove each old broker (handing leadership to a target replica
+//! time: add each new broker as a learner, promote it once it has (nearly,
+//! see [`CAUGHT_UP_LAG`]) every entry, remove each old broker (handing leadership to a target replica
 //! first if it is itself leaving), and finally reports the move done
 //! (`MetadataCommand::FinishReassign`); brokers no longer hosting the partition
 //! then stop and delete their replica.
 //!
 //! Invariants: a change is proposed only when the previous one is applied
-//! (raft-rs refuses otherwise), a learner votes only once it holds the
-//! leader's whole log, and the metadata's replica list changes only once
+//! (raft-rs refuses otherwise), a new replica votes only once it holds the
+//! leader's whole log (it is recovering until then), and the metadata's replica list changes only once
 //! the group's configuration equals it.
 
 use strand_cluster::{NodeId, ReplicaChange};
@@ -35,6 +35,15 @@ pub enum Step {
     Wait,
 }
 
+/// How far behind the leader's last index a new replica may be and still
+/// count as caught up (promoted, or handed leadership). Under steady
+/// writes a replica is always a round trip's worth of entries behind at the
+/// instant of the check, so "exactly caught up" could wait forever; a few
+/// dozen entries are one round trip's worth, and a promoted replica still
+/// takes part in no election until it holds the whole log (it is
+/// recovering until then).
+pub const CAUGHT_UP_LAG: u64 = 64;
+
 /// What the leader `me` should do next to move a group with `voters` and
 /// `learners` (and per-node matched index, `last` the leader's last index)
 /// to `target`.
@@ -46,7 +55,11 @@ pub fn next_step(
     matched: &[(NodeId, RaftIndex)],
     last: RaftIndex,
 ) -> Step {
-    let caught_up = |n: NodeId| matched.iter().any(|(id, m)| *id == n && *m >= last);
+    let caught_up = |n: NodeId| {
+        matched
+            .iter()
+            .any(|(id, m)| *id == n && m.get().saturating_add(CAUGHT_UP_LAG) >= last.get())
+    };
     if let Some(n) = target.iter().find(|n| !voters.contains(n) && !learners.contains(n)) {
         return Step::Change(ReplicaChange::AddLearner(*n));
     }
@@ -138,13 +151,37 @@ mod tests {
             Step::Change(ReplicaChange::AddLearner(NodeId(4)))
         );
         assert_eq!(
-            next_step(NodeId(1), &t, &n(&[1, 2, 3]), &n(&[4]), &m(&[(4, 3)]), last),
+            next_step(
+                NodeId(1),
+                &t,
+                &n(&[1, 2, 3]),
+                &n(&[4]),
+                &m(&[(4, 3)]),
+                RaftIndex(3 + CAUGHT_UP_LAG + 7)
+            ),
             Step::Wait,
             "catching up"
         );
         assert_eq!(
             next_step(NodeId(1), &t, &n(&[1, 2, 3]), &n(&[4]), &all_matched, last),
             Step::Change(ReplicaChange::Promote(NodeId(4)))
+        );
+        // Under steady writes a learner is a few entries behind at any
+        // instant: close enough. Far behind is not.
+        assert_eq!(
+            next_step(NodeId(1), &t, &n(&[1, 2, 3]), &n(&[4]), &m(&[(4, 5)]), RaftIndex(12)),
+            Step::Change(ReplicaChange::Promote(NodeId(4)))
+        );
+        assert_eq!(
+            next_step(
+                NodeId(1),
+                &t,
+                &n(&[1, 2, 3]),
+                &n(&[4]),
+                &m(&[(4, 5)]),
+                RaftIndex(5 + CAUGHT_UP_LAG + 1)
+            ),
+            Step::Wait
         );
         // The leader itself leaves: it hands over first.
         assert_eq!(
