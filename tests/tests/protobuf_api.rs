@@ -193,25 +193,56 @@ async fn protobuf_records_round_trip_partitioned_as_the_rust_client_does() {
     b.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn compressed_batches_decode_to_protobuf_and_subscribe_continues() {
-    let b = TestBroker::start().await;
-    create(&b, "snappy", 1).await;
+/// Sends `records` with a snappy-compressing Rust producer and waits until
+/// every one is acknowledged.
+async fn produce_snappy(b: &TestBroker, records: impl Iterator<Item = ProducerRecord>) {
     let producer = Producer::builder(b.addr())
         .compression(Compression::Snappy)
-        .linger(Duration::from_millis(5))
+        .linger(Duration::from_millis(10))
         .build()
         .await
         .expect("producer");
     let mut acks = Vec::new();
-    for i in 0..300 {
-        let r = ProducerRecord::new("snappy", Bytes::from(format!("value-{i:04}"))).key(Bytes::from(format!("k{i}")));
+    for r in records {
         acks.push(producer.send(r).await.expect("send"));
     }
     for a in acks {
         a.await.expect("acknowledged");
     }
     producer.close().await.expect("close");
+}
+
+/// A protobuf-format subscription to partition 0 of `topic`.
+async fn subscribe(
+    c: &mut StrandClient<Channel>,
+    topic: &str,
+    offset: u64,
+    max_bytes: u32,
+) -> tonic::Streaming<strand_proto::v1::PartitionData> {
+    c.subscribe(SubscribeRequest {
+        topic: topic.into(),
+        partition: 0,
+        offset,
+        max_bytes,
+        record_format: RecordFormat::Protobuf as i32,
+        ..Default::default()
+    })
+    .await
+    .expect("subscribe")
+    .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_batches_decode_to_protobuf_and_subscribe_continues() {
+    let b = TestBroker::start().await;
+    create(&b, "snappy", 1).await;
+    produce_snappy(
+        &b,
+        (0..300).map(|i| {
+            ProducerRecord::new("snappy", Bytes::from(format!("value-{i:04}"))).key(Bytes::from(format!("k{i}")))
+        }),
+    )
+    .await;
 
     let mut c = b.raw().await;
     let all = read_all(&mut c, "snappy", 0, 0).await;
@@ -225,18 +256,7 @@ async fn compressed_batches_decode_to_protobuf_and_subscribe_continues() {
 
     // Subscribe in protobuf form from an offset inside a batch: each push
     // continues where the previous ended.
-    let mut stream = c
-        .subscribe(SubscribeRequest {
-            topic: "snappy".into(),
-            partition: 0,
-            offset: 7,
-            max_bytes: 512,
-            record_format: RecordFormat::Protobuf as i32,
-            ..Default::default()
-        })
-        .await
-        .expect("subscribe")
-        .into_inner();
+    let mut stream = subscribe(&mut c, "snappy", 7, 512).await;
     let mut next = 7;
     while next < 300 {
         let d = stream.message().await.expect("stream").expect("data");
@@ -255,25 +275,11 @@ async fn decoded_answers_stay_within_their_byte_limits_however_well_a_batch_comp
     let b = TestBroker::start().await;
     create(&b, "zeros", 1).await;
     // 200 records of 8 KiB of zeros: 1.6 MB decoded, a few KiB stored.
-    let producer = Producer::builder(b.addr())
-        .compression(Compression::Snappy)
-        .linger(Duration::from_millis(20))
-        .build()
-        .await
-        .expect("producer");
-    let mut acks = Vec::new();
-    for _ in 0..200 {
-        acks.push(
-            producer
-                .send(ProducerRecord::new("zeros", Bytes::from(vec![0u8; 8 << 10])))
-                .await
-                .expect("send"),
-        );
-    }
-    for a in acks {
-        a.await.expect("acknowledged");
-    }
-    producer.close().await.expect("close");
+    produce_snappy(
+        &b,
+        (0..200).map(|_| ProducerRecord::new("zeros", Bytes::from(vec![0u8; 8 << 10]))),
+    )
+    .await;
 
     let mut c = b.raw().await;
     let mut next = 0;
@@ -312,18 +318,7 @@ async fn decoded_answers_stay_within_their_byte_limits_however_well_a_batch_comp
     assert!(answers >= 200 * 8 / 64, "{answers} answers for 1.6 MB at 64 KiB each");
 
     // Subscribe pushes the same reads in as many messages as the budget needs.
-    let mut stream = c
-        .subscribe(SubscribeRequest {
-            topic: "zeros".into(),
-            partition: 0,
-            offset: 0,
-            max_bytes: 64 << 10,
-            record_format: RecordFormat::Protobuf as i32,
-            ..Default::default()
-        })
-        .await
-        .expect("subscribe")
-        .into_inner();
+    let mut stream = subscribe(&mut c, "zeros", 0, 64 << 10).await;
     let mut next = 0;
     while next < 200 {
         let d = stream.message().await.expect("stream").expect("data");
