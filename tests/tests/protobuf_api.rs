@@ -460,13 +460,25 @@ async fn protobuf_record_refusals_are_per_topic_and_partition() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    // A topic id that is not the topic's.
+    // A topic id that is not the topic's, in the only entry or in a later
+    // entry for a topic an earlier one named without an id.
     let mut wrong_id = produce("good", vec![record(None, Some("x"), Some(0))]);
     wrong_id.records[0].topic_id = "00000000-0000-0000-0000-000000000001".into();
     let answer = c.produce(wrong_id).await.expect("answered").into_inner();
     assert_eq!(
         answer.record_results[0].error.as_ref().map(|e| e.code),
         Some(E::UnknownTopicId as i32)
+    );
+    let mut named_later = produce("good", vec![record(None, Some("y"), Some(0))]);
+    let mut wrong = named_later.records[0].clone();
+    wrong.topic_id = "00000000-0000-0000-0000-000000000001".into();
+    named_later.records.push(wrong);
+    let answer = c.produce(named_later).await.expect("answered").into_inner();
+    assert!(answer.record_results[0].error.is_none());
+    assert_eq!(
+        answer.record_results[1].error.as_ref().map(|e| e.code),
+        Some(E::UnknownTopicId as i32),
+        "an id named in a later entry is checked too"
     );
 
     // An unknown record format is the client's bug: the request is refused.

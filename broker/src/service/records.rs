@@ -78,40 +78,32 @@ fn keyless_partition(node: &Node, topic: &TopicState, round_robin: &AtomicU32) -
 pub(super) fn build_batches(node: &Node, topics: Vec<pb::TopicRecords>, round_robin: &AtomicU32) -> BuiltRecords {
     let now = strand_storage::now_ms();
     let mut built = BuiltRecords::default();
-    // Per topic name: its id as requested, partitions and keyless choice.
-    let mut resolved: HashMap<&str, (Option<TopicUuid>, u32, u32)> = HashMap::new();
+    // Per topic name: its id, partitions and keyless choice.
+    let mut resolved: HashMap<&str, (TopicUuid, u32, u32)> = HashMap::new();
     // Records per (topic, partition) batch, in request order.
     let mut pending: Vec<(usize, u32, Vec<&pb::Record>)> = Vec::new();
     let mut slot: HashMap<(&str, u32), usize> = HashMap::new();
     let mut placements = Vec::new();
     for (t, entry) in topics.iter().enumerate() {
-        let found = match resolved.get(entry.topic.as_str()) {
-            Some(r) => requested_topic_id(&entry.topic, &entry.topic_id).and_then(|id| {
-                // Two entries for one topic must not disagree on its id.
-                if id.is_some() && r.0.is_some() && id != r.0 {
-                    Err(BrokerError::InvalidRequest {
-                        reason: format!("topic {:?} is named twice with different topic ids", entry.topic),
-                    })
-                } else {
-                    Ok(*r)
-                }
-            }),
-            None => writable_topic(&entry.topic)
-                .and_then(|()| requested_topic_id(&entry.topic, &entry.topic_id))
-                .and_then(|id| {
-                    let state = node.topic(&entry.topic)?;
-                    if let Some(want) = id
-                        && state.uuid() != want
-                    {
-                        return Err(BrokerError::UnknownTopicId {
-                            topic: entry.topic.clone(),
-                            topic_id: want.to_string(),
-                        });
+        let found = writable_topic(&entry.topic)
+            .and_then(|()| requested_topic_id(&entry.topic, &entry.topic_id))
+            .and_then(|requested| {
+                let r = match resolved.get(entry.topic.as_str()) {
+                    Some(r) => *r,
+                    None => {
+                        let state = node.topic(&entry.topic)?;
+                        let keyless = keyless_partition(node, &state, round_robin);
+                        (state.uuid(), state.meta.partitions, keyless)
                     }
-                    let keyless = keyless_partition(node, &state, round_robin);
-                    Ok((id, state.meta.partitions, keyless))
-                }),
-        };
+                };
+                match requested {
+                    Some(want) if want != r.0 => Err(BrokerError::UnknownTopicId {
+                        topic: entry.topic.clone(),
+                        topic_id: want.to_string(),
+                    }),
+                    _ => Ok(r),
+                }
+            });
         let (_, partitions, keyless) = match found {
             Ok(r) => {
                 resolved.entry(entry.topic.as_str()).or_insert(r);
@@ -160,9 +152,11 @@ pub(super) fn build_batches(node: &Node, topics: Vec<pb::TopicRecords>, round_ro
         // Never empty: every pending batch got at least one record.
         let batch = builder.build().map(Bytes::from).unwrap_or_default();
         let topic = &topics[*t].topic;
+        // The id resolved here: a topic deleted and created again before the
+        // batch is proposed is refused (UNKNOWN_TOPIC_ID), not written to.
         built.batches.push(ProduceBatch {
             topic: topic.clone(),
-            topic_id: resolved.get(topic.as_str()).and_then(|r| r.0),
+            topic_id: resolved.get(topic.as_str()).map(|r| r.0),
             partition: *partition,
             batch,
         });
