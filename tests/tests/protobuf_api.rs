@@ -270,6 +270,21 @@ async fn compressed_batches_decode_to_protobuf_and_subscribe_continues() {
     b.stop().await;
 }
 
+/// Checks that one answer's decoded values fit `budget` bytes and continue
+/// at `next` with no gap or repeat; moves `next` past them.
+fn take_within(d: &strand_proto::v1::PartitionData, budget: usize, next: &mut u64) {
+    let bytes: usize = d
+        .decoded_records
+        .iter()
+        .map(|r| r.value.as_ref().map_or(0, Bytes::len))
+        .sum();
+    assert!(bytes <= budget, "{bytes} decoded bytes in an answer of {budget}");
+    for r in &d.decoded_records {
+        assert_eq!(r.offset, *next, "no gap, no repeat");
+        *next += 1;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decoded_answers_stay_within_their_byte_limits_however_well_a_batch_compressed() {
     let b = TestBroker::start().await;
@@ -302,16 +317,7 @@ async fn decoded_answers_stay_within_their_byte_limits_however_well_a_batch_comp
             .into_inner();
         let d = &r.partitions[0];
         assert!(d.error.is_none(), "{:?}", d.error);
-        let bytes: usize = d
-            .decoded_records
-            .iter()
-            .map(|r| r.value.as_ref().map_or(0, Bytes::len))
-            .sum();
-        assert!(bytes <= 64 << 10, "{bytes} decoded bytes in a 64 KiB answer");
-        for r in &d.decoded_records {
-            assert_eq!(r.offset, next, "no gap, no repeat");
-            next += 1;
-        }
+        take_within(d, 64 << 10, &mut next);
         assert_eq!(d.next_offset, next, "continue after the last record sent");
         answers += 1;
     }
@@ -322,16 +328,7 @@ async fn decoded_answers_stay_within_their_byte_limits_however_well_a_batch_comp
     let mut next = 0;
     while next < 200 {
         let d = stream.message().await.expect("stream").expect("data");
-        let bytes: usize = d
-            .decoded_records
-            .iter()
-            .map(|r| r.value.as_ref().map_or(0, Bytes::len))
-            .sum();
-        assert!(bytes <= 64 << 10, "{bytes} decoded bytes in one push");
-        for r in &d.decoded_records {
-            assert_eq!(r.offset, next, "no gap, no repeat");
-            next += 1;
-        }
+        take_within(&d, 64 << 10, &mut next);
     }
     b.stop().await;
 }
