@@ -33,10 +33,11 @@ pub struct LogConfig {
     /// Largest size of one index file; a full index rolls the segment.
     /// Default 10 MiB.
     pub index_max_bytes: u64,
-    /// Files grow in steps of this size, reserved with `fallocate` before
-    /// they are written or mapped, so a full disk fails an append cleanly.
-    /// Reserved blocks count against the disk, so keep it small when a broker
-    /// hosts many partitions. Default 1 MiB.
+    /// Largest step a log file grows by. Space is reserved with `fallocate`
+    /// before it is written or mapped, so a full disk fails an append
+    /// cleanly; steps start at one page and double with the file up to this
+    /// size, so an empty partition holds a few pages, not a full step.
+    /// Default 1 MiB.
     pub preallocate_bytes: u64,
     /// Largest accepted batch. Default 1 MiB.
     pub max_batch_bytes: u32,

@@ -10,6 +10,19 @@ use std::path::Path;
 
 use crate::error::{Result, StorageError};
 
+/// Smallest reservation: one page.
+const PAGE: u64 = 4096;
+
+/// The size to grow a file of `current` bytes to so that it holds `need`:
+/// steps start at one page and double with the file, up to `max_step`, so an
+/// empty or nearly empty partition costs a few pages of disk, not a full step
+/// per file, while a busy one still reserves `max_step` at a time.
+pub(crate) fn grown_size(current: u64, need: u64, max_step: u64) -> u64 {
+    let step = current.clamp(PAGE, max_step.max(PAGE));
+    let target = need.max(current.saturating_add(step));
+    target.div_ceil(PAGE).saturating_mul(PAGE)
+}
+
 /// Extends `file` to at least `len` bytes with blocks reserved on disk.
 pub(crate) fn reserve(file: &File, path: &Path, len: u64) -> Result<()> {
     let current = file.metadata().map_err(|e| StorageError::io("stat", path, e))?.len();
@@ -56,4 +69,22 @@ pub(crate) fn zero_range(file: &File, path: &Path, from: u64, to: u64) -> Result
         pos += n as u64;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grown_size;
+
+    #[test]
+    fn growth_starts_at_a_page_and_doubles_up_to_the_step() {
+        let step = 1 << 20;
+        assert_eq!(grown_size(0, 100, step), 4096);
+        assert_eq!(grown_size(4096, 4097, step), 8192);
+        assert_eq!(grown_size(8192, 8200, step), 16384);
+        assert_eq!(grown_size(1 << 20, (1 << 20) + 1, step), 2 << 20);
+        assert_eq!(grown_size(8 << 20, (8 << 20) + 1, step), 9 << 20);
+        // A batch larger than the step gets all it needs, page-aligned.
+        assert_eq!(grown_size(4096, 3 << 20, step), 3 << 20);
+        assert_eq!(grown_size(0, 5000, step), 8192);
+    }
 }

@@ -40,7 +40,7 @@ impl IndexFile {
             entry_len,
             entries: 0,
             max_bytes: max_bytes - max_bytes % entry_len as u64,
-            grow_step: grow_step.max(entry_len as u64 * 64),
+            grow_step,
         };
         idx.remap()?;
         Ok(idx)
@@ -103,7 +103,7 @@ impl IndexFile {
     pub(crate) fn reserve_one(&mut self) -> Result<()> {
         let need = (self.entries + 1) * self.entry_len;
         if need > self.raw().len() {
-            let target = (self.raw().len() as u64 + self.grow_step)
+            let target = prealloc::grown_size(self.raw().len() as u64, need as u64, self.grow_step)
                 .min(self.max_bytes)
                 .max(need as u64);
             prealloc::reserve(&self.file, &self.path, target)?;

@@ -176,7 +176,7 @@ impl Segment {
         self.time_index.reserve_one()?;
         let end = self.size + info.len;
         if end > self.capacity {
-            let target = end.max(self.capacity + self.grow_step);
+            let target = prealloc::grown_size(self.capacity, end, self.grow_step);
             prealloc::reserve(&self.file, &self.log_path, target)?;
             self.capacity = target;
             self.map = map_read_only(&self.file, &self.log_path)?;
