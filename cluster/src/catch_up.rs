@@ -443,6 +443,11 @@ pub(crate) fn append_fetched(log: &mut PartitionLog, chunk: &[u8], mut next: Raf
 }
 
 impl CatchUps {
+    /// Whether no catch-up is ordered or under way.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.leading.is_empty() && self.following.is_none()
+    }
+
     /// On a follower (each heartbeat tick): drops a catch-up whose leader or
     /// term is no longer current, which cancels its task.
     pub(crate) fn forget_stale(&mut self, node: &RawNode<RaftLog>) {

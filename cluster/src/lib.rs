@@ -26,6 +26,7 @@ mod catch_up;
 mod error;
 mod ids;
 mod node;
+mod quiesce;
 mod raft_log;
 mod replica;
 mod transport;
@@ -38,7 +39,7 @@ pub use raft_log::{PersistedState, RaftLog};
 pub use replica::{Ack, ReplicaChange, ReplicaHandle, ReplicaProgress, ReplicaStatus};
 pub use transport::{
     CONNECTION_WINDOW_BYTES, CatchUpOrder, FetchRange, GrpcTransport, Inbox, LogChunks, LogSource, MemoryNetwork,
-    PeerBatch, STREAM_WINDOW_BYTES, Transport, decode_batch, encode_catch_ups,
+    PeerBatch, QuiesceNotice, STREAM_WINDOW_BYTES, Transport, decode_batch, encode_catch_ups,
 };
 
 /// Re-exported so peers can encode messages for a transport.

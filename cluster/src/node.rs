@@ -5,7 +5,7 @@
 //! also orders and runs catch-ups of followers far behind (`catch_up`),
 //! whose streaming tasks run on the async runtime and report back here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
@@ -21,6 +21,7 @@ use crate::catch_up;
 use crate::error::{ClusterError, Result};
 use crate::ids::{NodeId, RaftGroupId};
 use crate::raft_log::{RaftLog, validate_received};
+use crate::quiesce::PeerClocks;
 use crate::replica::{Ack, Outbox, Replica, ReplicaChange, ReplicaHandle, ReplicaStatus, StagedReady};
 use crate::transport::{CatchUpOrder, Inbox, LogSource, PeerBatch, Transport};
 
@@ -126,6 +127,8 @@ enum LoopCommand {
 #[derive(Clone)]
 pub struct RaftNode {
     id: NodeId,
+    /// Bumped whenever any hosted replica's high watermark moves.
+    commits: Arc<watch::Sender<u64>>,
     tx: mpsc::Sender<LoopCommand>,
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
     hosted: Hosted,
@@ -202,6 +205,7 @@ impl RaftNode {
     pub fn start(id: NodeId, config: NodeConfig, transport: Arc<dyn Transport>) -> Self {
         let (tx, rx) = mpsc::channel();
         let hosted: Hosted = Arc::default();
+        let commits = Arc::new(watch::Sender::new(0));
         // Catch-up streams run on the runtime that starts the node, if any.
         let runtime = tokio::runtime::Handle::try_current().ok();
         let node = Loop {
@@ -210,6 +214,9 @@ impl RaftNode {
             replicas: HashMap::new(),
             hosted: Arc::clone(&hosted),
             ticks: 0,
+            commits: Arc::clone(&commits),
+            clocks: PeerClocks::default(),
+            touched: HashSet::new(),
             transport,
             runtime,
             events: tx.clone(),
@@ -223,10 +230,18 @@ impl RaftNode {
         }
         RaftNode {
             id,
+            commits,
             tx,
             thread: Arc::new(Mutex::new(thread)),
             hosted,
         }
+    }
+
+    /// A counter that moves whenever any hosted replica's high watermark
+    /// moves: one thing to wait on for a fetch of thousands of partitions,
+    /// instead of one watch per partition.
+    pub fn watch_commits(&self) -> watch::Receiver<u64> {
+        self.commits.subscribe()
     }
 
     /// What serves this node's committed entries to followers catching up.
@@ -321,7 +336,7 @@ impl RaftNode {
     }
 }
 
-fn start_replica(id: NodeId, cfg: &NodeConfig, r: &NewReplica) -> Result<Replica> {
+fn start_replica(id: NodeId, cfg: &NodeConfig, r: &NewReplica, commits: &Arc<watch::Sender<u64>>) -> Result<Replica> {
     let group = r.group;
     let storage = RaftLog::open(Arc::clone(&r.log), &r.voters)?;
     // The commit index raft-rs starts from, clamped into the stored log.
@@ -350,6 +365,7 @@ fn start_replica(id: NodeId, cfg: &NodeConfig, r: &NewReplica) -> Result<Replica
     let handle = Arc::new(ReplicaHandle {
         group,
         high_watermark: watch::Sender::new(hw),
+        commits: Arc::clone(commits),
         status: watch::Sender::new(ReplicaStatus::default()),
         leader_changes: std::sync::atomic::AtomicU64::new(0),
         caught_up_entries: std::sync::atomic::AtomicU64::new(0),
@@ -424,8 +440,10 @@ fn run(mut node: Loop, rx: mpsc::Receiver<LoopCommand>) {
             next_tick = (next_tick + node.cfg.tick).max(now);
         }
         node.process_ready(&mut out);
+        let sent_at = Instant::now();
         for (to, batch) in out.drain() {
             if !batch.is_empty() {
+                node.clocks.sent(to, sent_at);
                 node.transport.send(node.id, to, batch);
             }
         }
@@ -443,6 +461,13 @@ struct Loop {
     /// The hosted replicas' handles, shared with [`HostedLogs`].
     hosted: Hosted,
     ticks: u64,
+    /// Shared with every replica's handle (see [`RaftNode::watch_commits`]).
+    commits: Arc<watch::Sender<u64>>,
+    /// Node-level liveness of peers (see `quiesce`).
+    clocks: PeerClocks,
+    /// Groups something happened to since the last `process_ready`: only
+    /// they can have a `Ready` (quiet groups are never touched).
+    touched: HashSet<RaftGroupId>,
     transport: Arc<dyn Transport>,
     /// Where catch-up tasks run (none outside a tokio runtime: then
     /// followers catch up through Raft's appends only).
@@ -460,6 +485,10 @@ impl Loop {
             }
             LoopCommand::Remove { group, reply } => {
                 if let Some(mut r) = self.replicas.remove(&group) {
+                    // Its peers may be quiet, waiting on this replica.
+                    for to in r.peers() {
+                        out.entry(to).or_default().wake.push(group);
+                    }
                     let _ = r.in_span(Replica::close);
                 }
                 self.hosted.write().remove(&group);
@@ -470,7 +499,7 @@ impl Loop {
                 batch,
                 ack,
                 reply,
-            } => match self.replicas.get_mut(&group) {
+            } => match self.wake(group) {
                 // A panic drops `reply`: the caller sees the loop's answer missing.
                 Some(r) => {
                     let _ = r.in_span(|r| r.propose(&batch, ack, strand_storage::now_ms(), reply));
@@ -480,27 +509,39 @@ impl Loop {
                 }
             },
             LoopCommand::Step { from, batch } => {
+                self.clocks.heard(from, Instant::now());
                 for (group, m) in batch.messages {
                     self.step(from, group, m);
                 }
                 for order in batch.catch_ups {
                     self.start_catch_up(from, order);
                 }
+                for group in batch.wake {
+                    self.wake(group);
+                }
+                // After the batch's messages, which came before the notice.
+                for notice in batch.quiesced {
+                    if let Some(r) = self.replicas.get_mut(&notice.group)
+                        && !r.is_quiet()
+                    {
+                        let _ = r.in_span(|r| r.accept_quiesce(from, &notice));
+                    }
+                }
             }
             LoopCommand::CatchUpProgress(p) => {
-                if let Some(r) = self.replicas.get_mut(&p.group)
+                if let Some(r) = self.wake(p.group)
                     && let Some(m) = r.in_span(|r| r.catch_up_progress(&p)).flatten()
                 {
                     out.entry(NodeId(m.to)).or_default().messages.push((p.group, m));
                 }
             }
             LoopCommand::Campaign { group } => {
-                if let Some(r) = self.replicas.get_mut(&group).filter(|r| r.may_stand()) {
+                if let Some(r) = self.wake(group).filter(|r| r.may_stand()) {
                     let _ = r.in_span(|r| r.node.campaign());
                 }
             }
             LoopCommand::RaiseTerm { group, floor } => {
-                if let Some(r) = self.replicas.get_mut(&group) {
+                if let Some(r) = self.wake(group) {
                     let failed = r.in_span(|r| r.apply_term_floor(floor)).and_then(|r| r.err());
                     if let Some(e) = failed {
                         r.in_span(|r| r.fail(e));
@@ -509,7 +550,7 @@ impl Loop {
             }
             LoopCommand::TransferLeader { group, to } => self.transfer_leader(group, to),
             LoopCommand::ChangeReplicas { group, change, reply } => {
-                let r = match self.replicas.get_mut(&group) {
+                let r = match self.wake(group) {
                     Some(r) => r
                         .in_span(|r| r.propose_replica_change(change))
                         .unwrap_or(Err(ClusterError::ReplicaFailed { group })),
@@ -530,7 +571,7 @@ impl Loop {
         // raft-rs panics on some inconsistent stored states; one damaged
         // replica must not take the loop (and every other group) down.
         let started =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| start_replica(self.id, &self.cfg, &new)));
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| start_replica(self.id, &self.cfg, &new, &self.commits)));
         let mut rep = match started {
             Ok(r) => r?,
             Err(_) => {
@@ -550,6 +591,7 @@ impl Loop {
         rep.set_active_window(self.cfg.tick * (2 * self.cfg.election_ticks) as u32);
         let h = Arc::clone(&rep.handle);
         self.replicas.insert(new.group, rep);
+        self.touched.insert(new.group);
         self.hosted.write().insert(new.group, Arc::clone(&h));
         Ok(h)
     }
@@ -559,19 +601,19 @@ impl Loop {
         let Some(runtime) = self.runtime.clone() else {
             return;
         };
-        let Some(r) = self.replicas.get_mut(&order.group) else {
+        let (id, events, transport) = (self.id, self.events.clone(), Arc::clone(&self.transport));
+        let Some(r) = self.wake(order.group) else {
             return;
         };
         let Some(cancel) = r.in_span(|r| r.accept_catch_up(from, &order)).flatten() else {
             return;
         };
         let log = Arc::clone(r.storage.partition_log());
-        let events = self.events.clone();
         let task = catch_up::run(
-            self.id,
+            id,
             from,
             order,
-            Arc::clone(&self.transport),
+            transport,
             log,
             cancel,
             move |p| {
@@ -583,7 +625,9 @@ impl Loop {
 
     /// Steps one message from a peer into its replica.
     fn step(&mut self, from: NodeId, group: RaftGroupId, m: Message) {
-        let Some(r) = self.replicas.get_mut(&group) else {
+        use raft::eraftpb::MessageType::{MsgHeartbeat, MsgHeartbeatResponse};
+        let active = !matches!(m.get_msg_type(), MsgHeartbeat | MsgHeartbeatResponse);
+        let Some(r) = self.touch(group, active) else {
             tracing::debug!(%group, %from, "message for a group not hosted here");
             return;
         };
@@ -593,8 +637,7 @@ impl Loop {
     fn transfer_leader(&mut self, group: RaftGroupId, to: NodeId) {
         let heartbeat_window = self.cfg.tick * (2 * self.cfg.heartbeat_ticks) as u32;
         let Some(r) = self
-            .replicas
-            .get_mut(&group)
+            .wake(group)
             .filter(|r| r.node.raft.state == raft::StateRole::Leader)
         else {
             return;
@@ -620,49 +663,133 @@ impl Loop {
         });
     }
 
-    /// One tick for every replica (a recovering or failed replica does not
-    /// tick, so it never starts an election); leaders order catch-ups of
-    /// followers far behind.
+    /// The replica of `group`, woken (see `quiesce`) and marked touched:
+    /// something happened to it.
+    fn wake(&mut self, group: RaftGroupId) -> Option<&mut Replica> {
+        self.touch(group, true)
+    }
+
+    /// The replica of `group`, marked touched; an `active` touch also wakes
+    /// it if quiet and restarts its idle count. Heartbeats are not activity:
+    /// an idle group exchanges them until it quiesces, the last ones cross
+    /// the leader's notice, and a quiet group is kept safe by the node-level
+    /// heartbeat, not by its own.
+    fn touch(&mut self, group: RaftGroupId, active: bool) -> Option<&mut Replica> {
+        let r = self.replicas.get_mut(&group)?;
+        if active {
+            if r.is_quiet() {
+                let _ = r.in_span(Replica::wake);
+            } else {
+                r.idle_heartbeats = 0;
+            }
+        }
+        self.touched.insert(group);
+        Some(r)
+    }
+
+    /// One tick for every awake replica (a quiet one waits for something to
+    /// happen; a recovering or failed one does not tick, so it never starts
+    /// an election); leaders order catch-ups of followers far behind. On
+    /// heartbeat ticks: idle leaders quiesce, and peers are pinged and
+    /// checked (see `quiesce`).
     fn tick(&mut self, now: Instant, out: &mut Outbox) {
         self.ticks += 1;
         let heartbeat = self.ticks.is_multiple_of(self.cfg.heartbeat_ticks.max(1) as u64);
         let catch_ups = self.runtime.is_some();
         let min_lag = self.cfg.catch_up_min_lag_entries;
-        for r in self.replicas.values_mut().filter(|r| r.may_stand()) {
-            let orders = r.in_span(|r| {
+        let recently = self.cfg.tick * (2 * self.cfg.election_ticks) as u32;
+        for (&g, r) in self.replicas.iter_mut().filter(|(_, r)| r.may_stand() && !r.is_quiet()) {
+            self.touched.insert(g);
+            let work = r.in_span(|r| {
                 r.node.tick();
                 let orders = if catch_ups {
                     r.plan_catch_ups(now, min_lag)
                 } else {
                     Vec::new()
                 };
+                let mut notice = None;
                 if heartbeat {
                     r.refresh_status();
                     r.forget_stale_catch_up();
+                    notice = r.try_quiesce(recently).map(|n| (n, r.peers()));
                 }
-                orders
+                (orders, notice)
             });
-            for (to, order) in orders.unwrap_or_default() {
+            let Some((orders, notice)) = work else { continue };
+            for (to, order) in orders {
                 out.entry(to).or_default().catch_ups.push(order);
+            }
+            if let Some((notice, peers)) = notice {
+                for to in peers {
+                    out.entry(to).or_default().quiesced.push(notice);
+                }
+            }
+        }
+        if heartbeat {
+            self.check_peers(now, out);
+        }
+    }
+
+    /// Pings peers nothing went to for a heartbeat interval, wakes the
+    /// quiet groups of peers that went down or came back, and tells the
+    /// peers of a replica that failed here to wake theirs.
+    fn check_peers(&mut self, now: Instant, out: &mut Outbox) {
+        let mut known: HashSet<NodeId> = HashSet::new();
+        for (&g, r) in &mut self.replicas {
+            let peers = r.peers();
+            if r.is_failed() && !r.failure_announced {
+                // Its peers may be quiet, waiting on this replica.
+                r.failure_announced = true;
+                for &to in &peers {
+                    out.entry(to).or_default().wake.push(g);
+                }
+            }
+            known.extend(peers);
+        }
+        let heartbeat = self.cfg.tick * self.cfg.heartbeat_ticks.max(1) as u32;
+        let timeout = self.cfg.tick * self.cfg.election_ticks.max(1) as u32;
+        let check = self.clocks.check(&known, now, heartbeat, timeout);
+        for to in check.ping {
+            out.entry(to).or_default().ping = true;
+        }
+        if check.changed.is_empty() {
+            return;
+        }
+        tracing::info!(peers = ?check.changed, "peer liveness changed: waking its quiet groups");
+        let changed: HashSet<NodeId> = check.changed.into_iter().collect();
+        for (&g, r) in &mut self.replicas {
+            if r.is_quiet() && r.peers().iter().any(|p| changed.contains(p)) {
+                let _ = r.in_span(Replica::wake);
+                self.touched.insert(g);
             }
         }
     }
 
-    /// Handles every replica's `Ready` in two halves around one parallel
-    /// round of fsyncs; the messages to send go to `out`, by peer.
+    /// Handles the `Ready` of every touched replica in two halves around one
+    /// parallel round of fsyncs; the messages to send go to `out`, by peer.
     fn process_ready(&mut self, out: &mut Outbox) {
-        let staged: Vec<(RaftGroupId, StagedReady)> = self
-            .replicas
-            .iter_mut()
-            .filter(|(_, r)| r.has_ready())
-            .filter_map(|(&g, r)| r.in_span(|r| r.stage_ready(out)).flatten().map(|st| (g, st)))
-            .collect();
+        let touched = std::mem::take(&mut self.touched);
+        let mut staged: Vec<(RaftGroupId, StagedReady)> = Vec::new();
+        for g in &touched {
+            if let Some(r) = self.replicas.get_mut(g).filter(|r| r.has_ready())
+                && let Some(st) = r.in_span(|r| r.stage_ready(out)).flatten()
+            {
+                staged.push((*g, st));
+            }
+        }
         // One fdatasync per group with new entries, all groups in parallel, so
         // a partition does not wait for the others' syncs one after another.
         let results = sync_all(staged.iter().map(|(_, st)| st.sync.as_ref()).collect());
         for ((g, st), synced) in staged.into_iter().zip(results) {
             if let Some(r) = self.replicas.get_mut(&g) {
                 let _ = r.in_span(|r| r.finish_ready(st, synced, out));
+            }
+        }
+        // A replica with more to do (its second half produced another
+        // `Ready`) is looked at again next time.
+        for g in touched {
+            if self.replicas.get(&g).is_some_and(Replica::has_ready) {
+                self.touched.insert(g);
             }
         }
     }

@@ -75,6 +75,8 @@ pub struct ReplicaStatus {
     /// for a term floor from its peers ([`crate::RaftNode::raise_term`])
     /// before it takes any message.
     pub awaiting_term: bool,
+    /// The group is idle and this replica stopped ticking (see `quiesce`).
+    pub quiet: bool,
 }
 
 /// One step of moving a group's replicas: raft single-server membership
@@ -96,6 +98,8 @@ pub struct ReplicaHandle {
     pub group: RaftGroupId,
     /// Offset after the last committed record: what consumers may read.
     pub high_watermark: watch::Sender<Offset>,
+    /// The node's counter of high-watermark moves (any replica's).
+    pub commits: Arc<watch::Sender<u64>>,
     /// Leadership and progress.
     pub status: watch::Sender<ReplicaStatus>,
     /// Times this replica saw the group's leader change.
@@ -106,6 +110,21 @@ pub struct ReplicaHandle {
     /// The group's Raft view of the log (for retention, which must record
     /// what it removes).
     pub log: RaftLog,
+}
+
+impl ReplicaHandle {
+    /// Raises the high watermark to `hw` (never lowers it) and, if it
+    /// moved, the node's counter.
+    pub(crate) fn publish_high_watermark(&self, hw: Offset) {
+        let moved = self.high_watermark.send_if_modified(|cur| {
+            let moved = hw > *cur;
+            *cur = (*cur).max(hw);
+            moved
+        });
+        if moved {
+            self.commits.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
 }
 
 /// A `Ready` between its two halves: entries appended, waiting for `sync`.
@@ -166,6 +185,12 @@ pub(crate) struct Replica {
     pub(crate) span: tracing::Span,
     /// Catch-ups ordered (as leader) or under way (as follower).
     catch_ups: CatchUps,
+    /// Not ticking: the group is idle (see `quiesce`).
+    pub(crate) quiet: bool,
+    /// Heartbeat intervals since anything happened to the group.
+    pub(crate) idle_heartbeats: u32,
+    /// Its peers were told it failed (see `Loop::check_peers`).
+    pub(crate) failure_announced: bool,
 }
 
 impl Replica {
@@ -191,6 +216,9 @@ impl Replica {
             failed: false,
             span: tracing::Span::none(),
             catch_ups: CatchUps::default(),
+            quiet: false,
+            idle_heartbeats: 0,
+            failure_announced: false,
         }
     }
 
@@ -260,6 +288,16 @@ impl Replica {
         };
         self.span = span;
         out
+    }
+
+    /// Whether no proposal waits for its acknowledgement.
+    pub(crate) fn has_nothing_pending(&self) -> bool {
+        self.pending.is_empty() && self.duplicates.is_empty()
+    }
+
+    /// Whether no catch-up is ordered or under way.
+    pub(crate) fn catch_ups_idle(&self) -> bool {
+        self.catch_ups.is_idle()
     }
 
     /// Whether the loop has anything to do for this replica.
@@ -679,6 +717,7 @@ impl Replica {
             recovering: self.recovering,
             failed: self.failed,
             awaiting_term: self.awaiting_term,
+            quiet: self.quiet,
         };
         self.handle.status.send_if_modified(|s| {
             let changed = *s != status;
@@ -761,11 +800,7 @@ impl Replica {
         // Publish the high watermark before answering, so a producer that
         // reads right after its acknowledgement sees its own records.
         if let Some(hw) = hw {
-            self.handle.high_watermark.send_if_modified(|cur| {
-                let moved = hw > *cur;
-                *cur = (*cur).max(hw);
-                moved
-            });
+            self.handle.publish_high_watermark(hw);
         }
         for (reply, result) in answers {
             let _ = reply.send(result);
@@ -900,11 +935,7 @@ impl Replica {
             let offset = self
                 .storage
                 .next_offset_after(RaftIndex(rd.snapshot().get_metadata().index))?;
-            self.handle.high_watermark.send_if_modified(|cur| {
-                let moved = offset > *cur;
-                *cur = (*cur).max(offset);
-                moved
-            });
+            self.handle.publish_high_watermark(offset);
         }
         self.apply(rd.take_committed_entries())?;
         let appended = rd.entries().last().map(|e| RaftIndex(e.index));

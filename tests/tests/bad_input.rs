@@ -277,6 +277,7 @@ async fn fetch_out_of_range_carries_earliest_and_latest_and_unknown_partition_is
         max_wait_ms: 0,
         max_bytes: 0,
         record_format: 0,
+        ..Default::default()
     };
     let resp = c.fetch(fetch(9, 0)).await.unwrap().into_inner();
     let err = resp.partitions[0].error.clone().unwrap();

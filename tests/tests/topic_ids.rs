@@ -66,6 +66,7 @@ async fn requests_naming_another_topic_id_are_refused() {
         max_wait_ms: 0,
         max_bytes: 0,
         record_format: 0,
+        ..Default::default()
     };
     let r = raw.fetch(fetch(&old)).await.unwrap().into_inner();
     let e = r.partitions[0].error.as_ref().expect("refused");

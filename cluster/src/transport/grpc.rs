@@ -21,11 +21,11 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
-use strand_proto::v1::{CatchUp, FetchLogRequest, GroupMessage, RaftBatch, peer_client::PeerClient};
+use strand_proto::v1::{CatchUp, FetchLogRequest, GroupMessage, Quiesced, RaftBatch, peer_client::PeerClient};
 use strand_storage::{RaftIndex, Term};
 use tokio::sync::Notify;
 
-use super::{CatchUpOrder, FetchRange, LogChunks, PeerBatch, Transport};
+use super::{CatchUpOrder, FetchRange, LogChunks, PeerBatch, QuiesceNotice, Transport};
 use crate::error::{ClusterError, Result};
 use crate::ids::{NodeId, RaftGroupId};
 
@@ -50,6 +50,9 @@ struct PeerQueue {
     data: VecDeque<(RaftGroupId, Message, usize)>,
     data_bytes: usize,
     catch_ups: Vec<CatchUpOrder>,
+    quiesced: Vec<QuiesceNotice>,
+    wake: Vec<RaftGroupId>,
+    ping: bool,
 }
 
 struct Peer {
@@ -168,6 +171,9 @@ impl Transport for GrpcTransport {
         {
             let mut q = peer.queue.lock();
             q.catch_ups.extend(batch.catch_ups);
+            q.quiesced.extend(batch.quiesced);
+            q.wake.extend(batch.wake);
+            q.ping |= batch.ping;
             for (group, m) in batch.messages {
                 match data_size(&m) {
                     Some(size) if q.data_bytes + size > QUEUED_DATA_BYTES && !q.data.is_empty() => dropped += 1,
@@ -256,6 +262,9 @@ impl PeerTask {
         let mut batch = PeerBatch {
             catch_ups: std::mem::take(&mut q.catch_ups),
             messages: q.control.drain(..).collect(),
+            quiesced: std::mem::take(&mut q.quiesced),
+            wake: std::mem::take(&mut q.wake),
+            ping: std::mem::take(&mut q.ping),
         };
         let mut bytes = 0;
         while let Some(&(_, _, size)) = q.data.front() {
@@ -316,6 +325,16 @@ fn encode_batch(from: NodeId, cluster_id: &str, batch: PeerBatch) -> RaftBatch {
         cluster_id: cluster_id.to_string(),
         messages: Vec::with_capacity(batch.messages.len()),
         catch_ups: encode_catch_ups(&batch.catch_ups),
+        quiesced: batch
+            .quiesced
+            .iter()
+            .map(|q| Quiesced {
+                group: q.group.get(),
+                term: q.term.get(),
+                index: q.index.get(),
+            })
+            .collect(),
+        wake: batch.wake.iter().map(|g| g.get()).collect(),
     };
     for (group, m) in batch.messages {
         match m.write_to_bytes() {
@@ -375,5 +394,21 @@ pub fn decode_batch(batch: &RaftBatch, cluster_id: &str) -> Result<PeerBatch> {
             last: RaftIndex(c.to_index),
         })
         .collect();
-    Ok(PeerBatch { messages, catch_ups })
+    let quiesced = batch
+        .quiesced
+        .iter()
+        .map(|q| QuiesceNotice {
+            group: RaftGroupId(q.group),
+            term: Term(q.term),
+            index: RaftIndex(q.index),
+        })
+        .collect();
+    // Every batch says the sender is alive; an empty one says only that.
+    Ok(PeerBatch {
+        messages,
+        catch_ups,
+        quiesced,
+        wake: batch.wake.iter().copied().map(RaftGroupId).collect(),
+        ping: true,
+    })
 }

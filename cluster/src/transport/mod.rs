@@ -30,13 +30,37 @@ pub struct PeerBatch {
     pub messages: Vec<(RaftGroupId, Message)>,
     /// Catch-up orders from a leader to this follower.
     pub catch_ups: Vec<CatchUpOrder>,
+    /// Groups whose leader (the sender) stops ticking (see `quiesce`).
+    pub quiesced: Vec<QuiesceNotice>,
+    /// Groups whose replica on the sender stopped (failed or removed): the
+    /// receiver's replicas must tick again, to elect without it.
+    pub wake: Vec<RaftGroupId>,
+    /// Sent even with nothing else in it: the sender's node is alive (the
+    /// node-level heartbeat quiet groups rely on).
+    pub ping: bool,
 }
 
 impl PeerBatch {
     /// Whether there is nothing to send.
     pub fn is_empty(&self) -> bool {
-        self.messages.is_empty() && self.catch_ups.is_empty()
+        self.messages.is_empty()
+            && self.catch_ups.is_empty()
+            && self.quiesced.is_empty()
+            && self.wake.is_empty()
+            && !self.ping
     }
+}
+
+/// A leader's notice that its group is idle and fully replicated, and that
+/// it stops ticking and heartbeating until something happens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuiesceNotice {
+    /// The Raft group.
+    pub group: RaftGroupId,
+    /// The leader's term.
+    pub term: Term,
+    /// The group's last (and committed) index.
+    pub index: RaftIndex,
 }
 
 /// A leader's order to a follower: fetch these committed entries instead
