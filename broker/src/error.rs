@@ -195,6 +195,24 @@ pub enum BrokerError {
         #[source]
         source: tokio::task::JoinError,
     },
+    /// A fetch named a session this broker does not have (evicted, idle,
+    /// or the broker restarted): open a new one.
+    #[error("fetch session {session_id} is not open here")]
+    FetchSessionNotFound {
+        /// The session asked for.
+        session_id: u64,
+    },
+    /// A fetch's session epoch is not the one after the session's last, or
+    /// another request of the session is in flight: open a new one.
+    #[error("fetch session {session_id}: epoch {epoch} is not the expected {}", expected.map_or("one (a request of the session is in flight)".to_string(), |e| e.to_string()))]
+    InvalidFetchSessionEpoch {
+        /// The session.
+        session_id: u64,
+        /// The epoch the request carried.
+        epoch: u32,
+        /// The one expected (`None`: a request is in flight).
+        expected: Option<u32>,
+    },
     /// Binding or serving the listener failed.
     #[error("serving {addr}: {source}")]
     Serve {
@@ -227,6 +245,8 @@ impl BrokerError {
             BrokerError::UnknownGroup { .. } => ErrorCode::UnknownGroup,
             BrokerError::GroupNotEmpty { .. } => ErrorCode::GroupNotEmpty,
             BrokerError::ProducerFenced { .. } => ErrorCode::ProducerFenced,
+            BrokerError::FetchSessionNotFound { .. } => ErrorCode::FetchSessionNotFound,
+            BrokerError::InvalidFetchSessionEpoch { .. } => ErrorCode::InvalidFetchSessionEpoch,
             BrokerError::Forwarded { code, .. } => *code,
             BrokerError::Replication { source } => match source {
                 // The outcome is unknown; the client retries against the
@@ -270,7 +290,9 @@ impl BrokerError {
             | ErrorCode::GroupNotEmpty
             | ErrorCode::OutOfOrderSequence
             | ErrorCode::ProducerFenced
-            | ErrorCode::UnknownProducerId => tonic::Code::FailedPrecondition,
+            | ErrorCode::UnknownProducerId
+            | ErrorCode::FetchSessionNotFound
+            | ErrorCode::InvalidFetchSessionEpoch => tonic::Code::FailedPrecondition,
             ErrorCode::StorageFailed => tonic::Code::Internal,
             _ => tonic::Code::InvalidArgument,
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use strand_storage::Offset;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::error::{BrokerError, Result};
 use crate::node::Node;
@@ -55,10 +55,13 @@ fn read_from(p: &Partition, offset: Offset, max_bytes: usize) -> Result<Partitio
 
 /// Reads every partition, long-polling up to `max_wait` while none has
 /// anything visible; at most `total_bytes` in all (a partition past the
-/// budget is answered empty). One result per partition.
+/// budget is answered empty). One result per partition, in `parts` order;
+/// the budget is spent starting at `parts[first]` and wrapping around, so a
+/// session of many partitions can rotate which ones are served first.
 pub async fn fetch(
     node: &Node,
     parts: &[FetchPartition],
+    first: usize,
     total_bytes: usize,
     max_wait: Duration,
 ) -> Result<Vec<Result<PartitionRead>>> {
@@ -70,20 +73,26 @@ pub async fn fetch(
         .map(|fp| node.partition_as(&fp.topic, fp.topic_id, fp.partition))
         .collect();
     let mut shutdown = node.shutdown_signal();
+    // One counter for every partition of the node: waiting on it costs the
+    // same for one partition or ten thousand.
+    let mut commits = node.raft().watch_commits();
+    let n = parts.len();
+    let first = if n == 0 { 0 } else { first % n };
     loop {
-        let mut out = Vec::with_capacity(parts.len());
-        let mut watchers: Vec<watch::Receiver<Offset>> = Vec::new();
+        commits.borrow_and_update();
+        let mut out: Vec<Option<Result<PartitionRead>>> = (0..n).map(|_| None).collect();
         let mut budget = total_bytes;
         let mut ready = false;
-        for (fp, p) in parts.iter().zip(resolved.iter_mut()) {
+        let mut readable = false;
+        for i in (first..n).chain(0..first) {
+            let (fp, p) = (&parts[i], &mut resolved[i]);
             let read = match p {
                 Err(e) => {
                     ready = true;
                     Err(std::mem::replace(e, BrokerError::ShuttingDown))
                 }
                 Ok(p) => {
-                    // Subscribe before reading so a move in between is not missed.
-                    watchers.push(p.watch_high_watermark());
+                    readable = true;
                     if budget == 0 {
                         let st = p.offsets();
                         Ok(PartitionRead {
@@ -104,14 +113,15 @@ pub async fn fetch(
                     }
                 }
             };
-            out.push(read);
+            out[i] = Some(read);
         }
-        if ready || watchers.is_empty() || tokio::time::Instant::now() >= deadline {
-            return Ok(out);
+        if ready || !readable || tokio::time::Instant::now() >= deadline {
+            return Ok(out.into_iter().map(|r| r.unwrap_or(Err(BrokerError::ShuttingDown))).collect());
         }
-        let any_moved = futures::future::select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
+        // The counter was read before the partitions: a move in between
+        // wakes this wait at once.
         tokio::select! {
-            _ = any_moved => {}
+            changed = commits.changed() => if changed.is_err() { return Err(BrokerError::ShuttingDown) },
             () = tokio::time::sleep_until(deadline) => {}
             _ = shutdown.wait_for(|s| *s) => return Err(BrokerError::ShuttingDown),
         }

@@ -3,5 +3,6 @@
 //! operations (topics, groups) live in `admin` and `groups`.
 
 pub mod fetch;
+pub mod fetch_session;
 pub mod offsets;
 pub mod produce;

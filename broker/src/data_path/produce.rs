@@ -50,11 +50,12 @@ fn check_batch(node: &Node, b: &ProduceBatch, now_ms: i64) -> Result<RecordBatch
         });
     }
     let max = node
-        .topic(&b.topic)?
-        .meta
-        .configs
-        .get("max.message.bytes")
-        .and_then(|v| v.parse::<u32>().ok())
+        .with_topic(&b.topic, |t| {
+            t.meta
+                .configs
+                .get("max.message.bytes")
+                .and_then(|v| v.parse::<u32>().ok())
+        })?
         .unwrap_or(node.config().log.max_batch_bytes);
     if b.batch.len() > max as usize {
         return Err(StorageError::RecordTooLarge {

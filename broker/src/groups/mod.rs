@@ -126,7 +126,7 @@ impl GroupCoordinator {
 
     /// The id of the topic named `topic`, if it exists.
     pub fn topic_id(&self, topic: &str) -> Option<crate::topic::TopicUuid> {
-        self.node.topic(topic).ok().map(|t| t.uuid())
+        self.node.with_topic(topic, |t| t.uuid()).ok()
     }
 
     /// The offsets topic's partition count, creating the topic on first use.

@@ -180,14 +180,27 @@ impl Node {
     /// has not learned about yet.
     pub fn topic(&self, name: &str) -> Result<TopicState> {
         let found = self.metadata.read().topics.get(name).cloned();
-        match found {
-            Some(t) => Ok(t),
-            None if !self.metadata_caught_up() => Err(BrokerError::NotLeader {
+        found.ok_or_else(|| self.missing_topic(name))
+    }
+
+    /// `f` of the topic named `name`, under the metadata lock (no copy of
+    /// the topic, whose assignment may list thousands of partitions).
+    pub fn with_topic<R>(&self, name: &str, f: impl FnOnce(&TopicState) -> R) -> Result<R> {
+        let found = self.metadata.read().topics.get(name).map(f);
+        found.ok_or_else(|| self.missing_topic(name))
+    }
+
+    /// The answer for a topic the metadata does not hold: unknown, or not
+    /// known *yet* (retriable) while this broker's metadata is behind.
+    fn missing_topic(&self, name: &str) -> BrokerError {
+        if self.metadata_caught_up() {
+            BrokerError::UnknownTopic { topic: name.into() }
+        } else {
+            BrokerError::NotLeader {
                 topic: name.into(),
                 partition: 0,
                 leader_addr: None,
-            }),
-            None => Err(BrokerError::UnknownTopic { topic: name.into() }),
+            }
         }
     }
 
@@ -195,13 +208,26 @@ impl Node {
     /// `UNKNOWN_PARTITION`, or `NOT_LEADER` (naming a replica that hosts it)
     /// when this broker has none.
     pub fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
-        let t = self.topic(topic)?;
-        let Some(replicas) = t.assignment.get(partition as usize) else {
-            return Err(BrokerError::UnknownPartition {
-                topic: topic.into(),
-                partition,
-                partitions: t.meta.partitions,
-            });
+        // Looked up under the lock without copying the topic: a topic of
+        // thousands of partitions is read once per partition of a fetch.
+        let found = self.with_metadata(|m| {
+            m.topics
+                .get(topic)
+                .map(|t| match t.assignment.get(partition as usize) {
+                    Some(replicas) => Ok(replicas.first().copied()),
+                    None => Err(t.meta.partitions),
+                })
+        });
+        let first = match found {
+            Some(Ok(first)) => first,
+            Some(Err(partitions)) => {
+                return Err(BrokerError::UnknownPartition {
+                    topic: topic.into(),
+                    partition,
+                    partitions,
+                });
+            }
+            None => return Err(self.missing_topic(topic)),
         };
         if let Some(p) = self.replicas.read().get(&(topic.to_string(), partition)) {
             return Ok(Arc::clone(p));
@@ -209,7 +235,7 @@ impl Node {
         Err(BrokerError::NotLeader {
             topic: topic.into(),
             partition,
-            leader_addr: replicas.first().and_then(|r| self.addr_of(*r)),
+            leader_addr: first.and_then(|r| self.addr_of(r)),
         })
     }
 

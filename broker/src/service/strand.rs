@@ -17,6 +17,7 @@ use tracing::Instrument;
 
 use crate::controller::TopicState;
 use crate::data_path::fetch::{self, DEFAULT_PARTITION_MAX_BYTES, FetchPartition, PartitionRead};
+use crate::data_path::fetch_session::FetchSessions;
 use crate::data_path::offsets::{OffsetSpec, list_offsets};
 use crate::data_path::produce::{self, Acks, ProduceBatch};
 use crate::error::{BrokerError, Result};
@@ -34,6 +35,8 @@ pub struct StrandService {
     /// Spreads keyless protobuf records across partitions, request by
     /// request.
     round_robin: Arc<AtomicU32>,
+    /// Consumers' fetch sessions on this broker.
+    fetch_sessions: Arc<FetchSessions>,
 }
 
 impl StrandService {
@@ -43,6 +46,7 @@ impl StrandService {
             node,
             metrics,
             round_robin: Arc::new(AtomicU32::new(0)),
+            fetch_sessions: Arc::new(FetchSessions::default()),
         }
     }
 }
@@ -56,6 +60,16 @@ fn wants_protobuf(format: i32) -> Result<bool> {
             reason: format!("unknown record format {format}"),
         }),
     }
+}
+
+/// A fetch's byte limits and record format.
+#[derive(Clone, Copy, Debug)]
+struct Budget {
+    /// Record bytes of the whole answer.
+    total: usize,
+    /// Largest single record a protobuf answer may hold.
+    cap: usize,
+    protobuf: bool,
 }
 
 /// How a partition's answer carries its records.
@@ -239,7 +253,7 @@ impl StrandService {
             0 => cap,
             n => (n as usize).min(cap),
         };
-        let parts: Vec<FetchPartition> = req
+        let named: Vec<FetchPartition> = req
             .partitions
             .iter()
             .map(|fp| {
@@ -255,14 +269,78 @@ impl StrandService {
                 })
             })
             .collect::<Result<_>>()?;
-        let reads = fetch::fetch(&self.node, &parts, total, max_wait).await?;
+        let budget = Budget { total, cap, protobuf };
+        match (req.session_id, req.session_epoch) {
+            (0, 0) => {
+                if !req.forgotten.is_empty() {
+                    return Err(BrokerError::InvalidRequest {
+                        reason: "`forgotten` needs a fetch session".into(),
+                    });
+                }
+                let reads = fetch::fetch(&self.node, &named, 0, total, max_wait).await?;
+                let keep = vec![true; reads.len()];
+                Ok(pb::FetchResponse {
+                    partitions: self.answer(&named, reads, &keep, budget),
+                    session_id: 0,
+                })
+            }
+            (0, 1) => {
+                if !req.forgotten.is_empty() {
+                    return Err(BrokerError::InvalidRequest {
+                        reason: "a new fetch session has nothing to forget".into(),
+                    });
+                }
+                let (id, mut session) = self.fetch_sessions.open(named).await;
+                let first = session.next_first();
+                let reads = fetch::fetch(&self.node, session.partitions(), first, total, max_wait).await?;
+                // The opening answer is full: the client learns every bound.
+                session.news(&reads);
+                let keep = vec![true; reads.len()];
+                Ok(pb::FetchResponse {
+                    partitions: self.answer(session.partitions(), reads, &keep, budget),
+                    session_id: id,
+                })
+            }
+            (0, epoch) => Err(BrokerError::InvalidRequest {
+                reason: format!("a fetch session opens with epoch 1, not {epoch}"),
+            }),
+            (id, epoch) => {
+                let forgotten: Vec<(String, u32)> = req
+                    .forgotten
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(|p| (t.topic.clone(), *p)))
+                    .collect();
+                let mut session = self.fetch_sessions.resume(id, epoch, named, &forgotten)?;
+                let first = session.next_first();
+                let reads = fetch::fetch(&self.node, session.partitions(), first, total, max_wait).await?;
+                let keep = session.news(&reads);
+                Ok(pb::FetchResponse {
+                    partitions: self.answer(session.partitions(), reads, &keep, budget),
+                    session_id: id,
+                })
+            }
+        }
+    }
+
+    /// The answers to `reads` (one per partition of `parts`) that `keep`
+    /// selects, within `budget`.
+    fn answer(
+        &self,
+        parts: &[FetchPartition],
+        reads: Vec<Result<PartitionRead>>,
+        keep: &[bool],
+        budget: Budget,
+    ) -> Vec<pb::PartitionData> {
+        let Budget { total, cap, protobuf } = budget;
         // Decoded records count against the same budget as batches: what
         // a compressed batch grows to, not what it stored.
         let mut remaining = total;
-        let partitions = parts
+        parts
             .iter()
             .zip(reads)
-            .map(|(fp, read)| {
+            .zip(keep)
+            .filter(|(_, keep)| **keep)
+            .map(|((fp, read), _)| {
                 if let Ok(r) = &read
                     && !r.records.is_empty()
                 {
@@ -303,8 +381,7 @@ impl StrandService {
                     }
                 }
             })
-            .collect();
-        Ok(pb::FetchResponse { partitions })
+            .collect()
     }
 
     fn list_offsets(&self, req: pb::ListOffsetsRequest) -> Result<pb::ListOffsetsResponse> {

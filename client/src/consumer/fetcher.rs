@@ -5,6 +5,13 @@
 //! its long poll open while `poll` returns what other leaders sent, as Kafka's
 //! fetcher does, so one idle broker never slows down the others.
 //!
+//! Each leader gets a fetch session (see `FetchRequest.session_id`): after
+//! the opening request, a fetch names only the partitions whose position
+//! changed and the broker answers only partitions with something new, so a
+//! consumer of thousands of partitions sends and receives what moved, not
+//! the whole assignment every time. A failed or refused fetch closes the
+//! session; the next one opens a new session.
+//!
 //! Decoding validates every batch (framing and CRC) before reading it, skips
 //! records below the consumer's position (a fetch may start inside a batch)
 //! and never returns records of a corrupt batch.
@@ -17,7 +24,7 @@ use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use strand_proto::v1::{FetchPartition, FetchRequest, FetchResponse};
+use strand_proto::v1::{ErrorCode, FetchPartition, FetchRequest, FetchResponse, TopicPartitions};
 use strand_storage::{BatchError, BatchRef, Compression, DecodedRecords, RecordView, batches};
 
 use super::record::ConsumerRecord;
@@ -42,21 +49,63 @@ pub(crate) struct FetchOutcome {
     pub addr: Arc<str>,
     pub requested: Vec<Requested>,
     pub result: Result<FetchResponse>,
+    /// What the request did to the leader's session.
+    session: SessionStep,
 }
 
-/// The request entry that response partition number `index` answers.
-/// Brokers answer in request order, so the same index is tried first.
-pub(crate) fn requested_for<'a>(
+/// A partition as a session knows it: its position and topic id.
+type SessionKey = (Arc<str>, u32);
+type SessionPosition = (u64, Option<Arc<str>>);
+
+/// This consumer's session with one leader.
+#[derive(Debug, Default)]
+struct Session {
+    id: u64,
+    /// The epoch of the last request the broker answered.
+    epoch: u32,
+    /// The positions the broker holds.
+    sent: HashMap<SessionKey, SessionPosition>,
+    /// A request of the session is in flight.
+    busy: bool,
+}
+
+/// How a request used its leader's session.
+#[derive(Debug)]
+enum SessionStep {
+    /// No session (one was busy, or the broker offers none).
+    None,
+    /// Opened a session over these positions.
+    Open(HashMap<SessionKey, SessionPosition>),
+    /// Continued the session at this epoch; these are the positions after.
+    Continue(u32, HashMap<SessionKey, SessionPosition>),
+}
+
+/// Finds the request entry each response partition answers. Sessionless
+/// answers come in request order (the same index is tried first); a
+/// session's answer holds only some partitions, looked up by key.
+pub(crate) struct RequestedIndex<'a> {
     requested: &'a [Requested],
-    index: usize,
-    topic: &str,
-    partition: u32,
-) -> Option<&'a Requested> {
-    let matches = |r: &&Requested| &*r.topic == topic && r.partition == partition;
-    requested
-        .get(index)
-        .filter(matches)
-        .or_else(|| requested.iter().find(matches))
+    by_key: Option<HashMap<(&'a str, u32), &'a Requested>>,
+}
+
+impl<'a> RequestedIndex<'a> {
+    pub(crate) fn new(requested: &'a [Requested], answers: usize) -> Self {
+        let by_key = (answers != requested.len())
+            .then(|| requested.iter().map(|r| ((&*r.topic, r.partition), r)).collect());
+        RequestedIndex { requested, by_key }
+    }
+
+    /// The entry that answer number `index` (for `topic`/`partition`) answers.
+    pub(crate) fn get(&self, index: usize, topic: &str, partition: u32) -> Option<&'a Requested> {
+        if let Some(by_key) = &self.by_key {
+            return by_key.get(&(topic, partition)).copied();
+        }
+        let matches = |r: &&Requested| &*r.topic == topic && r.partition == partition;
+        self.requested
+            .get(index)
+            .filter(matches)
+            .or_else(|| self.requested.iter().find(matches))
+    }
 }
 
 /// Fetch sizes and timing.
@@ -69,11 +118,15 @@ pub(crate) struct FetchConfig {
     pub backoff: Backoff,
 }
 
-/// The fetches in flight and the failure count per broker.
+/// The fetches in flight, the failure count and the fetch session per
+/// broker.
 pub(crate) struct Fetcher {
     config: FetchConfig,
     inflight: FuturesUnordered<BoxFuture<'static, FetchOutcome>>,
     failures: HashMap<Arc<str>, u32>,
+    sessions: HashMap<Arc<str>, Session>,
+    /// Brokers that answered an opening request without a session.
+    sessionless: std::collections::HashSet<Arc<str>>,
 }
 
 impl Fetcher {
@@ -82,6 +135,8 @@ impl Fetcher {
             config,
             inflight: FuturesUnordered::new(),
             failures: HashMap::new(),
+            sessions: HashMap::new(),
+            sessionless: std::collections::HashSet::new(),
         }
     }
 
@@ -94,21 +149,72 @@ impl Fetcher {
     pub(crate) fn start(&mut self, md: Arc<Metadata>, addr: Arc<str>, partitions: Vec<Requested>) {
         let c = self.config;
         let delay = self.failures.get(&addr).map(|n| c.backoff.delay(*n));
-        let request = FetchRequest {
-            partitions: partitions
+        let wire = |r: &Requested| FetchPartition {
+            topic: r.topic.to_string(),
+            partition: r.partition,
+            offset: r.offset,
+            max_bytes: c.partition_max_bytes,
+            topic_id: r.topic_id.as_deref().unwrap_or_default().to_string(),
+        };
+        let wanted = || -> HashMap<SessionKey, SessionPosition> {
+            partitions
                 .iter()
-                .map(|r| FetchPartition {
-                    topic: r.topic.to_string(),
-                    partition: r.partition,
-                    offset: r.offset,
-                    max_bytes: c.partition_max_bytes,
-                    topic_id: r.topic_id.as_deref().unwrap_or_default().to_string(),
-                })
-                .collect(),
+                .map(|r| ((r.topic.clone(), r.partition), (r.offset, r.topic_id.clone())))
+                .collect()
+        };
+        let mut request = FetchRequest {
             max_wait_ms: u32::try_from(c.max_wait.as_millis()).unwrap_or(u32::MAX),
             max_bytes: c.fetch_max_bytes,
             // The fast path: whole batches, decoded here.
             record_format: strand_proto::v1::RecordFormat::Batches as i32,
+            ..Default::default()
+        };
+        let session = if self.sessionless.contains(&addr) {
+            None
+        } else {
+            match self.sessions.get_mut(&addr) {
+                Some(s) if s.busy => None,
+                Some(s) => Some(s),
+                None => Some(self.sessions.entry(addr.clone()).or_default()),
+            }
+        };
+        let step = match session {
+            None => {
+                request.partitions = partitions.iter().map(wire).collect();
+                SessionStep::None
+            }
+            Some(s) if s.id == 0 => {
+                s.busy = true;
+                request.session_epoch = 1;
+                request.partitions = partitions.iter().map(wire).collect();
+                SessionStep::Open(wanted())
+            }
+            Some(s) => {
+                s.busy = true;
+                let after = wanted();
+                request.session_id = s.id;
+                request.session_epoch = s.epoch.wrapping_add(1);
+                request.partitions = partitions
+                    .iter()
+                    .filter(|r| {
+                        s.sent.get(&(r.topic.clone(), r.partition)) != Some(&(r.offset, r.topic_id.clone()))
+                    })
+                    .map(wire)
+                    .collect();
+                let mut forgotten: HashMap<&Arc<str>, Vec<u32>> = HashMap::new();
+                for (t, p) in s.sent.keys().filter(|k| !after.contains_key(*k)) {
+                    forgotten.entry(t).or_default().push(*p);
+                }
+                request.forgotten = forgotten
+                    .into_iter()
+                    .map(|(t, partitions)| TopicPartitions {
+                        topic: t.to_string(),
+                        partitions,
+                        topic_id: String::new(),
+                    })
+                    .collect();
+                SessionStep::Continue(request.session_epoch, after)
+            }
         };
         self.inflight.push(Box::pin(async move {
             if let Some(d) = delay {
@@ -126,18 +232,68 @@ impl Fetcher {
                 addr,
                 requested: partitions,
                 result,
+                session: step,
             }
         }));
     }
 
+    /// Updates the leader's session with a finished fetch. A session error
+    /// is answered as an empty fetch: the partitions are asked again, in a
+    /// new session, on the next poll.
+    fn settle(&mut self, mut outcome: FetchOutcome) -> FetchOutcome {
+        let step = std::mem::replace(&mut outcome.session, SessionStep::None);
+        if matches!(step, SessionStep::None) {
+            return outcome;
+        }
+        let ok_id = outcome.result.as_ref().ok().map(|r| r.session_id);
+        match (step, ok_id) {
+            (SessionStep::Open(_), Some(0)) => {
+                // A broker without sessions: fetch it in full from now on.
+                self.sessions.remove(&outcome.addr);
+                self.sessionless.insert(outcome.addr.clone());
+            }
+            (SessionStep::Open(sent), Some(id)) => {
+                self.sessions.insert(
+                    outcome.addr.clone(),
+                    Session {
+                        id,
+                        epoch: 1,
+                        sent,
+                        busy: false,
+                    },
+                );
+            }
+            (SessionStep::Continue(epoch, sent), Some(_)) => {
+                if let Some(s) = self.sessions.get_mut(&outcome.addr) {
+                    s.epoch = epoch;
+                    s.sent = sent;
+                    s.busy = false;
+                }
+            }
+            (_, _) => {
+                self.sessions.remove(&outcome.addr);
+                let session_error = outcome.result.as_ref().err().and_then(ClientError::code).is_some_and(|c| {
+                    matches!(c, ErrorCode::FetchSessionNotFound | ErrorCode::InvalidFetchSessionEpoch)
+                });
+                if session_error {
+                    tracing::debug!(broker = %outcome.addr, "fetch session closed; opening a new one");
+                    outcome.result = Ok(FetchResponse::default());
+                }
+            }
+        }
+        outcome
+    }
+
     /// Waits for the next fetch to finish; `None` if none is in flight.
     pub(crate) async fn next(&mut self) -> Option<FetchOutcome> {
-        self.inflight.next().await
+        let outcome = self.inflight.next().await?;
+        Some(self.settle(outcome))
     }
 
     /// A fetch that already finished, without waiting.
     pub(crate) fn next_ready(&mut self) -> Option<FetchOutcome> {
-        self.inflight.next().now_or_never().flatten()
+        let outcome = self.inflight.next().now_or_never().flatten()?;
+        Some(self.settle(outcome))
     }
 
     pub(crate) fn record_failure(&mut self, addr: &Arc<str>) {

@@ -21,8 +21,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::Stream;
-use futures::future::join_all;
+use futures::{Stream, StreamExt};
 use strand_proto::v1::ErrorCode;
 
 pub use builder::ConsumerBuilder;
@@ -31,13 +30,16 @@ pub use record::ConsumerRecord;
 
 use membership::{GroupSettings, Membership};
 
-use fetcher::{FetchOutcome, Fetcher, Requested, decode_records, requested_for};
+use fetcher::{FetchOutcome, Fetcher, Requested, RequestedIndex, decode_records};
 
 use crate::coordinator::Coordinator;
 use crate::error::{ClientError, Result};
 use crate::metadata::Metadata;
 use crate::offsets::{OffsetSpec, list_offsets};
 use crate::retry::Backoff;
+
+/// Offset lookups one consumer keeps in flight at once.
+const LOOKUPS_IN_FLIGHT: usize = 32;
 
 /// Where to start when a partition has no valid position.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -160,7 +162,10 @@ impl Consumer {
             .filter(|p| !existing.is_some_and(|m| m.contains_key(p)))
             .collect();
         let lookups = self.lookups();
-        let starts = join_all(new.iter().map(|p| lookups.reset_position(topic, *p))).await;
+        let named: Arc<str> = Arc::from(topic);
+        let starts = lookups
+            .reset_positions(new.iter().map(|p| (named.clone(), *p)).collect())
+            .await;
         let starts = starts.into_iter().collect::<Result<Vec<_>>>()?;
         let topic_id = self.md.topic_id(topic);
 
@@ -374,6 +379,7 @@ impl Consumer {
             addr,
             requested,
             result,
+            ..
         } = outcome;
         for r in &requested {
             if let Some(st) = self.state_mut(&r.topic, r.partition) {
@@ -397,8 +403,9 @@ impl Consumer {
             }
         };
         let mut leader_moved = false;
+        let index = RequestedIndex::new(&requested, response.partitions.len());
         for (i, data) in response.partitions.iter().enumerate() {
-            let Some(req) = requested_for(&requested, i, &data.topic, data.partition) else {
+            let Some(req) = index.get(i, &data.topic, data.partition) else {
                 tracing::warn!(
                     topic = %data.topic, partition = data.partition,
                     "fetch answered a partition it was not asked for"
@@ -490,7 +497,7 @@ impl Consumer {
             return Ok(());
         }
         let lookups = self.lookups();
-        let found = join_all(missing.iter().map(|(t, p)| lookups.reset_position(t, *p))).await;
+        let found = lookups.reset_positions(missing.clone()).await;
         for ((t, p), position) in missing.iter().zip(found) {
             match position? {
                 Some(pos) => {
@@ -542,6 +549,18 @@ struct Lookups {
 }
 
 impl Lookups {
+    /// `reset_position` of each partition, in order, with a bounded number
+    /// of lookups in flight: thousands of concurrent calls on one connection
+    /// would flood it with small frames (h2 closes such a connection with
+    /// `ENHANCE_YOUR_CALM`), for no gain over a few dozen.
+    async fn reset_positions(&self, partitions: Vec<(Arc<str>, u32)>) -> Vec<Result<Option<u64>>> {
+        futures::stream::iter(partitions)
+            .map(|(t, p)| async move { self.reset_position(&t, p).await })
+            .buffered(LOOKUPS_IN_FLIGHT)
+            .collect()
+            .await
+    }
+
     /// The start offset `auto_offset_reset` gives a partition, if any.
     async fn reset_position(&self, topic: &str, partition: u32) -> Result<Option<u64>> {
         let spec = match self.reset {
