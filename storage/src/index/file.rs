@@ -2,7 +2,10 @@
 //!
 //! Invariant: the first `entries` slots hold valid entries; every slot after
 //! them up to the file's length is zero. The file is only written through the
-//! map, and only within reserved space.
+//! map, and only within reserved space. No descriptor is kept open: the map
+//! outlives it, and the file is opened again only to grow or shrink (rare),
+//! so a broker of ten thousand partitions holds one descriptor per segment,
+//! not three.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -14,7 +17,6 @@ use crate::prealloc;
 
 pub(crate) struct IndexFile {
     path: PathBuf,
-    file: File,
     map: Option<MmapMut>,
     entry_len: usize,
     entries: usize,
@@ -26,16 +28,8 @@ impl IndexFile {
     /// Opens (creating if missing) the index at `path`. The caller decides how
     /// many slots are valid with [`IndexFile::set_entries`].
     pub(crate) fn open(path: &Path, entry_len: usize, max_bytes: u64, grow_step: u64) -> Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| StorageError::io("open index", path, e))?;
         let mut idx = IndexFile {
             path: path.to_path_buf(),
-            file,
             map: None,
             entry_len,
             entries: 0,
@@ -46,9 +40,19 @@ impl IndexFile {
         Ok(idx)
     }
 
+    fn file(&self) -> Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.path)
+            .map_err(|e| StorageError::io("open index", &self.path, e))
+    }
+
     fn remap(&mut self) -> Result<()> {
-        let len = self
-            .file
+        let file = self.file()?;
+        let len = file
             .metadata()
             .map_err(|e| StorageError::io("stat index", &self.path, e))?
             .len();
@@ -57,7 +61,7 @@ impl IndexFile {
         } else {
             // SAFETY: the file is owned by this struct and only ever written
             // through this map; other processes do not touch Strand's files.
-            Some(unsafe { MmapMut::map_mut(&self.file) }.map_err(|e| StorageError::io("mmap index", &self.path, e))?)
+            Some(unsafe { MmapMut::map_mut(&file) }.map_err(|e| StorageError::io("mmap index", &self.path, e))?)
         };
         Ok(())
     }
@@ -106,7 +110,7 @@ impl IndexFile {
             let target = prealloc::grown_size(self.raw().len() as u64, need as u64, self.grow_step)
                 .min(self.max_bytes)
                 .max(need as u64);
-            prealloc::reserve(&self.file, &self.path, target)?;
+            prealloc::reserve(&self.file()?, &self.path, target)?;
             self.remap()?;
         }
         Ok(())
@@ -137,7 +141,7 @@ impl IndexFile {
     pub(crate) fn seal(&mut self) -> Result<()> {
         self.sync()?;
         self.map = None;
-        self.file
+        self.file()?
             .set_len((self.entries * self.entry_len) as u64)
             .map_err(|e| StorageError::io("truncate index", &self.path, e))?;
         self.remap()
