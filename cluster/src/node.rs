@@ -20,8 +20,8 @@ use tokio::sync::{oneshot, watch};
 use crate::catch_up;
 use crate::error::{ClusterError, Result};
 use crate::ids::{NodeId, RaftGroupId};
-use crate::raft_log::{RaftLog, validate_received};
 use crate::quiesce::PeerClocks;
+use crate::raft_log::{RaftLog, validate_received};
 use crate::replica::{Ack, Outbox, Replica, ReplicaChange, ReplicaHandle, ReplicaStatus, StagedReady};
 use crate::transport::{CatchUpOrder, Inbox, LogSource, PeerBatch, Transport};
 
@@ -87,6 +87,7 @@ pub struct NewReplica {
 enum LoopCommand {
     Host {
         replica: NewReplica,
+        storage: RaftLog,
         reply: oneshot::Sender<Result<Arc<ReplicaHandle>>>,
     },
     Remove {
@@ -216,6 +217,8 @@ impl RaftNode {
             ticks: 0,
             commits: Arc::clone(&commits),
             clocks: PeerClocks::default(),
+            known_peers: HashSet::new(),
+            peers_stale: true,
             touched: HashSet::new(),
             transport,
             runtime,
@@ -266,8 +269,24 @@ impl RaftNode {
     /// Hosts a replica of a group (see [`NewReplica`]); a group already
     /// hosted keeps running and its handle is returned.
     pub async fn host(&self, replica: NewReplica) -> Result<Arc<ReplicaHandle>> {
+        // Reading (or creating) the state file is file work: done here, off
+        // the loop, so hosting thousands of new replicas does not stall
+        // every group's replication behind their fsyncs.
+        let (log, voters, group) = (Arc::clone(&replica.log), replica.voters.clone(), replica.group);
+        let open = move || RaftLog::open(log, &voters);
+        let storage = match tokio::runtime::Handle::try_current() {
+            Ok(rt) => rt
+                .spawn_blocking(open)
+                .await
+                .map_err(|_| ClusterError::ReplicaFailed { group })??,
+            Err(_) => open()?,
+        };
         let (reply, rx) = oneshot::channel();
-        self.send(LoopCommand::Host { replica, reply })?;
+        self.send(LoopCommand::Host {
+            replica,
+            storage,
+            reply,
+        })?;
         rx.await.map_err(|_| ClusterError::Stopped { node: self.id })?
     }
 
@@ -336,9 +355,14 @@ impl RaftNode {
     }
 }
 
-fn start_replica(id: NodeId, cfg: &NodeConfig, r: &NewReplica, commits: &Arc<watch::Sender<u64>>) -> Result<Replica> {
+fn start_replica(
+    id: NodeId,
+    cfg: &NodeConfig,
+    r: &NewReplica,
+    storage: RaftLog,
+    commits: &Arc<watch::Sender<u64>>,
+) -> Result<Replica> {
     let group = r.group;
-    let storage = RaftLog::open(Arc::clone(&r.log), &r.voters)?;
     // The commit index raft-rs starts from, clamped into the stored log.
     let commit = RaftIndex(raft::Storage::initial_state(&storage)?.hard_state.commit);
     let raft_cfg = Config {
@@ -374,26 +398,42 @@ fn start_replica(id: NodeId, cfg: &NodeConfig, r: &NewReplica, commits: &Arc<wat
     Ok(Replica::new(group, node, storage, handle))
 }
 
-/// Most threads one loop iteration uses for fsyncs.
-const SYNC_THREADS: usize = 8;
+/// Heartbeat intervals between two gatherings of the peers every hosted
+/// group has (see `Loop::check_peers`).
+const PEERS_GATHERED_EVERY: u64 = 10;
 
-/// Runs every sync point's `fdatasync`, in parallel when there are several;
-/// `None` where there was nothing to sync.
-fn sync_all(points: Vec<Option<&strand_storage::SyncPoint>>) -> Vec<Option<Result<()>>> {
-    let wanted = points.iter().filter(|p| p.is_some()).count();
-    if wanted <= 1 {
-        return points
-            .into_iter()
-            .map(|p| p.map(|p| p.sync().map_err(ClusterError::from)))
-            .collect();
+/// Most threads one loop iteration uses for fsyncs.
+const SYNC_THREADS: usize = 16;
+
+/// The durable work of one staged `Ready`: the state file to write, then
+/// the log to `fdatasync`.
+type SyncWork<'a> = (Option<&'a RaftLog>, Option<&'a strand_storage::SyncPoint>);
+
+fn run_sync((state, point): SyncWork<'_>) -> Option<Result<()>> {
+    if state.is_none() && point.is_none() {
+        return None;
     }
-    let mut results: Vec<Option<Result<()>>> = points.iter().map(|_| None).collect();
-    let chunk = points.len().div_ceil(SYNC_THREADS.min(wanted));
+    let result = state
+        .map_or(Ok(()), RaftLog::persist_state)
+        .and_then(|()| point.map_or(Ok(()), |p| p.sync().map_err(ClusterError::from)));
+    Some(result)
+}
+
+/// Runs every staged `Ready`'s state write and `fdatasync`, in parallel when
+/// there are several (a topic of thousands of new partitions elects them all
+/// at once); `None` where there was nothing to do.
+fn sync_all(work: Vec<SyncWork<'_>>) -> Vec<Option<Result<()>>> {
+    let wanted = work.iter().filter(|(s, p)| s.is_some() || p.is_some()).count();
+    if wanted <= 1 {
+        return work.into_iter().map(run_sync).collect();
+    }
+    let mut results: Vec<Option<Result<()>>> = work.iter().map(|_| None).collect();
+    let chunk = work.len().div_ceil(SYNC_THREADS.min(wanted));
     std::thread::scope(|scope| {
-        for (ps, rs) in points.chunks(chunk).zip(results.chunks_mut(chunk)) {
+        for (ws, rs) in work.chunks(chunk).zip(results.chunks_mut(chunk)) {
             scope.spawn(move || {
-                for (p, r) in ps.iter().zip(rs.iter_mut()) {
-                    *r = p.map(|p| p.sync().map_err(ClusterError::from));
+                for (w, r) in ws.iter().zip(rs.iter_mut()) {
+                    *r = run_sync(*w);
                 }
             });
         }
@@ -465,6 +505,10 @@ struct Loop {
     commits: Arc<watch::Sender<u64>>,
     /// Node-level liveness of peers (see `quiesce`).
     clocks: PeerClocks,
+    /// The nodes this one shares a group with, as last gathered.
+    known_peers: HashSet<NodeId>,
+    /// A replica was hosted or removed since `known_peers` was gathered.
+    peers_stale: bool,
     /// Groups something happened to since the last `process_ready`: only
     /// they can have a `Ready` (quiet groups are never touched).
     touched: HashSet<RaftGroupId>,
@@ -480,8 +524,12 @@ impl Loop {
     /// Handles one command; `true` to stop.
     fn handle(&mut self, c: LoopCommand, out: &mut Outbox) -> bool {
         match c {
-            LoopCommand::Host { replica, reply } => {
-                let _ = reply.send(self.host(replica));
+            LoopCommand::Host {
+                replica,
+                storage,
+                reply,
+            } => {
+                let _ = reply.send(self.host(replica, storage));
             }
             LoopCommand::Remove { group, reply } => {
                 if let Some(mut r) = self.replicas.remove(&group) {
@@ -491,6 +539,7 @@ impl Loop {
                     }
                     let _ = r.in_span(Replica::close);
                 }
+                self.peers_stale = true;
                 self.hosted.write().remove(&group);
                 let _ = reply.send(());
             }
@@ -563,15 +612,16 @@ impl Loop {
         false
     }
 
-    fn host(&mut self, new: NewReplica) -> Result<Arc<ReplicaHandle>> {
+    fn host(&mut self, new: NewReplica, storage: RaftLog) -> Result<Arc<ReplicaHandle>> {
         if let Some(existing) = self.replicas.get(&new.group) {
             return Ok(Arc::clone(&existing.handle));
         }
         let _span = new.span.clone().entered();
         // raft-rs panics on some inconsistent stored states; one damaged
         // replica must not take the loop (and every other group) down.
-        let started =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| start_replica(self.id, &self.cfg, &new, &self.commits)));
+        let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            start_replica(self.id, &self.cfg, &new, storage, &self.commits)
+        }));
         let mut rep = match started {
             Ok(r) => r?,
             Err(_) => {
@@ -592,6 +642,7 @@ impl Loop {
         let h = Arc::clone(&rep.handle);
         self.replicas.insert(new.group, rep);
         self.touched.insert(new.group);
+        self.peers_stale = true;
         self.hosted.write().insert(new.group, Arc::clone(&h));
         Ok(h)
     }
@@ -609,17 +660,9 @@ impl Loop {
             return;
         };
         let log = Arc::clone(r.storage.partition_log());
-        let task = catch_up::run(
-            id,
-            from,
-            order,
-            transport,
-            log,
-            cancel,
-            move |p| {
-                let _ = events.send(LoopCommand::CatchUpProgress(p));
-            },
-        );
+        let task = catch_up::run(id, from, order, transport, log, cancel, move |p| {
+            let _ = events.send(LoopCommand::CatchUpProgress(p));
+        });
         runtime.spawn(tracing::Instrument::instrument(task, r.span.clone()));
     }
 
@@ -734,21 +777,30 @@ impl Loop {
     /// quiet groups of peers that went down or came back, and tells the
     /// peers of a replica that failed here to wake theirs.
     fn check_peers(&mut self, now: Instant, out: &mut Outbox) {
-        let mut known: HashSet<NodeId> = HashSet::new();
-        for (&g, r) in &mut self.replicas {
-            let peers = r.peers();
-            if r.is_failed() && !r.failure_announced {
-                // Its peers may be quiet, waiting on this replica.
-                r.failure_announced = true;
-                for &to in &peers {
-                    out.entry(to).or_default().wake.push(g);
+        // Gathered from every replica's configuration: when replicas come or
+        // go, else every 10 heartbeats (a membership change in between
+        // happens in an awake group, which needs no node-level heartbeat).
+        let heartbeats = self.ticks / self.cfg.heartbeat_ticks.max(1) as u64;
+        if self.peers_stale || heartbeats.is_multiple_of(PEERS_GATHERED_EVERY) {
+            self.peers_stale = false;
+            let mut known: HashSet<NodeId> = HashSet::new();
+            for (&g, r) in &mut self.replicas {
+                let peers = r.peers();
+                if r.is_failed() && !r.failure_announced {
+                    // Its peers may be quiet, waiting on this replica.
+                    r.failure_announced = true;
+                    for &to in &peers {
+                        out.entry(to).or_default().wake.push(g);
+                    }
                 }
+                known.extend(peers);
             }
-            known.extend(peers);
+            self.known_peers = known;
         }
+        let known = &self.known_peers;
         let heartbeat = self.cfg.tick * self.cfg.heartbeat_ticks.max(1) as u32;
         let timeout = self.cfg.tick * self.cfg.election_ticks.max(1) as u32;
-        let check = self.clocks.check(&known, now, heartbeat, timeout);
+        let check = self.clocks.check(known, now, heartbeat, timeout);
         for to in check.ping {
             out.entry(to).or_default().ping = true;
         }
@@ -779,7 +831,18 @@ impl Loop {
         }
         // One fdatasync per group with new entries, all groups in parallel, so
         // a partition does not wait for the others' syncs one after another.
-        let results = sync_all(staged.iter().map(|(_, st)| st.sync.as_ref()).collect());
+        let results = {
+            let replicas = &self.replicas;
+            sync_all(
+                staged
+                    .iter()
+                    .map(|(g, st)| {
+                        let state = st.state_write.then(|| replicas.get(g).map(|r| &r.storage)).flatten();
+                        (state, st.sync.as_ref())
+                    })
+                    .collect(),
+            )
+        };
         for ((g, st), synced) in staged.into_iter().zip(results) {
             if let Some(r) = self.replicas.get_mut(&g) {
                 let _ = r.in_span(|r| r.finish_ready(st, synced, out));

@@ -139,8 +139,11 @@ impl RaftLog {
                     tracing::warn!(path = %state_path.display(), "raft state missing beside a non-empty log: recovering");
                     s.recovering = true;
                     s.term_unknown = true;
+                    write_state(&state_path, &s)?;
                 }
-                write_state(&state_path, &s)?;
+                // A new, empty replica has nothing to remember yet: its file
+                // is written with its first term or vote (before any message
+                // of it leaves), and until then it opens the same way again.
                 s
             }
             Err(source) => {
@@ -240,15 +243,23 @@ impl RaftLog {
     /// Records Raft's hard state; fsyncs the file when the term or vote
     /// changed (required before answering a vote or sending in a new term).
     pub fn set_hard_state(&self, hs: &HardState) -> Result<()> {
+        if self.stage_hard_state(hs) {
+            self.persist_state()?;
+        }
+        Ok(())
+    }
+
+    /// Records Raft's hard state in memory; `true` when the term or vote
+    /// changed, so the caller must [`RaftLog::persist_state`] before it
+    /// answers a vote or sends in the new term (the replication loop does
+    /// that for many groups in parallel, with their log syncs).
+    pub fn stage_hard_state(&self, hs: &HardState) -> bool {
         let mut s = self.state();
         let durable_change = s.term.0 != hs.term || s.vote.0 != hs.vote;
         s.term = Term(hs.term);
         s.vote = NodeId(hs.vote);
         s.commit = RaftIndex(hs.commit);
-        if durable_change {
-            write_state(&self.state_path, &s)?;
-        }
-        Ok(())
+        durable_change
     }
 
     /// Records the last known commit index (persisted on the next durable

@@ -133,6 +133,9 @@ pub(crate) struct StagedReady {
     appended: Option<RaftIndex>,
     /// What to fsync before the second half (`None`: nothing to sync).
     pub(crate) sync: Option<strand_storage::SyncPoint>,
+    /// The term or vote changed: the state file must be written (and
+    /// fsynced) before the second half.
+    pub(crate) state_write: bool,
 }
 
 /// What a proposal became.
@@ -942,30 +945,38 @@ impl Replica {
         if appended.is_some() {
             self.storage.append(rd.entries())?;
         }
-        if let Some(hs) = rd.hs() {
-            self.storage.set_hard_state(hs)?;
-        }
+        let state_write = rd.hs().is_some_and(|hs| self.storage.stage_hard_state(hs));
         let sync = (appended.is_some() || rd.must_sync()).then(|| self.storage.sync_point());
-        Ok(StagedReady { rd, appended, sync })
+        Ok(StagedReady {
+            rd,
+            appended,
+            sync,
+            state_write,
+        })
     }
 
     fn try_finish(&mut self, staged: StagedReady, synced: Option<Result<()>>, out: &mut Outbox) -> Result<()> {
         let group = self.group;
-        let StagedReady { mut rd, appended, sync } = staged;
-        if let Some(point) = &sync {
-            match synced {
-                Some(Ok(())) => self.storage.mark_synced(point),
-                Some(Err(e)) => {
-                    self.storage.mark_failed(&e);
-                    return Err(e);
-                }
-                None => {
-                    return Err(ClusterError::Malformed {
-                        what: "ready",
-                        reason: "a staged sync was never run".into(),
-                    });
-                }
+        let StagedReady {
+            mut rd,
+            appended,
+            sync,
+            state_write,
+        } = staged;
+        match (&sync, synced) {
+            (_, Some(Err(e))) => {
+                self.storage.mark_failed(&e);
+                return Err(e);
             }
+            (Some(point), Some(Ok(()))) => self.storage.mark_synced(point),
+            (None, Some(Ok(()))) => {}
+            (_, None) if sync.is_some() || state_write => {
+                return Err(ClusterError::Malformed {
+                    what: "ready",
+                    reason: "a staged sync was never run".into(),
+                });
+            }
+            (_, None) => {}
         }
         if let Some(last) = appended {
             self.resolve_persisted(last);

@@ -64,7 +64,10 @@ async fn a_quiet_leader_cut_off_from_its_followers_steps_down_and_they_elect_ano
     let new = c.leader_other_than(old).await;
     // The cut-off leader notices its peers are gone, wakes, and
     // check_quorum makes it step down.
-    wait_status(&c.member(old).handle, "the cut-off leader to step down", |s| !s.is_leader).await;
+    wait_status(&c.member(old).handle, "the cut-off leader to step down", |s| {
+        !s.is_leader
+    })
+    .await;
     let end2 = c.write(new, "b", 2, 2).await;
     assert!(end2 > end);
     c.net.heal();
