@@ -113,6 +113,22 @@ impl Partition {
         self.handle.status.borrow().clone()
     }
 
+    /// The group's leader, if known (without copying the whole status:
+    /// periodic checks read this for every hosted partition).
+    pub fn leader(&self) -> Option<NodeId> {
+        self.handle.status.borrow().leader
+    }
+
+    /// Whether this replica leads its group.
+    pub fn is_leader(&self) -> bool {
+        self.handle.status.borrow().is_leader
+    }
+
+    /// Whether this replica waits for a term floor (see `admin::term_floor`).
+    pub fn awaiting_term(&self) -> bool {
+        self.handle.status.borrow().awaiting_term
+    }
+
     /// A receiver that changes whenever leadership or progress does.
     pub fn watch_status(&self) -> watch::Receiver<ReplicaStatus> {
         self.handle.status.subscribe()

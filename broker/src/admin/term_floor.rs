@@ -37,7 +37,7 @@ impl Admin {
         let waiting: Vec<_> = node
             .all_partitions()
             .into_iter()
-            .filter(|p| p.status().awaiting_term)
+            .filter(|p| p.awaiting_term())
             .collect();
         let controller_waits = node.controller_status().awaiting_term;
         if waiting.is_empty() && !controller_waits {

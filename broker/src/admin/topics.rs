@@ -57,7 +57,7 @@ impl Admin {
                 partition: p as u32,
                 replicas: replicas.clone(),
                 moving_to: topic.moving.get(&(p as u32)).cloned().unwrap_or_default(),
-                leader: local.as_ref().and_then(|l| l.status().leader),
+                leader: local.as_ref().and_then(|l| l.leader()),
                 offsets: local.map(|l| l.offsets()),
                 replica_lag: Vec::new(),
             })

@@ -116,7 +116,10 @@ pub async fn fetch(
             out[i] = Some(read);
         }
         if ready || !readable || tokio::time::Instant::now() >= deadline {
-            return Ok(out.into_iter().map(|r| r.unwrap_or(Err(BrokerError::ShuttingDown))).collect());
+            return Ok(out
+                .into_iter()
+                .map(|r| r.unwrap_or(Err(BrokerError::ShuttingDown)))
+                .collect());
         }
         // The counter was read before the partitions: a move in between
         // wakes this wait at once.

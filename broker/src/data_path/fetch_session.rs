@@ -258,10 +258,7 @@ mod tests {
             .map(|p| (p.topic.clone(), p.partition, p.offset.get()))
             .collect();
         got.sort();
-        assert_eq!(
-            got,
-            vec![("a".into(), 1, 7), ("b".into(), 0, 0), ("c".into(), 0, 3)]
-        );
+        assert_eq!(got, vec![("a".into(), 1, 7), ("b".into(), 0, 0), ("c".into(), 0, 3)]);
         // The slot index follows the swap_remove.
         for (i, p) in s.partitions().iter().enumerate() {
             assert_eq!(s.slot[&(p.topic.clone(), p.partition)], i);

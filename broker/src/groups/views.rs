@@ -119,7 +119,7 @@ impl GroupCoordinator {
         let mut out = Vec::new();
         for (k, p) in self.node.hosted(&topic).into_iter().enumerate() {
             let Some(p) = p else { continue };
-            if !p.status().is_leader {
+            if !p.is_leader() {
                 continue;
             }
             let Ok(shard) = self.shard_of(k as u32, p).await else {

@@ -211,12 +211,10 @@ impl Node {
         // Looked up under the lock without copying the topic: a topic of
         // thousands of partitions is read once per partition of a fetch.
         let found = self.with_metadata(|m| {
-            m.topics
-                .get(topic)
-                .map(|t| match t.assignment.get(partition as usize) {
-                    Some(replicas) => Ok(replicas.first().copied()),
-                    None => Err(t.meta.partitions),
-                })
+            m.topics.get(topic).map(|t| match t.assignment.get(partition as usize) {
+                Some(replicas) => Ok(replicas.first().copied()),
+                None => Err(t.meta.partitions),
+            })
         });
         let first = match found {
             Some(Ok(first)) => first,
@@ -371,7 +369,7 @@ impl Node {
         let waiting: Vec<String> = self
             .all_partitions()
             .iter()
-            .filter(|p| p.status().leader.is_none())
+            .filter(|p| p.leader().is_none())
             .map(|p| format!("{}-{}", p.topic(), p.id()))
             .collect();
         if let Some(first) = waiting.first() {

@@ -52,18 +52,71 @@ pub(super) fn open_partition_log(
             tracing::warn!(dir = %dir.display(), topic_id = %uuid, "removing the data of an older topic with this name");
             std::fs::remove_dir_all(dir).map_err(io("remove stale partition", dir))?;
         }
-        None if dir.exists() => {
+        // An empty directory is one `reconcile` made for a new replica.
+        None if dir.exists() && !is_empty_dir(dir) => {
             tracing::warn!(dir = %dir.display(), "removing a partition directory without a topic id");
             std::fs::remove_dir_all(dir).map_err(io("remove stale partition", dir))?;
         }
         None => {}
     }
-    let (log, quarantined) = open_or_quarantine(dir, config, replicated)?;
     let wanted = format!("{topic_id} {uuid}\n");
-    if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
+    let fresh = !dir.exists() || is_empty_dir(dir);
+    if fresh {
+        // A new replica: the marker is written in place before the log, whose
+        // first segment's directory sync makes both names durable. (A torn
+        // marker can only come from a crash before any record was stored.)
+        write_new_marker(dir, &marker, wanted.as_bytes())?;
+    }
+    let (log, quarantined) = open_or_quarantine(dir, config, replicated)?;
+    if !fresh && std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
         strand_storage::replace_file(&marker, wanted.as_bytes())?;
     }
     Ok((log, quarantined))
+}
+
+fn write_new_marker(dir: &Path, marker: &Path, contents: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let io = |op: &'static str| {
+        let path = marker.to_path_buf();
+        move |source| BrokerError::Metadata { op, path, source }
+    };
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(io("create partition directory"))?;
+        if let Some(parent) = dir.parent() {
+            strand_storage::sync_dir(parent)?;
+        }
+    }
+    let mut f = std::fs::File::create(marker).map_err(io("create topic id marker"))?;
+    f.write_all(contents).map_err(io("write topic id marker"))?;
+    f.sync_all().map_err(io("fsync topic id marker"))
+}
+
+fn is_empty_dir(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_none())
+}
+
+/// Creates the directories of new replicas, then fsyncs `data_dir` once: the
+/// new names must survive a power loss, and one sync of a directory holding
+/// thousands of partitions costs as much as one per partition would.
+pub(super) fn create_partition_dirs(data_dir: &Path, dirs: &[std::path::PathBuf]) -> Result<()> {
+    let mut created = false;
+    for dir in dirs {
+        match std::fs::create_dir(dir) {
+            Ok(()) => created = true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(BrokerError::Metadata {
+                    op: "create partition directory",
+                    path: dir.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    if created {
+        strand_storage::sync_dir(data_dir)?;
+    }
+    Ok(())
 }
 
 /// Opens a replica's log. A log that refuses to open because it is damaged

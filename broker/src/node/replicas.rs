@@ -22,10 +22,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use futures::StreamExt;
 use parking_lot::RwLock;
 use strand_cluster::{NewReplica, NodeId, RaftGroupId};
 
-use super::recovery::{marked_topic_id, open_partition_log};
+use super::recovery::{create_partition_dirs, marked_topic_id, open_partition_log};
 use super::{Node, ReplicaKey};
 use crate::blocking::run_blocking;
 use crate::controller::{MetadataState, TopicState};
@@ -40,6 +41,9 @@ const RAFT_STATE_FILE: &str = "raft-state.json";
 pub(super) fn partition_dir(data_dir: &Path, topic: &str, partition: u32) -> PathBuf {
     data_dir.join(format!("{topic}-{partition}"))
 }
+
+/// Replicas started at once by one reconcile.
+const STARTS_IN_FLIGHT: usize = 128;
 
 /// What reconciling changes.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -143,14 +147,32 @@ impl Node {
         for key in &plan.stop {
             self.stop_replica(key).await?;
         }
-        for ((name, p), _, hosts) in plan.start {
-            let Some(t) = meta.topics.get(&name) else { continue };
-            // One damaged partition must not take the others down: it stays
-            // offline (and says why) while the rest are served.
-            if let Err(e) = self.start_replica(&meta, t, p, hosts).await {
-                tracing::error!(topic = %name, partition = p, error = %e, "partition replica offline");
-            }
+        if !plan.start.is_empty() {
+            let data_dir = self.config.data_dir.clone();
+            let dirs: Vec<PathBuf> = plan
+                .start
+                .iter()
+                .map(|((name, p), _, _)| partition_dir(&data_dir, name, *p))
+                .collect();
+            run_blocking("create partition directories", move || {
+                create_partition_dirs(&data_dir, &dirs)
+            })
+            .await?;
         }
+        // Several at a time: opening a log is file work on the blocking pool
+        // and hosting a round trip to the replication loop, so a topic of
+        // thousands of partitions starts in seconds, not one after another.
+        let meta = &meta;
+        futures::stream::iter(plan.start)
+            .for_each_concurrent(STARTS_IN_FLIGHT, |((name, p), _, hosts)| async move {
+                let Some(t) = meta.topics.get(&name) else { return };
+                // One damaged partition must not take the others down: it
+                // stays offline (and says why) while the rest are served.
+                if let Err(e) = self.start_replica(meta, t, p, hosts).await {
+                    tracing::error!(topic = %name, partition = p, error = %e, "partition replica offline");
+                }
+            })
+            .await;
         Ok(())
     }
 
@@ -239,7 +261,7 @@ impl Node {
             let Some(&preferred) = p.replicas().first() else {
                 continue;
             };
-            if p.status().is_leader && preferred != self.id {
+            if p.is_leader() && preferred != self.id {
                 let _ = self.raft.transfer_leader(group, preferred);
             }
         }

@@ -63,7 +63,7 @@ fn keyless_partition(node: &Node, topic: &TopicState, round_robin: &AtomicU32) -
         .hosted(topic)
         .iter()
         .enumerate()
-        .filter(|(_, local)| local.as_ref().is_some_and(|p| p.status().leader == Some(me)))
+        .filter(|(_, local)| local.as_ref().is_some_and(|p| p.leader() == Some(me)))
         .map(|(p, _)| p as u32)
         .collect();
     match led.len() {

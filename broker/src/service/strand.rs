@@ -421,7 +421,7 @@ impl StrandService {
                 .map(|(p, (replicas, local))| pb::PartitionMetadata {
                     partition: p as u32,
                     leader: match local {
-                        Some(l) => l.status().leader.map_or(0, NodeId::get),
+                        Some(l) => l.leader().map_or(0, NodeId::get),
                         None => replicas.first().map_or(0, |r| r.get()),
                     },
                     replicas: replicas.iter().map(|r| r.get()).collect(),
