@@ -90,8 +90,8 @@ pub(crate) struct RequestedIndex<'a> {
 
 impl<'a> RequestedIndex<'a> {
     pub(crate) fn new(requested: &'a [Requested], answers: usize) -> Self {
-        let by_key = (answers != requested.len())
-            .then(|| requested.iter().map(|r| ((&*r.topic, r.partition), r)).collect());
+        let by_key =
+            (answers != requested.len()).then(|| requested.iter().map(|r| ((&*r.topic, r.partition), r)).collect());
         RequestedIndex { requested, by_key }
     }
 
@@ -196,9 +196,7 @@ impl Fetcher {
                 request.session_epoch = s.epoch.wrapping_add(1);
                 request.partitions = partitions
                     .iter()
-                    .filter(|r| {
-                        s.sent.get(&(r.topic.clone(), r.partition)) != Some(&(r.offset, r.topic_id.clone()))
-                    })
+                    .filter(|r| s.sent.get(&(r.topic.clone(), r.partition)) != Some(&(r.offset, r.topic_id.clone())))
                     .map(wire)
                     .collect();
                 let mut forgotten: HashMap<&Arc<str>, Vec<u32>> = HashMap::new();
@@ -272,9 +270,14 @@ impl Fetcher {
             }
             (_, _) => {
                 self.sessions.remove(&outcome.addr);
-                let session_error = outcome.result.as_ref().err().and_then(ClientError::code).is_some_and(|c| {
-                    matches!(c, ErrorCode::FetchSessionNotFound | ErrorCode::InvalidFetchSessionEpoch)
-                });
+                let session_error = outcome
+                    .result
+                    .as_ref()
+                    .err()
+                    .and_then(ClientError::code)
+                    .is_some_and(|c| {
+                        matches!(c, ErrorCode::FetchSessionNotFound | ErrorCode::InvalidFetchSessionEpoch)
+                    });
                 if session_error {
                     tracing::debug!(broker = %outcome.addr, "fetch session closed; opening a new one");
                     outcome.result = Ok(FetchResponse::default());
