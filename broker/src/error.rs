@@ -255,6 +255,7 @@ impl BrokerError {
                 | strand_cluster::ClusterError::NotLeader { .. }
                 | strand_cluster::ClusterError::UnknownGroup { .. } => ErrorCode::NotLeader,
                 strand_cluster::ClusterError::Stopped { .. } => ErrorCode::ShuttingDown,
+                strand_cluster::ClusterError::Storage(StorageError::RecordTooLarge { .. }) => ErrorCode::RecordTooLarge,
                 _ => ErrorCode::StorageFailed,
             },
             BrokerError::Storage(e) => match e {

@@ -615,6 +615,15 @@ impl Replica {
                 leader: self.leader(),
             });
         }
+        // A batch the log would refuse must never reach Raft: stored nowhere,
+        // it would stop every replica that tried to append it.
+        let max = self.storage.partition_log().read().config().max_batch_bytes;
+        if batch.len() > max as usize {
+            return Err(ClusterError::Storage(strand_storage::StorageError::RecordTooLarge {
+                size: batch.len(),
+                max,
+            }));
+        }
         let idx = self.last_index().next();
         let term = Term(self.node.raft.term);
         let base = self.next_offset()?;

@@ -556,3 +556,27 @@ async fn a_leader_whose_disk_fills_steps_down_and_another_leads() {
     wait_hw(&c.member(other).handle, end).await;
     assert!(!h1.status.borrow().is_leader && h1.status.borrow().failed);
 }
+
+#[tokio::test]
+async fn a_proposal_over_the_batch_limit_is_refused_and_the_group_goes_on() {
+    let c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    // 16 KiB is the tests' batch limit: 400 records of ~50 bytes exceed it.
+    let big = batch(&"x".repeat(40), 400);
+    assert!(big.len() > 16 * 1024);
+    let refused = c.member(leader).node.propose(GROUP, big, Ack::All).await;
+    assert!(
+        matches!(
+            refused,
+            Err(ClusterError::Storage(
+                strand_storage::StorageError::RecordTooLarge { .. }
+            ))
+        ),
+        "{refused:?}"
+    );
+    let end = c.write(leader, "after", 3, 2).await;
+    for m in c.members.iter().flatten() {
+        wait_hw(&m.handle, end).await;
+        assert!(!m.handle.status.borrow().failed, "no replica stopped");
+    }
+}

@@ -67,13 +67,17 @@ impl Shard {
     }
 
     /// Writes records to the partition and waits for a majority.
+    /// In as many batches as the partition's batch limit needs (in order,
+    /// each acknowledged before the next is proposed).
     pub(crate) async fn write_records(&self, node: &Node, records: &[GroupRecord]) -> Result<()> {
-        let batch = store::encode(records)?;
-        node.raft()
-            .propose(self.partition.raft_group(), batch, Ack::All)
-            .await
-            .map(|_| ())
-            .map_err(|e| node.not_leader(self.partition.topic(), self.partition.id(), e))
+        let max = self.partition.log().read().config().max_batch_bytes as usize;
+        for batch in store::encode_all(records, max)? {
+            node.raft()
+                .propose(self.partition.raft_group(), batch, Ack::All)
+                .await
+                .map_err(|e| node.not_leader(self.partition.topic(), self.partition.id(), e))?;
+        }
+        Ok(())
     }
 }
 

@@ -131,6 +131,47 @@ fn invalid(source: strand_storage::BatchError) -> BrokerError {
 }
 
 /// Encodes records as one batch.
+/// `records` as batches of at most about `max_bytes` each, in order (a
+/// commit of tens of thousands of offsets does not fit one batch; each
+/// batch is written on its own, so a failure part way leaves the earlier
+/// ones committed — at-least-once, as every commit is).
+pub fn encode_all(records: &[GroupRecord], max_bytes: usize) -> Result<Vec<RecordBatch>> {
+    let now = strand_storage::now_ms();
+    // Half the limit for keys and values leaves room for per-record framing.
+    let budget = (max_bytes / 2).max(1);
+    let finish = |mut b: BatchBuilder| -> Result<RecordBatch> {
+        let bytes = b.build().map_err(invalid)?;
+        RecordBatch::validate(Bytes::from(bytes)).map_err(invalid)
+    };
+    let mut out = Vec::new();
+    let mut b = BatchBuilder::new(Compression::None);
+    let (mut size, mut n) = (0, 0);
+    for r in records {
+        let v = serde_json::to_vec(r).map_err(|e| BrokerError::InvalidRequest {
+            reason: format!("cannot encode group record: {e}"),
+        })?;
+        let len = v.len() + r.group().len();
+        if n > 0 && size + len > budget {
+            out.push(finish(std::mem::replace(&mut b, BatchBuilder::new(Compression::None)))?);
+            (size, n) = (0, 0);
+        }
+        b.push(&NewRecord {
+            timestamp_ms: now,
+            key: Some(r.group().as_bytes()),
+            value: Some(&v),
+            headers: &[],
+        });
+        size += len;
+        n += 1;
+    }
+    if n > 0 || out.is_empty() {
+        out.push(finish(b)?);
+    }
+    Ok(out)
+}
+
+/// `records` as one batch.
+#[cfg(test)]
 pub fn encode(records: &[GroupRecord]) -> Result<RecordBatch> {
     let now = strand_storage::now_ms();
     let values = records
@@ -316,6 +357,31 @@ mod tests {
             "the reset is the last word"
         );
         assert_eq!((a.epoch, a.session_timeout_ms, a.members), (3, 10_000, 2));
+    }
+
+    #[test]
+    fn a_commit_of_twenty_thousand_offsets_splits_into_batches_under_the_limit() {
+        let records: Vec<GroupRecord> = (0..20_000)
+            .map(|p| offset("consumers", p, u64::from(p), false))
+            .collect();
+        let max = 1 << 20;
+        let batches = encode_all(&records, max).unwrap();
+        assert!(batches.len() > 1, "one batch would be over 1 MiB");
+        let mut groups = BTreeMap::new();
+        let mut at = Offset(0);
+        for (i, b) in batches.iter().enumerate() {
+            assert!(b.len() <= max, "batch {i}: {} bytes", b.len());
+            let stamp = strand_storage::Stamp {
+                term: strand_storage::Term(1),
+                raft_index: strand_storage::RaftIndex(i as u64 + 1),
+                append_time_ms: 0,
+            };
+            let stamped = b.clone().stamp(at, &stamp);
+            at = fold_batches(&mut groups, stamped.bytes()).unwrap();
+        }
+        assert_eq!(at, Offset(20_000), "every record, once, in order");
+        assert_eq!(groups["consumers"].offsets.len(), 20_000);
+        assert_eq!(encode_all(&records[..3], max).unwrap().len(), 1);
     }
 
     #[test]
