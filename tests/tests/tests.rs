@@ -6,6 +6,7 @@ mod groups;
 mod harness;
 mod idempotence;
 mod layout;
+mod many_partitions;
 mod metrics;
 mod produce_fetch;
 mod protobuf_api;

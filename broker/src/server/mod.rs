@@ -49,6 +49,7 @@ const REGISTER_AT_START: Duration = Duration::from_secs(5);
 impl Broker {
     /// Starts the node (see `Node::start`) and builds the layers over it.
     pub async fn start(config: BrokerConfig, advertised_addr: String) -> Result<Self> {
+        raise_descriptor_limit();
         let groups_config = config.groups.clone();
         let node = Node::start(config, advertised_addr).await?;
         let admin = Admin::new(Arc::clone(&node));
@@ -127,6 +128,30 @@ impl Broker {
         self.spawn_periodic(Duration::from_millis(300), |b| async move {
             b.admin.drive_reassignments().await;
         });
+    }
+}
+
+/// Raises this process's soft limit on open files to its hard limit: each
+/// partition segment holds one descriptor, so a broker of thousands of
+/// partitions needs more than the usual soft limit of 1,024 (as Kafka's and
+/// Redpanda's guides ask of operators; here the broker asks for itself, and
+/// the hard limit stays the operator's to set).
+fn raise_descriptor_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let before = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
+            tracing::info!(from = before, to = lim.rlim_max, "raised the open file limit");
+        }
     }
 }
 

@@ -2,18 +2,29 @@
 
 use std::process::ExitCode;
 
+use std::collections::BTreeMap;
+
 use clap::Subcommand;
 use strand_client::Admin;
+use strand_client::proto::PartitionStatus;
 
 use super::OutputFormat;
+use super::listing::PartitionFilter;
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
-    /// Brokers, controller, partition leaders and lagging replicas.
+    /// Brokers, controller, per-topic totals, and partition leaders and
+    /// lagging replicas (of more than 100 partitions, only those that need
+    /// attention unless `--all`, `--topic` or `--partition`).
     Status {
         /// Output format.
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
+        /// Only this topic's partitions.
+        #[arg(long)]
+        topic: Option<String>,
+        #[command(flatten)]
+        filter: PartitionFilter,
     },
     /// Spread replicas evenly over the brokers (after a broker joined): one
     /// replica moves per partition, from the most to the least loaded broker.
@@ -28,11 +39,13 @@ pub enum ClusterCommand {
 }
 
 pub async fn run(bootstrap: &str, cmd: ClusterCommand) -> anyhow::Result<ExitCode> {
-    let format = match cmd {
-        ClusterCommand::Status { format } => format,
+    let (format, topic, filter) = match cmd {
+        ClusterCommand::Status { format, topic, filter } => (format, topic, filter),
         ClusterCommand::Rebalance { dry_run, wait } => return rebalance(bootstrap, dry_run, wait).await,
     };
     let s = Admin::connect(bootstrap).await?.cluster_status().await?;
+    let in_scope = |p: &&PartitionStatus| topic.as_ref().is_none_or(|t| *t == p.topic) && filter.wants(p.partition);
+    let partitions: Vec<&PartitionStatus> = s.partitions.iter().filter(in_scope).collect();
     match format {
         OutputFormat::Json => {
             let v = serde_json::json!({
@@ -43,7 +56,11 @@ pub async fn run(bootstrap: &str, cmd: ClusterCommand) -> anyhow::Result<ExitCod
                     "node_id": b.node_id, "addr": b.addr, "up": b.up,
                     "controller_recovering": b.controller_recovering,
                 })).collect::<Vec<_>>(),
-                "partitions": s.partitions.iter().map(|p| serde_json::json!({
+                "topics": topic_totals(&s.partitions).iter().map(|(t, n)| serde_json::json!({
+                    "topic": t, "partitions": n.partitions, "without_leader": n.leaderless,
+                    "under_replicated": n.under_replicated,
+                })).collect::<Vec<_>>(),
+                "partitions": partitions.iter().map(|p| serde_json::json!({
                     "topic": p.topic, "partition": p.partition, "leader": p.leader,
                     "replicas": p.replicas, "lagging": p.lagging, "recovering": p.recovering,
                     "failed": p.failed, "high_watermark": p.high_watermark,
@@ -67,7 +84,17 @@ pub async fn run(bootstrap: &str, cmd: ClusterCommand) -> anyhow::Result<ExitCod
                 );
             }
             println!("  under-replicated partitions: {}", s.under_replicated);
-            for p in &s.partitions {
+            for (t, n) in topic_totals(&s.partitions) {
+                if topic.as_ref().is_none_or(|want| *want == t) {
+                    println!(
+                        "  topic {t}: partitions {}  without a leader {}  under-replicated {}",
+                        n.partitions, n.leaderless, n.under_replicated
+                    );
+                }
+            }
+            let rows: Vec<(u32, bool)> = partitions.iter().map(|p| (p.partition, needs_attention(p))).collect();
+            let selection = filter.select(&rows);
+            for p in selection.shown.iter().map(|&i| partitions[i]) {
                 let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
                 let mut extra = String::new();
                 if !p.recovering.is_empty() {
@@ -86,9 +113,39 @@ pub async fn run(bootstrap: &str, cmd: ClusterCommand) -> anyhow::Result<ExitCod
                     p.high_watermark
                 );
             }
+            if selection.hidden > 0 {
+                println!(
+                    "  ({} healthy partitions not listed: --topic, --partition N or --all)",
+                    selection.hidden
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A partition without a leader or with a lagging replica.
+fn needs_attention(p: &PartitionStatus) -> bool {
+    p.leader == 0 || !p.lagging.is_empty()
+}
+
+/// One topic's totals in a cluster status.
+#[derive(Debug, Default)]
+struct TopicTotals {
+    partitions: usize,
+    leaderless: usize,
+    under_replicated: usize,
+}
+
+fn topic_totals(partitions: &[PartitionStatus]) -> BTreeMap<&str, TopicTotals> {
+    let mut out: BTreeMap<&str, TopicTotals> = BTreeMap::new();
+    for p in partitions {
+        let t = out.entry(p.topic.as_str()).or_default();
+        t.partitions += 1;
+        t.leaderless += usize::from(p.leader == 0);
+        t.under_replicated += usize::from(!p.lagging.is_empty());
+    }
+    out
 }
 
 async fn rebalance(bootstrap: &str, dry_run: bool, wait: bool) -> anyhow::Result<ExitCode> {

@@ -7,6 +7,7 @@ mod cluster;
 mod consume;
 mod dlq;
 mod group;
+mod listing;
 mod produce;
 mod topic;
 

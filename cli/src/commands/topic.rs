@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use strand_client::Admin;
 
+use super::listing::PartitionFilter;
 use super::{OutputFormat, parse_key_value};
 
 #[derive(Debug, Subcommand)]
@@ -32,13 +33,17 @@ pub enum TopicCommand {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
     },
-    /// Show a topic's partitions and offsets.
+    /// Show a topic's totals, and its partitions and offsets (of a topic of
+    /// more than 100 partitions, only those that need attention unless
+    /// `--all` or `--partition`).
     Describe {
         /// Topic name.
         name: String,
         /// Output format.
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
+        #[command(flatten)]
+        filter: PartitionFilter,
     },
     /// Add partitions to a topic (keys map to partitions by count, so keyed
     /// records go elsewhere from then on).
@@ -144,11 +149,11 @@ pub async fn run(bootstrap: &str, cmd: TopicCommand) -> anyhow::Result<ExitCode>
                 }
             }
         }
-        TopicCommand::Describe { name, format } => {
+        TopicCommand::Describe { name, format, filter } => {
             let t = admin.describe_topic(&name).await?;
             match format {
-                OutputFormat::Json => println!("{}", describe_json(&t)),
-                OutputFormat::Text => print!("{}", describe_text(&t)),
+                OutputFormat::Json => println!("{}", describe_json(&t, &filter)),
+                OutputFormat::Text => print!("{}", describe_text(&t, &filter)),
             }
         }
         TopicCommand::Delete { name } => {
@@ -161,13 +166,24 @@ pub async fn run(bootstrap: &str, cmd: TopicCommand) -> anyhow::Result<ExitCode>
 
 /// The text form of `topic describe`. A replica's `!` is exactly the JSON
 /// form's `in_sync: false`: both read the flag the broker computed once.
-fn describe_text(t: &strand_client::proto::TopicDescription) -> String {
+fn describe_text(t: &strand_client::proto::TopicDescription, filter: &PartitionFilter) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(
         out,
         "topic {}  id {}  replication_factor={}",
         t.name, t.topic_id, t.replication_factor
+    );
+    let totals = Totals::of(t);
+    let _ = writeln!(
+        out,
+        "  partitions {}  without a leader {}  under-replicated {}  records {}  size_bytes {}  producers {}",
+        t.partitions.len(),
+        totals.leaderless,
+        totals.under_replicated,
+        totals.records,
+        totals.size_bytes,
+        totals.producers
     );
     let mut configs: Vec<_> = t.configs.iter().collect();
     configs.sort();
@@ -179,7 +195,9 @@ fn describe_text(t: &strand_client::proto::TopicDescription) -> String {
         "  {:>9}  {:>6}  {:>10}  {:>14}  {:>14}  {:>14}  {:>12}  {:>9}  replica lag in entries (! = out of sync)",
         "partition", "leader", "replicas", "log_start", "high_watermark", "log_end", "size_bytes", "producers"
     );
-    for p in &t.partitions {
+    let rows: Vec<(u32, bool)> = t.partitions.iter().map(|p| (p.partition, needs_attention(p))).collect();
+    let selection = filter.select(&rows);
+    for p in selection.shown.iter().map(|&i| &t.partitions[i]) {
         let replicas = p.replicas.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
         let lag = p
             .replica_lag
@@ -200,17 +218,62 @@ fn describe_text(t: &strand_client::proto::TopicDescription) -> String {
             p.active_producers
         );
     }
+    if selection.hidden > 0 {
+        let _ = writeln!(
+            out,
+            "  ({} healthy partitions not listed: --partition N or --all)",
+            selection.hidden
+        );
+    }
     out
 }
 
-fn describe_json(t: &strand_client::proto::TopicDescription) -> serde_json::Value {
+/// A partition without a leader, or with a replica out of sync.
+fn needs_attention(p: &strand_client::proto::PartitionDescription) -> bool {
+    p.leader == 0 || p.replica_lag.iter().any(|r| !r.in_sync)
+}
+
+/// A topic's totals over its partitions.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Totals {
+    leaderless: usize,
+    under_replicated: usize,
+    records: u64,
+    size_bytes: u64,
+    producers: u64,
+}
+
+impl Totals {
+    fn of(t: &strand_client::proto::TopicDescription) -> Self {
+        let mut s = Totals::default();
+        for p in &t.partitions {
+            s.leaderless += usize::from(p.leader == 0);
+            s.under_replicated += usize::from(p.replica_lag.iter().any(|r| !r.in_sync));
+            s.records += p.high_watermark.saturating_sub(p.log_start_offset);
+            s.size_bytes += p.size_bytes;
+            s.producers += u64::from(p.active_producers);
+        }
+        s
+    }
+}
+
+fn describe_json(t: &strand_client::proto::TopicDescription, filter: &PartitionFilter) -> serde_json::Value {
     let configs: BTreeMap<_, _> = t.configs.iter().collect();
+    let totals = Totals::of(t);
     serde_json::json!({
         "name": t.name,
         "topic_id": t.topic_id,
         "replication_factor": t.replication_factor,
         "configs": configs,
-        "partitions": t.partitions.iter().map(|p| serde_json::json!({
+        "summary": {
+            "partitions": t.partitions.len(),
+            "without_leader": totals.leaderless,
+            "under_replicated": totals.under_replicated,
+            "records": totals.records,
+            "size_bytes": totals.size_bytes,
+            "active_producers": totals.producers,
+        },
+        "partitions": t.partitions.iter().filter(|p| filter.wants(p.partition)).map(|p| serde_json::json!({
             "partition": p.partition,
             "leader": p.leader,
             "replicas": p.replicas,
@@ -259,9 +322,9 @@ mod tests {
             }],
             ..Default::default()
         };
-        let text = describe_text(&t);
+        let text = describe_text(&t, &PartitionFilter::default());
         assert!(text.contains(" 2:0 3:3!"), "{text}");
-        let json = describe_json(&t);
+        let json = describe_json(&t, &PartitionFilter::default());
         let lags = &json["partitions"][0]["replica_lag"];
         assert_eq!(lags[0]["in_sync"], true);
         assert_eq!(lags[1]["in_sync"], false);
