@@ -13,6 +13,7 @@ mod native;
 mod nemeses;
 mod recovery;
 mod recreate;
+mod wide;
 mod workload;
 
 use std::collections::BTreeMap;
