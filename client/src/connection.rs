@@ -17,6 +17,11 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{ClientError, Result};
 
+/// HTTP/2 stream window of a client connection (bytes).
+const STREAM_WINDOW_BYTES: u32 = 8 << 20;
+/// HTTP/2 connection window of a client connection (bytes).
+const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
+
 /// Largest gRPC message the client accepts. Fetch responses carry at least
 /// one whole batch even when it exceeds `fetch_max_bytes`, so the bound is
 /// far above the fetch sizes; it only protects against a runaway broker.
@@ -96,7 +101,12 @@ impl Connections {
             .map_err(|e| ClientError::invalid(format!("broker address {addr:?}: {e}")))?
             .connect_timeout(self.config.connect_timeout)
             .tcp_nodelay(true)
-            .http2_adaptive_window(true)
+            // Wide windows: a fetch of thousands of partitions answers
+            // megabytes at once, which the 64 KiB HTTP/2 default would
+            // throttle to a trickle of small frames (docs/ARCHITECTURE.md,
+            // "HTTP/2 settings").
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(20));
         let connect_err = |source: Arc<dyn std::error::Error + Send + Sync>| ClientError::Connect {
