@@ -12,146 +12,17 @@
 //! scenario with the bytes moved, the seconds it took and the rate.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use benches::{Cluster, admin, strand_bin};
 use bytes::Bytes;
 use strand_client::{Admin, Producer, ProducerRecord};
 
 const TOPIC: &str = "recovery";
 const RECORD_BYTES: usize = 1024;
-
-struct Broker {
-    id: u64,
-    addr: String,
-    dir: PathBuf,
-    peers: Option<String>,
-    join: Option<String>,
-    child: Option<Child>,
-}
-
-impl Broker {
-    fn start(&mut self, bin: &Path, log_dir: &Path) -> Result<()> {
-        let log = std::fs::File::create(log_dir.join(format!("node-{}.log", self.id)))?;
-        let mut cmd = Command::new(bin);
-        cmd.args(["--log-format", "json", "broker", "--node-id", &self.id.to_string()])
-            .args(["--listen", &self.addr, "--data-dir"])
-            .arg(&self.dir)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log);
-        if let Some(p) = &self.peers {
-            cmd.args(["--peers", p]);
-        }
-        if let Some(j) = &self.join {
-            cmd.args(["--join", j]);
-        }
-        self.child = Some(cmd.spawn().context("start broker")?);
-        Ok(())
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-struct Cluster {
-    bin: PathBuf,
-    tmp: tempfile::TempDir,
-    brokers: Vec<Broker>,
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-impl Cluster {
-    fn start(bin: PathBuf, n: u64) -> Result<Self> {
-        let tmp = tempfile::tempdir()?;
-        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_>>()?;
-        let peers = (1..=n)
-            .zip(&ports)
-            .map(|(i, p)| format!("{i}@127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut c = Cluster {
-            bin,
-            brokers: Vec::new(),
-            tmp,
-        };
-        for (i, p) in (1..=n).zip(ports) {
-            let mut b = Broker {
-                id: i,
-                addr: format!("127.0.0.1:{p}"),
-                dir: c.tmp.path().join(format!("data-{i}")),
-                peers: Some(peers.clone()),
-                join: None,
-                child: None,
-            };
-            b.start(&c.bin, c.tmp.path())?;
-            c.brokers.push(b);
-        }
-        Ok(c)
-    }
-
-    fn bootstrap(&self) -> String {
-        self.brokers
-            .iter()
-            .map(|b| b.addr.clone())
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    fn broker(&mut self, id: u64) -> &mut Broker {
-        &mut self.brokers[(id - 1) as usize]
-    }
-
-    fn restart(&mut self, id: u64) -> Result<()> {
-        let (bin, logs) = (self.bin.clone(), self.tmp.path().to_path_buf());
-        self.broker(id).start(&bin, &logs)
-    }
-
-    fn join(&mut self) -> Result<u64> {
-        let id = self.brokers.len() as u64 + 1;
-        let mut b = Broker {
-            id,
-            addr: format!("127.0.0.1:{}", free_port()?),
-            dir: self.tmp.path().join(format!("data-{id}")),
-            peers: None,
-            join: Some(self.brokers[0].addr.clone()),
-            child: None,
-        };
-        b.start(&self.bin, self.tmp.path())?;
-        self.brokers.push(b);
-        Ok(id)
-    }
-}
-
-async fn admin(c: &Cluster) -> Result<Admin> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match Admin::connect(c.bootstrap()).await {
-            Ok(a) => return Ok(a),
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
 
 async fn create_topic(a: &Admin) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -368,15 +239,7 @@ async fn main() -> Result<()> {
     let which = args.first().cloned().unwrap_or_else(|| "all".into());
     let mib = arg(&args, "--mib", 1024)?;
     let load = arg(&args, "--load-mib-per-s", 20)? << 20;
-    let bin = std::env::var_os("STRAND_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/strand"));
-    if !bin.exists() {
-        bail!(
-            "no strand binary at {} (cargo build --release, or set STRAND_BIN)",
-            bin.display()
-        );
-    }
+    let bin = strand_bin()?;
     let all = which == "all";
     if all || which == "catch-up" {
         println!("{}", catch_up(bin.clone(), mib, None).await?);
