@@ -166,4 +166,3 @@ pub async fn admin(c: &Cluster) -> Result<Admin> {
         }
     }
 }
-

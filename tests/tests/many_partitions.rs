@@ -12,6 +12,9 @@ use strand_client::{Admin, Consumer, OffsetReset, Producer, ProducerRecord};
 use crate::harness::TestBroker;
 
 const TOPIC: &str = "wide";
+
+/// What each group member read: (partition, offset) by member.
+type SeenBy = HashMap<String, BTreeSet<(u32, u64)>>;
 const PARTITIONS: u32 = 10_000;
 const RECORDS: u32 = 20_000;
 const DEADLINE: Duration = Duration::from_secs(240);
@@ -78,7 +81,7 @@ async fn every_record_of_a_ten_thousand_partition_topic_is_consumed_plainly_and_
     assert_eq!(seen, written);
 
     // A group of three, committing as it goes.
-    let seen: Arc<Mutex<HashMap<String, BTreeSet<(u32, u64)>>>> = Arc::default();
+    let seen: Arc<Mutex<SeenBy>> = Arc::default();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut members = Vec::new();
     for m in 0..3 {
