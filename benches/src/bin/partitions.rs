@@ -2,7 +2,7 @@
 //! for a topic of N partitions on one broker (RF 1) or three (RF 3), with
 //! real broker processes: creation time (until every partition has a
 //! leader), idle CPU, resident memory and disk of every broker, how long
-//! `describe`, `cluster status` and `list topics` take, keyed produce and
+//! `describe`, `cluster status`, `list topics` and `Metadata` take, keyed produce and
 //! consume throughput across all partitions, and how long a group of three
 //! takes to join and split them.
 //!
@@ -209,6 +209,17 @@ async fn scenario(brokers: u64, partitions: u32, records: u64) -> Result<serde_j
     let describe_ms = timed(a.describe_topic(TOPIC)).await?;
     let status_ms = timed(a.cluster_status()).await?;
     let list_ms = timed(a.list_topics()).await?;
+    let metadata_ms = {
+        let mut raw = strand_client::proto::strand_client::StrandClient::connect(format!("http://{}", c.brokers[0].addr))
+            .await?
+            .max_decoding_message_size(64 << 20);
+        let start = Instant::now();
+        raw.metadata(strand_client::proto::MetadataRequest {
+            topics: vec![TOPIC.to_string()],
+        })
+        .await?;
+        start.elapsed().as_secs_f64() * 1000.0
+    };
     let produce_rps = produce(c.bootstrap(), records).await?;
     let consume_rps = consume(c.bootstrap(), records).await?;
     let join_s = group_join(c.bootstrap(), partitions).await?;
@@ -224,6 +235,7 @@ async fn scenario(brokers: u64, partitions: u32, records: u64) -> Result<serde_j
         "describe_ms": describe_ms,
         "cluster_status_ms": status_ms,
         "list_topics_ms": list_ms,
+        "metadata_ms": metadata_ms,
         "keyed_produce_records_per_s": produce_rps,
         "consume_records_per_s": consume_rps,
         "group_of_three_join_s": join_s,
