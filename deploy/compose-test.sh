@@ -88,8 +88,9 @@ http_code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "$1" 2>/dev/null || tr
 # `cluster status`, replica lags of `topic describe`).
 objects_of_node() { grep -o '{[^{}]*}' | grep -E "\"node_id\":$1([,}]|\$)" || true; }
 
-# The partition objects of $TOPIC in a `cluster status --format json` answer.
-topic_partitions() { grep -o '{[^{}]*}' <<<"$1" | grep "\"topic\":\"$TOPIC\"" || true; }
+# The partition objects of $TOPIC in a `cluster status --format json` answer
+# (not its per-topic totals, which carry no "partition").
+topic_partitions() { grep -o '{[^{}]*}' <<<"$1" | grep "\"topic\":\"$TOPIC\"" | grep '"partition":' || true; }
 
 # A controller, the brokers "$@" up (the others down), every partition of
 # $TOPIC (if any) led by an up broker.
