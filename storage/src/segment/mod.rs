@@ -129,6 +129,15 @@ impl Segment {
         let mut s = Self::open_files(dir, base, cfg, true)?;
         s.offset_index.set_entries(0);
         s.time_index.set_entries(0);
+        // A page of each file now, so the first appends write into space
+        // already reserved and mapped. A new partition's segment is made on
+        // a blocking thread, its first entries are appended on the
+        // replication loop: growing three files there for each of thousands
+        // of new partitions (fallocate and mmap, a few ms each under load)
+        // was what bounded how fast a large topic elected its leaders.
+        s.reserve_log(1)?;
+        s.offset_index.reserve_one()?;
+        s.time_index.reserve_one()?;
         // The three new names must survive a power loss with the data.
         crate::dir::sync_dir(dir)?;
         Ok(s)
@@ -167,6 +176,18 @@ impl Segment {
         self.size + len <= segment_bytes && !self.offset_index.is_full() && !self.time_index.is_full()
     }
 
+    /// Makes the log file hold at least `end` bytes (growing it in steps,
+    /// see [`prealloc::grown_size`]) and maps what it holds.
+    fn reserve_log(&mut self, end: u64) -> Result<()> {
+        if end > self.capacity {
+            let target = prealloc::grown_size(self.capacity, end, self.grow_step);
+            prealloc::reserve(&self.file, &self.log_path, target)?;
+            self.capacity = target;
+            self.map = map_read_only(&self.file, &self.log_path)?;
+        }
+        Ok(())
+    }
+
     /// Appends one stamped batch: `prefix` (the leader-owned header bytes)
     /// then `rest`. Space is reserved first, so a full disk fails here with
     /// nothing written.
@@ -175,12 +196,7 @@ impl Segment {
         self.offset_index.reserve_one()?;
         self.time_index.reserve_one()?;
         let end = self.size + info.len;
-        if end > self.capacity {
-            let target = prealloc::grown_size(self.capacity, end, self.grow_step);
-            prealloc::reserve(&self.file, &self.log_path, target)?;
-            self.capacity = target;
-            self.map = map_read_only(&self.file, &self.log_path)?;
-        }
+        self.reserve_log(end)?;
         self.file
             .write_all_at(prefix, self.size)
             .and_then(|()| self.file.write_all_at(rest, self.size + prefix.len() as u64))
