@@ -71,11 +71,16 @@ impl Admin {
         replication_factor: u32,
         configs: BTreeMap<String, String>,
     ) -> Result<TopicDescription> {
+        // One id for every attempt: a retry after an attempt whose answer
+        // was lost (or timed out while a large topic was being set up) is
+        // answered with the topic that attempt created, not
+        // TOPIC_ALREADY_EXISTS.
         let request = CreateTopicRequest {
             name: name.to_owned(),
             partitions,
             replication_factor,
             configs: configs.into_iter().collect(),
+            topic_id: new_topic_id(),
         };
         let created = self
             .admin_call("create topic", |mut c| {
@@ -232,4 +237,20 @@ impl Admin {
             })
             .await
     }
+}
+
+/// A random (version 4) UUID in 8-4-4-4-12 hex, for a new topic.
+fn new_topic_id() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
 }

@@ -22,6 +22,7 @@ async fn create(b: &TestBroker, name: &str, partitions: u32, configs: &[(&str, &
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<HashMap<_, _>>(),
+            topic_id: String::new(),
         })
         .await
         .expect("create topic");
@@ -226,6 +227,7 @@ async fn invalid_topic_names_and_configs_are_refused() {
                     .iter()
                     .map(|(k, v): &(&str, &str)| (k.to_string(), v.to_string()))
                     .collect(),
+                topic_id: String::new(),
             })
             .await
             .unwrap_err();
@@ -237,6 +239,7 @@ async fn invalid_topic_names_and_configs_are_refused() {
             partitions: 1,
             replication_factor: 3,
             configs: HashMap::new(),
+            topic_id: String::new(),
         })
         .await
         .unwrap_err();
@@ -248,11 +251,50 @@ async fn invalid_topic_names_and_configs_are_refused() {
             partitions: 1,
             replication_factor: 1,
             configs: HashMap::new(),
+            topic_id: String::new(),
         })
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::AlreadyExists);
     assert_eq!(reason(&status), "TOPIC_ALREADY_EXISTS");
+
+    // A create that names the topic's id is safe to retry: the same request
+    // again (its first answer lost) is answered with the topic it created;
+    // another id, or none, still finds the name taken; an id that is not a
+    // UUID is refused before anything is created.
+    let with_id = |name: &str, id: &str| CreateTopicRequest {
+        name: name.into(),
+        partitions: 2,
+        replication_factor: 1,
+        configs: HashMap::new(),
+        topic_id: id.into(),
+    };
+    const ID: &str = "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b";
+    let first = admin
+        .create_topic(with_id("retried", ID))
+        .await
+        .expect("create with an id");
+    let again = admin
+        .create_topic(with_id("retried", ID))
+        .await
+        .expect("the same create again is answered with the topic it made");
+    let (first, again) = (first.into_inner().topic, again.into_inner().topic);
+    assert_eq!(first.as_ref().map(|t| t.topic_id.as_str()), Some(ID));
+    assert_eq!(
+        again.as_ref().map(|t| (t.topic_id.as_str(), t.partitions.len())),
+        Some((ID, 2))
+    );
+    for other in ["0a1b2c3d-4e5f-4a6b-8c7d-8e9fa0b1c2d3", ""] {
+        let status = admin.create_topic(with_id("retried", other)).await.unwrap_err();
+        assert_eq!(reason(&status), "TOPIC_ALREADY_EXISTS", "id {other:?}");
+    }
+    let status = admin.create_topic(with_id("badid", "not-a-uuid")).await.unwrap_err();
+    assert_eq!(reason(&status), "INVALID_REQUEST", "{}", status.message());
+    let listed = admin
+        .describe_topic(DescribeTopicRequest { name: "badid".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&listed), "UNKNOWN_TOPIC");
     b.stop().await;
 }
 

@@ -613,6 +613,7 @@ async fn special_values_are_refused_or_documented() {
             partitions: 1,
             replication_factor: 0,
             configs: Default::default(),
+            topic_id: String::new(),
         })
         .await
         .expect_err("replication factor 0 is refused, not silently 1");

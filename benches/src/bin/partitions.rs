@@ -210,9 +210,10 @@ async fn scenario(brokers: u64, partitions: u32, records: u64) -> Result<serde_j
     let status_ms = timed(a.cluster_status()).await?;
     let list_ms = timed(a.list_topics()).await?;
     let metadata_ms = {
-        let mut raw = strand_client::proto::strand_client::StrandClient::connect(format!("http://{}", c.brokers[0].addr))
-            .await?
-            .max_decoding_message_size(64 << 20);
+        let mut raw =
+            strand_client::proto::strand_client::StrandClient::connect(format!("http://{}", c.brokers[0].addr))
+                .await?
+                .max_decoding_message_size(64 << 20);
         let start = Instant::now();
         raw.metadata(strand_client::proto::MetadataRequest {
             topics: vec![TOPIC.to_string()],

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use strand_cluster::NodeId;
+use strand_proto::v1::ErrorCode;
 
 use super::Admin;
 use super::request::MetadataRequest;
@@ -86,17 +87,59 @@ impl Admin {
 
     /// Creates a topic; answers once this broker hosts its replicas and they
     /// have leaders (or [`LEADER_WAIT`] passed).
-    pub async fn create_topic(&self, meta: TopicMeta) -> Result<TopicView> {
+    ///
+    /// With `id`, the create is safe to retry: if the topic already exists
+    /// with that id (an earlier attempt of the same request created it, and
+    /// its answer was lost or timed out), the answer is that topic, not
+    /// `TopicExists`.
+    pub async fn create_topic(&self, meta: TopicMeta, id: Option<TopicUuid>) -> Result<TopicView> {
         let name = meta.name.clone();
-        self.submit(MetadataRequest::CreateTopic {
-            meta,
-            uuid: Some(TopicUuid::random()),
-        })
-        .await?;
-        let created = self.node.topic(&name)?;
-        tracing::info!(topic = %name, id = %created.uuid(), partitions = created.meta.partitions, "created topic");
+        let submitted = self
+            .submit(MetadataRequest::CreateTopic {
+                meta,
+                uuid: Some(id.unwrap_or_else(TopicUuid::random)),
+            })
+            .await;
+        let created = match (submitted, id) {
+            (Ok(()), _) => {
+                let created = self.node.topic(&name)?;
+                tracing::info!(topic = %name, id = %created.uuid(), partitions = created.meta.partitions, "created topic");
+                created
+            }
+            // Here, or forwarded from the controller's leader.
+            (Err(exists), Some(id)) if exists.code() == ErrorCode::TopicAlreadyExists => {
+                match self.applied_topic(&name).await {
+                    Some(t) if t.uuid() == id => {
+                        tracing::info!(topic = %name, %id, "create retried: the topic exists with the id asked for");
+                        t
+                    }
+                    _ => return Err(exists),
+                }
+            }
+            (Err(e), _) => return Err(e),
+        };
         self.wait_for_leaders(&created).await;
         Ok(self.describe_local(&created))
+    }
+
+    /// The topic `name` once this broker's metadata has it (the controller
+    /// said it exists, so it is committed and being applied here); `None`
+    /// if it does not appear within the request timeout.
+    async fn applied_topic(&self, name: &str) -> Option<TopicState> {
+        let mut applied = self.node.watch_applied();
+        let deadline = tokio::time::Instant::now() + self.node.config().request_timeout();
+        loop {
+            if let Ok(t) = self.node.topic(name) {
+                return Some(t);
+            }
+            // The topic enters the metadata before the applied offset moves
+            // (which waits for this broker to host the new replicas): look
+            // again on every change, and at least every 50 ms.
+            let changed = tokio::time::timeout(Duration::from_millis(50), applied.changed());
+            if tokio::time::Instant::now() >= deadline || matches!(changed.await, Ok(Err(_))) {
+                return None;
+            }
+        }
     }
 
     /// Grows a topic to `total` partitions.

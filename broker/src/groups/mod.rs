@@ -149,7 +149,7 @@ impl GroupCoordinator {
                     ]
                     .into(),
                 };
-                match self.admin.create_topic(meta).await {
+                match self.admin.create_topic(meta, None).await {
                     Ok(_) | Err(BrokerError::TopicExists { .. }) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "could not create {OFFSETS_TOPIC}");

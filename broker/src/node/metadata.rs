@@ -66,6 +66,11 @@ impl Node {
         self.proposals.lock().await
     }
 
+    /// The controller-log offset applied so far, as it moves.
+    pub fn watch_applied(&self) -> tokio::sync::watch::Receiver<Offset> {
+        self.applied.subscribe()
+    }
+
     /// Waits until the controller log is applied here up to `offset`.
     pub async fn wait_applied(&self, offset: Offset) -> Result<()> {
         let mut rx = self.applied.subscribe();

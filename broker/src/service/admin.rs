@@ -114,13 +114,14 @@ impl AdminService {
     }
 
     async fn create_topic(&self, req: pb::CreateTopicRequest) -> Result<pb::TopicDescription> {
+        let uuid = crate::topic::requested_topic_id(&req.name, &req.topic_id)?;
         let meta = TopicMeta {
             name: req.name,
             partitions: req.partitions,
             replication_factor: req.replication_factor,
             configs: req.configs.into_iter().collect::<BTreeMap<_, _>>(),
         };
-        Ok(topic_description(&self.admin.create_topic(meta).await?))
+        Ok(topic_description(&self.admin.create_topic(meta, uuid).await?))
     }
 
     async fn join(&self, req: pb::JoinClusterRequest) -> Result<pb::JoinClusterResponse> {
