@@ -135,9 +135,14 @@ impl Segment {
         // replication loop: growing three files there for each of thousands
         // of new partitions (fallocate and mmap, a few ms each under load)
         // was what bounded how fast a large topic elected its leaders.
-        s.reserve_log(1)?;
-        s.offset_index.reserve_one()?;
-        s.time_index.reserve_one()?;
+        // Best effort: on a full disk the segment is still made (a failure
+        // here would leave its files behind, and the next roll would find
+        // its name taken), and the first append then fails cleanly with
+        // `DiskFull`, nothing written, as it always did.
+        let _ = s
+            .reserve_log(1)
+            .and_then(|()| s.offset_index.reserve_one())
+            .and_then(|()| s.time_index.reserve_one());
         // The three new names must survive a power loss with the data.
         crate::dir::sync_dir(dir)?;
         Ok(s)

@@ -394,10 +394,17 @@ fn invalid_config_is_named() {
     }
 }
 
-/// A full disk is a clean error at append, never SIGBUS, and nothing
-/// acknowledged before it is lost. Needs root to mount a small tmpfs.
-#[test]
-fn a_full_disk_fails_the_append_cleanly() {
+/// Unmounts a test's tmpfs when dropped (before its directory goes).
+struct Unmount(std::path::PathBuf, #[allow(dead_code)] tempfile::TempDir);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A 256 KiB tmpfs to fill, or `None` (with a note) without root.
+fn small_disk(test: &str) -> Option<Unmount> {
     let dir = tempfile::tempdir().unwrap();
     let mounted = std::process::Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
@@ -405,22 +412,40 @@ fn a_full_disk_fails_the_append_cleanly() {
         .status()
         .is_ok_and(|s| s.success());
     if !mounted {
-        eprintln!("skipping a_full_disk_fails_the_append_cleanly: cannot mount tmpfs (not root?)");
+        eprintln!("skipping {test}: cannot mount tmpfs (not root?)");
+        return None;
+    }
+    Some(Unmount(dir.path().to_path_buf(), dir))
+}
+
+/// Writes a file that takes every free byte of the file system at `path`'s
+/// parent; removing it gives the space back.
+fn take_all_space(path: &std::path::Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = [1u8; 512];
+    while f.write_all(&chunk).is_ok() {}
+    while f.write_all(&chunk[..1]).is_ok() {}
+    let _ = f.sync_all();
+}
+
+/// A full disk is a clean error at append, never SIGBUS, and nothing
+/// acknowledged before it is lost. Needs root to mount a small tmpfs.
+#[test]
+fn a_full_disk_fails_the_append_cleanly() {
+    let Some(disk) = small_disk("a_full_disk_fails_the_append_cleanly") else {
         return;
-    }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(dir.path().to_path_buf());
+    };
+    let dir = &disk.0;
     let cfg = LogConfig {
         segment_bytes: 64 * 1024,
         max_batch_bytes: 8192,
         ..small_config()
     };
-    let logdir = dir.path().join("p-0");
+    // Room to give back once the disk is full.
+    let filler = dir.join("filler");
+    std::fs::write(&filler, vec![1u8; 96 * 1024]).unwrap();
+    let logdir = dir.join("p-0");
     let mut log = PartitionLog::open(&logdir, cfg.clone()).unwrap();
     let mut acked = Offset(0);
     let err = loop {
@@ -433,9 +458,75 @@ fn a_full_disk_fails_the_append_cleanly() {
     assert!(matches!(err, StorageError::DiskFull { .. }), "got {err:?}");
     assert_eq!(log.latest(), acked);
     assert_eq!(read_all(&log).len() as u64, acked.get());
+    // Space comes back: the same log takes writes again, through segment
+    // rolls (a failed roll must not have left a half-made segment whose
+    // name the next roll would find taken).
+    std::fs::remove_file(&filler).unwrap();
+    let files = || std::fs::read_dir(&logdir).unwrap().count();
+    let before = files();
+    let mut after_roll = 0;
+    while after_roll < 3 {
+        let info = log
+            .append(&batch("after-space-returned", 50, 1))
+            .expect("appends resume once there is space");
+        acked = info.last_offset.next();
+        if files() > before {
+            after_roll += 1;
+        }
+        assert!(acked < Offset(1_000_000), "no segment rolled");
+    }
+    assert_eq!(read_all(&log).len() as u64, acked.get());
     drop(log);
     let log = PartitionLog::open(&logdir, cfg).unwrap();
     assert_eq!(log.latest(), acked, "everything acknowledged survives reopen");
+}
+
+/// The disk fills exactly when the log must roll to a new segment: the
+/// append fails with `DiskFull`, and once space returns the same log rolls
+/// and takes writes (no half-made segment left behind whose name the next
+/// roll finds taken). Needs root to mount a small tmpfs.
+#[test]
+fn a_disk_that_fills_at_a_segment_roll_takes_writes_when_space_returns() {
+    let Some(disk) = small_disk("a_disk_that_fills_at_a_segment_roll_takes_writes_when_space_returns") else {
+        return;
+    };
+    let cfg = LogConfig {
+        segment_bytes: 16 * 1024,
+        max_batch_bytes: 8192,
+        ..small_config()
+    };
+    let logdir = disk.0.join("p-0");
+    let files = || std::fs::read_dir(&logdir).unwrap().count();
+    let mut log = PartitionLog::open(&logdir, cfg).unwrap();
+    let record = || batch("a-value-of-some-length-to-fill-segments", 20, 1);
+    // Batches per segment: count the appends from one roll to the next.
+    let first = files();
+    while files() == first {
+        log.append(&record()).unwrap();
+    }
+    let second = files();
+    let mut per_segment = 0;
+    while files() == second {
+        log.append(&record()).unwrap();
+        per_segment += 1;
+    }
+    // Fill the active segment (it holds one batch), then the disk.
+    for _ in 1..per_segment {
+        log.append(&record()).unwrap();
+    }
+    let rolled = files();
+    let filler = disk.0.join("filler");
+    take_all_space(&filler);
+    let acked = log.latest();
+    let err = log.append(&record()).expect_err("the disk is full");
+    assert!(matches!(err, StorageError::DiskFull { .. }), "got {err:?}");
+    assert_eq!(log.latest(), acked, "nothing written");
+    std::fs::remove_file(&filler).unwrap();
+    for _ in 0..3 {
+        log.append(&record()).expect("appends resume once there is space");
+    }
+    assert!(files() > rolled, "the log rolled to a new segment");
+    assert_eq!(read_all(&log).len() as u64, log.latest().get());
 }
 
 #[test]
