@@ -58,6 +58,19 @@ impl Broker {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Stops the process gracefully (SIGTERM) and waits for it to exit;
+    /// how long that took.
+    pub fn stop(&mut self) -> Result<Duration> {
+        let Some(mut c) = self.child.take() else {
+            return Ok(Duration::ZERO);
+        };
+        let start = std::time::Instant::now();
+        let sent = Command::new("kill").args(["-TERM", &c.id().to_string()]).status()?;
+        anyhow::ensure!(sent.success(), "kill -TERM {} failed", c.id());
+        c.wait()?;
+        Ok(start.elapsed())
+    }
+
     /// Kills the process (SIGKILL) and waits for it.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -489,7 +489,16 @@ fn run(mut node: Loop, rx: mpsc::Receiver<LoopCommand>) {
         }
     }
     for r in node.replicas.values_mut() {
-        let _ = r.in_span(Replica::close);
+        let _ = r.in_span(Replica::release_pending);
+    }
+    // Every group's last state (its commit index), written in parallel: one
+    // after another, a broker of 10,000 partitions took 20 s to stop.
+    let work = node.replicas.values().map(|r| (Some(&r.storage), None)).collect();
+    for (r, result) in node.replicas.values().zip(sync_all(work)) {
+        if let Some(Err(e)) = result {
+            let _span = r.span.enter();
+            tracing::warn!(error = %e, "could not persist raft state at shutdown");
+        }
     }
 }
 

@@ -1005,9 +1005,14 @@ impl Replica {
 
     /// Persists the commit index (shutdown).
     pub(crate) fn close(&mut self) {
-        self.fail_all_pending(self.leader());
+        self.release_pending();
         if let Err(e) = self.storage.persist_state() {
             tracing::warn!(error = %e, "could not persist raft state at shutdown");
         }
+    }
+
+    /// Answers every waiting proposal (the replica is going away).
+    pub(crate) fn release_pending(&mut self) {
+        self.fail_all_pending(self.leader());
     }
 }

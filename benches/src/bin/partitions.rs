@@ -3,8 +3,9 @@
 //! real broker processes: creation time (until every partition has a
 //! leader), idle CPU, resident memory and disk of every broker, how long
 //! `describe`, `cluster status`, `list topics` and `Metadata` take, keyed produce and
-//! consume throughput across all partitions, and how long a group of three
-//! takes to join and split them.
+//! consume throughput across all partitions, how long a group of three
+//! takes to join and split them, and how long a broker takes to stop
+//! gracefully.
 //!
 //! ```text
 //! cargo build --release
@@ -224,6 +225,9 @@ async fn scenario(brokers: u64, partitions: u32, records: u64) -> Result<serde_j
     let produce_rps = produce(c.bootstrap(), records).await?;
     let consume_rps = consume(c.bootstrap(), records).await?;
     let join_s = group_join(c.bootstrap(), partitions).await?;
+    // Last: a graceful stop of one broker (SIGTERM until it exits), which
+    // syncs every log and Raft state it holds.
+    let stop_s = c.brokers[0].stop()?.as_secs_f64();
     Ok(serde_json::json!({
         "brokers": brokers,
         "replication_factor": rf,
@@ -240,6 +244,7 @@ async fn scenario(brokers: u64, partitions: u32, records: u64) -> Result<serde_j
         "keyed_produce_records_per_s": produce_rps,
         "consume_records_per_s": consume_rps,
         "group_of_three_join_s": join_s,
+        "graceful_stop_s": stop_s,
     }))
 }
 
