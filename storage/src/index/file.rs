@@ -162,3 +162,33 @@ impl IndexFile {
         &self.path
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::IndexFile;
+
+    /// Every write through the map marks it for the next sync, and a sync
+    /// clears the mark: a clean index is never msynced, a written one always.
+    #[test]
+    fn writes_mark_the_map_for_the_next_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut idx = IndexFile::open(&dir.path().join("i.index"), 8, 4096, 4096).unwrap();
+        let dirty = |i: &IndexFile| i.dirty.load(Ordering::Acquire);
+        assert!(!dirty(&idx), "a new index has nothing to sync");
+        idx.push(&[1u8; 8]).unwrap();
+        idx.push(&[2u8; 8]).unwrap();
+        assert!(dirty(&idx), "a pushed entry must be synced");
+        idx.sync().unwrap();
+        assert!(!dirty(&idx));
+        idx.sync().unwrap();
+        assert!(!dirty(&idx), "a clean map stays clean");
+        idx.set_entries(1);
+        assert!(dirty(&idx), "zeroing a dropped entry must be synced too");
+        idx.sync().unwrap();
+        idx.set_entries(1);
+        assert!(!dirty(&idx), "nothing zeroed, nothing to sync");
+        assert_eq!(idx.valid(), &[1u8; 8]);
+    }
+}
