@@ -142,6 +142,15 @@ impl Cluster {
         &mut self.brokers[(id - 1) as usize]
     }
 
+    /// Kills every broker and hands over their data directories (deleted
+    /// when dropped).
+    pub fn into_data(mut self) -> tempfile::TempDir {
+        for b in &mut self.brokers {
+            b.kill();
+        }
+        self.tmp
+    }
+
     /// Starts broker `id` again on its data directory.
     pub fn restart(&mut self, id: u64) -> Result<()> {
         let (bin, logs) = (self.bin.clone(), self.tmp.path().to_path_buf());

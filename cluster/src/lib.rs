@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 
 mod catch_up;
+mod early;
 mod error;
 mod ids;
 mod node;

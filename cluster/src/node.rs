@@ -18,6 +18,7 @@ use strand_storage::{AppendInfo, PartitionLog, RaftIndex, RecordBatch, Term};
 use tokio::sync::{oneshot, watch};
 
 use crate::catch_up;
+use crate::early::EarlyMessages;
 use crate::error::{ClusterError, Result};
 use crate::ids::{NodeId, RaftGroupId};
 use crate::quiesce::PeerClocks;
@@ -211,6 +212,7 @@ impl RaftNode {
         let runtime = tokio::runtime::Handle::try_current().ok();
         let node = Loop {
             id,
+            early: EarlyMessages::new(config.tick * config.election_ticks.max(1) as u32),
             cfg: config,
             replicas: HashMap::new(),
             hosted: Arc::clone(&hosted),
@@ -527,6 +529,8 @@ struct Loop {
     runtime: Option<tokio::runtime::Handle>,
     /// The loop's own command channel, for catch-up tasks to report on.
     events: mpsc::Sender<LoopCommand>,
+    /// Messages for groups not hosted yet (see `early`).
+    early: EarlyMessages,
 }
 
 impl Loop {
@@ -653,6 +657,9 @@ impl Loop {
         self.touched.insert(new.group);
         self.peers_stale = true;
         self.hosted.write().insert(new.group, Arc::clone(&h));
+        for (from, m) in self.early.take(new.group, Instant::now()) {
+            self.step(from, new.group, m);
+        }
         Ok(h)
     }
 
@@ -679,8 +686,14 @@ impl Loop {
     fn step(&mut self, from: NodeId, group: RaftGroupId, m: Message) {
         use raft::eraftpb::MessageType::{MsgHeartbeat, MsgHeartbeatResponse};
         let active = !matches!(m.get_msg_type(), MsgHeartbeat | MsgHeartbeatResponse);
+        if !self.replicas.contains_key(&group) {
+            let kind = m.get_msg_type();
+            if !self.early.hold(group, from, m, Instant::now()) {
+                tracing::debug!(%group, %from, ?kind, "message for a group not hosted here");
+            }
+            return;
+        }
         let Some(r) = self.touch(group, active) else {
-            tracing::debug!(%group, %from, "message for a group not hosted here");
             return;
         };
         let _ = r.in_span(|r| step_replica(r, from, m));
@@ -778,6 +791,7 @@ impl Loop {
             }
         }
         if heartbeat {
+            self.early.expire(now);
             self.check_peers(now, out);
         }
     }

@@ -133,8 +133,9 @@ async fn a_recovering_replica_neither_votes_nor_campaigns_until_a_leader_brought
     c.net.heal();
     // The leader brings it up to date (an entry of its own term committed
     // and stored there): it is whole, and from then on counts as a voter.
-    let leader = c.leader().await;
-    let end = c.write(leader, "after", 3, 1).await;
+    // Right after the heal the old leader and the other follower may still
+    // trade leadership: write through whichever leads.
+    let (leader, end) = c.write_via_leader("after", 3, 1).await;
     wait_hw(&c.member(wiped).handle, end).await;
     let wh = Arc::clone(&c.member(wiped).handle);
     wait_status(&wh, "recovery to end", |s| !s.recovering).await;

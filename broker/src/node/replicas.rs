@@ -42,8 +42,26 @@ pub(super) fn partition_dir(data_dir: &Path, topic: &str, partition: u32) -> Pat
     data_dir.join(format!("{topic}-{partition}"))
 }
 
-/// Replicas started at once by one reconcile.
+/// Replica logs opened at once by one reconcile.
 const STARTS_IN_FLIGHT: usize = 128;
+
+/// A replica whose log is open, about to be hosted.
+struct OpenedReplica<'m> {
+    topic: &'m TopicState,
+    partition: u32,
+    /// The brokers hosting it (current replicas, then a move's target).
+    replicas: Vec<NodeId>,
+    log: strand_storage::PartitionLog,
+    /// New here and never hosted: the preferred leader campaigns at once.
+    fresh: bool,
+    recovering: bool,
+}
+
+/// One damaged partition must not take the others down: it stays offline
+/// (and says why) while the rest are served.
+fn offline(topic: &str, partition: u32, e: &BrokerError) {
+    tracing::error!(topic, partition, error = %e, "partition replica offline");
+}
 
 /// What reconciling changes.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -159,26 +177,45 @@ impl Node {
             })
             .await?;
         }
-        // Several at a time: opening a log is file work on the blocking pool
-        // and hosting a round trip to the replication loop, so a topic of
-        // thousands of partitions starts in seconds, not one after another.
+        // Opening a log is file work on the blocking pool, several at a
+        // time. Hosting is a round trip to the replication loop, which
+        // answers every hosting queued when it comes round (between its
+        // rounds of fsyncs, which take long while thousands of new groups
+        // elect): so as many as are open are handed over at once, and a
+        // topic of 10,000 partitions is hosted in a few loop rounds, not in
+        // one round per 128.
         let meta = &meta;
         futures::stream::iter(plan.start)
-            .for_each_concurrent(STARTS_IN_FLIGHT, |((name, p), _, hosts)| async move {
-                let Some(t) = meta.topics.get(&name) else { return };
-                // One damaged partition must not take the others down: it
-                // stays offline (and says why) while the rest are served.
-                if let Err(e) = self.start_replica(meta, t, p, hosts).await {
-                    tracing::error!(topic = %name, partition = p, error = %e, "partition replica offline");
+            .map(|((name, p), _, hosts)| async move {
+                let t = meta.topics.get(&name)?;
+                match self.open_replica(meta, t, p, hosts).await {
+                    Ok(opened) => Some(opened),
+                    Err(e) => {
+                        offline(&name, p, &e);
+                        None
+                    }
+                }
+            })
+            .buffer_unordered(STARTS_IN_FLIGHT)
+            .for_each_concurrent(None, |opened| async move {
+                let Some(opened) = opened else { return };
+                let (name, p) = (opened.topic.meta.name.clone(), opened.partition);
+                if let Err(e) = self.host_replica(opened).await {
+                    offline(&name, p, &e);
                 }
             })
             .await;
         Ok(())
     }
 
-    async fn start_replica(&self, meta: &MetadataState, t: &TopicState, p: u32, replicas: Vec<NodeId>) -> Result<()> {
-        let group = t.raft_group(p);
-        let span = tracing::info_span!("replica", node = %self.id, topic = %t.meta.name, partition = p);
+    /// Opens the log of replica `p` of `t` and decides how it starts.
+    async fn open_replica<'m>(
+        &self,
+        meta: &MetadataState,
+        t: &'m TopicState,
+        p: u32,
+        replicas: Vec<NodeId>,
+    ) -> Result<OpenedReplica<'m>> {
         let log_config = topic::log_config(&self.config.log, &t.meta.configs)?;
         let dir = partition_dir(&self.config.data_dir, &t.meta.name, p);
         let (topic_id, uuid) = (t.id, t.uuid());
@@ -204,7 +241,29 @@ impl Node {
                 }
             );
         }
-        let fresh = !had_state && !recovering;
+        Ok(OpenedReplica {
+            topic: t,
+            partition: p,
+            replicas,
+            log,
+            fresh: !had_state && !recovering,
+            recovering,
+        })
+    }
+
+    /// Hands an opened replica to the replication loop and serves it.
+    async fn host_replica(&self, opened: OpenedReplica<'_>) -> Result<()> {
+        let OpenedReplica {
+            topic: t,
+            partition: p,
+            replicas,
+            log,
+            fresh,
+            recovering,
+        } = opened;
+        let group = t.raft_group(p);
+        let span = tracing::info_span!("replica", node = %self.id, topic = %t.meta.name, partition = p);
+        let moved = !t.origin.is_empty();
         let log = Arc::new(RwLock::new(log));
         // A new group starts with the configuration it was created with; its
         // log's membership changes (if it moved) follow from there.

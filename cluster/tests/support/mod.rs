@@ -150,6 +150,34 @@ impl Cluster {
         end
     }
 
+    /// Like [`Cluster::write`] through whichever node leads, for a moment
+    /// when leadership may still move (right after a partition heals): a
+    /// batch refused with `NotLeader` is proposed again through the next
+    /// leader. Returns the leader that took the last batch and the offset
+    /// after it.
+    pub async fn write_via_leader(&self, tag: &str, n: u32, records: u32) -> (u64, Offset) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut end = Offset::ZERO;
+        let mut via = self.leader().await;
+        for i in 0..n {
+            loop {
+                let b = batch(&format!("{tag}{i:04}"), records);
+                match self.member(via).node.propose(GROUP, b, Ack::All).await {
+                    Ok(info) => {
+                        end = info.last_offset.next();
+                        break;
+                    }
+                    Err(ClusterError::NotLeader { .. }) if tokio::time::Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        via = self.leader().await;
+                    }
+                    Err(e) => panic!("write through node {via}: {e}"),
+                }
+            }
+        }
+        (via, end)
+    }
+
     pub fn member(&self, id: u64) -> &Member {
         self.members[(id - 1) as usize].as_ref().expect("running")
     }
