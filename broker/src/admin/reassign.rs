@@ -90,39 +90,48 @@ impl Admin {
     /// periodically).
     pub async fn drive_reassignments(&self) {
         let node = &self.node;
-        let meta = node.metadata();
-        for t in meta.topics.values() {
-            for (&p, target) in &t.moving {
-                let Ok(part) = node.partition(&t.meta.name, p) else {
-                    continue;
-                };
-                let st = part.status();
-                if !st.is_leader {
-                    continue;
+        // Only the moving partitions are copied out (this runs three times
+        // a second; the whole metadata holds every partition's assignment).
+        let moving: Vec<(String, u32, Vec<NodeId>)> = node.with_metadata(|m| {
+            m.topics
+                .values()
+                .flat_map(|t| {
+                    t.moving
+                        .iter()
+                        .map(|(&p, target)| (t.meta.name.clone(), p, target.clone()))
+                })
+                .collect()
+        });
+        for (name, p, target) in moving {
+            let Ok(part) = node.partition(&name, p) else {
+                continue;
+            };
+            let st = part.status();
+            if !st.is_leader {
+                continue;
+            }
+            let matched: Vec<(NodeId, RaftIndex)> = st.replicas.iter().map(|r| (r.node, r.matched)).collect();
+            let step = next_step(node.id(), &target, &st.voters, &st.learners, &matched, st.last_index);
+            tracing::debug!(topic = %name, partition = p, ?step, ?target, voters = ?st.voters, learners = ?st.learners, "moving replicas");
+            let r: Result<()> = match step {
+                Step::Change(c) => node
+                    .raft()
+                    .change_replicas(part.raft_group(), c)
+                    .await
+                    .map_err(Into::into),
+                Step::Transfer(to) => node.raft().transfer_leader(part.raft_group(), to).map_err(Into::into),
+                Step::Wait => Ok(()),
+                Step::Finish => {
+                    self.submit(MetadataRequest::FinishReassign {
+                        name: name.clone(),
+                        partition: p,
+                        replicas: target.clone(),
+                    })
+                    .await
                 }
-                let matched: Vec<(NodeId, RaftIndex)> = st.replicas.iter().map(|r| (r.node, r.matched)).collect();
-                let step = next_step(node.id(), target, &st.voters, &st.learners, &matched, st.last_index);
-                tracing::debug!(topic = %t.meta.name, partition = p, ?step, ?target, voters = ?st.voters, learners = ?st.learners, "moving replicas");
-                let r: Result<()> = match step {
-                    Step::Change(c) => node
-                        .raft()
-                        .change_replicas(part.raft_group(), c)
-                        .await
-                        .map_err(Into::into),
-                    Step::Transfer(to) => node.raft().transfer_leader(part.raft_group(), to).map_err(Into::into),
-                    Step::Wait => Ok(()),
-                    Step::Finish => {
-                        self.submit(MetadataRequest::FinishReassign {
-                            name: t.meta.name.clone(),
-                            partition: p,
-                            replicas: target.clone(),
-                        })
-                        .await
-                    }
-                };
-                if let Err(e) = r {
-                    tracing::debug!(topic = %t.meta.name, partition = p, error = %e, "replica move step not taken; retrying");
-                }
+            };
+            if let Err(e) = r {
+                tracing::debug!(topic = %name, partition = p, error = %e, "replica move step not taken; retrying");
             }
         }
     }

@@ -19,6 +19,7 @@ use strand_storage::Term;
 use super::Admin;
 use super::status::BrokerReport;
 use crate::controller::CONTROLLER_GROUP;
+use crate::partition::Partition;
 
 /// The floor for a group of `replicas` (this broker's included) from the
 /// terms its other replicas reported, or `None` while too few answered.
@@ -34,11 +35,7 @@ impl Admin {
     /// controller's included) one, when enough of its peers answered.
     pub async fn raise_term_floors(&self) {
         let node = &self.node;
-        let waiting: Vec<_> = node
-            .all_partitions()
-            .into_iter()
-            .filter(|p| p.awaiting_term())
-            .collect();
+        let waiting = node.partitions_where(Partition::awaiting_term);
         let controller_waits = node.controller_status().awaiting_term;
         if waiting.is_empty() && !controller_waits {
             return;

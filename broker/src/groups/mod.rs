@@ -116,12 +116,14 @@ impl GroupCoordinator {
 
     /// Partition counts of every topic (what assignments are computed over).
     fn partition_counts(&self) -> BTreeMap<String, u32> {
-        self.node
-            .metadata()
-            .topics
-            .into_iter()
-            .map(|(name, t)| (name, t.meta.partitions))
-            .collect()
+        // Read in place: a copy of the metadata holds every partition's
+        // assignment, and this runs four times a second.
+        self.node.with_metadata(|m| {
+            m.topics
+                .iter()
+                .map(|(name, t)| (name.clone(), t.meta.partitions))
+                .collect()
+        })
     }
 
     /// The id of the topic named `topic`, if it exists.

@@ -297,6 +297,12 @@ impl Node {
         self.replicas.read().values().cloned().collect()
     }
 
+    /// The hosted partition replicas for which `wanted` holds (chosen under
+    /// the lock, so only those are copied out).
+    pub fn partitions_where(&self, wanted: impl Fn(&Partition) -> bool) -> Vec<Arc<Partition>> {
+        self.replicas.read().values().filter(|p| wanted(p)).cloned().collect()
+    }
+
     /// The hosted replica (or the controller) of a Raft group.
     pub fn replica_of_group(&self, group: RaftGroupId) -> Option<Arc<Partition>> {
         if group == CONTROLLER_GROUP {
@@ -369,16 +375,15 @@ impl Node {
         if !self.metadata_caught_up() {
             return Err("cluster metadata not caught up yet".into());
         }
-        let waiting: Vec<String> = self
-            .all_partitions()
-            .iter()
-            .filter(|p| p.leader().is_none())
-            .map(|p| format!("{}-{}", p.topic(), p.id()))
-            .collect();
-        if let Some(first) = waiting.first() {
+        // Checked five times a second: counted under the lock, nothing copied.
+        let replicas = self.replicas.read();
+        let mut waiting = replicas.values().filter(|p| p.leader().is_none());
+        if let Some(first) = waiting.next() {
             return Err(format!(
-                "{} partitions without a leader (first: {first})",
-                waiting.len()
+                "{} partitions without a leader (first: {}-{})",
+                1 + waiting.count(),
+                first.topic(),
+                first.id()
             ));
         }
         Ok(())

@@ -111,8 +111,9 @@ impl Broker {
             }
         });
         // Replicas that lost their term take no message until their peers
-        // gave them a floor (see `admin::term_floor`).
-        self.spawn_periodic(Duration::from_millis(300), |b| async move {
+        // gave them a floor (see `admin::term_floor`). Once a second: finding
+        // them looks at every hosted partition.
+        self.spawn_periodic(Duration::from_secs(1), |b| async move {
             b.admin.raise_term_floors().await;
         });
         self.spawn_periodic(Duration::from_millis(cfg.retention_check_interval_ms), |b| async move {
