@@ -237,6 +237,9 @@ fn bench_produce_prints_a_json_summary() {
     for f in ["msgs_per_sec", "mb_per_sec", "p50_ms", "p99_ms", "p999_ms"] {
         assert!(v[f].as_f64().is_some(), "{f} in {v}");
     }
+    for f in ["cpu_s", "cores", "cores_per_million_per_s"] {
+        assert!(v["client"][f].as_f64().is_some(), "client {f} in {v}");
+    }
     let o = run(&b, &["bench", "consume", "--topic", "bench", "--records", "2000"], None);
     assert!(o.status.success(), "bench consume: {}", stderr(&o));
 }

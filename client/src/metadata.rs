@@ -6,7 +6,7 @@
 //! refresh when a topic is unknown to the cache or when a request failed in a
 //! way that suggests the leader moved (`NOT_LEADER`, transport errors).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -303,7 +303,7 @@ impl Metadata {
     /// A cache with fixed content and no reachable broker, for unit tests.
     pub(crate) fn fixed(topics: &[(&str, u32)], leader: &str) -> Metadata {
         let state = Snapshot {
-            brokers: HashMap::from([(1, Arc::from(leader))]),
+            brokers: HashMap::from_iter([(1, Arc::from(leader))]),
             topics: topics
                 .iter()
                 .map(|(t, n)| {

@@ -482,13 +482,7 @@ fn run(mut node: Loop, rx: mpsc::Receiver<LoopCommand>) {
             next_tick = (next_tick + node.cfg.tick).max(now);
         }
         node.process_ready(&mut out);
-        let sent_at = Instant::now();
-        for (to, batch) in out.drain() {
-            if !batch.is_empty() {
-                node.clocks.sent(to, sent_at);
-                node.transport.send(node.id, to, batch);
-            }
-        }
+        node.send_out(&mut out);
     }
     for r in node.replicas.values_mut() {
         let _ = r.in_span(Replica::release_pending);
@@ -840,6 +834,17 @@ impl Loop {
         }
     }
 
+    /// Sends what `out` holds, one batch per peer.
+    fn send_out(&mut self, out: &mut Outbox) {
+        let sent_at = Instant::now();
+        for (to, batch) in out.drain() {
+            if !batch.is_empty() {
+                self.clocks.sent(to, sent_at);
+                self.transport.send(self.id, to, batch);
+            }
+        }
+    }
+
     /// Handles the `Ready` of every touched replica in two halves around one
     /// parallel round of fsyncs; the messages to send go to `out`, by peer.
     fn process_ready(&mut self, out: &mut Outbox) {
@@ -852,6 +857,11 @@ impl Loop {
                 staged.push((*g, st));
             }
         }
+        // What staging produced (a leader's appends to its followers) goes
+        // out before the fsyncs, so followers write while the leader syncs
+        // (Raft thesis §10.2.1); raft-rs holds back what must wait for the
+        // sync (votes, append responses) until `finish_ready`.
+        self.send_out(out);
         // One fdatasync per group with new entries, all groups in parallel, so
         // a partition does not wait for the others' syncs one after another.
         let results = {

@@ -9,10 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::{Args, Subcommand};
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
-use strand_client::{Admin, Consumer, Offset, OffsetReset, Producer, ProducerRecord};
+use strand_client::{Admin, Consumer, DeliveryFuture, Offset, OffsetReset, Producer, ProducerRecord};
 
 use super::produce::{AcksArg, CompressionArg};
 
@@ -92,10 +90,51 @@ fn new_histogram() -> anyhow::Result<Histogram<u64>> {
     Ok(Histogram::new_with_bounds(1, 3_600_000_000, 3)?)
 }
 
-fn report(records: u64, bytes: u64, elapsed: Duration, h: &Histogram<u64>) -> serde_json::Value {
+/// CPU time (user + system) this process has used so far, from
+/// `/proc/self/stat`; `None` where that file does not exist (not Linux).
+fn process_cpu() -> Option<Duration> {
+    /// Linux reports these times in USER_HZ ticks, 100 a second on every
+    /// architecture it supports (part of its user-space ABI).
+    const USER_HZ: u64 = 100;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces: count from after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 1000 / USER_HZ))
+}
+
+/// What the benchmark's own process spent: the client's cost next to its
+/// throughput (`client_cores`: CPU seconds per second of the run).
+fn client_cpu(records: u64, elapsed: Duration, since: Option<Duration>) -> serde_json::Value {
+    let (Some(start), Some(end)) = (since, process_cpu()) else {
+        return serde_json::Value::Null;
+    };
+    let cpu = end.saturating_sub(start).as_secs_f64();
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    serde_json::json!({
+        "cpu_s": (cpu * 100.0).round() / 100.0,
+        "cores": (cpu / secs * 100.0).round() / 100.0,
+        "cores_per_million_per_s": if records > 0 {
+            ((cpu / secs) / (records as f64 / secs / 1e6) * 100.0).round() / 100.0
+        } else {
+            0.0
+        },
+    })
+}
+
+fn report(
+    records: u64,
+    bytes: u64,
+    elapsed: Duration,
+    h: &Histogram<u64>,
+    cpu_since: Option<Duration>,
+) -> serde_json::Value {
     let secs = elapsed.as_secs_f64().max(1e-9);
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     serde_json::json!({
+        "client": client_cpu(records, elapsed, cpu_since),
         "records": records,
         "msgs_per_sec": (records as f64 / secs).round(),
         "mb_per_sec": ((bytes as f64 / secs / 1e6) * 100.0).round() / 100.0,
@@ -136,6 +175,7 @@ async fn produce(bootstrap: &str, b: ProduceBench) -> anyhow::Result<ExitCode> {
     let value = Bytes::from(vec![b'x'; b.record_size]);
     let done = Arc::new(AtomicU64::new(0));
     let progress = spawn_progress("produce", Arc::clone(&done), b.records);
+    let cpu_start = process_cpu();
     let start = Instant::now();
     let per_producer = b.records.div_ceil(b.producers.max(1));
     let mut tasks = Vec::new();
@@ -158,33 +198,44 @@ async fn produce(bootstrap: &str, b: ProduceBench) -> anyhow::Result<ExitCode> {
         let interval = b
             .rate
             .map(|r| Duration::from_secs_f64(b.producers.max(1) as f64 / r.max(1) as f64));
+        // Records of a partition are acknowledged in order, and a batch's
+        // records all at once: a second task awaits the delivery futures in
+        // sending order, so it wakes about once per batch, not per record.
+        let (acks_tx, acks_rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, DeliveryFuture)>();
+        let drain = tokio::spawn(drain_acks(acks_rx, done));
         tasks.push(tokio::spawn(async move {
-            let mut h = new_histogram()?;
-            let mut inflight = FuturesUnordered::new();
-            let mut failures = 0u64;
             let t0 = Instant::now();
-            for i in from..to {
+            let mut sent = t0;
+            for (n, i) in (from..to).enumerate() {
                 if let Some(iv) = interval {
-                    let due = t0 + iv.mul_f64((i - from) as f64);
+                    let due = t0 + iv.mul_f64(n as f64);
                     tokio::time::sleep_until(due.into()).await;
+                    // Behind schedule (the producer held the loop back), a
+                    // record's latency counts from when it was due, so a
+                    // stall is not hidden (no coordinated omission). Within
+                    // the timer's granularity it counts from now: tokio
+                    // wakes up to a millisecond late, which is the
+                    // benchmark's delay, not the broker's.
+                    let now = Instant::now();
+                    sent = if now > due + TIMER_SLACK { due } else { now };
+                } else if n % SENT_CLOCK_EVERY == 0 {
+                    // At full speed records are microseconds apart: reading
+                    // the clock for every one would cost more than sending it.
+                    sent = Instant::now();
                 }
                 let mut r = ProducerRecord::new(Arc::clone(&topic), value.clone());
                 if keys > 0 {
                     r = r.key(Bytes::from(format!("key-{}", i % keys)));
                 }
-                let sent = Instant::now();
                 let d = producer.send(r).await?;
-                inflight.push(async move { (sent, d.await) });
-                // Drain what completed without waiting.
-                while let Some(Some((sent, res))) = futures::FutureExt::now_or_never(inflight.next()) {
-                    record(&mut h, &mut failures, &done, sent, res);
-                }
+                acks_tx
+                    .send((sent, d))
+                    .map_err(|_| anyhow::anyhow!("the acknowledgement task ended early"))?;
             }
-            while let Some((sent, res)) = inflight.next().await {
-                record(&mut h, &mut failures, &done, sent, res);
-            }
+            drop(acks_tx);
+            let drained = drain.await??;
             producer.close().await?;
-            anyhow::Ok((h, failures))
+            anyhow::Ok(drained)
         }));
     }
     let mut h = new_histogram()?;
@@ -197,7 +248,10 @@ async fn produce(bootstrap: &str, b: ProduceBench) -> anyhow::Result<ExitCode> {
     let elapsed = start.elapsed();
     progress.abort();
     let acked = b.records - failures;
-    println!("{}", report(acked, acked * b.record_size as u64, elapsed, &h));
+    println!(
+        "{}",
+        report(acked, acked * b.record_size as u64, elapsed, &h, cpu_start)
+    );
     if failures > 0 {
         eprintln!("error: {failures} records were not acknowledged");
         return Ok(ExitCode::FAILURE);
@@ -205,25 +259,63 @@ async fn produce(bootstrap: &str, b: ProduceBench) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn record(
-    h: &mut Histogram<u64>,
-    failures: &mut u64,
-    done: &AtomicU64,
-    sent: Instant,
-    res: strand_client::Result<strand_client::RecordMetadata>,
-) {
-    match res {
-        Ok(_) => {
-            let _ = h.record((sent.elapsed().as_micros() as u64).max(1));
+/// How late the rate timer may wake before a record counts as behind
+/// schedule (tokio's timer has a resolution of one millisecond).
+const TIMER_SLACK: Duration = Duration::from_millis(2);
+
+/// At full speed the send time is read once per this many records.
+const SENT_CLOCK_EVERY: usize = 8;
+
+/// Settled futures counted against one clock reading while draining.
+const ACK_CLOCK_EVERY: u32 = 32;
+
+/// Awaits the delivery futures in sending order and records each one's
+/// latency. The clock is read after every wait and every
+/// [`ACK_CLOCK_EVERY`] records otherwise, so a batch's records, which are
+/// settled together, share a reading.
+async fn drain_acks(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(Instant, DeliveryFuture)>,
+    done: Arc<AtomicU64>,
+) -> anyhow::Result<(Histogram<u64>, u64)> {
+    let mut h = new_histogram()?;
+    let mut failures = 0u64;
+    let mut now = Instant::now();
+    let mut uses = 0;
+    loop {
+        let (sent, d) = match rx.try_recv() {
+            Ok(next) => next,
+            Err(tokio::sync::mpsc::error::TryRecvError::Empty) => match rx.recv().await {
+                Some(next) => {
+                    uses = ACK_CLOCK_EVERY;
+                    next
+                }
+                None => break,
+            },
+            Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => break,
+        };
+        if !d.is_settled() {
+            uses = ACK_CLOCK_EVERY;
         }
-        Err(e) => {
-            if *failures == 0 {
-                eprintln!("first failure: {e}");
+        let res = d.await;
+        if uses >= ACK_CLOCK_EVERY {
+            now = Instant::now();
+            uses = 0;
+        }
+        uses += 1;
+        match res {
+            Ok(_) => {
+                let _ = h.record((now.saturating_duration_since(sent).as_micros() as u64).max(1));
             }
-            *failures += 1;
+            Err(e) => {
+                if failures == 0 {
+                    eprintln!("first failure: {e}");
+                }
+                failures += 1;
+            }
         }
+        done.fetch_add(1, Ordering::Relaxed);
     }
-    done.fetch_add(1, Ordering::Relaxed);
+    Ok((h, failures))
 }
 
 async fn consume(bootstrap: &str, b: ConsumeBench) -> anyhow::Result<ExitCode> {
@@ -238,6 +330,7 @@ async fn consume(bootstrap: &str, b: ConsumeBench) -> anyhow::Result<ExitCode> {
     let done = Arc::new(AtomicU64::new(0));
     let progress = spawn_progress("consume", Arc::clone(&done), b.records);
     let mut h = new_histogram()?;
+    let cpu_start = process_cpu();
     let start = Instant::now();
     let (mut n, mut bytes) = (0u64, 0u64);
     let mut idle = Instant::now();
@@ -262,6 +355,6 @@ async fn consume(bootstrap: &str, b: ConsumeBench) -> anyhow::Result<ExitCode> {
         done.store(n, Ordering::Relaxed);
     }
     progress.abort();
-    println!("{}", report(n, bytes, start.elapsed(), &h));
+    println!("{}", report(n, bytes, start.elapsed(), &h, cpu_start));
     Ok(ExitCode::SUCCESS)
 }

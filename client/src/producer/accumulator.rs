@@ -8,8 +8,10 @@
 //! sealed batches from it. Records are encoded into the batch as they
 //! arrive, so a record's own buffers are released at `send`.
 
+use std::collections::VecDeque;
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+
+use foldhash::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,27 +19,16 @@ use bytes::Bytes;
 use strand_storage::{BatchBuilder, Compression};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
+use super::delivery::{Completion, DeliveryFuture};
+
 use super::partitioner::StickyPartition;
-use super::record::{ProducerRecord, RecordMetadata};
-use crate::error::{ClientError, Result};
+use super::record::ProducerRecord;
+use crate::error::ClientError;
 
 /// Idle batch builders kept for reuse. Each holds buffers as large as the
 /// largest batch it built, so the pool is small: it only has to cover the
 /// partitions being written at one time by a typical producer.
 const SPARE_BUILDERS: usize = 16;
-
-/// A record waiting for its acknowledgement.
-#[derive(Debug)]
-pub(crate) struct Pending {
-    tx: oneshot::Sender<Result<RecordMetadata>>,
-    timestamp_ms: i64,
-}
-
-impl Pending {
-    pub(crate) fn new(tx: oneshot::Sender<Result<RecordMetadata>>, timestamp_ms: i64) -> Self {
-        Pending { tx, timestamp_ms }
-    }
-}
 
 /// A sealed batch on its way to the broker, with the records it answers for.
 #[derive(Debug)]
@@ -48,7 +39,9 @@ pub(crate) struct ProducerBatch {
     pub partition: u32,
     /// The encoded batch (storage format, offsets left for the broker).
     pub bytes: Bytes,
-    records: Vec<Pending>,
+    record_count: usize,
+    /// Settles the records' delivery futures.
+    completion: Completion,
     /// The batch's share of `buffer_bytes`, released when it completes.
     _permit: Option<OwnedSemaphorePermit>,
     /// When its first record arrived; the delivery timeout counts from here.
@@ -70,28 +63,17 @@ pub(crate) struct ProducerBatch {
 
 impl ProducerBatch {
     pub(crate) fn record_count(&self) -> usize {
-        self.records.len()
+        self.record_count
     }
 
     /// Resolves every record's future with its offset (`base_offset + i`).
     pub(crate) fn complete(self, base_offset: Option<u64>) {
-        for (i, p) in self.records.into_iter().enumerate() {
-            let meta = RecordMetadata {
-                topic: self.topic.clone(),
-                partition: self.partition,
-                offset: base_offset.map(|b| b + i as u64),
-                timestamp_ms: p.timestamp_ms,
-            };
-            // The caller may have dropped its future: nothing to tell then.
-            let _ = p.tx.send(Ok(meta));
-        }
+        self.completion.succeed(base_offset);
     }
 
     /// Fails every record's future with `err`.
     pub(crate) fn fail(self, err: ClientError) {
-        for p in self.records {
-            let _ = p.tx.send(Err(err.clone()));
-        }
+        self.completion.fail(err);
     }
 }
 
@@ -126,7 +108,8 @@ pub(crate) struct Appended {
 struct OpenBatch {
     id: u64,
     builder: BatchBuilder,
-    records: Vec<Pending>,
+    record_count: usize,
+    completion: Completion,
     permit: Option<OwnedSemaphorePermit>,
     created_at: Instant,
 }
@@ -178,7 +161,7 @@ impl Accumulator {
     pub(crate) fn new(config: AccumulatorConfig) -> Self {
         Accumulator {
             config,
-            topics: HashMap::new(),
+            topics: HashMap::default(),
             ready: VecDeque::new(),
             linger_queue: VecDeque::new(),
             spare: Vec::new(),
@@ -192,8 +175,8 @@ impl Accumulator {
 
     /// Adds `record` (whose [`ProducerRecord::encoded_size`] is `size`) to
     /// its partition's open batch, sealing that batch first if the record
-    /// would not fit. `permit` is the record's share of the buffer.
-    #[allow(clippy::too_many_arguments)]
+    /// would not fit. `permit` is the record's share of the buffer; `clock`
+    /// is read only when the record opens a batch (its linger starts).
     pub(crate) fn append(
         &mut self,
         record: &ProducerRecord,
@@ -201,126 +184,111 @@ impl Accumulator {
         timestamp_ms: i64,
         size: usize,
         permit: Option<OwnedSemaphorePermit>,
-        tx: oneshot::Sender<Result<RecordMetadata>>,
-        now: Instant,
-    ) -> Appended {
+        clock: impl FnOnce() -> Instant,
+    ) -> (Appended, DeliveryFuture) {
+        if !self.topics.contains_key(&*record.topic) {
+            self.topics.insert(
+                record.topic.clone(),
+                TopicBatches {
+                    name: record.topic.clone(),
+                    open: HashMap::default(),
+                    sticky: StickyPartition::default(),
+                },
+            );
+        }
+        let Accumulator {
+            config,
+            topics,
+            ready,
+            linger_queue,
+            spare,
+            next_id,
+            open_count,
+            ..
+        } = self;
+        let Some(t) = topics.get_mut(&*record.topic) else {
+            // Inserted above; unreachable, but never panic here.
+            let failed = Completion::new(record.topic.clone(), 0);
+            let delivery = failed.delivery(0, timestamp_ms);
+            failed.fail(ClientError::Closed);
+            return (
+                Appended {
+                    partition: 0,
+                    wake: false,
+                },
+                delivery,
+            );
+        };
         let mut wake = false;
-        let mut partition = self.pick(&record.topic, target);
+        let mut partition = match target {
+            Target::Partition(p) => p,
+            Target::Sticky { num_partitions } => t.sticky.partition(num_partitions),
+        };
         // A record that does not fit seals the open batch; a keyless record
         // then moves to the next sticky partition (Kafka's `onNewBatch`).
-        while self.would_overflow(&record.topic, partition, size) {
-            if let Some(sealed) = self.seal(&record.topic, partition) {
-                self.ready.push_back(sealed);
+        while t
+            .open
+            .get(&partition)
+            .is_some_and(|b| b.record_count > 0 && b.builder.uncompressed_size() + size > config.batch_bytes)
+        {
+            if let Some(sealed) = seal_open(t, partition, spare, open_count) {
+                ready.push_back(sealed);
             }
             wake = true;
             match target {
-                Target::Sticky { .. } => partition = self.pick(&record.topic, target),
+                Target::Sticky { num_partitions } => partition = t.sticky.partition(num_partitions),
                 Target::Partition(_) => break,
             }
         }
 
-        let linger_was_empty = self.linger_queue.is_empty();
-        let Some(topic) = self.topics.get_mut(&*record.topic) else {
-            // `pick` created the entry; unreachable, but never panic here.
-            let _ = tx.send(Err(ClientError::Closed));
-            return Appended { partition, wake };
-        };
-        let open = match topic.open.entry(partition) {
+        let open = match t.open.entry(partition) {
             Entry::Occupied(o) => o.into_mut(),
             Entry::Vacant(v) => {
-                let id = self.next_id;
-                self.next_id += 1;
-                self.open_count += 1;
-                self.linger_queue.push_back(LingerEntry {
-                    deadline: now + self.config.linger,
-                    topic: topic.name.clone(),
+                let id = *next_id;
+                *next_id += 1;
+                *open_count += 1;
+                let now = clock();
+                wake |= linger_queue.is_empty();
+                linger_queue.push_back(LingerEntry {
+                    deadline: now + config.linger,
+                    topic: t.name.clone(),
                     partition,
                     batch_id: id,
                 });
-                wake |= linger_was_empty;
                 v.insert(OpenBatch {
                     id,
-                    builder: self
-                        .spare
-                        .pop()
-                        .unwrap_or_else(|| BatchBuilder::new(self.config.compression)),
-                    records: Vec::new(),
+                    builder: spare.pop().unwrap_or_else(|| BatchBuilder::new(config.compression)),
+                    record_count: 0,
+                    completion: Completion::new(t.name.clone(), partition),
                     permit: None,
                     created_at: now,
                 })
             }
         };
         record.with_new_record(timestamp_ms, |r| open.builder.push(r));
-        open.records.push(Pending::new(tx, timestamp_ms));
+        // At most `batch_bytes` (a u32) of records, each at least a byte.
+        let index = u32::try_from(open.record_count).unwrap_or(u32::MAX);
+        let delivery = open.completion.delivery(index, timestamp_ms);
+        open.record_count += 1;
         match (&mut open.permit, permit) {
             (Some(held), Some(p)) => held.merge(p),
             (slot @ None, p) => *slot = p,
             (Some(_), None) => {}
         }
-        if open.builder.uncompressed_size() >= self.config.batch_bytes {
-            if let Some(sealed) = self.seal(&record.topic, partition) {
-                self.ready.push_back(sealed);
+        if open.builder.uncompressed_size() >= config.batch_bytes {
+            if let Some(sealed) = seal_open(t, partition, spare, open_count) {
+                ready.push_back(sealed);
             }
             wake = true;
         }
-        Appended { partition, wake }
-    }
-
-    /// The partition for `target`, creating the topic's entry if needed.
-    fn pick(&mut self, topic: &Arc<str>, target: Target) -> u32 {
-        let t = self.topics.entry(topic.clone()).or_insert_with(|| TopicBatches {
-            name: topic.clone(),
-            open: HashMap::new(),
-            sticky: StickyPartition::default(),
-        });
-        match target {
-            Target::Partition(p) => p,
-            Target::Sticky { num_partitions } => t.sticky.partition(num_partitions),
-        }
-    }
-
-    fn would_overflow(&self, topic: &str, partition: u32, size: usize) -> bool {
-        self.topics
-            .get(topic)
-            .and_then(|t| t.open.get(&partition))
-            .is_some_and(|b| !b.records.is_empty() && b.builder.uncompressed_size() + size > self.config.batch_bytes)
+        (Appended { partition, wake }, delivery)
     }
 
     /// Seals the open batch of `topic`/`partition`, if any. A batch that
     /// fails to encode fails its records here and yields `None`.
     pub(crate) fn seal(&mut self, topic: &str, partition: u32) -> Option<ProducerBatch> {
         let t = self.topics.get_mut(topic)?;
-        let mut open = t.open.remove(&partition)?;
-        t.sticky.on_sealed(partition);
-        let name = t.name.clone();
-        self.open_count -= 1;
-        let built = open.builder.build();
-        if self.spare.len() < SPARE_BUILDERS {
-            self.spare.push(open.builder);
-        }
-        match built {
-            Ok(bytes) => Some(ProducerBatch {
-                id: open.id,
-                topic: name,
-                partition,
-                bytes: Bytes::from(bytes),
-                records: open.records,
-                _permit: open.permit,
-                created_at: open.created_at,
-                attempts: 0,
-                last_error: None,
-                ord: None,
-                seq: None,
-                unwritten: false,
-            }),
-            Err(e) => {
-                let err = ClientError::invalid(format!("cannot encode a batch for {name}/{partition}: {e}"));
-                for p in open.records {
-                    let _ = p.tx.send(Err(err.clone()));
-                }
-                None
-            }
-        }
+        seal_open(t, partition, &mut self.spare, &mut self.open_count)
     }
 
     /// Seals the open batch of `topic`/`partition` if it has lingered for
@@ -401,6 +369,46 @@ impl Accumulator {
     }
 }
 
+/// Seals `t`'s open batch of `partition`, if any, keeping its builder
+/// for reuse. A batch that fails to encode fails its records here and
+/// yields `None`.
+fn seal_open(
+    t: &mut TopicBatches,
+    partition: u32,
+    spare: &mut Vec<BatchBuilder>,
+    open_count: &mut usize,
+) -> Option<ProducerBatch> {
+    let mut open = t.open.remove(&partition)?;
+    t.sticky.on_sealed(partition);
+    *open_count -= 1;
+    let built = open.builder.build();
+    if spare.len() < SPARE_BUILDERS {
+        spare.push(open.builder);
+    }
+    match built {
+        Ok(bytes) => Some(ProducerBatch {
+            id: open.id,
+            topic: t.name.clone(),
+            partition,
+            bytes: Bytes::from(bytes),
+            record_count: open.record_count,
+            completion: open.completion,
+            _permit: open.permit,
+            created_at: open.created_at,
+            attempts: 0,
+            last_error: None,
+            ord: None,
+            seq: None,
+            unwritten: false,
+        }),
+        Err(e) => {
+            let err = ClientError::invalid(format!("cannot encode a batch for {}/{partition}: {e}", t.name));
+            open.completion.fail(err);
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use strand_storage::{BatchRef, DecodedRecords};
@@ -422,13 +430,10 @@ mod tests {
     }
 
     /// Appends `r` to an explicit partition; returns the receiver of its result.
-    fn push(a: &mut Accumulator, r: &ProducerRecord, target: Target, now: Instant) -> (Appended, DeliveryRx) {
-        let (tx, rx) = oneshot::channel();
+    fn push(a: &mut Accumulator, r: &ProducerRecord, target: Target, now: Instant) -> (Appended, DeliveryFuture) {
         let size = r.encoded_size();
-        (a.append(r, target, NOW_MS, size, None, tx, now), rx)
+        a.append(r, target, NOW_MS, size, None, || now)
     }
-
-    type DeliveryRx = oneshot::Receiver<Result<RecordMetadata>>;
 
     fn values(batch: &ProducerBatch) -> Vec<Vec<u8>> {
         let b = BatchRef::validate(&batch.bytes).expect("a valid batch");
@@ -563,12 +568,14 @@ mod tests {
     fn completing_a_batch_reports_consecutive_offsets() {
         let mut a = acc(1 << 20);
         let t0 = Instant::now();
-        let (_, mut rx0) = push(&mut a, &record(b"a"), Target::Partition(2), t0);
-        let (_, mut rx1) = push(&mut a, &record(b"b"), Target::Partition(2), t0);
+        let (_, d0) = push(&mut a, &record(b"a"), Target::Partition(2), t0);
+        let (_, d1) = push(&mut a, &record(b"b"), Target::Partition(2), t0);
         let batch = a.seal("t", 2).expect("open batch");
+        assert!(!d0.is_settled());
         batch.complete(Some(40));
-        let m0 = rx0.try_recv().expect("resolved").expect("ok");
-        let m1 = rx1.try_recv().expect("resolved").expect("ok");
+        assert!(d0.is_settled() && d1.is_settled());
+        let m0 = futures::FutureExt::now_or_never(d0).expect("resolved").expect("ok");
+        let m1 = futures::FutureExt::now_or_never(d1).expect("resolved").expect("ok");
         assert_eq!((m0.offset, m1.offset, m1.partition), (Some(40), Some(41), 2));
         assert_eq!(m0.timestamp_ms, NOW_MS);
     }
@@ -580,8 +587,7 @@ mod tests {
         let r = record(b"a");
         for _ in 0..2 {
             let permit = sem.clone().try_acquire_many_owned(100).expect("permits");
-            let (tx, _rx) = oneshot::channel();
-            a.append(&r, Target::Partition(0), 0, 100, Some(permit), tx, Instant::now());
+            let _delivery = a.append(&r, Target::Partition(0), 0, 100, Some(permit), Instant::now);
         }
         assert_eq!(sem.available_permits(), 800);
         let batch = a.seal("t", 0).expect("open");

@@ -18,6 +18,7 @@
 
 mod accumulator;
 mod builder;
+mod delivery;
 mod idempotence;
 mod partitioner;
 mod record;
@@ -33,8 +34,9 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use builder::ProducerBuilder;
+pub use delivery::DeliveryFuture;
 pub use partitioner::{murmur2, partition_for_key};
-pub use record::{DeliveryFuture, ProducerRecord, RecordMetadata};
+pub use record::{ProducerRecord, RecordMetadata};
 
 use accumulator::{Accumulator, Target};
 
@@ -139,19 +141,18 @@ impl Producer {
             .await
             .map_err(|_| ClientError::Closed)?;
         let timestamp_ms = record.timestamp_ms.unwrap_or_else(strand_storage::now_ms);
-        let (tx, rx) = oneshot::channel();
-        let appended = {
+        let (appended, delivery) = {
             let mut acc = s.acc.lock();
             if acc.closed {
                 return Err(ClientError::Closed);
             }
-            acc.append(&record, target, timestamp_ms, size, Some(permit), tx, Instant::now())
+            acc.append(&record, target, timestamp_ms, size, Some(permit), Instant::now)
         };
         if appended.wake {
             // Full means a wake-up is already pending; closed means the task ended.
             let _ = s.wake.try_send(());
         }
-        Ok(DeliveryFuture { rx })
+        Ok(delivery)
     }
 
     /// [`Producer::send`], then waits for the acknowledgement. Each call

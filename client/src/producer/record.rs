@@ -1,15 +1,9 @@
 //! What goes into [`crate::Producer::send`] and what comes back.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use strand_storage::{Header, NewRecord, encoded_len_estimate};
-use tokio::sync::oneshot;
-
-use crate::error::{ClientError, Result};
 
 /// A record to send.
 ///
@@ -135,26 +129,6 @@ pub struct RecordMetadata {
     pub offset: Option<u64>,
     /// The record's create timestamp (ms since the epoch) as sent.
     pub timestamp_ms: i64,
-}
-
-/// Resolves when the record is acknowledged (per the producer's
-/// [`crate::Acks`]) or has failed for good.
-///
-/// Dropping it does not cancel the send.
-#[derive(Debug)]
-#[must_use = "the delivery result is only known by awaiting the future"]
-pub struct DeliveryFuture {
-    pub(crate) rx: oneshot::Receiver<Result<RecordMetadata>>,
-}
-
-impl Future for DeliveryFuture {
-    type Output = Result<RecordMetadata>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(ClientError::Closed)))
-    }
 }
 
 #[cfg(test)]

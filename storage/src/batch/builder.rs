@@ -7,8 +7,10 @@ use crate::error::BatchError;
 
 /// Accumulates records and encodes them into one batch.
 ///
-/// The builder keeps its buffers across [`BatchBuilder::build`] calls, so a
-/// long-lived builder allocates only when a batch outgrows earlier ones.
+/// Records are encoded behind room left for the header, so an uncompressed
+/// batch is finished in place: [`BatchBuilder::build`] fills in the header
+/// and hands the buffer over, without copying the records, and the builder
+/// starts its next batch in a new buffer of the same capacity.
 ///
 /// ```
 /// use strand_storage::{BatchBuilder, BatchRef, Compression, DecodedRecords, NewRecord};
@@ -24,7 +26,9 @@ use crate::error::BatchError;
 #[derive(Debug, Default)]
 pub struct BatchBuilder {
     compression: Compression,
-    records: Vec<u8>,
+    /// `HEADER_LEN` bytes for the header (once a record was pushed), then
+    /// the encoded records.
+    buf: Vec<u8>,
     compressed: Vec<u8>,
     count: u32,
     first_timestamp_ms: i64,
@@ -51,10 +55,12 @@ impl BatchBuilder {
         if self.count == 0 {
             self.first_timestamp_ms = r.timestamp_ms;
             self.max_timestamp_ms = r.timestamp_ms;
+            self.buf.clear();
+            self.buf.resize(HEADER_LEN, 0);
         }
         self.max_timestamp_ms = self.max_timestamp_ms.max(r.timestamp_ms);
         let ts_delta = r.timestamp_ms.wrapping_sub(self.first_timestamp_ms);
-        encode_record(&mut self.records, r, ts_delta, i64::from(self.count));
+        encode_record(&mut self.buf, r, ts_delta, i64::from(self.count));
         self.count += 1;
     }
 
@@ -70,7 +76,7 @@ impl BatchBuilder {
 
     /// Size of the batch if built now without compression.
     pub fn uncompressed_size(&self) -> usize {
-        HEADER_LEN + self.records.len()
+        self.buf.len().max(HEADER_LEN)
     }
 
     /// Encodes the records added so far into one batch (offset, term and
@@ -82,14 +88,20 @@ impl BatchBuilder {
         if self.count == 0 {
             return Err(BatchError::Empty);
         }
-        let section: &[u8] = match self.compression {
-            Compression::None => &self.records,
+        let mut out = match self.compression {
+            Compression::None => {
+                let capacity = self.buf.capacity();
+                std::mem::replace(&mut self.buf, Vec::with_capacity(capacity))
+            }
             codec => {
-                codec.compress(&self.records, &mut self.compressed)?;
-                &self.compressed
+                codec.compress(&self.buf[HEADER_LEN..], &mut self.compressed)?;
+                let mut out = Vec::with_capacity(HEADER_LEN + self.compressed.len());
+                out.resize(HEADER_LEN, 0);
+                out.extend_from_slice(&self.compressed);
+                self.buf.clear();
+                out
             }
         };
-        let mut out = vec![0u8; HEADER_LEN + section.len()];
         let fields = HeaderFields {
             compression: self.compression,
             control: false,
@@ -98,11 +110,10 @@ impl BatchBuilder {
             max_timestamp_ms: self.max_timestamp_ms,
             producer: self.producer,
         };
-        header::write_header(&mut out, &fields, section.len());
-        out[HEADER_LEN..].copy_from_slice(section);
+        let section_len = out.len() - HEADER_LEN;
+        header::write_header(&mut out, &fields, section_len);
         let crc = header::compute_crc(&out);
         out[header::CRC..header::CRC + 4].copy_from_slice(&crc.to_le_bytes());
-        self.records.clear();
         self.count = 0;
         Ok(out)
     }
