@@ -459,7 +459,13 @@ fn run(mut node: Loop, rx: mpsc::Receiver<LoopCommand>) {
     let mut next_tick = Instant::now() + node.cfg.tick;
     let mut out = Outbox::new();
     loop {
-        let wait = next_tick.saturating_duration_since(Instant::now());
+        // A replica whose second half produced another `Ready` is not left
+        // waiting for the next command or tick.
+        let wait = if node.touched.is_empty() {
+            next_tick.saturating_duration_since(Instant::now())
+        } else {
+            Duration::ZERO
+        };
         let first = match rx.recv_timeout(wait) {
             Ok(c) => Some(c),
             Err(RecvTimeoutError::Timeout) => None,

@@ -7,7 +7,7 @@
 
 use std::pin::Pin;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use strand_cluster::{NodeId, RaftGroupId};
 use strand_proto::v1 as pb;
 use strand_storage::RaftIndex;
@@ -49,6 +49,27 @@ impl PeerService {
         }
         Ok(from)
     }
+
+    /// Hands one batch of Raft traffic from a peer to the replication loop.
+    fn deliver_raft(&self, batch: &pb::RaftBatch) -> Result<(), Status> {
+        let node = self.admin.node();
+        let from = self.check_peer(&batch.cluster_id, batch.from).inspect_err(|_| {
+            tracing::warn!(
+                from = batch.from,
+                "raft traffic from a node that is not a peer; ignored"
+            );
+        })?;
+        match strand_cluster::decode_batch(batch, node.cluster_id()) {
+            Ok(decoded) => {
+                node.inbox().deliver(from, decoded);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(%from, error = %e, "dropped raft batch");
+                Err(Status::invalid_argument(e.to_string()))
+            }
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -69,24 +90,44 @@ impl pb::peer_server::Peer for PeerService {
     }
 
     async fn raft(&self, req: Request<pb::RaftBatch>) -> Result<Response<pb::RaftBatchAck>, Status> {
-        let node = self.admin.node();
-        let batch = req.into_inner();
-        let from = self.check_peer(&batch.cluster_id, batch.from).inspect_err(|_| {
-            tracing::warn!(
-                from = batch.from,
-                "raft traffic from a node that is not a peer; ignored"
-            );
-        })?;
-        match strand_cluster::decode_batch(&batch, node.cluster_id()) {
-            Ok(decoded) => {
-                node.inbox().deliver(from, decoded);
-                Ok(Response::new(pb::RaftBatchAck {}))
-            }
-            Err(e) => {
-                tracing::warn!(%from, error = %e, "dropped raft batch");
-                Err(Status::invalid_argument(e.to_string()))
-            }
-        }
+        self.deliver_raft(&req.into_inner())?;
+        Ok(Response::new(pb::RaftBatchAck {}))
+    }
+
+    type RaftStreamStream = Pin<Box<dyn Stream<Item = Result<pb::RaftBatchAck, Status>> + Send>>;
+
+    async fn raft_stream(
+        &self,
+        req: Request<tonic::Streaming<pb::RaftBatch>>,
+    ) -> Result<Response<Self::RaftStreamStream>, Status> {
+        let mut batches = req.into_inner();
+        let service = self.clone();
+        let mut stopping = self.admin.node().shutdown_signal();
+        let (ended_tx, ended) = tokio::sync::oneshot::channel::<Option<Status>>();
+        tokio::spawn(async move {
+            // Every batch is checked on its own: the stream proves nothing
+            // about the next one.
+            let end = loop {
+                tokio::select! {
+                    next = batches.message() => match next {
+                        Ok(Some(batch)) => {
+                            if let Err(refused) = service.deliver_raft(&batch) {
+                                break Some(refused);
+                            }
+                        }
+                        Ok(None) => break None,
+                        Err(broken) => break Some(broken),
+                    },
+                    _ = stopping.wait_for(|s| *s) => break Some(Status::unavailable("broker shutting down")),
+                }
+            };
+            let _ = ended_tx.send(end);
+        });
+        // Nothing is answered while batches flow; the answer stream ends with
+        // the reason this side stopped taking them.
+        let answers = futures::stream::once(async move { ended.await.ok().flatten() })
+            .filter_map(|end| async move { end.map(Err) });
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn local_status(

@@ -1,15 +1,24 @@
-//! Raft traffic over gRPC (`strand.v1.Peer/Raft`): one task and one HTTP/2
-//! connection per peer, and a `Peer/FetchLog` stream per catch-up.
+//! Raft traffic over gRPC: one task and one HTTP/2 connection per peer,
+//! carrying batches on one long-lived `strand.v1.Peer/RaftStream` (a unary
+//! `Peer/Raft` call per batch to a peer that does not serve the stream), and
+//! a `Peer/FetchLog` stream per catch-up.
+//!
+//! Why a stream: one unary call per batch cost every replication round two
+//! calls (the append out, its answer back) with their headers and tonic's
+//! per-call machinery, and the sender waited for each call's answer before
+//! sending the next. A stream sends each batch as it is ready, in order.
 //!
 //! Flow control. Each peer has two queues: *control* (votes, heartbeats,
 //! responses, appends without entries, catch-up orders) and *data* (appends
-//! with entries, snapshots). A call takes every control message first, then
-//! data messages while the call stays under [`CALL_BYTES`] (one message
-//! bigger than that goes alone), so no call ever nears the gRPC message
+//! with entries, snapshots). A batch takes every control message first, then
+//! data messages while the batch stays under [`CALL_BYTES`] (one message
+//! bigger than that goes alone), so no batch ever nears the gRPC message
 //! limit and a large backlog never delays another group's heartbeats. The
 //! data queue is bounded in bytes: past [`QUEUED_DATA_BYTES`] new data
-//! messages are dropped (Raft resends them). A failed call loses only its own
-//! messages; what is queued behind it goes out next.
+//! messages are dropped (Raft resends them), and the stream holds at most
+//! [`STREAM_DEPTH`] batches beyond what HTTP/2 flow control lets through. A
+//! failed stream loses only the batches in flight; what is queued behind
+//! them goes out on the next stream.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -17,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
@@ -37,6 +46,11 @@ pub const CALL_BYTES: usize = 4 << 20;
 pub const QUEUED_DATA_BYTES: usize = 256 << 20;
 /// Most control messages queued for one peer.
 const QUEUED_CONTROL: usize = 1 << 16;
+/// Encoded batches a peer stream holds before the sender waits for the
+/// connection (each at most [`CALL_BYTES`] of data).
+const STREAM_DEPTH: usize = 4;
+/// How long a unary `Peer/Raft` call may take.
+const UNARY_TIMEOUT: Duration = Duration::from_secs(5);
 /// HTTP/2 windows of peer connections: a catch-up stream moves tens of
 /// megabytes a second, which the 64 KiB default window would throttle.
 pub const STREAM_WINDOW_BYTES: u32 = 8 << 20;
@@ -282,8 +296,11 @@ impl PeerTask {
 
     async fn run(self) {
         let (from, to) = (self.from, self.to);
+        // One connection per peer, shared by the stream and the unary
+        // fallback. No per-request deadline on it: the stream lives as long
+        // as the connection, and HTTP/2 keepalive notices a dead peer.
         let channel = match endpoint(&self.addr) {
-            Ok(e) => e.timeout(Duration::from_secs(5)).connect_lazy(),
+            Ok(e) => e.connect_lazy(),
             Err(e) => {
                 tracing::error!(node = %from, peer = %to, addr = %self.addr, error = %e, "invalid peer address");
                 return;
@@ -292,30 +309,122 @@ impl PeerTask {
         let mut client = PeerClient::new(channel)
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes);
+        let mut streams = true;
         let mut failures = 0u32;
         loop {
-            if self.peer.closed.load(Ordering::Acquire) {
-                return;
-            }
-            let batch = self.next_call();
-            if batch.is_empty() {
-                self.peer.wake.notified().await;
+            let sent = if streams {
+                self.stream(&mut client).await
+            } else {
+                self.call(&mut client).await
+            };
+            let status = match sent {
+                Sent::Closed => return,
+                Sent::Delivered => {
+                    failures = 0;
+                    continue;
+                }
+                Sent::Failed(status) => status,
+            };
+            if streams && status.code() == tonic::Code::Unimplemented {
+                tracing::info!(node = %from, peer = %to, "peer does not serve Peer/RaftStream; one call per batch");
+                streams = false;
                 continue;
             }
-            let call = encode_batch(from, &self.cluster_id, batch);
-            match client.raft(call).await {
-                Ok(_) => failures = 0,
-                Err(status) => {
-                    failures += 1;
-                    if failures == 1 || failures.is_power_of_two() {
-                        tracing::warn!(node = %from, peer = %to, addr = %self.addr, failures, error = %status.message(), "raft send failed");
+            failures += 1;
+            if failures == 1 || failures.is_power_of_two() {
+                tracing::warn!(node = %from, peer = %to, addr = %self.addr, failures, error = %status.message(), "raft send failed");
+            }
+            // What was in flight is lost (Raft resends); back off a little
+            // before sending what queued behind it.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until there is something to send, or the peer is closed.
+    async fn next_nonempty(&self) -> Option<PeerBatch> {
+        loop {
+            if self.peer.closed.load(Ordering::Acquire) {
+                return None;
+            }
+            let batch = self.next_call();
+            if !batch.is_empty() {
+                return Some(batch);
+            }
+            self.peer.wake.notified().await;
+        }
+    }
+
+    /// Sends batches on one `Peer/RaftStream` until it ends: a connection
+    /// failure, a batch the peer refused, or this peer closed.
+    async fn stream(&self, client: &mut PeerClient<tonic::transport::Channel>) -> Sent {
+        let (mut tx, rx) = futures::channel::mpsc::channel::<RaftBatch>(STREAM_DEPTH);
+        // Nothing is taken from the queue until the peer has answered the
+        // call: a peer that cannot take the stream (down, or an older
+        // version) loses no message.
+        let mut answers = match client.raft_stream(rx).await {
+            Ok(answers) => answers.into_inner(),
+            Err(status) => return Sent::Failed(status),
+        };
+        let call = async move {
+            // The peer answers nothing while it takes batches; its answers
+            // end, with the reason, when it stops taking them.
+            while answers.message().await?.is_some() {}
+            Err::<(), _>(tonic::Status::unavailable("peer ended the raft stream"))
+        };
+        tokio::pin!(call);
+        loop {
+            let batch = tokio::select! {
+                biased;
+                ended = &mut call => return Sent::ended(ended),
+                batch = self.next_nonempty() => match batch {
+                    Some(b) => encode_batch(self.from, &self.cluster_id, b),
+                    None => return Sent::Closed,
+                },
+            };
+            tokio::select! {
+                biased;
+                ended = &mut call => return Sent::ended(ended),
+                sent = tx.send(batch) => {
+                    if sent.is_err() {
+                        // The call dropped its end of the stream: it ended.
+                        return Sent::ended((&mut call).await);
                     }
-                    // This call's messages are lost (Raft resends); back off
-                    // a little before sending what queued behind them.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
         }
+    }
+
+    /// One unary `Peer/Raft` call with what is queued (a peer without
+    /// `RaftStream`).
+    async fn call(&self, client: &mut PeerClient<tonic::transport::Channel>) -> Sent {
+        let Some(batch) = self.next_nonempty().await else {
+            return Sent::Closed;
+        };
+        let call = encode_batch(self.from, &self.cluster_id, batch);
+        match tokio::time::timeout(UNARY_TIMEOUT, client.raft(call)).await {
+            Ok(Ok(_)) => Sent::Delivered,
+            Ok(Err(status)) => Sent::Failed(status),
+            Err(_) => Sent::Failed(tonic::Status::deadline_exceeded("peer did not answer in time")),
+        }
+    }
+}
+
+/// How a send to a peer ended.
+enum Sent {
+    /// The peer was closed (its address changed or the node stops).
+    Closed,
+    /// A unary call was answered.
+    Delivered,
+    /// The call or stream failed; what it carried may be lost.
+    Failed(tonic::Status),
+}
+
+impl Sent {
+    fn ended(r: std::result::Result<(), tonic::Status>) -> Sent {
+        Sent::Failed(
+            r.err()
+                .unwrap_or_else(|| tonic::Status::unavailable("peer ended the raft stream")),
+        )
     }
 }
 
