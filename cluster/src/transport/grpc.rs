@@ -330,6 +330,9 @@ impl PeerTask {
                 streams = false;
                 continue;
             }
+            // A peer that failed may come back upgraded: try the stream again
+            // (an older one answers `Unimplemented` once more).
+            streams = true;
             failures += 1;
             if failures == 1 || failures.is_power_of_two() {
                 tracing::warn!(node = %from, peer = %to, addr = %self.addr, failures, error = %status.message(), "raft send failed");
