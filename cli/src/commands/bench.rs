@@ -201,11 +201,16 @@ async fn produce(bootstrap: &str, b: ProduceBench) -> anyhow::Result<ExitCode> {
         // Records of a partition are acknowledged in order, and a batch's
         // records all at once: a second task awaits the delivery futures in
         // sending order, so it wakes about once per batch, not per record.
-        let (acks_tx, acks_rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, DeliveryFuture)>();
+        let (acks_tx, acks_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<(Instant, DeliveryFuture)>>();
+        // At full speed the futures go to the drain task in chunks (one
+        // channel operation per chunk, not per record); at a fixed rate one
+        // by one, so a record's acknowledgement is seen when it happens.
+        let chunk = if interval.is_some() { 1 } else { ACK_CHUNK };
         let drain = tokio::spawn(drain_acks(acks_rx, done));
         tasks.push(tokio::spawn(async move {
             let t0 = Instant::now();
             let mut sent = t0;
+            let mut pending = Vec::with_capacity(chunk);
             for (n, i) in (from..to).enumerate() {
                 if let Some(iv) = interval {
                     let due = t0 + iv.mul_f64(n as f64);
@@ -228,8 +233,17 @@ async fn produce(bootstrap: &str, b: ProduceBench) -> anyhow::Result<ExitCode> {
                     r = r.key(Bytes::from(format!("key-{}", i % keys)));
                 }
                 let d = producer.send(r).await?;
+                pending.push((sent, d));
+                if pending.len() >= chunk {
+                    let full = std::mem::replace(&mut pending, Vec::with_capacity(chunk));
+                    acks_tx
+                        .send(full)
+                        .map_err(|_| anyhow::anyhow!("the acknowledgement task ended early"))?;
+                }
+            }
+            if !pending.is_empty() {
                 acks_tx
-                    .send((sent, d))
+                    .send(pending)
                     .map_err(|_| anyhow::anyhow!("the acknowledgement task ended early"))?;
             }
             drop(acks_tx);
@@ -266,54 +280,52 @@ const TIMER_SLACK: Duration = Duration::from_millis(2);
 /// At full speed the send time is read once per this many records.
 const SENT_CLOCK_EVERY: usize = 8;
 
+/// Delivery futures handed to the drain task at once at full speed.
+const ACK_CHUNK: usize = 64;
+
 /// Settled futures counted against one clock reading while draining.
 const ACK_CLOCK_EVERY: u32 = 32;
 
 /// Awaits the delivery futures in sending order and records each one's
-/// latency. The clock is read after every wait and every
+/// latency. The clock is read at every chunk, after every wait and every
 /// [`ACK_CLOCK_EVERY`] records otherwise, so a batch's records, which are
 /// settled together, share a reading.
 async fn drain_acks(
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<(Instant, DeliveryFuture)>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Vec<(Instant, DeliveryFuture)>>,
     done: Arc<AtomicU64>,
 ) -> anyhow::Result<(Histogram<u64>, u64)> {
     let mut h = new_histogram()?;
     let mut failures = 0u64;
     let mut now = Instant::now();
-    let mut uses = 0;
-    loop {
-        let (sent, d) = match rx.try_recv() {
-            Ok(next) => next,
-            Err(tokio::sync::mpsc::error::TryRecvError::Empty) => match rx.recv().await {
-                Some(next) => {
-                    uses = ACK_CLOCK_EVERY;
-                    next
-                }
-                None => break,
-            },
-            Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => break,
-        };
-        if !d.is_settled() {
-            uses = ACK_CLOCK_EVERY;
-        }
-        let res = d.await;
-        if uses >= ACK_CLOCK_EVERY {
-            now = Instant::now();
-            uses = 0;
-        }
-        uses += 1;
-        match res {
-            Ok(_) => {
-                let _ = h.record((now.saturating_duration_since(sent).as_micros() as u64).max(1));
+    let mut uses;
+    while let Some(chunk) = rx.recv().await {
+        let records = chunk.len() as u64;
+        // The chunk may have waited in the channel: read the clock afresh.
+        uses = ACK_CLOCK_EVERY;
+        for (sent, d) in chunk {
+            if !d.is_settled() {
+                uses = ACK_CLOCK_EVERY;
             }
-            Err(e) => {
-                if failures == 0 {
-                    eprintln!("first failure: {e}");
+            let res = d.await;
+            if uses >= ACK_CLOCK_EVERY {
+                now = Instant::now();
+                uses = 0;
+            }
+            uses += 1;
+            match res {
+                Ok(_) => {
+                    let _ = h.record((now.saturating_duration_since(sent).as_micros() as u64).max(1));
                 }
-                failures += 1;
+                Err(e) => {
+                    if failures == 0 {
+                        eprintln!("first failure: {e}");
+                    }
+                    failures += 1;
+                }
             }
         }
-        done.fetch_add(1, Ordering::Relaxed);
+        // Progress per chunk: the counter is shared with the reporter task.
+        done.fetch_add(records, Ordering::Relaxed);
     }
     Ok((h, failures))
 }
