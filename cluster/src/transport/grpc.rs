@@ -368,17 +368,22 @@ impl PeerTask {
             Ok(answers) => answers.into_inner(),
             Err(status) => return Sent::Failed(status),
         };
+        // The peer answers nothing while it takes batches; its answers end,
+        // with the reason, when it stops taking them.
         let call = async move {
-            // The peer answers nothing while it takes batches; its answers
-            // end, with the reason, when it stops taking them.
-            while answers.message().await?.is_some() {}
-            Err::<(), _>(tonic::Status::unavailable("peer ended the raft stream"))
+            loop {
+                match answers.message().await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => return tonic::Status::unavailable("peer ended the raft stream"),
+                    Err(status) => return status,
+                }
+            }
         };
         tokio::pin!(call);
         loop {
             let batch = tokio::select! {
                 biased;
-                ended = &mut call => return Sent::ended(ended),
+                ended = &mut call => return Sent::Failed(ended),
                 batch = self.next_nonempty() => match batch {
                     Some(b) => encode_batch(self.from, &self.cluster_id, b),
                     None => return Sent::Closed,
@@ -386,11 +391,11 @@ impl PeerTask {
             };
             tokio::select! {
                 biased;
-                ended = &mut call => return Sent::ended(ended),
+                ended = &mut call => return Sent::Failed(ended),
                 sent = tx.send(batch) => {
                     if sent.is_err() {
                         // The call dropped its end of the stream: it ended.
-                        return Sent::ended((&mut call).await);
+                        return Sent::Failed((&mut call).await);
                     }
                 }
             }
@@ -420,15 +425,6 @@ enum Sent {
     Delivered,
     /// The call or stream failed; what it carried may be lost.
     Failed(tonic::Status),
-}
-
-impl Sent {
-    fn ended(r: std::result::Result<(), tonic::Status>) -> Sent {
-        Sent::Failed(
-            r.err()
-                .unwrap_or_else(|| tonic::Status::unavailable("peer ended the raft stream")),
-        )
-    }
 }
 
 fn encode_batch(from: NodeId, cluster_id: &str, batch: PeerBatch) -> RaftBatch {
