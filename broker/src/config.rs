@@ -75,6 +75,22 @@ pub struct GroupConfig {
     /// How often members are told to heartbeat (ms). Default 1 s; never more
     /// than a third of a member's session timeout.
     pub heartbeat_interval_ms: u64,
+    /// How long a share-group member holds a record it acquired, unless it
+    /// asks otherwise (`group.share.record.lock.duration.ms`). Default 30 s.
+    pub share_record_lock_duration_ms: u64,
+    /// The longest lock a member may ask for. Default 5 min.
+    pub share_max_record_lock_duration_ms: u64,
+    /// Deliveries of a record before it is archived to the dead-letter
+    /// topic (`group.share.delivery.count.limit`). Default 5.
+    pub share_delivery_count_limit: u32,
+    /// Records read and not done per share-partition, at most
+    /// (`group.share.partition.max.record.locks`): acquiring new records
+    /// waits while the window is full. Default 2,000.
+    pub share_partition_max_record_locks: u64,
+    /// A share-group member that sends nothing this long leaves the group
+    /// and its records are released, unless it asks otherwise
+    /// (`group.share.session.timeout.ms`). Default 45 s.
+    pub share_session_timeout_ms: u64,
 }
 
 impl Default for GroupConfig {
@@ -86,6 +102,11 @@ impl Default for GroupConfig {
             min_session_timeout_ms: 1_000,
             max_session_timeout_ms: 300_000,
             heartbeat_interval_ms: 1_000,
+            share_record_lock_duration_ms: 30_000,
+            share_max_record_lock_duration_ms: 300_000,
+            share_delivery_count_limit: 5,
+            share_partition_max_record_locks: 2_000,
+            share_session_timeout_ms: 45_000,
         }
     }
 }

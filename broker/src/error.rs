@@ -140,6 +140,22 @@ pub enum BrokerError {
         /// The newest epoch.
         current: i16,
     },
+    /// A share-group member acknowledged records it does not hold.
+    #[error(
+        "member {member:?} does not hold every record of {topic}/{partition} offsets {first}..={last} (never acquired, lock ran out, or already acknowledged)"
+    )]
+    InvalidRecordState {
+        /// Member id.
+        member: String,
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// First offset of the range.
+        first: u64,
+        /// Last offset of the range.
+        last: u64,
+    },
     /// The broker a request was forwarded to refused it.
     #[error("{message}")]
     Forwarded {
@@ -245,6 +261,7 @@ impl BrokerError {
             BrokerError::UnknownGroup { .. } => ErrorCode::UnknownGroup,
             BrokerError::GroupNotEmpty { .. } => ErrorCode::GroupNotEmpty,
             BrokerError::ProducerFenced { .. } => ErrorCode::ProducerFenced,
+            BrokerError::InvalidRecordState { .. } => ErrorCode::InvalidRecordState,
             BrokerError::FetchSessionNotFound { .. } => ErrorCode::FetchSessionNotFound,
             BrokerError::InvalidFetchSessionEpoch { .. } => ErrorCode::InvalidFetchSessionEpoch,
             BrokerError::Forwarded { code, .. } => *code,
@@ -293,7 +310,8 @@ impl BrokerError {
             | ErrorCode::ProducerFenced
             | ErrorCode::UnknownProducerId
             | ErrorCode::FetchSessionNotFound
-            | ErrorCode::InvalidFetchSessionEpoch => tonic::Code::FailedPrecondition,
+            | ErrorCode::InvalidFetchSessionEpoch
+            | ErrorCode::InvalidRecordState => tonic::Code::FailedPrecondition,
             ErrorCode::StorageFailed => tonic::Code::Internal,
             _ => tonic::Code::InvalidArgument,
         }

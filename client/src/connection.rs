@@ -25,7 +25,7 @@ const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
 /// Largest gRPC message the client accepts. Fetch responses carry at least
 /// one whole batch even when it exceeds `fetch_max_bytes`, so the bound is
 /// far above the fetch sizes; it only protects against a runaway broker.
-const MAX_MESSAGE_BYTES: usize = 1 << 30;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 1 << 30;
 
 /// Splits a bootstrap string `"host:port[,host:port...]"` into addresses.
 ///

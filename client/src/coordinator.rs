@@ -11,13 +11,36 @@ use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use strand_proto::v1::groups_client::GroupsClient;
+use strand_proto::v1::share_groups_client::ShareGroupsClient;
 use strand_proto::v1::{FetchOffsetsRequest, FindCoordinatorRequest, OffsetCommit, TopicPartitions};
 use tonic::transport::Channel;
 
-use crate::connection::with_timeout;
+use crate::connection::{MAX_MESSAGE_BYTES, with_timeout};
 use crate::error::Result;
 use crate::metadata::Metadata;
 use crate::retry::Backoff;
+
+/// A gRPC client of a coordinator's services, made on a channel.
+pub(crate) trait CoordinatorClient {
+    /// The client on `ch`, with the message size limits.
+    fn on(ch: Channel) -> Self;
+}
+
+impl CoordinatorClient for GroupsClient<Channel> {
+    fn on(ch: Channel) -> Self {
+        GroupsClient::new(ch)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+}
+
+impl CoordinatorClient for ShareGroupsClient<Channel> {
+    fn on(ch: Channel) -> Self {
+        ShareGroupsClient::new(ch)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+}
 
 /// The coordinator of one group.
 #[derive(Debug)]
@@ -81,6 +104,16 @@ impl Coordinator {
         F: FnMut(GroupsClient<Channel>) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
+        self.call_once_on(call, within).await
+    }
+
+    /// [`Coordinator::call_once`] on any of the coordinator's services.
+    pub(crate) async fn call_once_on<C, T, F, Fut>(&self, call: &mut F, within: Option<Duration>) -> Result<T>
+    where
+        C: CoordinatorClient,
+        F: FnMut(C) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
         let limit = within.map_or(self.request_timeout, |w| w.min(self.request_timeout));
         let mut addr: Option<Arc<str>> = None;
         let result = with_timeout(
@@ -89,7 +122,7 @@ impl Coordinator {
             async {
                 let found = self.find().await?;
                 addr = Some(found.clone());
-                let client = self.md.conns().groups(&found).await?;
+                let client = C::on(self.md.conns().channel(&found).await?);
                 call(client).await
             },
         )
@@ -112,9 +145,19 @@ impl Coordinator {
     ///
     /// # Errors
     /// The first non-retriable error, or the last one once `limit` passed.
-    pub(crate) async fn call<T, F, Fut>(&self, limit: Duration, mut call: F) -> Result<T>
+    pub(crate) async fn call<T, F, Fut>(&self, limit: Duration, call: F) -> Result<T>
     where
         F: FnMut(GroupsClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        self.call_on(limit, call).await
+    }
+
+    /// [`Coordinator::call`] on any of the coordinator's services.
+    pub(crate) async fn call_on<C, T, F, Fut>(&self, limit: Duration, mut call: F) -> Result<T>
+    where
+        C: CoordinatorClient,
+        F: FnMut(C) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
         let start = Instant::now();
@@ -122,7 +165,7 @@ impl Coordinator {
         loop {
             attempt += 1;
             let left = limit.saturating_sub(start.elapsed()).max(Duration::from_millis(1));
-            match self.call_once(&mut call, Some(left)).await {
+            match self.call_once_on(&mut call, Some(left)).await {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_retriable() => {
                     let delay = self.backoff.delay(attempt);

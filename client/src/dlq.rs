@@ -19,18 +19,10 @@ use crate::error::{ClientError, Result};
 use crate::producer::{Producer, ProducerRecord, RecordMetadata};
 use strand_proto::v1::ErrorCode;
 
-/// Header: the last error's text.
-pub const HEADER_ERROR: &str = "strand.dlq.error";
-/// Header: how many times processing was tried.
-pub const HEADER_ATTEMPTS: &str = "strand.dlq.attempts";
-/// Header: the original topic.
-pub const HEADER_TOPIC: &str = "strand.dlq.topic";
-/// Header: the original partition.
-pub const HEADER_PARTITION: &str = "strand.dlq.partition";
-/// Header: the original offset.
-pub const HEADER_OFFSET: &str = "strand.dlq.offset";
-/// Header: the original record timestamp (ms).
-pub const HEADER_TIMESTAMP: &str = "strand.dlq.timestamp";
+pub use strand_proto::headers::{
+    DLQ_ATTEMPTS as HEADER_ATTEMPTS, DLQ_ERROR as HEADER_ERROR, DLQ_OFFSET as HEADER_OFFSET,
+    DLQ_PARTITION as HEADER_PARTITION, DLQ_TIMESTAMP as HEADER_TIMESTAMP, DLQ_TOPIC as HEADER_TOPIC,
+};
 
 /// How often and how patiently a failing record is retried.
 #[derive(Debug, Clone, Copy, PartialEq)]

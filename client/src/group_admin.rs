@@ -28,7 +28,7 @@ pub enum ResetTo {
 }
 
 impl Admin {
-    fn coordinator(&self, group: &str) -> Coordinator {
+    pub(crate) fn coordinator(&self, group: &str) -> Coordinator {
         Coordinator::new(
             Arc::clone(&self.md),
             group.to_string(),

@@ -64,6 +64,12 @@
 //! processing gives at-least-once processing. [`DeadLetterQueue`] retries a
 //! failing record with backoff and then sets it aside in `<topic>.dlq`.
 //!
+//! Share groups (queues): [`ShareConsumer`] members of one group share the
+//! records of the same partitions, each record handed to one member and
+//! acknowledged one by one, with redelivery after a lock timeout, a
+//! delivery limit that ends in `<topic>.dlq`, and delayed delivery
+//! ([`ProducerRecord::deliver_at`]).
+//!
 //! Not there yet: the idempotent producer (a retry after a lost answer can
 //! duplicate a batch), transactions, TLS.
 #![deny(missing_docs)]
@@ -80,6 +86,7 @@ mod offsets;
 mod producer;
 pub mod rebalance;
 mod retry;
+mod share;
 
 pub use admin::Admin;
 pub use consumer::{Consumer, ConsumerBuilder, ConsumerRecord, Offset, OffsetReset, RebalanceEvent, RebalanceListener};
@@ -90,6 +97,7 @@ pub use offsets::{ListedOffsets, OffsetSpec};
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerBuilder, ProducerRecord, RecordMetadata, murmur2, partition_for_key,
 };
+pub use share::{AcknowledgeType, AcknowledgementFailure, ShareConsumer, ShareConsumerBuilder, ShareRecord};
 /// The generated gRPC types, as returned by [`Admin`] (e.g.
 /// [`proto::TopicDescription`]) and used in [`ClientError::code`].
 pub use strand_proto::v1 as proto;

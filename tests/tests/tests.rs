@@ -10,4 +10,5 @@ mod many_partitions;
 mod metrics;
 mod produce_fetch;
 mod protobuf_api;
+mod share_groups;
 mod topic_ids;

@@ -14,7 +14,9 @@
 //! - [`heartbeat`]: joins, heartbeats, leaves and session expiry;
 //! - [`offsets`]: commits, fetches, resets, deletes;
 //! - [`views`]: list and describe;
-//! - [`store`]: the records in `__consumer_offsets`.
+//! - [`store`]: the records in `__consumer_offsets`;
+//! - [`share`]: share groups (queues), whose state lives in the same
+//!   partitions and shards.
 //!
 //! Invariants:
 //! - only the partition's leader in its current term serves a group; state
@@ -29,6 +31,7 @@ pub mod heartbeat;
 pub mod membership;
 pub mod offsets;
 mod shard;
+pub mod share;
 pub mod store;
 pub mod views;
 
@@ -73,6 +76,10 @@ pub struct GroupCoordinator {
     admin: Admin,
     shards: Mutex<HashMap<u32, Arc<Shard>>>,
     load: tokio::sync::Mutex<()>,
+    /// Where share groups read the records they hand out.
+    source: share::source::PartitionSource,
+    /// Rotates the partition a share fetch looks at first.
+    share_rotation: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for GroupCoordinator {
@@ -103,10 +110,12 @@ impl GroupCoordinator {
     pub fn new(config: GroupConfig, node: Arc<Node>, admin: Admin) -> Self {
         GroupCoordinator {
             config,
+            source: share::source::PartitionSource::new(Arc::clone(&node)),
             node,
             admin,
             shards: Mutex::new(HashMap::new()),
             load: tokio::sync::Mutex::new(()),
+            share_rotation: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -124,6 +133,11 @@ impl GroupCoordinator {
                 .map(|(name, t)| (name.clone(), t.meta.partitions))
                 .collect()
         })
+    }
+
+    /// This broker's node id.
+    pub fn node_id(&self) -> u64 {
+        self.node.id().get()
     }
 
     /// The id of the topic named `topic`, if it exists.

@@ -4,7 +4,8 @@
 //! Invariants: a shard serves only while its partition is led in the term it
 //! was loaded in; writes to the partition are serialized by `write`, checked
 //! before they are proposed and applied to memory only once committed, so
-//! memory never shows an offset that a failover could lose.
+//! memory never shows an offset that a failover could lose. The same holds
+//! for share-group state.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use strand_cluster::Ack;
 use strand_storage::{Offset, Term};
 
 use super::membership::Group;
+use super::share::ShareGroup;
 use super::store::{self, GroupRecord, StoredGroup};
 use crate::error::Result;
 use crate::node::Node;
@@ -27,6 +29,7 @@ pub(crate) struct Shard {
     /// Serializes writes (commits, resets, deletes) to the partition.
     pub(crate) write: tokio::sync::Mutex<()>,
     groups: Mutex<BTreeMap<String, Group>>,
+    shares: Mutex<BTreeMap<String, ShareGroup>>,
 }
 
 impl Shard {
@@ -35,8 +38,23 @@ impl Shard {
     /// think they hold partitions).
     pub(crate) fn new(partition: Arc<Partition>, term: Term, stored: BTreeMap<String, StoredGroup>) -> Self {
         let now = Instant::now();
+        let mut shares = BTreeMap::new();
         let groups = stored
             .into_iter()
+            .filter_map(|(name, mut s)| {
+                if !s.shares.is_empty() {
+                    let partitions = std::mem::take(&mut s.shares);
+                    shares.insert(
+                        name.clone(),
+                        ShareGroup {
+                            partitions,
+                            members: BTreeMap::new(),
+                        },
+                    );
+                }
+                // A share group only (no consumer-group state).
+                (!s.offsets.is_empty() || s.epoch > 0 || s.members > 0).then_some((name, s))
+            })
             .map(|(name, s)| {
                 let mut g = Group::new(name.clone());
                 g.epoch = s.epoch;
@@ -52,12 +70,18 @@ impl Shard {
             term,
             write: tokio::sync::Mutex::new(()),
             groups: Mutex::new(groups),
+            shares: Mutex::new(shares),
         }
     }
 
     /// The groups (a short lock: never held across an `.await`).
     pub(crate) fn groups(&self) -> MutexGuard<'_, BTreeMap<String, Group>> {
         self.groups.lock()
+    }
+
+    /// The share groups (a short lock: never held across an `.await`).
+    pub(crate) fn shares(&self) -> MutexGuard<'_, BTreeMap<String, ShareGroup>> {
+        self.shares.lock()
     }
 
     /// Still the leader in the term it was loaded in.

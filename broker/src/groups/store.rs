@@ -19,6 +19,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use strand_storage::{BatchBuilder, Compression, DecodedRecords, NewRecord, Offset, RecordBatch, batches};
 
+use super::share::state::{ShareOp, SharePartition};
 use crate::error::{BrokerError, Result};
 use crate::topic::TopicUuid;
 
@@ -112,6 +113,20 @@ pub enum GroupRecord {
         /// Group id.
         group: String,
     },
+    /// A change of a share group's state of one topic partition
+    /// ([`crate::groups::share`]).
+    Share {
+        /// Group id.
+        group: String,
+        /// Topic.
+        topic: String,
+        /// The topic's id: a change for another id starts the state over.
+        topic_id: TopicUuid,
+        /// Partition.
+        partition: u32,
+        /// The change.
+        op: ShareOp,
+    },
 }
 
 impl GroupRecord {
@@ -121,7 +136,8 @@ impl GroupRecord {
             GroupRecord::Offset { group, .. }
             | GroupRecord::Epoch { group, .. }
             | GroupRecord::TopicDeleted { group, .. }
-            | GroupRecord::Deleted { group } => group,
+            | GroupRecord::Deleted { group }
+            | GroupRecord::Share { group, .. } => group,
         }
     }
 }
@@ -206,6 +222,18 @@ pub struct StoredGroup {
     pub session_timeout_ms: u64,
     /// Members at the last epoch.
     pub members: u32,
+    /// Share-group state per topic partition.
+    pub shares: BTreeMap<(String, u32), StoredShare>,
+}
+
+/// A share group's state of one topic partition, and the topic id it
+/// belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredShare {
+    /// The topic's id.
+    pub topic_id: TopicUuid,
+    /// The state.
+    pub state: SharePartition,
 }
 
 /// Folds stored records into groups, in log order.
@@ -247,6 +275,27 @@ pub fn fold(groups: &mut BTreeMap<String, StoredGroup>, record: GroupRecord) {
         }
         GroupRecord::Deleted { group } => {
             groups.remove(&group);
+        }
+        GroupRecord::Share {
+            group,
+            topic,
+            topic_id,
+            partition,
+            op,
+        } => {
+            let shares = &mut groups.entry(group).or_default().shares;
+            let s = shares.entry((topic, partition)).or_insert_with(|| StoredShare {
+                topic_id,
+                state: SharePartition::default(),
+            });
+            if s.topic_id != topic_id {
+                // The topic was deleted and created again.
+                *s = StoredShare {
+                    topic_id,
+                    state: SharePartition::default(),
+                };
+            }
+            s.state.apply(&op);
         }
     }
 }

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strand_proto::v1::{
-    admin_server::AdminServer, groups_server::GroupsServer, peer_server::PeerServer, strand_server::StrandServer,
+    admin_server::AdminServer, groups_server::GroupsServer, peer_server::PeerServer,
+    share_groups_server::ShareGroupsServer, strand_server::StrandServer,
 };
 use tokio::net::TcpListener;
 
@@ -27,7 +28,7 @@ use crate::error::{BrokerError, Result};
 use crate::groups::GroupCoordinator;
 use crate::metrics::Metrics;
 use crate::node::Node;
-use crate::service::{AdminService, GroupsService, PeerService, StrandService};
+use crate::service::{AdminService, GroupsService, PeerService, ShareGroupsService, StrandService};
 use connections::limited_incoming;
 
 /// How long a stopping broker waits for open connections to finish.
@@ -123,6 +124,10 @@ impl Broker {
             b.node.balance_leaders();
         });
         self.spawn_periodic(Duration::from_millis(250), |b| async move { b.groups.tick() });
+        self.spawn_periodic(
+            Duration::from_millis(250),
+            |b| async move { b.groups.share_upkeep().await },
+        );
         self.spawn_periodic(Duration::from_secs(1), |b| async move {
             b.groups.forget_deleted_topics_everywhere().await;
         });
@@ -241,6 +246,13 @@ async fn serve(
     ))
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);
+    let share = ShareGroupsServer::new(ShareGroupsService::new(
+        Arc::clone(&broker.groups),
+        Arc::clone(&broker.metrics),
+        Duration::from_millis(limits.max_fetch_wait_ms),
+    ))
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
     let peer = PeerServer::new(PeerService::new(broker.admin.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
@@ -269,6 +281,7 @@ async fn serve(
         .add_service(strand)
         .add_service(admin)
         .add_service(groups)
+        .add_service(share)
         .add_service(peer)
         .add_service(health)
         .add_service(reflection)

@@ -12,15 +12,35 @@ use strand_client::{Consumer, ConsumerRecord, Offset, OffsetReset};
 
 use super::OutputFormat;
 
+/// How `consume --share-group` acknowledges what it printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AckArg {
+    /// Done: never delivered again.
+    Accept,
+    /// Delivered again (to any member) at once.
+    Release,
+    /// Never delivered again; copied to `<topic>.dlq`.
+    Reject,
+}
+
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
     /// Topic to read.
-    topic: String,
+    pub(super) topic: String,
     /// Join this consumer group: partitions are shared with the group's
     /// other members, reading starts at the group's committed offsets, and
     /// what is printed is committed.
-    #[arg(long, conflicts_with_all = ["partition", "offset", "from_timestamp"])]
+    #[arg(long, conflicts_with_all = ["partition", "offset", "from_timestamp", "share_group"])]
     group: Option<String>,
+    /// Join this share group (a queue): records are shared out one by one
+    /// among its members and each printed record is acknowledged with
+    /// --ack. With --from-beginning, partitions the group never read start
+    /// at their first offset (default: their end).
+    #[arg(long, conflicts_with_all = ["partition", "offset", "from_timestamp"])]
+    pub(super) share_group: Option<String>,
+    /// With --share-group: how each printed record is acknowledged.
+    #[arg(long, value_enum, default_value_t = AckArg::Accept, requires = "share_group")]
+    pub(super) ack: AckArg,
     /// Static membership id (with --group): restarted within the session
     /// timeout, it gets the same partitions back without a rebalance.
     #[arg(long, requires = "group")]
@@ -30,7 +50,7 @@ pub struct ConsumeArgs {
     partition: Option<u32>,
     /// Start at the earliest stored offset (default: the end).
     #[arg(long, conflicts_with_all = ["offset", "from_timestamp"])]
-    from_beginning: bool,
+    pub(super) from_beginning: bool,
     /// Start at this offset (with --partition, or in every partition).
     #[arg(long, conflicts_with = "from_timestamp")]
     offset: Option<u64>,
@@ -39,13 +59,13 @@ pub struct ConsumeArgs {
     from_timestamp: Option<i64>,
     /// Stop after this many records.
     #[arg(long)]
-    max_messages: Option<u64>,
+    pub(super) max_messages: Option<u64>,
     /// Stop when nothing arrived for this long (ms); default: run until interrupted.
     #[arg(long)]
-    timeout_ms: Option<u64>,
+    pub(super) timeout_ms: Option<u64>,
     /// Output format: the value per line, or one JSON object per record.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-    format: OutputFormat,
+    pub(super) format: OutputFormat,
 }
 
 fn text(b: &Option<bytes::Bytes>) -> serde_json::Value {
@@ -55,7 +75,7 @@ fn text(b: &Option<bytes::Bytes>) -> serde_json::Value {
     }
 }
 
-fn json(r: &ConsumerRecord) -> serde_json::Value {
+pub(super) fn json(r: &ConsumerRecord) -> serde_json::Value {
     serde_json::json!({
         "topic": &*r.topic,
         "partition": r.partition,
@@ -68,6 +88,9 @@ fn json(r: &ConsumerRecord) -> serde_json::Value {
 }
 
 pub async fn run(bootstrap: &str, args: ConsumeArgs) -> anyhow::Result<ExitCode> {
+    if args.share_group.is_some() {
+        return super::share_group::consume(bootstrap, args).await;
+    }
     let reset = if args.from_beginning {
         OffsetReset::Earliest
     } else {

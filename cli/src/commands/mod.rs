@@ -9,6 +9,7 @@ mod dlq;
 mod group;
 mod listing;
 mod produce;
+mod share_group;
 mod topic;
 
 use std::process::ExitCode;
@@ -67,6 +68,10 @@ pub enum Command {
     /// Consumer groups: list, describe (with lag), reset offsets, delete.
     #[command(subcommand)]
     Group(group::GroupCommand),
+    /// Share groups (queues): list, describe (records in flight, acquired,
+    /// available, delayed, archived).
+    #[command(subcommand)]
+    ShareGroup(share_group::ShareGroupCommand),
     /// Dead-letter topics.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
@@ -103,6 +108,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(cmd) => rt.block_on(bench::run(&bootstrap, cmd)),
         Command::Cluster(cmd) => rt.block_on(cluster::run(&bootstrap, cmd)),
         Command::Group(cmd) => rt.block_on(group::run(&bootstrap, cmd)),
+        Command::ShareGroup(cmd) => rt.block_on(share_group::run(&bootstrap, cmd)),
         Command::Dlq(cmd) => rt.block_on(dlq::run(&bootstrap, cmd)),
     }
 }

@@ -79,6 +79,24 @@ pub struct ProduceArgs {
     /// A header for every record, `key=value` (repeatable).
     #[arg(long = "header", value_parser = super::parse_key_value)]
     headers: Vec<(String, String)>,
+    /// Delayed delivery: share-group members get the records only this
+    /// many ms from now (stored now, in order; ordinary consumers see them
+    /// at once).
+    #[arg(long, conflicts_with = "deliver_at")]
+    delay_ms: Option<u64>,
+    /// Delayed delivery at this instant: ms since the Unix epoch, or an
+    /// RFC 3339 time such as 2026-12-24T18:00:00Z.
+    #[arg(long, value_parser = parse_instant)]
+    deliver_at: Option<std::time::SystemTime>,
+}
+
+/// An instant as ms since the Unix epoch or RFC 3339.
+fn parse_instant(s: &str) -> Result<std::time::SystemTime, String> {
+    if let Ok(ms) = s.parse::<u64>() {
+        return Ok(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms));
+    }
+    humantime::parse_rfc3339_weak(s)
+        .map_err(|e| format!("{s:?} is neither ms since the Unix epoch nor an RFC 3339 time: {e}"))
 }
 
 fn record(args: &ProduceArgs, key: Option<String>, value: String) -> ProducerRecord {
@@ -91,6 +109,12 @@ fn record(args: &ProduceArgs, key: Option<String>, value: String) -> ProducerRec
     }
     for (k, v) in &args.headers {
         r = r.header(k.clone(), Bytes::from(v.clone()));
+    }
+    if let Some(ms) = args.delay_ms {
+        r = r.deliver_after(std::time::Duration::from_millis(ms));
+    }
+    if let Some(at) = args.deliver_at {
+        r = r.deliver_at(at);
     }
     r
 }

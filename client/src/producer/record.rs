@@ -68,6 +68,21 @@ impl ProducerRecord {
         self
     }
 
+    /// Delayed delivery: share-group members are not handed the record
+    /// before `at` (the `strand.deliver_at` header). It is stored at once,
+    /// in order, and ordinary consumers see it at its offset at once.
+    pub fn deliver_at(self, at: std::time::SystemTime) -> Self {
+        let ms = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        self.header(strand_proto::headers::DELIVER_AT, ms.to_string())
+    }
+
+    /// Delayed delivery `delay` from now (see [`ProducerRecord::deliver_at`]).
+    pub fn deliver_after(self, delay: std::time::Duration) -> Self {
+        self.deliver_at(std::time::SystemTime::now() + delay)
+    }
+
     /// Sends to this partition instead of letting the partitioner choose.
     pub fn partition(mut self, partition: u32) -> Self {
         self.partition = Some(partition);

@@ -1,0 +1,386 @@
+//! Share fetches: acknowledge what the member sent, then acquire records
+//! for it — redeliveries first, then records never read — and long-poll
+//! when there are none.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use strand_proto::headers;
+use strand_proto::v1 as pb;
+
+use super::source::Read;
+use super::state::{ShareOp, SharePartition, ranges};
+use super::{AckResult, Acquired, ShareFetch, ShareMember, ShareReset, now_ms};
+use crate::error::{BrokerError, Result};
+use crate::groups::GroupCoordinator;
+use crate::groups::shard::Shard;
+use crate::groups::store::{GroupRecord, StoredShare};
+use crate::topic::TopicUuid;
+
+/// Most records one fetch acquires when the member does not say.
+pub const DEFAULT_MAX_RECORDS: usize = 500;
+
+/// How often a long-polling fetch looks again (records of other brokers'
+/// partitions cannot wake it).
+const POLL_EVERY: Duration = Duration::from_millis(25);
+
+/// Bytes read from a partition per read.
+const READ_BYTES: u32 = 1 << 20;
+
+/// One partition a fetch reads: topic, its id, partition.
+pub(crate) type SharedPartition = (String, TopicUuid, u32);
+
+/// The record's delivery time, if it has one.
+pub(crate) fn deliver_at(r: &pb::Record) -> Option<i64> {
+    headers::deliver_at(r.headers.iter().map(|h| (h.key.as_str(), h.value.as_deref())))
+}
+
+impl GroupCoordinator {
+    /// Serves a share fetch: its acknowledgements, then up to `max_records`
+    /// records, waiting up to `max_wait` for any.
+    ///
+    /// # Errors
+    /// `NOT_COORDINATOR`, `INVALID_REQUEST`, `REQUEST_TIMED_OUT` (no
+    /// majority to store the change).
+    pub async fn share_fetch(&self, f: ShareFetch) -> Result<(Vec<Acquired>, Vec<AckResult>)> {
+        super::super::validate_group(&f.group)?;
+        if f.member.is_empty() || f.member.len() > super::super::MAX_GROUP_ID {
+            return Err(BrokerError::InvalidRequest {
+                reason: "a share fetch needs a member id of 1..=249 bytes".into(),
+            });
+        }
+        let shard = self.shard(&f.group).await?;
+        let member = self.touch_member(&shard, &f);
+        let acks = if f.acks.is_empty() {
+            Vec::new()
+        } else {
+            self.share_acknowledge_in(&shard, &f.group, &f.member, &f.acks, member.lock)
+                .await?
+        };
+        let max = if f.max_records == 0 {
+            DEFAULT_MAX_RECORDS
+        } else {
+            f.max_records
+        };
+        let deadline = Instant::now() + f.max_wait;
+        loop {
+            let got = self.acquire(&shard, &f, max, member.lock).await?;
+            let now = Instant::now();
+            if !got.is_empty() || now >= deadline || !shard.current() {
+                return Ok((got, acks));
+            }
+            tokio::time::sleep(POLL_EVERY.min(deadline - now)).await;
+        }
+    }
+
+    /// Records the member as alive; returns it.
+    fn touch_member(&self, shard: &Shard, f: &ShareFetch) -> ShareMember {
+        let cfg = &self.config;
+        let lock = f
+            .lock
+            .unwrap_or(Duration::from_millis(cfg.share_record_lock_duration_ms))
+            .clamp(
+                Duration::from_millis(100),
+                Duration::from_millis(cfg.share_max_record_lock_duration_ms),
+            );
+        let session = f
+            .session_timeout
+            .unwrap_or(Duration::from_millis(cfg.share_session_timeout_ms))
+            .clamp(
+                Duration::from_millis(cfg.min_session_timeout_ms),
+                Duration::from_millis(cfg.max_session_timeout_ms),
+            );
+        let m = ShareMember {
+            topics: f.topics.clone(),
+            last_seen: Instant::now(),
+            session_timeout: session,
+            lock,
+        };
+        let mut shares = shard.shares();
+        let g = shares.entry(f.group.clone()).or_default();
+        if !g.members.contains_key(&f.member) {
+            tracing::info!(group = %f.group, member = %f.member, "share-group member joined");
+        }
+        g.members.insert(f.member.clone(), m.clone());
+        m
+    }
+
+    /// The partitions of `topics` that exist, in an order that rotates
+    /// from call to call (so one busy partition does not starve the rest).
+    fn shared_partitions(&self, topics: &[String]) -> Vec<SharedPartition> {
+        let mut parts: Vec<SharedPartition> = self.node.with_metadata(|m| {
+            topics
+                .iter()
+                .filter_map(|t| m.topics.get(t).map(|s| (t, s)))
+                .flat_map(|(t, s)| (0..s.meta.partitions).map(move |p| (t.clone(), s.uuid(), p)))
+                .collect()
+        });
+        if !parts.is_empty() {
+            let n = parts.len();
+            parts.rotate_left(self.share_rotation.fetch_add(1, Ordering::Relaxed) % n);
+        }
+        parts
+    }
+
+    /// One round of acquisition for `f.member` (under the shard's write
+    /// lock: read state, read records, store the change, apply it).
+    async fn acquire(&self, shard: &Arc<Shard>, f: &ShareFetch, max: usize, lock: Duration) -> Result<Vec<Acquired>> {
+        let _write = shard.write.lock().await;
+        let limit = self.config.share_delivery_count_limit;
+        let window = self.config.share_partition_max_record_locks;
+        let mut want = max;
+        let mut out = Vec::new();
+        let mut changes: Vec<(SharedPartition, ShareOp)> = Vec::new();
+        for (topic, id, p) in self.shared_partitions(&f.topics) {
+            if want == 0 {
+                break;
+            }
+            if !self.share_state_exists(shard, &f.group, &topic, id, p) {
+                let start = self.share_start(&topic, id, p, f.reset).await?;
+                self.store_share_ops(shard, &f.group, vec![((topic.clone(), id, p), ShareOp::Init { start })])
+                    .await?;
+            }
+            let now = now_ms();
+            let deadline_ms = now + lock.as_millis() as i64;
+            let (again, end, room, counts) = self.with_share_state(shard, &f.group, &topic, p, |s| {
+                s.release_due(now);
+                let again = s.acquirable(now, limit, want);
+                let counts: BTreeMap<u64, u32> = again
+                    .iter()
+                    .map(|o| (*o, s.records.get(o).map_or(0, |r| r.delivery_count)))
+                    .collect();
+                (again, s.end, s.room(window), counts)
+            });
+            let mut acquired: Vec<u64> = Vec::new();
+            let mut gone: Vec<u64> = Vec::new();
+            // Redeliveries first: they are the oldest.
+            if !again.is_empty() {
+                let (found, missing) = self.read_offsets(&topic, id, p, &again).await?;
+                gone = missing;
+                for r in found {
+                    acquired.push(r.offset);
+                    out.push(Acquired {
+                        topic: topic.clone(),
+                        partition: p,
+                        delivery_count: counts.get(&r.offset).copied().unwrap_or(0) + 1,
+                        deadline_ms,
+                        record: r,
+                    });
+                }
+            }
+            let mut delayed = Vec::new();
+            let mut new_end = end;
+            let left = want.saturating_sub(acquired.len());
+            if left > 0 && room > 0 {
+                match self.source.read(&topic, id, p, end, READ_BYTES).await? {
+                    Read::OutOfRange { earliest, .. } if earliest > end => {
+                        // Retention deleted records the group never read
+                        // (and so everything before them too).
+                        tracing::warn!(group = %f.group, topic, partition = p, from = end, to = earliest, "records deleted before the share group read them");
+                        changes.push(((topic.clone(), id, p), ShareOp::Init { start: earliest }));
+                        out.retain(|a| !(a.topic == topic && a.partition == p));
+                        continue;
+                    }
+                    Read::OutOfRange { .. } => {}
+                    Read::Records { records, .. } => {
+                        let mut taken = 0usize;
+                        for r in records {
+                            if r.offset < end {
+                                continue;
+                            }
+                            if taken >= left || (new_end - end) >= room {
+                                break;
+                            }
+                            new_end = r.offset + 1;
+                            match deliver_at(&r) {
+                                Some(at) if at > now => delayed.push((r.offset, at)),
+                                _ => {
+                                    taken += 1;
+                                    acquired.push(r.offset);
+                                    out.push(Acquired {
+                                        topic: topic.clone(),
+                                        partition: p,
+                                        delivery_count: 1,
+                                        deadline_ms,
+                                        record: r,
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if !gone.is_empty() {
+                changes.push((
+                    (topic.clone(), id, p),
+                    ShareOp::Ack {
+                        member: String::new(),
+                        entries: ranges(&gone)
+                            .into_iter()
+                            .map(|(first, last)| super::state::AckEntry {
+                                first,
+                                last,
+                                outcome: super::state::Outcome::Accepted,
+                            })
+                            .collect(),
+                    },
+                ));
+            }
+            if !acquired.is_empty() || !delayed.is_empty() || new_end != end {
+                acquired.sort_unstable();
+                want = want.saturating_sub(acquired.len());
+                changes.push((
+                    (topic, id, p),
+                    ShareOp::Acquire {
+                        member: f.member.clone(),
+                        deadline_ms,
+                        ranges: ranges(&acquired),
+                        delayed,
+                        end: new_end,
+                    },
+                ));
+            }
+        }
+        if !changes.is_empty() {
+            self.store_share_ops(shard, &f.group, changes).await?;
+        }
+        Ok(out)
+    }
+
+    /// Where a never-read partition starts.
+    async fn share_start(&self, topic: &str, id: TopicUuid, p: u32, reset: ShareReset) -> Result<u64> {
+        let (earliest, latest) = match self.source.read(topic, id, p, 0, 1).await? {
+            Read::OutOfRange { earliest, latest } => (earliest, latest),
+            Read::Records {
+                high_watermark,
+                log_start,
+                ..
+            } => (log_start, high_watermark),
+        };
+        Ok(match reset {
+            ShareReset::Earliest => earliest,
+            ShareReset::Latest => latest,
+        })
+    }
+
+    /// The records at `offsets` (ascending) and the offsets no longer
+    /// stored.
+    pub(crate) async fn read_offsets(
+        &self,
+        topic: &str,
+        id: TopicUuid,
+        p: u32,
+        offsets: &[u64],
+    ) -> Result<(Vec<pb::Record>, Vec<u64>)> {
+        let mut found = Vec::new();
+        let mut gone = Vec::new();
+        for (first, last) in ranges(offsets) {
+            let mut at = first;
+            while at <= last {
+                match self.source.read(topic, id, p, at, READ_BYTES).await? {
+                    Read::OutOfRange { earliest, .. } if earliest > at => {
+                        let to = earliest.min(last + 1);
+                        gone.extend(at..to);
+                        at = to;
+                    }
+                    Read::OutOfRange { .. } => {
+                        gone.extend(at..=last);
+                        break;
+                    }
+                    Read::Records {
+                        records, next_offset, ..
+                    } => {
+                        if records.is_empty() && next_offset <= at {
+                            gone.extend(at..=last);
+                            break;
+                        }
+                        for r in records {
+                            if r.offset > last {
+                                break;
+                            }
+                            if r.offset >= at {
+                                gone.extend(at..r.offset);
+                                at = r.offset + 1;
+                                found.push(r);
+                            }
+                        }
+                        if next_offset > last {
+                            gone.extend(at..=last);
+                            break;
+                        }
+                        at = at.max(next_offset);
+                    }
+                }
+            }
+        }
+        // Only what was asked for counts.
+        let wanted: std::collections::BTreeSet<u64> = offsets.iter().copied().collect();
+        found.retain(|r| wanted.contains(&r.offset));
+        gone.retain(|o| wanted.contains(o));
+        Ok((found, gone))
+    }
+
+    /// Whether the group has state for the partition of topic id `id`.
+    fn share_state_exists(&self, shard: &Shard, group: &str, topic: &str, id: TopicUuid, p: u32) -> bool {
+        shard
+            .shares()
+            .get(group)
+            .and_then(|g| g.partitions.get(&(topic.to_string(), p)))
+            .is_some_and(|s| s.topic_id == id)
+    }
+
+    /// Runs `f` on the group's state of a partition (default state if none).
+    pub(crate) fn with_share_state<R>(
+        &self,
+        shard: &Shard,
+        group: &str,
+        topic: &str,
+        p: u32,
+        f: impl FnOnce(&mut SharePartition) -> R,
+    ) -> R {
+        let mut shares = shard.shares();
+        let g = shares.entry(group.to_string()).or_default();
+        match g.partitions.get_mut(&(topic.to_string(), p)) {
+            Some(s) => f(&mut s.state),
+            None => f(&mut SharePartition::default()),
+        }
+    }
+
+    /// Stores changes through Raft, then applies them to memory.
+    pub(crate) async fn store_share_ops(
+        &self,
+        shard: &Shard,
+        group: &str,
+        changes: Vec<(SharedPartition, ShareOp)>,
+    ) -> Result<()> {
+        let records: Vec<GroupRecord> = changes
+            .iter()
+            .map(|((topic, id, p), op)| GroupRecord::Share {
+                group: group.to_string(),
+                topic: topic.clone(),
+                topic_id: *id,
+                partition: *p,
+                op: op.clone(),
+            })
+            .collect();
+        self.write(shard, group, &records).await?;
+        let mut shares = shard.shares();
+        let g = shares.entry(group.to_string()).or_default();
+        for ((topic, id, p), op) in changes {
+            let s = g.partitions.entry((topic, p)).or_insert_with(|| StoredShare {
+                topic_id: id,
+                state: SharePartition::default(),
+            });
+            if s.topic_id != id {
+                *s = StoredShare {
+                    topic_id: id,
+                    state: SharePartition::default(),
+                };
+            }
+            s.state.apply(&op);
+        }
+        Ok(())
+    }
+}
