@@ -35,11 +35,19 @@ pub enum Kind {
     Divergence,
     /// Two brokers led one Raft group in the same term.
     SplitBrain,
+    /// A share group handed out a record after an acknowledgement of it
+    /// was confirmed.
+    ShareRedelivered,
+    /// A record's delivery counts did not grow with every delivery.
+    ShareCountRegress,
+    /// A record of the final log the share group never accepted nor
+    /// archived, or a share group that did not reach the end of the log.
+    ShareLost,
 }
 
 impl Kind {
     /// Every kind, in report order.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 12] = [
         Kind::InconsistentOffset,
         Kind::Lost,
         Kind::AbortedRead,
@@ -49,6 +57,9 @@ impl Kind {
         Kind::OffsetRegress,
         Kind::Divergence,
         Kind::SplitBrain,
+        Kind::ShareRedelivered,
+        Kind::ShareCountRegress,
+        Kind::ShareLost,
     ];
 }
 
@@ -78,10 +89,16 @@ pub struct Report {
     pub unknown: usize,
     /// Acknowledged sends retention removed (below the log start offset).
     pub expired: usize,
+    /// Records share-group members were handed (every delivery).
+    pub share_deliveries: usize,
+    /// Deliveries after the first of a record.
+    pub share_redeliveries: usize,
+    /// Records archived to the dead-letter topic by a share group.
+    pub share_archived: usize,
 }
 
 impl Report {
-    fn flag(&mut self, kind: Kind, detail: impl FnOnce() -> String) {
+    pub(crate) fn flag(&mut self, kind: Kind, detail: impl FnOnce() -> String) {
         *self.counts.entry(kind).or_default() += 1;
         let ex = self.examples.entry(kind).or_default();
         if ex.len() < EXAMPLES {
@@ -119,6 +136,13 @@ impl fmt::Display for Report {
             self.idempotent_duplicates,
             self.expired
         )?;
+        if self.share_deliveries > 0 {
+            writeln!(
+                f,
+                "share group: {} deliveries, {} redeliveries, {} archived",
+                self.share_deliveries, self.share_redeliveries, self.share_archived
+            )?;
+        }
         for k in Kind::ALL {
             writeln!(f, "  {k:?}: {}", self.count(k))?;
             for e in self.examples(k) {
@@ -251,6 +275,7 @@ pub fn check(events: &[Event]) -> Report {
     check_polls(&mut r, events);
     check_commits(&mut r, events);
     check_replicas(&mut r, events);
+    crate::share::check_shares(&mut r, events);
     r
 }
 

@@ -146,6 +146,52 @@ pub enum Event {
         /// Its CRC.
         crc: u32,
     },
+    /// A share-group member was handed a record.
+    ShareAcquired {
+        /// Member process.
+        consumer: u64,
+        /// When.
+        time_ms: u64,
+        /// Partition.
+        partition: u32,
+        /// Offset.
+        offset: u64,
+        /// The delivery count the coordinator gave (1 the first time).
+        delivery_count: u32,
+    },
+    /// A share-group member accepted a record: `confirmed` when the
+    /// coordinator answered that it took effect, otherwise the outcome is
+    /// unknown (the answer was lost, or a resend was refused because the
+    /// first send had taken effect).
+    ShareAcked {
+        /// Member process.
+        consumer: u64,
+        /// When.
+        time_ms: u64,
+        /// Partition.
+        partition: u32,
+        /// Offset.
+        offset: u64,
+        /// The coordinator confirmed it.
+        confirmed: bool,
+    },
+    /// After healing: a record found in the dead-letter topic, archived by
+    /// the share group (out of deliveries).
+    ShareArchived {
+        /// Partition of the original record.
+        partition: u32,
+        /// Its offset.
+        offset: u64,
+    },
+    /// After healing and draining the share group: its start offset of a
+    /// partition. Every record of the final log below it must have been
+    /// accepted or archived.
+    ShareEnd {
+        /// Partition.
+        partition: u32,
+        /// The share-partition start offset.
+        start_offset: u64,
+    },
     /// A broker said it leads a partition's Raft group in a term.
     Leader {
         /// Broker.

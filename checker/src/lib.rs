@@ -8,11 +8,15 @@
 //! offsets going backwards, diverging replicas and split brain.
 //! [`malformed`] makes the bad batches the suite's malformed producer sends;
 //! [`generations`] checks a group reading a topic deleted and created again.
+//! Share groups (queues) are checked too: no record handed out after its
+//! acknowledgement was confirmed, delivery counts that grow with every
+//! delivery, and every record of the log accepted or archived in the end.
 
 pub mod check;
 pub mod generations;
 pub mod history;
 pub mod malformed;
+mod share;
 
 pub use check::{Kind, Report, check};
 pub use history::{Event, Recorder, read_jsonl, write_jsonl};

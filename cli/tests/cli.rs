@@ -496,3 +496,126 @@ fn a_recreated_topic_is_a_new_topic_for_its_groups() {
     let text = ok(run(&b, &["group", "describe", "g"], None));
     assert!(text.contains("OUT-OF-RANGE"), "{text}");
 }
+
+/// A queue from the command line: `produce --delay-ms`, two share-group
+/// consumers splitting the work, `share-group describe` showing the delayed
+/// record, and `--ack reject` sending a record to the dead-letter topic.
+#[test]
+fn consume_with_a_share_group_delays_describe_and_dead_letters() {
+    let b = start_broker();
+    let ok = |o: Output| {
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    ok(run(&b, &["topic", "create", "tasks", "--partitions", "1"], None));
+    let lines: String = (0..10).map(|i| format!("t{i}\n")).collect();
+    ok(run(&b, &["produce", "tasks"], Some(&lines)));
+    ok(run(
+        &b,
+        &["produce", "tasks", "--value", "later", "--delay-ms", "600000"],
+        None,
+    ));
+    let consume = |n: &str, ack: &str| {
+        ok(run(
+            &b,
+            &[
+                "consume",
+                "tasks",
+                "--share-group",
+                "workers",
+                "--from-beginning",
+                "--max-messages",
+                n,
+                "--timeout-ms",
+                "3000",
+                "--ack",
+                ack,
+                "--format",
+                "json",
+            ],
+            None,
+        ))
+    };
+    let first = consume("4", "accept");
+    let second = consume("100", "accept");
+    let values = |out: &str| -> Vec<String> {
+        out.lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).expect("json")["value"]
+                    .as_str()
+                    .expect("value")
+                    .to_string()
+            })
+            .collect()
+    };
+    let (a, b2) = (values(&first), values(&second));
+    assert_eq!(a, vec!["t0", "t1", "t2", "t3"]);
+    assert_eq!(
+        b2,
+        (4..10).map(|i| format!("t{i}")).collect::<Vec<_>>(),
+        "the rest, and not the delayed one"
+    );
+
+    let d = json_of(&run(
+        &b,
+        &["share-group", "describe", "workers", "--format", "json"],
+        None,
+    ));
+    let p = &d["partitions"][0];
+    assert_eq!(
+        (p["start_offset"].as_u64(), p["delayed"].as_u64()),
+        (Some(11), Some(1)),
+        "{d}"
+    );
+    let listed = ok(run(&b, &["share-group", "list"], None));
+    assert!(listed.lines().any(|l| l == "workers"), "{listed}");
+
+    // Another group rejects what it reads: the records go to tasks.dlq.
+    ok(run(
+        &b,
+        &[
+            "consume",
+            "tasks",
+            "--share-group",
+            "rejecters",
+            "--from-beginning",
+            "--max-messages",
+            "2",
+            "--timeout-ms",
+            "3000",
+            "--ack",
+            "reject",
+        ],
+        None,
+    ));
+    let dead = ok(run(
+        &b,
+        &[
+            "consume",
+            "tasks.dlq",
+            "--from-beginning",
+            "--timeout-ms",
+            "2000",
+            "--format",
+            "json",
+        ],
+        None,
+    ));
+    let dead: Vec<serde_json::Value> = dead.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert!(
+        dead[0]["headers"]
+            .as_array()
+            .expect("headers")
+            .iter()
+            .any(|h| h["key"] == "strand.dlq.error")
+    );
+
+    let bad = run(
+        &b,
+        &["produce", "tasks", "--value", "x", "--deliver-at", "tomorrow"],
+        None,
+    );
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("RFC 3339"), "{}", stderr(&bad));
+}

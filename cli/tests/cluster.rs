@@ -7,6 +7,7 @@ mod groups;
 mod identity;
 mod join;
 mod protobuf_records;
+mod share_groups;
 mod topic_ids;
 
 use std::collections::{BTreeMap, HashMap};

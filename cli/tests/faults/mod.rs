@@ -1,7 +1,8 @@
 //! The fault suite (see `tests/FAULTS.md`): real brokers on loopback under a
-//! nemesis, producers and a consumer group recording a history, then a
-//! drain of every partition, a dump of every replica and the leadership
-//! claims from the brokers' logs, all checked by `strand-checker`.
+//! nemesis, producers, a consumer group and a share group recording a
+//! history, then a drain of every partition and of the share group, a dump
+//! of every replica and the leadership claims from the brokers' logs, all
+//! checked by `strand-checker`.
 //!
 //! `STRAND_FAULT_SECONDS` sets how long each nemesis runs (default 8, the
 //! short profile CI runs; use minutes for a long run). Every run writes its
@@ -13,6 +14,7 @@ mod native;
 mod nemeses;
 mod recovery;
 mod recreate;
+mod share;
 mod wide;
 mod workload;
 
@@ -118,6 +120,7 @@ async fn heal_and_check(mut c: Cluster, rec: Recorder, name: &str) {
             }
         }
     }
+    share::drain(&c, &rec, &ends).await;
     // Let every replica reach the end, then stop the brokers and read their
     // files directly.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -175,6 +178,7 @@ async fn heal_and_check(mut c: Cluster, rec: Recorder, name: &str) {
     }
     assert!(report.acknowledged > 0, "{name}: nothing was acknowledged");
     assert!(report.idempotent_sends > 0, "{name}: no idempotent producer ran");
+    assert!(report.share_deliveries > 0, "{name}: no share-group member ran");
     assert!(
         report.duplicates <= report.retried_sends,
         "{name}: more duplicates than retried sends"

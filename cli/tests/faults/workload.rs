@@ -1,6 +1,7 @@
 //! The fault suite's workload: producers whose every send is in the
-//! history, a consumer group that records what it processed and commits, and
-//! an observer of the group's committed offsets.
+//! history, a consumer group that records what it processed and commits, an
+//! observer of the group's committed offsets, and the members of a share
+//! group (`share`).
 
 use std::time::Duration;
 
@@ -236,6 +237,11 @@ pub(super) fn start_workload(c: &Cluster, rec: &Recorder) -> Workload {
     for id in 1..=2 {
         let t = tokio::spawn(consumer(c.bootstrap(), id, rec.clone(), rx.clone()));
         tasks.push((format!("consumer {id}"), t));
+    }
+    // Processes 11 and 12 are members of a share group.
+    for id in 11..=12 {
+        let t = tokio::spawn(super::share::worker(c.bootstrap(), id, rec.clone(), rx.clone()));
+        tasks.push((format!("share member {id}"), t));
     }
     let t = tokio::spawn(commit_observer(c.bootstrap(), rec.clone(), rx));
     tasks.push(("commit observer".to_string(), t));

@@ -53,6 +53,20 @@ pub(crate) enum Read {
     },
 }
 
+/// A failed call: the broker's own reason if it gave one, else (it is down
+/// or unreachable) `NOT_LEADER`, which the member retries.
+fn unreachable(topic: &str, partition: u32, s: tonic::Status) -> BrokerError {
+    if s.metadata().contains_key(crate::error::REASON_KEY) {
+        return s.into();
+    }
+    tracing::debug!(topic, partition, error = %s, "partition leader unreachable");
+    BrokerError::NotLeader {
+        topic: topic.into(),
+        partition,
+        leader_addr: None,
+    }
+}
+
 /// Channels to the brokers that lead the partitions share groups read.
 pub(crate) struct PartitionSource {
     node: Arc<Node>,
@@ -129,7 +143,12 @@ impl PartitionSource {
                 record_format: pb::RecordFormat::Protobuf as i32,
                 ..Default::default()
             };
-            let answer = self.client(&addr)?.fetch(req).await?.into_inner();
+            let answer = self
+                .client(&addr)?
+                .fetch(req)
+                .await
+                .map_err(|s| unreachable(topic, partition, s))?
+                .into_inner();
             let Some(d) = answer.partitions.into_iter().next() else {
                 return Err(BrokerError::InvalidRequest {
                     reason: format!("{addr} answered a fetch of {topic}/{partition} with no partition"),
@@ -197,7 +216,12 @@ impl PartitionSource {
                 }],
                 ..Default::default()
             };
-            let answer = self.client(&addr)?.produce(req).await?.into_inner();
+            let answer = self
+                .client(&addr)?
+                .produce(req)
+                .await
+                .map_err(|s| unreachable(topic, partition, s))?
+                .into_inner();
             let failed = answer.record_results.iter().find_map(|r| r.error.clone());
             match failed {
                 None => return Ok(()),
