@@ -94,6 +94,13 @@ KNOWN_METRICS = {
     "strand_consumer_group_members",
     "strand_consumer_group_committed_offset",
     "strand_consumer_group_lag",
+    "strand_share_group_members",
+    "strand_share_partition_in_flight",
+    "strand_share_partition_acquired",
+    "strand_share_partition_available",
+    "strand_share_partition_delayed",
+    "strand_share_partition_archived_total",
+    "strand_share_partition_redelivered_total",
 }
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")

@@ -1,6 +1,8 @@
 //! Gauges read at scrape time: per partition (offsets, size, leadership,
-//! term, under-replication) and per consumer group (members, committed
-//! offsets, lag), so an idle broker does no metrics work.
+//! term, under-replication), per consumer group (members, committed
+//! offsets, lag) and per share group (members; records in flight,
+//! acquired, available, delayed, archived, redelivered), so an idle broker
+//! does no metrics work.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Weak};
@@ -14,6 +16,7 @@ use prometheus_client::registry::Registry;
 
 use super::Metrics;
 use crate::groups::GroupCoordinator;
+use crate::groups::share::views::ShareMetricsRow;
 use crate::groups::views::GroupPartitionRow;
 use crate::node::Node;
 use crate::partition::PartitionOffsets;
@@ -80,6 +83,10 @@ pub struct Snapshot {
     pub group_offsets: Vec<GroupPartitionRow>,
     /// Client connections open now.
     pub open_connections: i64,
+    /// Members per share group coordinated here.
+    pub share_members: Vec<(String, usize)>,
+    /// Counts per share-partition of those groups.
+    pub share_partitions: Vec<ShareMetricsRow>,
 }
 
 impl Snapshot {
@@ -87,6 +94,7 @@ impl Snapshot {
     pub fn read(node: &Node, groups: &GroupCoordinator, open_connections: i64) -> Self {
         let parts = node.all_partitions();
         let (group_members, group_offsets) = groups.metrics_rows();
+        let (share_members, share_partitions) = groups.share_metrics_rows();
         Snapshot {
             leader_changes: parts.iter().map(|p| p.leader_changes()).sum(),
             partitions: parts
@@ -108,6 +116,8 @@ impl Snapshot {
             group_members,
             group_offsets,
             open_connections,
+            share_members,
+            share_partitions,
         }
     }
 }
@@ -256,6 +266,7 @@ pub fn encode_snapshot(s: &Snapshot, mut encoder: DescriptorEncoder) -> Result<(
         "High watermark minus committed offset per group and partition (partitions hosted here)",
         &lag,
     )?;
+    encode_shares(e, s)?;
     let m = e.encode_descriptor(
         "strand_open_connections",
         "Client connections open now",
@@ -263,6 +274,75 @@ pub fn encode_snapshot(s: &Snapshot, mut encoder: DescriptorEncoder) -> Result<(
         MetricType::Gauge,
     )?;
     ConstGauge::new(s.open_connections).encode(m)
+}
+
+fn encode_shares(e: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), std::fmt::Error> {
+    let members: Vec<(GroupLabel, i64)> = s
+        .share_members
+        .iter()
+        .map(|(group, n)| (GroupLabel { group: group.clone() }, *n as i64))
+        .collect();
+    gauge_family(
+        e,
+        "strand_share_group_members",
+        "Members of each share group coordinated by this broker",
+        &members,
+    )?;
+    let label = |r: &ShareMetricsRow| GroupPartitionLabel {
+        group: r.group.clone(),
+        topic: r.topic.clone(),
+        partition: r.partition,
+    };
+    type Count = fn(&crate::groups::share::state::ShareCounts) -> u64;
+    let gauges: [(&str, &str, Count); 4] = [
+        (
+            "strand_share_partition_in_flight",
+            "Records a share group read and has not finished (acquired, available, waiting for the dead-letter copy)",
+            |c| c.in_flight,
+        ),
+        (
+            "strand_share_partition_acquired",
+            "Records locked to a share-group member now",
+            |c| c.acquired,
+        ),
+        (
+            "strand_share_partition_available",
+            "Records a share-group member may acquire now",
+            |c| c.available,
+        ),
+        (
+            "strand_share_partition_delayed",
+            "Records waiting for their delivery time",
+            |c| c.delayed,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let rows: Vec<(GroupPartitionLabel, i64)> = s
+            .share_partitions
+            .iter()
+            .map(|r| (label(r), value(&r.counts) as i64))
+            .collect();
+        gauge_family(e, name, help, &rows)?;
+    }
+    let counters: [(&str, &str, Count); 2] = [
+        (
+            "strand_share_partition_archived",
+            "Records archived to the dead-letter topic (rejected, or out of deliveries) since the share-partition started",
+            |c| c.archived,
+        ),
+        (
+            "strand_share_partition_redelivered",
+            "Deliveries after a record's first, since the share-partition started",
+            |c| c.redelivered,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for r in &s.share_partitions {
+            ConstCounter::new(value(&r.counts)).encode(m.encode_family(&label(r))?)?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads the node and the coordinator at scrape time.
@@ -371,6 +451,20 @@ mod tests {
                 lag: Some(10),
             }],
             open_connections: 5,
+            share_members: vec![("workers".into(), 3)],
+            share_partitions: vec![ShareMetricsRow {
+                group: "workers".into(),
+                topic: "orders".into(),
+                partition: 2,
+                counts: crate::groups::share::state::ShareCounts {
+                    in_flight: 9,
+                    acquired: 4,
+                    available: 5,
+                    delayed: 2,
+                    archived: 1,
+                    redelivered: 6,
+                },
+            }],
         };
         let mut registry = Registry::default();
         registry.register_collector(Box::new(Fixed(snapshot)));
@@ -388,6 +482,13 @@ mod tests {
             r#"strand_consumer_group_members{group="billing"} 2"#,
             r#"strand_consumer_group_lag{group="billing",topic="orders",partition="2"} 10"#,
             "strand_open_connections 5",
+            r#"strand_share_group_members{group="workers"} 3"#,
+            r#"strand_share_partition_in_flight{group="workers",topic="orders",partition="2"} 9"#,
+            r#"strand_share_partition_acquired{group="workers",topic="orders",partition="2"} 4"#,
+            r#"strand_share_partition_available{group="workers",topic="orders",partition="2"} 5"#,
+            r#"strand_share_partition_delayed{group="workers",topic="orders",partition="2"} 2"#,
+            r#"strand_share_partition_archived_total{group="workers",topic="orders",partition="2"} 1"#,
+            r#"strand_share_partition_redelivered_total{group="workers",topic="orders",partition="2"} 6"#,
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
         }

@@ -48,7 +48,41 @@ pub struct ShareGroupView {
     pub delivery_count_limit: u32,
 }
 
+/// One share-partition's counts, as the metrics show them.
+#[derive(Clone, Debug)]
+pub struct ShareMetricsRow {
+    /// Group id.
+    pub group: String,
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// Counts now.
+    pub counts: ShareCounts,
+}
+
 impl GroupCoordinator {
+    /// Members per share group, and per share-partition the counts, of the
+    /// groups coordinated here (read at scrape time).
+    pub fn share_metrics_rows(&self) -> (Vec<(String, usize)>, Vec<ShareMetricsRow>) {
+        let now = now_ms();
+        let (mut members, mut rows) = (Vec::new(), Vec::new());
+        for shard in self.current_shards() {
+            for (group, g) in shard.shares().iter() {
+                members.push((group.clone(), g.members.len()));
+                for ((topic, partition), s) in &g.partitions {
+                    rows.push(ShareMetricsRow {
+                        group: group.clone(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                        counts: s.state.counts(now),
+                    });
+                }
+            }
+        }
+        (members, rows)
+    }
+
     /// The share groups this broker coordinates.
     pub fn list_share_groups(&self) -> Vec<String> {
         let mut out: Vec<String> = self
