@@ -1,4 +1,4 @@
-//! `strand bench produce|consume`: load generators that end with one JSON
+//! `strand bench produce|consume|share-consume`: load generators that end with one JSON
 //! line of throughput and acknowledgement-latency percentiles (HDR histogram).
 
 use std::collections::BTreeMap;
@@ -20,6 +20,8 @@ pub enum BenchCommand {
     Produce(ProduceBench),
     /// Read records from the beginning and measure throughput.
     Consume(ConsumeBench),
+    /// Share-group workers accept records and measure throughput.
+    ShareConsume(super::bench_share::ShareConsumeBench),
 }
 
 #[derive(Debug, Args)]
@@ -82,17 +84,18 @@ pub async fn run(bootstrap: &str, cmd: BenchCommand) -> anyhow::Result<ExitCode>
     match cmd {
         BenchCommand::Produce(b) => produce(bootstrap, b).await,
         BenchCommand::Consume(b) => consume(bootstrap, b).await,
+        BenchCommand::ShareConsume(b) => super::bench_share::run(bootstrap, b).await,
     }
 }
 
-fn new_histogram() -> anyhow::Result<Histogram<u64>> {
+pub(super) fn new_histogram() -> anyhow::Result<Histogram<u64>> {
     // Microseconds, 1 µs .. 1 h, 3 significant digits.
     Ok(Histogram::new_with_bounds(1, 3_600_000_000, 3)?)
 }
 
 /// CPU time (user + system) this process has used so far, from
 /// `/proc/self/stat`; `None` where that file does not exist (not Linux).
-fn process_cpu() -> Option<Duration> {
+pub(super) fn process_cpu() -> Option<Duration> {
     /// Linux reports these times in USER_HZ ticks, 100 a second on every
     /// architecture it supports (part of its user-space ABI).
     const USER_HZ: u64 = 100;
@@ -124,7 +127,7 @@ fn client_cpu(records: u64, elapsed: Duration, since: Option<Duration>) -> serde
     })
 }
 
-fn report(
+pub(super) fn report(
     records: u64,
     bytes: u64,
     elapsed: Duration,
@@ -145,7 +148,7 @@ fn report(
     })
 }
 
-fn spawn_progress(label: &'static str, done: Arc<AtomicU64>, total: u64) -> tokio::task::JoinHandle<()> {
+pub(super) fn spawn_progress(label: &'static str, done: Arc<AtomicU64>, total: u64) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let start = Instant::now();
         let mut last = 0;

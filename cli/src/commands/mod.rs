@@ -2,6 +2,7 @@
 //! two steps: clap parses, each command builds its config and validates it.
 
 mod bench;
+mod bench_share;
 mod broker;
 mod cluster;
 mod consume;
