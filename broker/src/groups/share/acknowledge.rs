@@ -19,6 +19,19 @@ use crate::groups::GroupCoordinator;
 use crate::groups::shard::Shard;
 use crate::topic::TopicMeta;
 
+/// Whether a failed dead-letter copy may succeed if tried again.
+fn retriable(e: &BrokerError) -> bool {
+    matches!(
+        e.code(),
+        pb::ErrorCode::NotLeader
+            | pb::ErrorCode::NotCoordinator
+            | pb::ErrorCode::RequestTimedOut
+            | pb::ErrorCode::ShuttingDown
+            | pb::ErrorCode::StorageFailed
+            | pb::ErrorCode::UnknownTopic
+    )
+}
+
 /// How long a dead letter waits for a new dead-letter topic's leader.
 const DLQ_WAIT: Duration = Duration::from_secs(5);
 
@@ -237,14 +250,27 @@ impl GroupCoordinator {
             })
             .collect();
         for (group, (topic, id, p), offsets) in exhausted {
-            self.dead_letter(
-                shard,
-                &group,
-                (&topic, id, p),
-                &offsets,
-                &format!("delivered {limit} times without being accepted (share.delivery.count.limit)"),
-            )
-            .await?;
+            let copied = self
+                .dead_letter(
+                    shard,
+                    &group,
+                    (&topic, id, p),
+                    &offsets,
+                    &format!("delivered {limit} times without being accepted (share.delivery.count.limit)"),
+                )
+                .await;
+            match copied {
+                Ok(()) => {}
+                // The dead-letter topic cannot take them (its name would be
+                // too long, the records are larger than it allows): keeping
+                // them would stall the group, so they are archived
+                // without a copy, loudly.
+                Err(e) if !retriable(&e) => tracing::error!(
+                    group, topic, partition = p, records = offsets.len(), error = %e,
+                    "records out of deliveries archived WITHOUT a dead-letter copy"
+                ),
+                Err(e) => return Err(e),
+            }
             let entries = ranges(&offsets)
                 .into_iter()
                 .map(|(first, last)| AckEntry {
@@ -341,7 +367,8 @@ impl GroupCoordinator {
     }
 
     /// The dead-letter topic's partition count, creating it (with the
-    /// source's partitions and replication factor) if it does not exist.
+    /// source's partitions, replication factor and configs, so that any
+    /// record of the source fits) if it does not exist.
     async fn dlq_partitions(&self, source: &str, dlq: &str) -> Result<u32> {
         if let Ok(t) = self.node.topic(dlq) {
             return Ok(t.meta.partitions);
@@ -351,7 +378,7 @@ impl GroupCoordinator {
             name: dlq.to_string(),
             partitions: s.meta.partitions,
             replication_factor: s.meta.replication_factor,
-            configs: Default::default(),
+            configs: s.meta.configs.clone(),
         };
         match self.admin.create_topic(meta, None).await {
             Ok(_) | Err(BrokerError::TopicExists { .. }) => {}
