@@ -11,7 +11,7 @@ use strand_proto::headers;
 use strand_proto::v1 as pb;
 
 use super::source::Read;
-use super::state::{ShareOp, SharePartition, ranges};
+use super::state::{AckEntry, Outcome, ShareOp, SharePartition, ranges};
 use super::{AckResult, Acquired, ShareFetch, ShareMember, ShareReset, now_ms};
 use crate::error::{BrokerError, Result};
 use crate::groups::GroupCoordinator;
@@ -134,11 +134,11 @@ impl GroupCoordinator {
     }
 
     /// One round of acquisition for `f.member` (under the shard's write
-    /// lock: read state, read records, store the change, apply it).
+    /// lock: read state, read records, store the change, apply it). A
+    /// partition that cannot be read now (its leader is down or moving) is
+    /// skipped: the others still serve the member.
     async fn acquire(&self, shard: &Arc<Shard>, f: &ShareFetch, max: usize, lock: Duration) -> Result<Vec<Acquired>> {
         let _write = shard.write.lock().await;
-        let limit = self.config.share_delivery_count_limit;
-        let window = self.config.share_partition_max_record_locks;
         let mut want = max;
         let mut out = Vec::new();
         let mut changes: Vec<(SharedPartition, ShareOp)> = Vec::new();
@@ -147,115 +147,140 @@ impl GroupCoordinator {
                 break;
             }
             if !self.share_state_exists(shard, &f.group, &topic, id, p) {
-                let start = self.share_start(&topic, id, p, f.reset).await?;
+                let start = match self.share_start(&topic, id, p, f.reset).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!(group = %f.group, topic, partition = p, error = %e, "partition not readable now; skipped");
+                        continue;
+                    }
+                };
                 self.store_share_ops(shard, &f.group, vec![((topic.clone(), id, p), ShareOp::Init { start })])
                     .await?;
             }
-            let now = now_ms();
-            let deadline_ms = now + lock.as_millis() as i64;
-            let (again, end, room, counts) = self.with_share_state(shard, &f.group, &topic, p, |s| {
-                s.release_due(now);
-                let again = s.acquirable(now, limit, want);
-                let counts: BTreeMap<u64, u32> = again
-                    .iter()
-                    .map(|o| (*o, s.records.get(o).map_or(0, |r| r.delivery_count)))
-                    .collect();
-                (again, s.end, s.room(window), counts)
-            });
-            let mut acquired: Vec<u64> = Vec::new();
-            let mut gone: Vec<u64> = Vec::new();
-            // Redeliveries first: they are the oldest.
-            if !again.is_empty() {
-                let (found, missing) = self.read_offsets(&topic, id, p, &again).await?;
-                gone = missing;
-                for r in found {
-                    acquired.push(r.offset);
-                    out.push(Acquired {
-                        topic: topic.clone(),
-                        partition: p,
-                        delivery_count: counts.get(&r.offset).copied().unwrap_or(0) + 1,
-                        deadline_ms,
-                        record: r,
-                    });
+            let tp = (topic, id, p);
+            match self.acquire_from(shard, f, &tp, want, lock).await {
+                Ok((got, ops)) => {
+                    want = want.saturating_sub(got.len());
+                    out.extend(got);
+                    changes.extend(ops.into_iter().map(|op| (tp.clone(), op)));
                 }
-            }
-            let mut delayed = Vec::new();
-            let mut new_end = end;
-            let left = want.saturating_sub(acquired.len());
-            if left > 0 && room > 0 {
-                match self.source.read(&topic, id, p, end, read_budget(left)).await? {
-                    Read::OutOfRange { earliest, .. } if earliest > end => {
-                        // Retention deleted records the group never read
-                        // (and so everything before them too).
-                        tracing::warn!(group = %f.group, topic, partition = p, from = end, to = earliest, "records deleted before the share group read them");
-                        changes.push(((topic.clone(), id, p), ShareOp::Init { start: earliest }));
-                        out.retain(|a| !(a.topic == topic && a.partition == p));
-                        continue;
-                    }
-                    Read::OutOfRange { .. } => {}
-                    Read::Records { records, .. } => {
-                        let mut taken = 0usize;
-                        for r in records {
-                            if r.offset < end {
-                                continue;
-                            }
-                            if taken >= left || (new_end - end) >= room {
-                                break;
-                            }
-                            new_end = r.offset + 1;
-                            match deliver_at(&r) {
-                                Some(at) if at > now => delayed.push((r.offset, at)),
-                                _ => {
-                                    taken += 1;
-                                    acquired.push(r.offset);
-                                    out.push(Acquired {
-                                        topic: topic.clone(),
-                                        partition: p,
-                                        delivery_count: 1,
-                                        deadline_ms,
-                                        record: r,
-                                    });
-                                }
-                            }
-                        }
-                    }
+                Err(e) => {
+                    tracing::debug!(group = %f.group, topic = tp.0, partition = p, error = %e, "partition not readable now; skipped");
                 }
-            }
-            if !gone.is_empty() {
-                changes.push((
-                    (topic.clone(), id, p),
-                    ShareOp::Ack {
-                        member: String::new(),
-                        entries: ranges(&gone)
-                            .into_iter()
-                            .map(|(first, last)| super::state::AckEntry {
-                                first,
-                                last,
-                                outcome: super::state::Outcome::Accepted,
-                            })
-                            .collect(),
-                    },
-                ));
-            }
-            if !acquired.is_empty() || !delayed.is_empty() || new_end != end {
-                acquired.sort_unstable();
-                want = want.saturating_sub(acquired.len());
-                changes.push((
-                    (topic, id, p),
-                    ShareOp::Acquire {
-                        member: f.member.clone(),
-                        deadline_ms,
-                        ranges: ranges(&acquired),
-                        delayed,
-                        end: new_end,
-                    },
-                ));
             }
         }
         if !changes.is_empty() {
             self.store_share_ops(shard, &f.group, changes).await?;
         }
         Ok(out)
+    }
+
+    /// What `f.member` acquires of one partition, and the changes that
+    /// record it (not stored yet): redeliveries first (they are the
+    /// oldest), then records never read, up to `want`.
+    async fn acquire_from(
+        &self,
+        shard: &Shard,
+        f: &ShareFetch,
+        (topic, id, p): &SharedPartition,
+        want: usize,
+        lock: Duration,
+    ) -> Result<(Vec<Acquired>, Vec<ShareOp>)> {
+        let (topic, id, p) = (topic.as_str(), *id, *p);
+        let limit = self.config.share_delivery_count_limit;
+        let window = self.config.share_partition_max_record_locks;
+        let now = now_ms();
+        let deadline_ms = now + lock.as_millis() as i64;
+        let (again, end, room, counts) = self.with_share_state(shard, &f.group, topic, p, |s| {
+            s.release_due(now);
+            let again = s.acquirable(now, limit, want);
+            let counts: BTreeMap<u64, u32> = again
+                .iter()
+                .map(|o| (*o, s.records.get(o).map_or(0, |r| r.delivery_count)))
+                .collect();
+            (again, s.end, s.room(window), counts)
+        });
+        let mut out = Vec::new();
+        let mut ops = Vec::new();
+        let mut acquired: Vec<u64> = Vec::new();
+        if !again.is_empty() {
+            let (found, gone) = self.read_offsets(topic, id, p, &again).await?;
+            for r in found {
+                acquired.push(r.offset);
+                out.push(Acquired {
+                    topic: topic.to_string(),
+                    partition: p,
+                    delivery_count: counts.get(&r.offset).copied().unwrap_or(0) + 1,
+                    deadline_ms,
+                    record: r,
+                });
+            }
+            if !gone.is_empty() {
+                // Retention deleted them: nothing left to deliver.
+                ops.push(ShareOp::Ack {
+                    member: String::new(),
+                    entries: ranges(&gone)
+                        .into_iter()
+                        .map(|(first, last)| AckEntry {
+                            first,
+                            last,
+                            outcome: Outcome::Accepted,
+                        })
+                        .collect(),
+                });
+            }
+        }
+        let mut delayed = Vec::new();
+        let mut new_end = end;
+        let left = want.saturating_sub(acquired.len());
+        if left > 0 && room > 0 {
+            match self.source.read(topic, id, p, end, read_budget(left)).await? {
+                Read::OutOfRange { earliest, .. } if earliest > end => {
+                    // Retention deleted records the group never read (and so
+                    // everything before them too).
+                    tracing::warn!(group = %f.group, topic, partition = p, from = end, to = earliest, "records deleted before the share group read them");
+                    return Ok((Vec::new(), vec![ShareOp::Init { start: earliest }]));
+                }
+                Read::OutOfRange { .. } => {}
+                Read::Records { records, .. } => {
+                    let mut taken = 0usize;
+                    for r in records {
+                        if r.offset < end {
+                            continue;
+                        }
+                        if taken >= left || (new_end - end) >= room {
+                            break;
+                        }
+                        new_end = r.offset + 1;
+                        match deliver_at(&r) {
+                            Some(at) if at > now => delayed.push((r.offset, at)),
+                            _ => {
+                                taken += 1;
+                                acquired.push(r.offset);
+                                out.push(Acquired {
+                                    topic: topic.to_string(),
+                                    partition: p,
+                                    delivery_count: 1,
+                                    deadline_ms,
+                                    record: r,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if !acquired.is_empty() || !delayed.is_empty() || new_end != end {
+            acquired.sort_unstable();
+            ops.push(ShareOp::Acquire {
+                member: f.member.clone(),
+                deadline_ms,
+                ranges: ranges(&acquired),
+                delayed,
+                end: new_end,
+            });
+        }
+        Ok((out, ops))
     }
 
     /// Where a never-read partition starts.
