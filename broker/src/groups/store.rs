@@ -108,7 +108,8 @@ pub enum GroupRecord {
         /// Members at that epoch.
         members: u32,
     },
-    /// The group was deleted: forget everything before.
+    /// The consumer group was deleted: forget its offsets and epochs
+    /// before (not the state of a share group of the same id).
     Deleted {
         /// Group id.
         group: String,
@@ -274,7 +275,18 @@ pub fn fold(groups: &mut BTreeMap<String, StoredGroup>, record: GroupRecord) {
             g.members = members;
         }
         GroupRecord::Deleted { group } => {
-            groups.remove(&group);
+            // A consumer group's delete: a share group of the same id keeps
+            // its state (memory does the same).
+            let shares = groups.remove(&group).map(|g| g.shares).unwrap_or_default();
+            if !shares.is_empty() {
+                groups.insert(
+                    group,
+                    StoredGroup {
+                        shares,
+                        ..StoredGroup::default()
+                    },
+                );
+            }
         }
         GroupRecord::Share {
             group,
@@ -431,6 +443,61 @@ mod tests {
         assert_eq!(at, Offset(20_000), "every record, once, in order");
         assert_eq!(groups["consumers"].offsets.len(), 20_000);
         assert_eq!(encode_all(&records[..3], max).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_share_groups_state_is_rebuilt_from_its_records_and_outlives_a_consumer_group_delete() {
+        use crate::groups::share::state::{AckEntry, Outcome};
+        let (id, recreated) = (TopicUuid::random(), TopicUuid::random());
+        let share = |topic_id, op| GroupRecord::Share {
+            group: "g".into(),
+            topic: "t".into(),
+            topic_id,
+            partition: 0,
+            op,
+        };
+        let mut groups = BTreeMap::new();
+        for r in [
+            share(id, ShareOp::Init { start: 5 }),
+            share(
+                id,
+                ShareOp::Acquire {
+                    member: "m".into(),
+                    deadline_ms: 100,
+                    ranges: vec![(5, 9)],
+                    delayed: vec![],
+                    end: 10,
+                },
+            ),
+            offset("g", 0, 3, false),
+            share(
+                id,
+                ShareOp::Ack {
+                    member: "m".into(),
+                    entries: vec![AckEntry {
+                        first: 5,
+                        last: 6,
+                        outcome: Outcome::Accepted,
+                    }],
+                },
+            ),
+            // `strand group delete g` of the consumer group named g.
+            GroupRecord::Deleted { group: "g".into() },
+        ] {
+            fold(
+                &mut groups,
+                serde_json::from_slice(&serde_json::to_vec(&r).unwrap()).unwrap(),
+            );
+        }
+        let g = &groups["g"];
+        assert!(g.offsets.is_empty(), "the consumer group's offsets are gone");
+        let s = &g.shares[&("t".to_string(), 0)];
+        assert_eq!((s.topic_id, s.state.start, s.state.end), (id, 7, 10));
+        assert_eq!(s.state.records[&7].delivery_count, 1);
+        // A record for the recreated topic starts the state over.
+        fold(&mut groups, share(recreated, ShareOp::Init { start: 0 }));
+        let s = &groups["g"].shares[&("t".to_string(), 0)];
+        assert_eq!((s.topic_id, s.state.start, s.state.records.len()), (recreated, 0, 0));
     }
 
     #[test]

@@ -47,6 +47,16 @@ fn refused(failures: &[AcknowledgementFailure], r: &ShareRecord) -> bool {
         .any(|f| f.partition == r.record.partition && (f.first_offset..=f.last_offset).contains(&r.record.offset))
 }
 
+fn acked(rec: &Recorder, id: u64, r: &ShareRecord, confirmed: bool) {
+    rec.record(Event::ShareAcked {
+        consumer: id,
+        time_ms: rec.now(),
+        partition: r.record.partition,
+        offset: r.record.offset,
+        confirmed,
+    });
+}
+
 /// Polls, records every delivery, accepts everything and commits; records
 /// each acceptance as confirmed, or as of unknown outcome when an earlier
 /// attempt of the commit failed (a refusal may then mean it took effect).
@@ -80,13 +90,7 @@ async fn process(c: &mut ShareConsumer, id: u64, rec: &Recorder, stop: Option<&w
                 for r in &records {
                     let refused = refused(&failures, r);
                     if !refused || failed_before {
-                        rec.record(Event::ShareAcked {
-                            consumer: id,
-                            time_ms: rec.now(),
-                            partition: r.record.partition,
-                            offset: r.record.offset,
-                            confirmed: !refused && !failed_before,
-                        });
+                        acked(rec, id, r, !refused && !failed_before);
                     }
                 }
                 return true;
@@ -95,13 +99,7 @@ async fn process(c: &mut ShareConsumer, id: u64, rec: &Recorder, stop: Option<&w
                 failed_before = true;
                 if stop.is_some_and(|s| *s.borrow()) {
                     for r in &records {
-                        rec.record(Event::ShareAcked {
-                            consumer: id,
-                            time_ms: rec.now(),
-                            partition: r.record.partition,
-                            offset: r.record.offset,
-                            confirmed: false,
-                        });
+                        acked(rec, id, r, false);
                     }
                     return false;
                 }

@@ -106,11 +106,7 @@ impl PartitionSource {
     /// The address of the broker that leads (or, as a hint, hosts) a
     /// partition.
     fn leader_addr(&self, topic: &str, partition: u32) -> Result<String> {
-        let unknown = || BrokerError::NotLeader {
-            topic: topic.into(),
-            partition,
-            leader_addr: None,
-        };
+        let unknown = || no_leader(topic, partition);
         match self.node.partition(topic, partition) {
             Ok(p) => p.leader().and_then(|l| self.node.addr_of(l)).ok_or_else(unknown),
             Err(BrokerError::NotLeader { leader_addr, .. }) => leader_addr.ok_or_else(unknown),
@@ -154,8 +150,18 @@ impl PartitionSource {
                     reason: format!("{addr} answered a fetch of {topic}/{partition} with no partition"),
                 });
             };
-            match d.error {
-                None => {
+            if let Some(e) = d
+                .error
+                .as_ref()
+                .filter(|e| e.code == pb::ErrorCode::OffsetOutOfRange as i32)
+            {
+                return Ok(Read::OutOfRange {
+                    earliest: e.earliest,
+                    latest: e.latest,
+                });
+            }
+            match step(d.error) {
+                Step::Done => {
                     return Ok(Read::Records {
                         records: d.decoded_records,
                         next_offset: d.next_offset,
@@ -163,36 +169,11 @@ impl PartitionSource {
                         log_start: d.log_start_offset,
                     });
                 }
-                Some(e) if e.code == pb::ErrorCode::None as i32 => {
-                    return Ok(Read::Records {
-                        records: d.decoded_records,
-                        next_offset: d.next_offset,
-                        high_watermark: d.high_watermark,
-                        log_start: d.log_start_offset,
-                    });
-                }
-                Some(e) if e.code == pb::ErrorCode::OffsetOutOfRange as i32 => {
-                    return Ok(Read::OutOfRange {
-                        earliest: e.earliest,
-                        latest: e.latest,
-                    });
-                }
-                Some(e) if e.code == pb::ErrorCode::NotLeader as i32 && !e.leader_addr.is_empty() => {
-                    addr = e.leader_addr;
-                }
-                Some(e) => {
-                    return Err(BrokerError::Forwarded {
-                        code: pb::ErrorCode::try_from(e.code).unwrap_or(pb::ErrorCode::StorageFailed),
-                        message: e.message,
-                    });
-                }
+                Step::Redirect(to) => addr = to,
+                Step::Failed(e) => return Err(e),
             }
         }
-        Err(BrokerError::NotLeader {
-            topic: topic.into(),
-            partition,
-            leader_addr: None,
-        })
+        Err(no_leader(topic, partition))
     }
 
     /// Appends `records` to `topic`/`partition` with `acks=all`.
@@ -222,25 +203,44 @@ impl PartitionSource {
                 .await
                 .map_err(|s| unreachable(topic, partition, s))?
                 .into_inner();
-            let failed = answer.record_results.iter().find_map(|r| r.error.clone());
-            match failed {
-                None => return Ok(()),
-                Some(e) if e.code == pb::ErrorCode::None as i32 => return Ok(()),
-                Some(e) if e.code == pb::ErrorCode::NotLeader as i32 && !e.leader_addr.is_empty() => {
-                    addr = e.leader_addr;
-                }
-                Some(e) => {
-                    return Err(BrokerError::Forwarded {
-                        code: pb::ErrorCode::try_from(e.code).unwrap_or(pb::ErrorCode::StorageFailed),
-                        message: e.message,
-                    });
-                }
+            match step(answer.record_results.into_iter().find_map(|r| r.error)) {
+                Step::Done => return Ok(()),
+                Step::Redirect(to) => addr = to,
+                Step::Failed(e) => return Err(e),
             }
         }
-        Err(BrokerError::NotLeader {
-            topic: topic.into(),
-            partition,
-            leader_addr: None,
-        })
+        Err(no_leader(topic, partition))
+    }
+}
+
+/// What a partition's answer means for the call.
+enum Step {
+    /// It succeeded.
+    Done,
+    /// Another broker leads the partition: ask it.
+    Redirect(String),
+    /// It failed with the broker's reason.
+    Failed(BrokerError),
+}
+
+fn step(error: Option<pb::Error>) -> Step {
+    match error {
+        None => Step::Done,
+        Some(e) if e.code == pb::ErrorCode::None as i32 => Step::Done,
+        Some(e) if e.code == pb::ErrorCode::NotLeader as i32 && !e.leader_addr.is_empty() => {
+            Step::Redirect(e.leader_addr)
+        }
+        Some(e) => Step::Failed(BrokerError::Forwarded {
+            code: pb::ErrorCode::try_from(e.code).unwrap_or(pb::ErrorCode::StorageFailed),
+            message: e.message,
+        }),
+    }
+}
+
+fn no_leader(topic: &str, partition: u32) -> BrokerError {
+    BrokerError::NotLeader {
+        topic: topic.into(),
+        partition,
+        leader_addr: None,
     }
 }
