@@ -2,9 +2,9 @@
 //! of one group share the records of one partition, each accepted once; a
 //! dead worker's records come back after their lock with a higher delivery
 //! count; poison records end in the dead-letter topic with their headers;
-//! delayed records wait for their time, also across a restart; and
+//! delayed records wait for their time, also across a restart;
 //! acknowledgements of records a member does not hold are refused with a
-//! stable reason.
+//! stable reason, and a resent acceptance is answered as done.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -454,11 +454,20 @@ async fn acknowledgements_of_records_not_held_are_refused_with_a_stable_reason()
         holder.acknowledge(r, AcknowledgeType::Accept);
     }
     assert!(holder.commit().await.unwrap().is_empty());
-    // ... and a second one of the same records is refused.
+    // Sent again (an answer was lost): done is done, so an acceptance is
+    // answered as done, but a release of a done record is refused.
     for r in &held {
         holder.acknowledge(r, AcknowledgeType::Accept);
+    }
+    assert!(
+        holder.commit().await.unwrap().is_empty(),
+        "a resent acceptance is idempotent"
+    );
+    for r in &held {
+        holder.acknowledge(r, AcknowledgeType::Release);
     }
     let refused = holder.commit().await.unwrap();
     assert_eq!(refused.len(), 1, "one range of three: {refused:?}");
     assert_eq!(refused[0].error.reason(), "INVALID_RECORD_STATE");
+    assert!(holder.poll().await.unwrap().is_empty(), "nothing was released");
 }

@@ -100,8 +100,9 @@ pub struct AcknowledgementFailure {
     pub last_offset: u64,
     /// What was sent.
     pub kind: AcknowledgeType,
-    /// Why (`INVALID_RECORD_STATE`: the member no longer held the record;
-    /// its lock ran out and it may have gone to another member).
+    /// Why (`INVALID_RECORD_STATE`: the member no longer held the record —
+    /// its lock ran out and it may have gone to another member — and it is
+    /// not done).
     pub error: ClientError,
 }
 
@@ -276,8 +277,9 @@ impl ShareConsumer {
             Ok(a) => a,
             Err(e) => {
                 // Not sent, or sent without an answer: sent again (an
-                // acknowledgement that already took effect is then refused
-                // as INVALID_RECORD_STATE, which is harmless).
+                // accept or reject that already took effect is answered as
+                // done; a release or renew that did is refused as
+                // INVALID_RECORD_STATE).
                 let mut kept = sent;
                 kept.append(&mut self.pending);
                 self.pending = kept;

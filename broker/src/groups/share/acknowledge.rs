@@ -90,35 +90,46 @@ impl GroupCoordinator {
                 results.push(Err(refused()));
                 continue;
             };
-            let holds = {
+            // The records of the range this member holds; `None` when one
+            // is neither held nor (for an accept or reject) already done.
+            let held: Option<Vec<u64>> = {
                 let shares = shard.shares();
-                shares
+                let state = shares
                     .get(group)
                     .and_then(|g| g.partitions.get(&(a.topic.clone(), a.partition)))
                     .filter(|s| s.topic_id == id)
-                    .is_some_and(|s| {
-                        (a.first..=a.last).all(|o| s.state.records.get(&o).is_some_and(|r| r.held_by(member, now)))
-                    })
+                    .map(|s| &s.state);
+                state.and_then(|s| {
+                    let mut held = Vec::new();
+                    for o in a.first..=a.last {
+                        if s.records.get(&o).is_some_and(|r| r.held_by(member, now)) {
+                            held.push(o);
+                        } else if !(matches!(a.kind, AckKind::Accept | AckKind::Reject) && s.is_done(o)) {
+                            return None;
+                        }
+                    }
+                    Some(held)
+                })
             };
-            if !holds {
+            let Some(held) = held else {
                 results.push(Err(refused()));
                 continue;
-            }
+            };
             let outcome = match a.kind {
                 AckKind::Accept => Outcome::Accepted,
                 AckKind::Release => Outcome::Released,
                 AckKind::Renew => Outcome::Renewed { deadline_ms: renewed },
                 AckKind::Reject => {
-                    let offsets: Vec<u64> = (a.first..=a.last).collect();
-                    if let Err(e) = self
-                        .dead_letter(
-                            shard,
-                            group,
-                            (&a.topic, id, a.partition),
-                            &offsets,
-                            &format!("rejected by share-group member {member}"),
-                        )
-                        .await
+                    if !held.is_empty()
+                        && let Err(e) = self
+                            .dead_letter(
+                                shard,
+                                group,
+                                (&a.topic, id, a.partition),
+                                &held,
+                                &format!("rejected by share-group member {member}"),
+                            )
+                            .await
                     {
                         results.push(Err(e));
                         continue;
@@ -127,15 +138,19 @@ impl GroupCoordinator {
                 }
             };
             results.push(Ok(matches!(a.kind, AckKind::Renew).then_some(renewed)));
+            if held.is_empty() {
+                // Already done (a resend of an acknowledgement whose answer
+                // was lost): nothing to change.
+                continue;
+            }
             changes.push((
                 (a.topic.clone(), id, a.partition),
                 ShareOp::Ack {
                     member: member.to_string(),
-                    entries: vec![AckEntry {
-                        first: a.first,
-                        last: a.last,
-                        outcome,
-                    }],
+                    entries: ranges(&held)
+                        .into_iter()
+                        .map(|(first, last)| AckEntry { first, last, outcome })
+                        .collect(),
                 },
             ));
         }

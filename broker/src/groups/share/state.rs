@@ -340,6 +340,16 @@ impl SharePartition {
         max_window.saturating_sub(self.end.saturating_sub(self.start))
     }
 
+    /// Whether the record at `offset` is done (accepted or archived): done
+    /// in the window, or below the start and neither in the window nor
+    /// delayed.
+    pub fn is_done(&self, offset: u64) -> bool {
+        match self.records.get(&offset) {
+            Some(r) => r.state == RecordState::Done,
+            None => offset < self.start && !self.delayed.contains_key(&offset),
+        }
+    }
+
     /// Offsets `member` holds at `now_ms`.
     pub fn held_by(&self, member: &str, now_ms: i64) -> Vec<u64> {
         self.records
@@ -468,6 +478,21 @@ mod tests {
         assert!(s.records[&1].held_by("a", 8_999));
         let c = s.counts(2_000);
         assert_eq!((c.in_flight, c.acquired, c.available), (2, 1, 1));
+    }
+
+    #[test]
+    fn done_records_are_those_accepted_or_archived_or_below_the_start() {
+        let mut s = SharePartition::starting_at(10);
+        s.apply(&acquire("a", 1_000, &[(10, 12)], &[(13, 9_000)], 14));
+        s.apply(&ack("a", 11, 11, Outcome::Accepted));
+        assert!(s.is_done(5), "below the start");
+        assert!(s.is_done(11), "accepted, still in the window");
+        assert!(!s.is_done(10) && !s.is_done(12), "held");
+        assert!(!s.is_done(13), "delayed");
+        assert!(!s.is_done(14), "never read");
+        s.apply(&ack("a", 10, 10, Outcome::Accepted));
+        assert_eq!(s.start, 12);
+        assert!(s.is_done(10) && s.is_done(11), "below the start now");
     }
 
     #[test]
