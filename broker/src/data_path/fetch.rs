@@ -31,6 +31,8 @@ pub struct FetchPartition {
     pub offset: Offset,
     /// Most bytes to read from it (at least one whole batch is returned).
     pub max_bytes: usize,
+    /// Read only if this broker leads it (else `NOT_LEADER`).
+    pub leader_only: bool,
 }
 
 /// What one partition read returned.
@@ -70,7 +72,17 @@ pub async fn fetch(
     // so the loop below runs once when any lookup failed.
     let mut resolved: Vec<Result<Arc<Partition>>> = parts
         .iter()
-        .map(|fp| node.partition_as(&fp.topic, fp.topic_id, fp.partition))
+        .map(|fp| {
+            let p = node.partition_as(&fp.topic, fp.topic_id, fp.partition)?;
+            if fp.leader_only && !p.is_leader() {
+                return Err(BrokerError::NotLeader {
+                    topic: fp.topic.clone(),
+                    partition: fp.partition,
+                    leader_addr: p.leader().and_then(|l| node.addr_of(l)),
+                });
+            }
+            Ok(p)
+        })
         .collect();
     let mut shutdown = node.shutdown_signal();
     // One counter for every partition of the node: waiting on it costs the

@@ -232,6 +232,7 @@ mod tests {
 
     fn fp(topic: &str, partition: u32, offset: u64) -> FetchPartition {
         FetchPartition {
+            leader_only: false,
             topic: topic.into(),
             topic_id: None,
             partition,

@@ -266,6 +266,7 @@ impl StrandService {
                         0 => DEFAULT_PARTITION_MAX_BYTES,
                         n => n as usize,
                     },
+                    leader_only: req.leader_only,
                 })
             })
             .collect::<Result<_>>()?;

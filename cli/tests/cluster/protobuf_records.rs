@@ -102,3 +102,65 @@ async fn keyless_records_stay_on_the_broker_and_keyed_ones_name_their_leader() {
         );
     }
 }
+
+/// A fetch with `leader_only` is answered only by the partition's leader:
+/// a follower says NOT_LEADER and names it (without the flag a follower
+/// answers from its own copy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_only_fetch_is_refused_by_a_follower_that_names_the_leader() {
+    use strand_client::proto::{FetchPartition, FetchRequest, RecordFormat};
+    let c = Cluster::start(3);
+    c.wait_ready().await;
+    create(&c, "reads", 1).await;
+    let leader = c.leader("reads", 0).await;
+    let r = send(
+        &c.addr(leader),
+        records(
+            "reads",
+            vec![Record {
+                value: Some(Bytes::from_static(b"one")),
+                partition: Some(0),
+                ..Default::default()
+            }],
+        ),
+    )
+    .await;
+    assert!(r.record_results.iter().all(|r| r.error.is_none()), "{r:?}");
+    let follower = (1..=3).find(|&i| i != leader).expect("a follower");
+    let fetch = |leader_only| FetchRequest {
+        partitions: vec![FetchPartition {
+            topic: "reads".into(),
+            partition: 0,
+            offset: 0,
+            ..Default::default()
+        }],
+        max_wait_ms: 2_000,
+        record_format: RecordFormat::Protobuf as i32,
+        leader_only,
+        ..Default::default()
+    };
+    let mut f = StrandClient::connect(format!("http://{}", c.addr(follower)))
+        .await
+        .expect("connect");
+    let refused = f.fetch(fetch(true)).await.expect("answered").into_inner();
+    let e = refused.partitions[0].error.clone().expect("refused");
+    assert_eq!(e.code, ErrorCode::NotLeader as i32, "{e:?}");
+    assert_eq!(e.leader_addr, c.addr(leader));
+    // The follower's own copy, once it has the record.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let a = f.fetch(fetch(false)).await.expect("answered").into_inner();
+        if a.partitions[0].decoded_records.len() == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the follower never served its copy: {a:?}"
+        );
+    }
+    let mut l = StrandClient::connect(format!("http://{}", c.addr(leader)))
+        .await
+        .expect("connect");
+    let served = l.fetch(fetch(true)).await.expect("answered").into_inner();
+    assert_eq!(served.partitions[0].decoded_records.len(), 1);
+}

@@ -26,10 +26,10 @@ const SHARE_GROUP: &str = "fault-workers";
 /// died come back within the drain.
 const LOCK: Duration = Duration::from_secs(3);
 
-async fn member(bootstrap: &str, lock: Duration) -> Option<ShareConsumer> {
+async fn member(bootstrap: &str, lock: Duration, max_records: u32) -> Option<ShareConsumer> {
     let mut c = ShareConsumer::builder(bootstrap, SHARE_GROUP)
         .offset_reset(OffsetReset::Earliest)
-        .max_records(50)
+        .max_records(max_records)
         .max_wait(Duration::from_millis(200))
         .lock_duration(lock)
         .session_timeout(Duration::from_secs(3))
@@ -113,7 +113,7 @@ async fn process(c: &mut ShareConsumer, id: u64, rec: &Recorder, stop: Option<&w
 /// A member of the share group until `stop`.
 pub(super) async fn worker(bootstrap: String, id: u64, rec: Recorder, mut stop: watch::Receiver<bool>) {
     let mut c = loop {
-        if let Some(c) = member(&bootstrap, LOCK).await {
+        if let Some(c) = member(&bootstrap, LOCK, 50).await {
             break c;
         }
         if *stop.borrow() {
@@ -136,10 +136,11 @@ pub(super) async fn worker(bootstrap: String, id: u64, rec: Recorder, mut stop: 
 pub(super) async fn drain(c: &Cluster, rec: &Recorder, ends: &[u64]) {
     const DRAINER: u64 = 100;
     let a = Admin::connect(c.bootstrap()).await.expect("admin");
-    let mut m = member(&c.bootstrap(), Duration::from_secs(30))
+    let mut m = member(&c.bootstrap(), Duration::from_secs(30), 500)
         .await
         .expect("drain member");
-    let deadline = Instant::now() + Duration::from_secs(90);
+    // The catch-up nemeses leave a backlog of 1 GiB.
+    let deadline = Instant::now() + Duration::from_secs(180);
     let mut starts: BTreeMap<u32, u64> = BTreeMap::new();
     loop {
         process(&mut m, DRAINER, rec, None).await;

@@ -120,8 +120,8 @@ impl GroupCoordinator {
                 AckKind::Release => Outcome::Released,
                 AckKind::Renew => Outcome::Renewed { deadline_ms: renewed },
                 AckKind::Reject => {
-                    if !held.is_empty()
-                        && let Err(e) = self
+                    if !held.is_empty() {
+                        let copied = self
                             .dead_letter(
                                 shard,
                                 group,
@@ -129,10 +129,24 @@ impl GroupCoordinator {
                                 &held,
                                 &format!("rejected by share-group member {member}"),
                             )
-                            .await
-                    {
-                        results.push(Err(e));
-                        continue;
+                            .await;
+                        match copied {
+                            Ok(handled) if handled == held => {}
+                            Ok(_) => {
+                                // Not all readable now: nothing changes; the
+                                // member may reject again.
+                                results.push(Err(BrokerError::NotLeader {
+                                    topic: a.topic.clone(),
+                                    partition: a.partition,
+                                    leader_addr: None,
+                                }));
+                                continue;
+                            }
+                            Err(e) => {
+                                results.push(Err(e));
+                                continue;
+                            }
+                        }
                     }
                     Outcome::Archived
                 }
@@ -274,17 +288,23 @@ impl GroupCoordinator {
                     &format!("delivered {limit} times without being accepted (share.delivery.count.limit)"),
                 )
                 .await;
-            match copied {
-                Ok(()) => {}
+            let offsets = match copied {
+                Ok(handled) => handled,
                 // The dead-letter topic cannot take them (its name would be
                 // too long, the records are larger than it allows): keeping
                 // them would stall the group, so they are archived
                 // without a copy, loudly.
-                Err(e) if !retriable(&e) => tracing::error!(
-                    group, topic, partition = p, records = offsets.len(), error = %e,
-                    "records out of deliveries archived WITHOUT a dead-letter copy"
-                ),
+                Err(e) if !retriable(&e) => {
+                    tracing::error!(
+                        group, topic, partition = p, records = offsets.len(), error = %e,
+                        "records out of deliveries archived WITHOUT a dead-letter copy"
+                    );
+                    offsets
+                }
                 Err(e) => return Err(e),
+            };
+            if offsets.is_empty() {
+                continue;
             }
             let entries = ranges(&offsets)
                 .into_iter()
@@ -319,7 +339,9 @@ impl GroupCoordinator {
 
     /// Copies the records at `offsets` of a partition to `<topic>.dlq` (the
     /// same partition number, modulo its partitions), creating that topic
-    /// like the source if needed, with the `strand.dlq.*` headers.
+    /// like the source if needed, with the `strand.dlq.*` headers. Returns
+    /// the offsets dealt with: copied, or deleted by retention (nothing to
+    /// copy); an offset the leader does not show now is not among them.
     async fn dead_letter(
         &self,
         shard: &Shard,
@@ -327,10 +349,12 @@ impl GroupCoordinator {
         (topic, id, p): (&str, crate::topic::TopicUuid, u32),
         offsets: &[u64],
         reason: &str,
-    ) -> Result<()> {
-        let (records, _gone) = self.read_offsets(topic, id, p, offsets).await?;
+    ) -> Result<Vec<u64>> {
+        let (records, gone) = self.read_offsets(topic, id, p, offsets).await?;
+        let mut handled: Vec<u64> = records.iter().map(|r| r.offset).chain(gone).collect();
+        handled.sort_unstable();
         if records.is_empty() {
-            return Ok(());
+            return Ok(handled);
         }
         let counts: BTreeMap<u64, u32> = shard
             .shares()
@@ -371,7 +395,7 @@ impl GroupCoordinator {
         let deadline = Instant::now() + DLQ_WAIT;
         loop {
             match self.source.produce(&dlq, target, letters.clone()).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(handled),
                 // A new topic's partition elects its first leader.
                 Err(e) if e.code() == pb::ErrorCode::NotLeader && Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(50)).await;

@@ -29,6 +29,19 @@ const POLL_EVERY: Duration = Duration::from_millis(25);
 /// Bytes read from a partition per read, at most.
 const READ_BYTES: u32 = 1 << 20;
 
+/// Most record bytes one poll takes from one partition.
+const POLL_BYTES: usize = 4 << 20;
+
+/// Roughly a record's size.
+fn record_bytes(r: &pb::Record) -> usize {
+    let headers: usize = r
+        .headers
+        .iter()
+        .map(|h| h.key.len() + h.value.as_ref().map_or(0, bytes::Bytes::len))
+        .sum();
+    r.key.as_ref().map_or(0, bytes::Bytes::len) + r.value.as_ref().map_or(0, bytes::Bytes::len) + headers + 16
+}
+
 /// A read's size for about `records` records: what is read beyond them is
 /// decoded, sent and dropped (reading 1 MiB of 100-byte records for a
 /// fetch of 500 cost the coordinator most of its time).
@@ -233,41 +246,55 @@ impl GroupCoordinator {
         let mut delayed = Vec::new();
         let mut new_end = end;
         let left = want.saturating_sub(acquired.len());
-        if left > 0 && room > 0 {
-            match self.source.read(topic, id, p, end, read_budget(left)).await? {
-                Read::OutOfRange { earliest, .. } if earliest > end => {
+        let (mut taken, mut bytes, mut from) = (0usize, 0usize, end);
+        // Several reads when records are larger than the first read's
+        // estimate, up to a poll's worth of bytes.
+        while taken < left && new_end - end < room && bytes < POLL_BYTES {
+            let records = match self.source.read(topic, id, p, from, read_budget(left - taken)).await? {
+                Read::OutOfRange { earliest, .. } if earliest > from && from == end => {
                     // Retention deleted records the group never read (and so
                     // everything before them too).
                     tracing::warn!(group = %f.group, topic, partition = p, from = end, to = earliest, "records deleted before the share group read them");
                     return Ok((Vec::new(), vec![ShareOp::Init { start: earliest }]));
                 }
-                Read::OutOfRange { .. } => {}
-                Read::Records { records, .. } => {
-                    let mut taken = 0usize;
-                    for r in records {
-                        if r.offset < end {
-                            continue;
-                        }
-                        if taken >= left || (new_end - end) >= room {
-                            break;
-                        }
-                        new_end = r.offset + 1;
-                        match deliver_at(&r) {
-                            Some(at) if at > now => delayed.push((r.offset, at)),
-                            _ => {
-                                taken += 1;
-                                acquired.push(r.offset);
-                                out.push(Acquired {
-                                    topic: topic.to_string(),
-                                    partition: p,
-                                    delivery_count: 1,
-                                    deadline_ms,
-                                    record: r,
-                                });
-                            }
-                        }
+                Read::OutOfRange { .. } => break,
+                Read::Records {
+                    records, next_offset, ..
+                } => {
+                    if records.is_empty() || next_offset <= from {
+                        break;
+                    }
+                    from = next_offset;
+                    records
+                }
+            };
+            for r in records {
+                if r.offset < new_end {
+                    continue;
+                }
+                if taken >= left || new_end - end >= room {
+                    break;
+                }
+                new_end = r.offset + 1;
+                bytes += record_bytes(&r);
+                match deliver_at(&r) {
+                    Some(at) if at > now => delayed.push((r.offset, at)),
+                    _ => {
+                        taken += 1;
+                        acquired.push(r.offset);
+                        out.push(Acquired {
+                            topic: topic.to_string(),
+                            partition: p,
+                            delivery_count: 1,
+                            deadline_ms,
+                            record: r,
+                        });
                     }
                 }
+            }
+            // Stopped inside the read (limits): read no further.
+            if new_end < from {
+                break;
             }
         }
         if !acquired.is_empty() || !delayed.is_empty() || new_end != end {
@@ -299,8 +326,10 @@ impl GroupCoordinator {
         })
     }
 
-    /// The records at `offsets` (ascending) and the offsets no longer
-    /// stored.
+    /// The records at `offsets` (ascending), and the offsets the leader no
+    /// longer stores (below its first offset: deleted by retention). An
+    /// offset the leader does not show now (above its high watermark for a
+    /// moment after an election) is in neither: it stays available.
     pub(crate) async fn read_offsets(
         &self,
         topic: &str,
@@ -308,6 +337,7 @@ impl GroupCoordinator {
         p: u32,
         offsets: &[u64],
     ) -> Result<(Vec<pb::Record>, Vec<u64>)> {
+        let wanted: std::collections::BTreeSet<u64> = offsets.iter().copied().collect();
         let mut found = Vec::new();
         let mut gone = Vec::new();
         for (first, last) in ranges(offsets) {
@@ -317,43 +347,35 @@ impl GroupCoordinator {
                 match self.source.read(topic, id, p, at, budget).await? {
                     Read::OutOfRange { earliest, .. } if earliest > at => {
                         let to = earliest.min(last + 1);
-                        gone.extend(at..to);
+                        gone.extend((at..to).filter(|o| wanted.contains(o)));
                         at = to;
                     }
-                    Read::OutOfRange { .. } => {
-                        gone.extend(at..=last);
-                        break;
-                    }
+                    // Past the leader's log end: not visible now.
+                    Read::OutOfRange { .. } => break,
                     Read::Records {
                         records, next_offset, ..
                     } => {
-                        if records.is_empty() && next_offset <= at {
-                            gone.extend(at..=last);
-                            break;
-                        }
+                        let before = at;
                         for r in records {
                             if r.offset > last {
                                 break;
                             }
                             if r.offset >= at {
-                                gone.extend(at..r.offset);
                                 at = r.offset + 1;
-                                found.push(r);
+                                if wanted.contains(&r.offset) {
+                                    found.push(r);
+                                }
                             }
                         }
-                        if next_offset > last {
-                            gone.extend(at..=last);
+                        at = at.max(next_offset);
+                        if at == before {
+                            // Nothing visible from here now.
                             break;
                         }
-                        at = at.max(next_offset);
                     }
                 }
             }
         }
-        // Only what was asked for counts.
-        let wanted: std::collections::BTreeSet<u64> = offsets.iter().copied().collect();
-        found.retain(|r| wanted.contains(&r.offset));
-        gone.retain(|o| wanted.contains(o));
         Ok((found, gone))
     }
 

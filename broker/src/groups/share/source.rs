@@ -10,8 +10,11 @@
 //! which keeps one path for every case (a share fetch is not the log's hot
 //! path).
 //!
-//! Invariant: only records below the leader's high watermark are read, so a
-//! record handed out is committed and no failover can take it back.
+//! Invariants: only the leader answers (`leader_only`), and only with
+//! records below its high watermark, so a record handed out is committed
+//! and no failover can take it back; what counts as deleted by retention
+//! is the leader's first offset, not a follower's (each replica trims its
+//! own copy).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -137,6 +140,9 @@ impl PartitionSource {
                 max_wait_ms: 0,
                 max_bytes,
                 record_format: pb::RecordFormat::Protobuf as i32,
+                // Replicas apply retention to their own copies: only the
+                // leader's first offset decides what was deleted.
+                leader_only: true,
                 ..Default::default()
             };
             let answer = self
