@@ -935,6 +935,9 @@ fn step_replica(r: &mut Replica, from: NodeId, mut m: Message) {
     if m.get_msg_type() == raft::eraftpb::MessageType::MsgAppendResponse && m.reject {
         r.forget_lost_progress(from, RaftIndex(m.reject_hint));
     }
+    // A catch-up may have stored entries since the last Ready: raft-rs
+    // must see them as its log before it appends after them.
+    r.realign_unstable();
     if let Err(e) = r.node.step(m) {
         tracing::debug!(%from, error = %e, "dropped raft message");
     }

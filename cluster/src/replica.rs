@@ -905,10 +905,14 @@ impl Replica {
     /// catch-up stores entries behind its back; if raft-rs's offset ever
     /// lags the stored log with nothing unstable, it would read committed
     /// entries from an empty unstable part and panic (seen once in the long
-    /// fault profile: `unstable.slice[436, 454] out of bound[436, 436]`).
+    /// fault profile: `unstable.slice[436, 454] out of bound[436, 436]`),
+    /// or append a leader's next entries after that empty part and panic
+    /// the same way (`unstable.slice[521, 563] out of bound[521, 521]`, in
+    /// `truncate_and_append`, the message stepped before the next Ready).
+    /// So it runs before every Ready and before every message is stepped.
     /// Realigning is what raft-rs itself would have: the stored entries are
     /// its log, and `persisted` never reaches past what is stored.
-    fn realign_unstable(&mut self) {
+    pub(crate) fn realign_unstable(&mut self) {
         let log = &mut self.node.raft.raft_log;
         if !log.unstable.entries.is_empty() || log.unstable.snapshot.is_some() {
             return;
