@@ -16,6 +16,7 @@ pub mod check;
 pub mod generations;
 pub mod history;
 pub mod malformed;
+mod report;
 mod share;
 
 pub use check::{Kind, Report, check};

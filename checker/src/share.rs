@@ -11,8 +11,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::check::{Kind, Report};
 use crate::history::Event;
+use crate::report::{Kind, Report};
 
 /// Runs the share-group checks (nothing to check without share events).
 pub(crate) fn check_shares(r: &mut Report, events: &[Event]) {

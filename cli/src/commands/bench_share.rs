@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use strand_client::{AcknowledgeType, OffsetReset, ShareConsumer};
 
-use super::bench::{new_histogram, process_cpu, report, spawn_progress};
+use super::bench_report::{new_histogram, process_cpu, report, spawn_progress};
 
 #[derive(Debug, Args)]
 pub struct ShareConsumeBench {

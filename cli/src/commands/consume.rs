@@ -88,9 +88,6 @@ pub(super) fn json(r: &ConsumerRecord) -> serde_json::Value {
 }
 
 pub async fn run(bootstrap: &str, args: ConsumeArgs) -> anyhow::Result<ExitCode> {
-    if args.share_group.is_some() {
-        return super::share_group::consume(bootstrap, args).await;
-    }
     let reset = if args.from_beginning {
         OffsetReset::Earliest
     } else {

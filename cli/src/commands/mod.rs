@@ -2,6 +2,7 @@
 //! two steps: clap parses, each command builds its config and validates it.
 
 mod bench;
+mod bench_report;
 mod bench_share;
 mod broker;
 mod cluster;
@@ -105,6 +106,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Broker(args) => rt.block_on(broker::run(args)),
         Command::Topic(cmd) => rt.block_on(topic::run(&bootstrap, cmd)),
         Command::Produce(args) => rt.block_on(produce::run(&bootstrap, args)),
+        Command::Consume(args) if args.share_group.is_some() => rt.block_on(share_group::consume(&bootstrap, args)),
         Command::Consume(args) => rt.block_on(consume::run(&bootstrap, args)),
         Command::Bench(cmd) => rt.block_on(bench::run(&bootstrap, cmd)),
         Command::Cluster(cmd) => rt.block_on(cluster::run(&bootstrap, cmd)),
