@@ -101,13 +101,12 @@ impl GroupCoordinator {
     pub async fn describe_share_group(&self, group: &str) -> Result<ShareGroupView> {
         let shard = self.shard(group).await?;
         let now = now_ms();
-        let g = shard
-            .shares()
-            .get(group)
-            .cloned()
-            .ok_or_else(|| BrokerError::UnknownGroup {
-                group: group.to_string(),
-            })?;
+        // Read in place under the short lock: a copy would include the
+        // delayed index, which may hold millions of entries.
+        let shares = shard.shares();
+        let g = shares.get(group).ok_or_else(|| BrokerError::UnknownGroup {
+            group: group.to_string(),
+        })?;
         let members = g
             .members
             .iter()
@@ -134,6 +133,7 @@ impl GroupCoordinator {
                 high_watermark: self.node.partition(topic, *p).ok().map(|x| x.high_watermark().get()),
             })
             .collect();
+        drop(shares);
         Ok(ShareGroupView {
             group: group.to_string(),
             members,
