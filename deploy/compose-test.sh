@@ -75,6 +75,20 @@ wait_for() {
 step "building the image"
 "$DEPLOY_DIR/build-image.sh"
 STRAND=$DEPLOY_DIR/.image/strand # the image's binary, run on the host as the client
+
+step "development certificates (TLS is on by default)"
+CERTS=$(mktemp -d)
+trap 'rm -rf "$CERTS"' RETURN 2>/dev/null || true
+export STRAND_CERTS=$CERTS
+SUBNET=${STRAND_SUBNET_PREFIX:-172.28.92}
+STRAND=$STRAND "$DEPLOY_DIR/dev-certs.sh" "$CERTS" \
+    "broker-1:1:strand-1,$SUBNET.11,127.0.0.1,localhost" \
+    "broker-2:2:strand-2,$SUBNET.12,127.0.0.1,localhost" \
+    "broker-3:3:strand-3,$SUBNET.13,127.0.0.1,localhost" \
+    --client admin
+chmod 0755 "$CERTS"
+# The host's client authenticates as user `admin`.
+export STRAND_TLS_CA=$CERTS/ca.pem STRAND_TLS_CERT=$CERTS/admin.pem STRAND_TLS_KEY=$CERTS/admin-key.pem
 strand() { "$STRAND" --bootstrap "$BOOT" "$@"; }
 metrics=0
 "$STRAND" broker --help | grep -q -- --metrics-listen && metrics=1

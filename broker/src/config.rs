@@ -9,6 +9,7 @@ use strand_cluster::NodeId;
 use strand_storage::LogConfig;
 
 use crate::error::{BrokerError, Result};
+pub use crate::security::config::{ClientAuthMode, SecurityConfig};
 
 /// Settings of one broker.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +52,8 @@ pub struct BrokerConfig {
     pub min_fsync_interval_ms: u64,
     /// Consumer groups.
     pub groups: GroupConfig,
+    /// TLS and client authentication.
+    pub security: SecurityConfig,
 }
 
 /// Consumer-group coordinator settings (Kafka's names in parentheses).
@@ -176,6 +179,7 @@ impl Default for BrokerConfig {
             retention_check_interval_ms: 300_000,
             min_fsync_interval_ms: 0,
             groups: GroupConfig::default(),
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -249,6 +253,9 @@ impl BrokerConfig {
         }
         if self.node_id == 0 {
             return bad("node_id", "must be positive");
+        }
+        if let Some((key, reason)) = self.security.problem(&self.listen) {
+            return bad(key, &reason);
         }
         let peers = self.parsed_peers()?;
         if self.join.is_some() && !peers.is_empty() {

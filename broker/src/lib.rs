@@ -10,6 +10,7 @@
 //! service     gRPC: protobuf ↔ domain, nothing else
 //! data_path   admin   groups   metrics      (domain: what a request does)
 //! node        identity, replication loop, metadata, hosted replicas
+//! security    TLS, principals, the checks peer requests make
 //! partition   controller   topic            (one replica; pure metadata)
 //! strand-cluster → strand-storage
 //! ```
@@ -28,6 +29,7 @@ pub mod groups;
 pub mod metrics;
 pub mod node;
 pub mod partition;
+pub mod security;
 pub mod server;
 pub mod service;
 pub mod topic;

@@ -7,6 +7,7 @@ mod groups;
 mod identity;
 mod join;
 mod protobuf_records;
+mod security;
 mod share_groups;
 mod topic_ids;
 
@@ -22,7 +23,7 @@ use strand_client::{Admin, Consumer, ConsumerRecord, OffsetReset, Producer, Prod
 use strand_storage::{LogConfig, PartitionLog, batches};
 
 async fn admin(c: &Cluster) -> Admin {
-    Admin::connect(c.bootstrap()).await.expect("admin")
+    Admin::connect_with(c.bootstrap(), c.security()).await.expect("admin")
 }
 
 async fn create(c: &Cluster, topic: &str, partitions: u32) {
@@ -54,6 +55,7 @@ async fn drain(c: &Cluster, topic: &str, partitions: u32) -> Vec<ConsumerRecord>
             .expect("offsets")
             .offset;
         let mut consumer = Consumer::builder(c.bootstrap())
+            .security(c.security())
             .auto_offset_reset(OffsetReset::Earliest)
             .max_wait(Duration::from_millis(200))
             .build()

@@ -22,6 +22,7 @@ use crate::error::{ClientError, Result};
 use crate::metadata::Metadata;
 use crate::offsets::{ListedOffsets, OffsetSpec, list_offsets};
 use crate::retry::Backoff;
+use crate::security::Security;
 
 /// An administrative client. Cheap to clone; safe to share.
 ///
@@ -52,7 +53,20 @@ impl Admin {
     /// [`ClientError::InvalidArgument`] for an empty list;
     /// [`ClientError::Connect`] if no broker answers.
     pub async fn connect(bootstrap: impl Into<String>) -> Result<Admin> {
-        let md = Metadata::connect(&bootstrap.into(), ConnectionConfig::default()).await?;
+        Self::connect_with(bootstrap, Security::default()).await
+    }
+
+    /// As [`Admin::connect`], with TLS (and a client certificate) as
+    /// `security` says.
+    ///
+    /// # Errors
+    /// As [`Admin::connect`].
+    pub async fn connect_with(bootstrap: impl Into<String>, security: Security) -> Result<Admin> {
+        let config = ConnectionConfig {
+            security,
+            ..ConnectionConfig::default()
+        };
+        let md = Metadata::connect(&bootstrap.into(), config).await?;
         Ok(Admin {
             md,
             backoff: Backoff::default(),

@@ -16,6 +16,7 @@ use strand_proto::v1::strand_client::StrandClient;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{ClientError, Result};
+use crate::security::Security;
 
 /// HTTP/2 stream window of a client connection (bytes).
 const STREAM_WINDOW_BYTES: u32 = 8 << 20;
@@ -47,12 +48,14 @@ pub(crate) fn parse_bootstrap(bootstrap: &str) -> Result<Vec<String>> {
 }
 
 /// How connections are made.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct ConnectionConfig {
     /// Limit on establishing a TCP + HTTP/2 connection.
     pub connect_timeout: Duration,
     /// Limit on one request/response round trip (long polls add their wait).
     pub request_timeout: Duration,
+    /// Plaintext or TLS.
+    pub security: Security,
 }
 
 impl Default for ConnectionConfig {
@@ -60,6 +63,7 @@ impl Default for ConnectionConfig {
         ConnectionConfig {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
+            security: Security::default(),
         }
     }
 }
@@ -79,8 +83,8 @@ impl Connections {
         }
     }
 
-    pub(crate) fn config(&self) -> ConnectionConfig {
-        self.config
+    pub(crate) fn config(&self) -> &ConnectionConfig {
+        &self.config
     }
 
     /// The channel to `addr`, connecting first if there is none.
@@ -113,7 +117,8 @@ impl Connections {
             addrs: vec![addr.to_owned()],
             source,
         };
-        let channel = match tokio::time::timeout(self.config.connect_timeout, endpoint.connect()).await {
+        let connecting = self.config.security.dialer.connect(endpoint);
+        let channel = match tokio::time::timeout(self.config.connect_timeout, connecting).await {
             Ok(Ok(ch)) => ch,
             Ok(Err(e)) => return Err(connect_err(Arc::new(e))),
             Err(elapsed) => return Err(connect_err(Arc::new(elapsed))),

@@ -86,6 +86,7 @@ mod offsets;
 mod producer;
 pub mod rebalance;
 mod retry;
+mod security;
 mod share;
 
 pub use admin::Admin;
@@ -97,6 +98,7 @@ pub use offsets::{ListedOffsets, OffsetSpec};
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerBuilder, ProducerRecord, RecordMetadata, murmur2, partition_for_key,
 };
+pub use security::Security;
 pub use share::{AcknowledgeType, AcknowledgementFailure, ShareConsumer, ShareConsumerBuilder, ShareRecord};
 /// The generated gRPC types, as returned by [`Admin`] (e.g.
 /// [`proto::TopicDescription`]) and used in [`ClientError::code`].

@@ -130,6 +130,7 @@ async fn start(serves_stream: bool) -> Running {
         HashMap::from([(NodeId(2), addr.to_string())]),
         tokio::runtime::Handle::current(),
         16 << 20,
+        strand_security::Dialer::plaintext(),
     );
     Running { transport, got, peer }
 }

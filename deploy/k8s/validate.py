@@ -6,15 +6,17 @@
 Checks
   * deploy/k8s/*.yaml: every document has apiVersion, kind and metadata.name;
     per kind: StatefulSet (3 replicas, Parallel, headless serviceName that
-    publishes not-ready addresses, selector matching the pod labels, gRPC
-    health probes on the client port, volume claim templates, env $(VAR) references defined
+    publishes not-ready addresses, selector matching the pod labels, HTTP
+    health probes on the metrics port (kubelet's gRPC probes cannot speak
+    TLS), TLS from a Secret with a certificate per pod, volume claim
+    templates, env $(VAR) references defined
     earlier, node ids from the ConfigMap for every ordinal, STRAND_PEERS
     naming every pod), Services (selectors matching the pods, target ports
     that exist), PodDisruptionBudget (policy/v1, selector matching the pods),
     ConfigMap (TOML that parses), Kustomization (resources exist).
   * deploy/docker-compose.yml: three brokers, unique node ids, peers and
     advertised addresses consistent with the fixed IPs, exec-form health
-    checks running /strand, named volumes declared.
+    checks running /strand, named volumes declared, TLS files per broker.
   * deploy/prometheus/: prometheus.yml (scrape configs, rule files exist),
     alerts.yml (groups of rules with alert/expr/for/labels/annotations),
     grafana-dashboard.json (valid JSON, unique panel ids, every target has an
@@ -176,20 +178,57 @@ EXPECTED_API = {
 }
 
 
-def check_probe(where: str, container: dict, probe: str, service: str, ports: dict) -> None:
-    """A gRPC probe of the standard health service on the client port."""
+def check_probe(where: str, container: dict, probe: str, path: str, ports: dict) -> None:
+    """An HTTP probe of the broker's health endpoint on the metrics port.
+
+    The client port serves TLS, and kubelet's gRPC probes speak plaintext
+    only; /health/* on the metrics port answers what the gRPC health
+    service would.
+    """
     p = container.get(probe)
     if not isinstance(p, dict):
         err(where, f"container {container.get('name')}: no {probe}")
         return
-    grpc = p.get("grpc")
-    if not isinstance(grpc, dict):
-        err(where, f"{probe} is not a grpc probe (grpc.health.v1.Health on the client port)")
+    http = p.get("httpGet")
+    if not isinstance(http, dict):
+        err(where, f"{probe} is not an httpGet probe (/health/* on the metrics port)")
         return
-    if grpc.get("port") != ports.get("grpc"):
-        err(where, f"{probe} port {grpc.get('port')!r} is not the grpc container port {ports.get('grpc')!r}")
-    if grpc.get("service", "") != service:
-        err(where, f"{probe} asks for service {grpc.get('service', '')!r}, expected {service!r}")
+    if http.get("port") not in ("metrics", ports.get("metrics")):
+        err(where, f"{probe} port {http.get('port')!r} is not the metrics container port")
+    if http.get("path") != path:
+        err(where, f"{probe} asks for {http.get('path')!r}, expected {path!r}")
+
+
+def check_tls(where: str, sts_name: str, replicas, env: dict, volumes: dict, container: dict, docs: dict) -> None:
+    """TLS on: the CA and a certificate per pod from a Secret volume."""
+    tls_dir = "/etc/strand-tls"
+    want = {
+        "STRAND_TLS_CA": f"{tls_dir}/ca.pem",
+        "STRAND_TLS_CERT": f"{tls_dir}/$(POD_NAME).pem",
+        "STRAND_TLS_KEY": f"{tls_dir}/$(POD_NAME)-key.pem",
+    }
+    for key, value in want.items():
+        if get(env.get(key) or {}, "value") != value:
+            err(where, f"{key} must be {value} (TLS is on by default; one certificate per pod)")
+    mount = next((m for m in container.get("volumeMounts") or [] if m.get("mountPath") == tls_dir), None)
+    if mount is None:
+        err(where, f"nothing is mounted at {tls_dir}")
+        return
+    if mount.get("readOnly") is not True:
+        err(where, f"{tls_dir} must be mounted readOnly")
+    secret = get(volumes.get(mount.get("name")) or {}, "secret.secretName")
+    if not secret:
+        err(where, f"{tls_dir} must come from a Secret")
+    mode = get(volumes.get(mount.get("name")) or {}, "secret.defaultMode")
+    if mode is not None and mode & 0o007:
+        err(where, f"the TLS Secret's defaultMode {oct(mode)} lets any user read the keys")
+    items = get(volumes.get(mount.get("name")) or {}, "secret.items")
+    if items is not None and isinstance(replicas, int):
+        paths = {i.get("path") for i in items}
+        for ordinal in range(replicas):
+            for f in (f"{sts_name}-{ordinal}.pem", f"{sts_name}-{ordinal}-key.pem"):
+                if f not in paths:
+                    err(where, f"the TLS Secret does not project {f}")
 
 
 def check_statefulset(where: str, sts: dict, docs: dict) -> None:
@@ -248,11 +287,11 @@ def check_statefulset(where: str, sts: dict, docs: dict) -> None:
         for wanted in ("grpc", "metrics"):
             if wanted not in ports:
                 err(cwhere, f"no container port named {wanted}")
-        # Readiness: the whole server (""); liveness and start-up: the
-        # Peer service, serving from start until shutdown.
-        check_probe(cwhere, c, "readinessProbe", "", ports)
-        check_probe(cwhere, c, "livenessProbe", "strand.v1.Peer", ports)
-        check_probe(cwhere, c, "startupProbe", "strand.v1.Peer", ports)
+        # Readiness: the whole broker; liveness and start-up: the process
+        # serves (from start until shutdown).
+        check_probe(cwhere, c, "readinessProbe", "/health/ready", ports)
+        check_probe(cwhere, c, "livenessProbe", "/health/live", ports)
+        check_probe(cwhere, c, "startupProbe", "/health/live", ports)
         for m in c.get("volumeMounts") or []:
             if m.get("name") not in volumes and m.get("name") not in claim_names:
                 err(cwhere, f"volumeMount {m.get('name')!r} has no volume or claim template")
@@ -270,6 +309,7 @@ def check_statefulset(where: str, sts: dict, docs: dict) -> None:
                     err(cwhere, f"env {ename} uses $({ref}) before it is defined")
             env[ename] = e
         check_node_identity(cwhere, name, svc_name, replicas, env, volumes, c, docs)
+        check_tls(cwhere, name, replicas, env, volumes, c, docs)
 
 
 def check_node_identity(where, sts_name, svc_name, replicas, env, volumes, container, docs) -> None:
@@ -447,11 +487,18 @@ def check_compose() -> None:
         if not (isinstance(test, list) and test[:2] == ["CMD", "/strand"]):
             err(swhere, "healthcheck must be exec form running /strand (the image has no shell)")
         for v in s.get("volumes") or []:
-            vol = str(v).split(":", 1)[0]
+            vol = subst(str(v)).split(":", 1)[0]
             if not vol.startswith(("/", ".")) and vol not in declared_volumes:
                 err(swhere, f"volume {vol} is not declared")
         if not any(str(p).endswith(":9292") for p in s.get("ports") or []):
             err(swhere, "client port 9292 is not published")
+        tls = {k: env.get(k) for k in ("STRAND_TLS_CA", "STRAND_TLS_CERT", "STRAND_TLS_KEY")}
+        if tls["STRAND_TLS_CERT"] != f"/certs/broker-{node_id}.pem" or tls["STRAND_TLS_KEY"] != f"/certs/broker-{node_id}-key.pem":
+            err(swhere, f"STRAND_TLS_CERT/KEY must be /certs/broker-{node_id}(-key).pem (TLS is on by default)")
+        if tls["STRAND_TLS_CA"] != "/certs/ca.pem":
+            err(swhere, "STRAND_TLS_CA must be /certs/ca.pem")
+        if not any(subst(str(v)).endswith(":/certs:ro") for v in s.get("volumes") or []):
+            err(swhere, "the certificates must be mounted read-only at /certs")
     if len(peers_values) != 1:
         err(where, "brokers have different STRAND_PEERS")
     elif ids:

@@ -10,5 +10,6 @@ mod many_partitions;
 mod metrics;
 mod produce_fetch;
 mod protobuf_api;
+mod security;
 mod share_groups;
 mod topic_ids;

@@ -12,6 +12,8 @@ use strand_storage::{Offset, RaftIndex, Term};
 use super::Admin;
 use crate::node::Node;
 use crate::partition::in_sync;
+use crate::security::Security;
+use strand_security::Dialer;
 
 /// How long a peer gets to answer a status request.
 const PEER_TIMEOUT: Duration = Duration::from_secs(1);
@@ -206,12 +208,12 @@ fn report_from_proto(r: pb::LocalStatusResponse) -> (Option<NodeId>, bool, Term,
     (controller, controller_recovering, controller_term, replicas)
 }
 
-async fn ask(addr: String, request: pb::LocalStatusRequest) -> Option<pb::LocalStatusResponse> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+async fn ask(dialer: &Dialer, addr: String, request: pb::LocalStatusRequest) -> Option<pb::LocalStatusResponse> {
+    let endpoint = Security::endpoint(&addr)
         .ok()?
         .connect_timeout(PEER_TIMEOUT)
         .timeout(PEER_TIMEOUT);
-    let channel = endpoint.connect().await.ok()?;
+    let channel = dialer.connect(endpoint).await.ok()?;
     let r = pb::peer_client::PeerClient::new(channel)
         .local_status(request)
         .await
@@ -253,7 +255,9 @@ impl Admin {
                 cluster_id: node.cluster_id().to_string(),
                 from: node.id().get(),
             };
-            let answer = ask(addr.clone(), request).await.map(report_from_proto);
+            let answer = ask(node.security().dialer(), addr.clone(), request)
+                .await
+                .map(report_from_proto);
             BrokerReport {
                 node: id,
                 addr,

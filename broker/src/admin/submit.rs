@@ -18,6 +18,7 @@ use super::Admin;
 use super::request::{MetadataRequest, PlanContext};
 use crate::controller::CONTROLLER_GROUP;
 use crate::error::{BrokerError, Result};
+use crate::security::Security;
 
 /// Where a request must go.
 enum Route {
@@ -80,13 +81,13 @@ impl Admin {
     async fn forward(&self, addr: &str, req: &MetadataRequest) -> Result<Offset> {
         let node = &self.node;
         let max = node.config().limits.max_message_bytes;
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| BrokerError::InvalidRequest {
-                reason: format!("bad peer address {addr}: {e}"),
-            })?
+        let endpoint = Security::endpoint(addr)?
             .connect_timeout(Duration::from_secs(2))
-            .timeout(node.config().request_timeout())
-            .connect()
+            .timeout(node.config().request_timeout());
+        let channel = node
+            .security()
+            .dialer()
+            .connect(endpoint)
             .await
             .map_err(|_| no_controller(Some(addr.to_string())))?;
         let request = serde_json::to_vec(req).map_err(|e| BrokerError::InvalidRequest {

@@ -17,6 +17,7 @@ use strand_cluster::NodeId;
 use super::identity;
 use crate::config::BrokerConfig;
 use crate::error::{BrokerError, Result};
+use strand_security::Dialer;
 
 /// How long a founder creating its data directory waits for a founder that
 /// knows the cluster id to answer (brokers of a new cluster start in any
@@ -47,9 +48,9 @@ fn endpoint(addr: &str, key: &str, config: &BrokerConfig) -> Result<tonic::trans
 
 /// One founder's answer, `None` when it could not give one (not started,
 /// or starting itself).
-async fn ask_founder(addr: &str, me: NodeId, config: &BrokerConfig) -> Result<Option<(String, bool)>> {
+async fn ask_founder(addr: &str, me: NodeId, config: &BrokerConfig, dialer: &Dialer) -> Result<Option<(String, bool)>> {
     use strand_proto::v1::{IdentityRequest, peer_client::PeerClient};
-    let Ok(channel) = endpoint(addr, "peers", config)?.connect().await else {
+    let Ok(channel) = dialer.connect(endpoint(addr, "peers", config)?).await else {
         return Ok(None);
     };
     match PeerClient::new(channel)
@@ -78,6 +79,7 @@ pub(super) async fn founding(
     me: NodeId,
     founders: &BTreeMap<NodeId, String>,
     config: &BrokerConfig,
+    dialer: &Dialer,
 ) -> Result<Discovered> {
     let others: Vec<(NodeId, String)> = founders
         .iter()
@@ -88,7 +90,8 @@ pub(super) async fn founding(
     let deadline = tokio::time::Instant::now() + FOUNDING_WAIT;
     let mut waiting_logged = false;
     loop {
-        let answers = futures::future::join_all(others.iter().map(|(_, addr)| ask_founder(addr, me, config))).await;
+        let answers =
+            futures::future::join_all(others.iter().map(|(_, addr)| ask_founder(addr, me, config, dialer))).await;
         let mut found: Option<(String, bool)> = None;
         for (answer, (id, _)) in answers.into_iter().zip(&others) {
             let Some((cluster_id, known)) = answer? else { continue };
@@ -145,6 +148,7 @@ pub(super) async fn join_cluster(
     node_id: NodeId,
     addr: &str,
     config: &BrokerConfig,
+    dialer: &Dialer,
 ) -> Result<Discovered> {
     use strand_proto::v1::{JoinClusterRequest, admin_client::AdminClient};
     let seeds: Vec<&str> = seeds.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
@@ -152,7 +156,7 @@ pub(super) async fn join_cluster(
     let mut last = String::from("no seed broker given");
     loop {
         for seed in &seeds {
-            let channel = match endpoint(seed, "join", config)?.connect().await {
+            let channel = match dialer.connect(endpoint(seed, "join", config)?).await {
                 Ok(c) => c,
                 Err(e) => {
                     last = format!("{seed}: {e}");

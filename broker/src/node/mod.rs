@@ -77,6 +77,8 @@ pub struct Node {
     /// controller granted it (see [`ProducerIdBlock`]).
     producer_ids: parking_lot::Mutex<ProducerIdBlock>,
     shutdown: watch::Sender<bool>,
+    /// TLS and how this node dials its peers.
+    security: Arc<crate::security::Security>,
 }
 
 /// The rest of a block of producer ids granted to this broker.
@@ -97,6 +99,11 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
+    /// TLS, principals and how this node dials its peers.
+    pub fn security(&self) -> &Arc<crate::security::Security> {
+        &self.security
+    }
+
     /// The next producer id of this broker's granted block, if one is left.
     pub(crate) fn take_producer_id(&self) -> Option<i64> {
         let mut ids = self.producer_ids.lock();

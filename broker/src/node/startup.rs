@@ -19,6 +19,7 @@ use crate::config::BrokerConfig;
 use crate::controller::{CONTROLLER_GROUP, MetadataState};
 use crate::error::{BrokerError, Result};
 use crate::partition::Partition;
+use crate::security::Security;
 
 /// Directory of the controller log.
 const CONTROLLER_DIR: &str = "__controller-0";
@@ -39,7 +40,7 @@ impl Node {
     /// Validates the config, checks the data directory's identity, starts the
     /// replication loop and the controller replica, applies the committed
     /// metadata and opens every hosted partition.
-    pub async fn start(config: BrokerConfig, advertised_addr: String) -> Result<Arc<Self>> {
+    pub async fn start(config: BrokerConfig, advertised_addr: String, security: Arc<Security>) -> Result<Arc<Self>> {
         config.validate()?;
         let node_id = config.node();
         let (founders, joined) = match &config.join {
@@ -58,7 +59,8 @@ impl Node {
                     });
                 }
                 None => {
-                    let found = discovery::join_cluster(seeds, node_id, &advertised_addr, &config).await?;
+                    let found =
+                        discovery::join_cluster(seeds, node_id, &advertised_addr, &config, security.dialer()).await?;
                     (found.founders.clone(), Some(found))
                 }
             },
@@ -76,7 +78,7 @@ impl Node {
                 None => {
                     let found = match joined {
                         Some(found) => found,
-                        None => discovery::founding(node_id, &founders, &config).await?,
+                        None => discovery::founding(node_id, &founders, &config, security.dialer()).await?,
                     };
                     if found.known {
                         tracing::error!(
@@ -116,6 +118,7 @@ impl Node {
             others,
             tokio::runtime::Handle::current(),
             config.limits.max_message_bytes,
+            security.dialer().clone(),
         );
         let raft = RaftNode::start(
             node_id,
@@ -175,6 +178,7 @@ impl Node {
             swept: std::sync::atomic::AtomicBool::new(false),
             producer_ids: parking_lot::Mutex::new(Default::default()),
             shutdown: watch::Sender::new(false),
+            security,
             config,
         });
         if node.founders.len() == 1 {

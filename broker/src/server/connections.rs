@@ -1,5 +1,7 @@
 //! Client connections: a bounded number, counted in the metrics; a
-//! connection over the limit is closed at accept.
+//! connection over the limit is closed at accept. With TLS, the handshake
+//! runs off the accept loop (a slow client cannot stall others) and names
+//! the connection's principal once.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,12 +12,35 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tokio_rustls::server::TlsStream;
+use tonic::transport::server::Connected;
+
+use crate::security::{Connection, Security};
+
+/// How long a client has to finish the TLS handshake.
+const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
+
+/// The bytes of a connection: plaintext or TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// Forwards an I/O call to whichever stream the connection has.
+macro_rules! on_stream {
+    ($self:ident, $s:ident => $e:expr) => {
+        match &mut $self.stream {
+            Stream::Plain($s) => $e,
+            Stream::Tls($s) => $e,
+        }
+    };
+}
 
 /// An accepted connection that holds one of the `max_connections` permits
 /// until it closes.
 pub struct LimitedConn {
-    stream: TcpStream,
+    stream: Stream,
+    info: Connection,
     _permit: OwnedSemaphorePermit,
     open: Arc<AtomicI64>,
 }
@@ -27,37 +52,40 @@ impl Drop for LimitedConn {
 }
 
 impl Connected for LimitedConn {
-    type ConnectInfo = TcpConnectInfo;
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
+    type ConnectInfo = Connection;
+    fn connect_info(&self) -> Connection {
+        self.info.clone()
     }
 }
 
 impl AsyncRead for LimitedConn {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        on_stream!(self, s => Pin::new(s).poll_read(cx, buf))
     }
 }
 
 impl AsyncWrite for LimitedConn {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        on_stream!(self, s => Pin::new(s).poll_write(cx, buf))
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        on_stream!(self, s => Pin::new(s).poll_flush(cx))
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        on_stream!(self, s => Pin::new(s).poll_shutdown(cx))
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        on_stream!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
     }
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        match &self.stream {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
     }
 }
 
@@ -67,6 +95,7 @@ pub(super) fn limited_incoming(
     listener: TcpListener,
     max_connections: usize,
     open: Arc<AtomicI64>,
+    security: Arc<Security>,
     mut stop: watch::Receiver<bool>,
 ) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<LimitedConn>> {
     let permits = Arc::new(Semaphore::new(max_connections));
@@ -85,14 +114,43 @@ pub(super) fn limited_incoming(
                     };
                     let _ = stream.set_nodelay(true);
                     open.fetch_add(1, Ordering::Relaxed);
-                    let conn = LimitedConn {
-                        stream,
-                        _permit: permit,
-                        open: Arc::clone(&open),
+                    let server_config = security.tls().and_then(|t| t.server_config());
+                    let Some(server_config) = server_config else {
+                        let conn = LimitedConn {
+                            stream: Stream::Plain(stream),
+                            info: Connection {
+                                remote: Some(peer),
+                                principal: None,
+                            },
+                            _permit: permit,
+                            open: Arc::clone(&open),
+                        };
+                        if tx.send(Ok(conn)).await.is_err() {
+                            return;
+                        }
+                        continue;
                     };
-                    if tx.send(Ok(conn)).await.is_err() {
-                        return;
-                    }
+                    let (tx, open) = (tx.clone(), Arc::clone(&open));
+                    tokio::spawn(async move {
+                        match strand_security::tls::accept(stream, server_config, HANDSHAKE_LIMIT).await {
+                            Ok((tls, principal)) => {
+                                let conn = LimitedConn {
+                                    stream: Stream::Tls(Box::new(tls)),
+                                    info: Connection {
+                                        remote: Some(peer),
+                                        principal,
+                                    },
+                                    _permit: permit,
+                                    open,
+                                };
+                                let _ = tx.send(Ok(conn)).await;
+                            }
+                            Err(e) => {
+                                open.fetch_sub(1, Ordering::Relaxed);
+                                tracing::info!(%peer, error = %e, "TLS connection refused");
+                            }
+                        }
+                    });
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.

@@ -28,6 +28,7 @@ use crate::error::{BrokerError, Result};
 use crate::groups::GroupCoordinator;
 use crate::metrics::Metrics;
 use crate::node::Node;
+use crate::security::Security;
 use crate::service::{AdminService, GroupsService, PeerService, ShareGroupsService, StrandService};
 use connections::limited_incoming;
 
@@ -52,7 +53,9 @@ impl Broker {
     pub async fn start(config: BrokerConfig, advertised_addr: String) -> Result<Self> {
         raise_descriptor_limit();
         let groups_config = config.groups.clone();
-        let node = Node::start(config, advertised_addr).await?;
+        let security = Security::load(&config.security)?;
+        security.spawn_reloader();
+        let node = Node::start(config, advertised_addr, security).await?;
         let admin = Admin::new(Arc::clone(&node));
         // A new data directory hosts no replica until the cluster registered
         // it. A broker alone is its own controller: register now, so its
@@ -219,6 +222,7 @@ async fn serve(
         listener,
         limits.max_connections,
         Arc::clone(&broker.metrics.open_connections),
+        Arc::clone(node.security()),
         node.shutdown_signal(),
     );
     if let Some(l) = metrics_listener {
@@ -258,7 +262,8 @@ async fn serve(
         .max_encoding_message_size(max);
     let (reflection, reflection_v1alpha) = health::reflection_services(&local.to_string())?;
     let health = health::health_service(&node).await;
-    tracing::info!(node = %node.id(), addr = %local, data_dir = %node.config().data_dir.display(), "broker serving");
+    let tls = node.security().tls().is_some();
+    tracing::info!(node = %node.id(), addr = %local, tls, data_dir = %node.config().data_dir.display(), "broker serving");
     let stopping = Arc::clone(&node);
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {

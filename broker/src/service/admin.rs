@@ -207,7 +207,11 @@ impl pb::admin_server::Admin for AdminService {
         req: Request<pb::JoinClusterRequest>,
     ) -> Result<Response<pb::JoinClusterResponse>, Status> {
         let span = self.span("join_cluster", "");
-        Ok(Response::new(self.join(req.into_inner()).instrument(span).await?))
+        // With TLS, only the holder of broker N's certificate joins as N.
+        let caller = crate::security::principal(&req);
+        let req = req.into_inner();
+        self.admin.node().security().check_peer(&caller, req.node_id)?;
+        Ok(Response::new(self.join(req).instrument(span).await?))
     }
 
     async fn list_topics(

@@ -16,6 +16,8 @@ use tonic::{Request, Response, Status};
 use crate::admin::status::{local_report, report_to_proto};
 use crate::admin::{Admin, MetadataRequest};
 use crate::error::BrokerError;
+use crate::security::principal;
+use strand_security::Principal;
 
 /// The `Peer` service.
 #[derive(Clone, Debug)]
@@ -37,9 +39,11 @@ impl PeerService {
     }
 
     /// Refuses a request from a node that is not a broker of this cluster
-    /// (or that claims to be this one).
-    fn check_peer(&self, cluster_id: &str, from: u64) -> Result<NodeId, Status> {
+    /// (or that claims to be this one), or, with TLS, from a connection
+    /// whose certificate does not name the node it claims to be.
+    fn check_peer(&self, caller: &Principal, cluster_id: &str, from: u64) -> Result<NodeId, Status> {
         self.check_cluster(cluster_id)?;
+        self.admin.node().security().check_peer(caller, from)?;
         let node = self.admin.node();
         let from = NodeId(from);
         if from == node.id() || node.addr_of(from).is_none() {
@@ -51,14 +55,16 @@ impl PeerService {
     }
 
     /// Hands one batch of Raft traffic from a peer to the replication loop.
-    fn deliver_raft(&self, batch: &pb::RaftBatch) -> Result<(), Status> {
+    fn deliver_raft(&self, caller: &Principal, batch: &pb::RaftBatch) -> Result<(), Status> {
         let node = self.admin.node();
-        let from = self.check_peer(&batch.cluster_id, batch.from).inspect_err(|_| {
-            tracing::warn!(
-                from = batch.from,
-                "raft traffic from a node that is not a peer; ignored"
-            );
-        })?;
+        let from = self
+            .check_peer(caller, &batch.cluster_id, batch.from)
+            .inspect_err(|_| {
+                tracing::warn!(
+                    from = batch.from,
+                    "raft traffic from a node that is not a peer; ignored"
+                );
+            })?;
         match strand_cluster::decode_batch(batch, node.cluster_id()) {
             Ok(decoded) => {
                 node.inbox().deliver(from, decoded);
@@ -76,7 +82,9 @@ impl PeerService {
 impl pb::peer_server::Peer for PeerService {
     async fn identity(&self, req: Request<pb::IdentityRequest>) -> Result<Response<pb::IdentityResponse>, Status> {
         let node = self.admin.node();
+        let caller = principal(&req);
         let from = NodeId(req.into_inner().from);
+        node.security().check_peer(&caller, from.get())?;
         if node.addr_of(from).is_none() {
             return Err(Status::permission_denied(format!(
                 "node {from} is not a founder of this cluster"
@@ -90,7 +98,8 @@ impl pb::peer_server::Peer for PeerService {
     }
 
     async fn raft(&self, req: Request<pb::RaftBatch>) -> Result<Response<pb::RaftBatchAck>, Status> {
-        self.deliver_raft(&req.into_inner())?;
+        let caller = principal(&req);
+        self.deliver_raft(&caller, &req.into_inner())?;
         Ok(Response::new(pb::RaftBatchAck {}))
     }
 
@@ -100,6 +109,7 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         req: Request<tonic::Streaming<pb::RaftBatch>>,
     ) -> Result<Response<Self::RaftStreamStream>, Status> {
+        let caller = principal(&req);
         let mut batches = req.into_inner();
         let service = self.clone();
         let mut stopping = self.admin.node().shutdown_signal();
@@ -111,7 +121,7 @@ impl pb::peer_server::Peer for PeerService {
                 tokio::select! {
                     next = batches.message() => match next {
                         Ok(Some(batch)) => {
-                            if let Err(refused) = service.deliver_raft(&batch) {
+                            if let Err(refused) = service.deliver_raft(&caller, &batch) {
                                 break Some(refused);
                             }
                         }
@@ -134,8 +144,9 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         req: Request<pb::LocalStatusRequest>,
     ) -> Result<Response<pb::LocalStatusResponse>, Status> {
+        let caller = principal(&req);
         let req = req.into_inner();
-        self.check_peer(&req.cluster_id, req.from)?;
+        self.check_peer(&caller, &req.cluster_id, req.from)?;
         let node = self.admin.node();
         Ok(Response::new(report_to_proto(node, local_report(node))))
     }
@@ -143,8 +154,9 @@ impl pb::peer_server::Peer for PeerService {
     type FetchLogStream = Pin<Box<dyn Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
 
     async fn fetch_log(&self, req: Request<pb::FetchLogRequest>) -> Result<Response<Self::FetchLogStream>, Status> {
+        let caller = principal(&req);
         let req = req.into_inner();
-        let follower = self.check_peer(&req.cluster_id, req.from)?;
+        let follower = self.check_peer(&caller, &req.cluster_id, req.from)?;
         let node = self.admin.node();
         let source = node.raft().log_source();
         let group = RaftGroupId(req.group);
@@ -193,8 +205,9 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         req: Request<pb::SubmitMetadataRequest>,
     ) -> Result<Response<pb::SubmitMetadataResponse>, Status> {
+        let caller = principal(&req);
         let req = req.into_inner();
-        self.check_peer(&req.cluster_id, req.from)?;
+        self.check_peer(&caller, &req.cluster_id, req.from)?;
         let request: MetadataRequest = serde_json::from_slice(&req.request).map_err(|e| {
             Status::from(BrokerError::InvalidRequest {
                 reason: format!("undecodable metadata request: {e}"),

@@ -1,6 +1,7 @@
 //! `strand bench produce|consume|share-consume`: load generators that end with one JSON
 //! line of throughput and acknowledgement-latency percentiles (HDR histogram).
 
+use super::target::Target;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
-use strand_client::{Admin, Consumer, DeliveryFuture, Offset, OffsetReset, Producer, ProducerRecord};
+use strand_client::{DeliveryFuture, Offset, OffsetReset, ProducerRecord};
 
 use super::bench_report::{new_histogram, process_cpu, report, spawn_progress};
 use super::produce::{AcksArg, CompressionArg};
@@ -81,16 +82,16 @@ pub struct ConsumeBench {
     records: u64,
 }
 
-pub async fn run(bootstrap: &str, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+pub async fn run(target: &Target, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        BenchCommand::Produce(b) => produce(bootstrap, b).await,
-        BenchCommand::Consume(b) => consume(bootstrap, b).await,
-        BenchCommand::ShareConsume(b) => super::bench_share::run(bootstrap, b).await,
+        BenchCommand::Produce(b) => produce(target, b).await,
+        BenchCommand::Consume(b) => consume(target, b).await,
+        BenchCommand::ShareConsume(b) => super::bench_share::run(target, b).await,
     }
 }
 
-async fn produce(bootstrap: &str, b: ProduceBench) -> anyhow::Result<ExitCode> {
-    let admin = Admin::connect(bootstrap).await?;
+async fn produce(target: &Target, b: ProduceBench) -> anyhow::Result<ExitCode> {
+    let admin = target.admin().await?;
     if admin.describe_topic(&b.topic).await.is_err() {
         admin
             .create_topic(&b.topic, b.partitions, b.replication_factor, BTreeMap::new())
@@ -106,7 +107,8 @@ async fn produce(bootstrap: &str, b: ProduceBench) -> anyhow::Result<ExitCode> {
     for n in 0..b.producers.max(1) {
         let from = n * per_producer;
         let to = ((n + 1) * per_producer).min(b.records);
-        let producer = Producer::builder(bootstrap)
+        let producer = target
+            .producer()
             .acks(b.acks.into())
             .compression(b.compression.into())
             .linger(Duration::from_millis(b.linger_ms))
@@ -254,8 +256,9 @@ async fn drain_acks(
     Ok((h, failures))
 }
 
-async fn consume(bootstrap: &str, b: ConsumeBench) -> anyhow::Result<ExitCode> {
-    let mut consumer = Consumer::builder(bootstrap)
+async fn consume(target: &Target, b: ConsumeBench) -> anyhow::Result<ExitCode> {
+    let mut consumer = target
+        .consumer()
         .auto_offset_reset(OffsetReset::Earliest)
         .build()
         .await?;

@@ -2,13 +2,14 @@
 //! accept records from the beginning of a topic; one JSON line of
 //! throughput, poll-latency percentiles and the client's CPU.
 
+use super::target::Target;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use strand_client::{AcknowledgeType, OffsetReset, ShareConsumer};
+use strand_client::{AcknowledgeType, OffsetReset};
 
 use super::bench_report::{new_histogram, process_cpu, report, spawn_progress};
 
@@ -28,14 +29,15 @@ pub struct ShareConsumeBench {
     max_records: u32,
 }
 
-pub async fn run(bootstrap: &str, b: ShareConsumeBench) -> anyhow::Result<ExitCode> {
+pub async fn run(target: &Target, b: ShareConsumeBench) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(b.workers > 0, "--workers must be at least 1");
     let group = format!("bench-{:016x}", rand_id());
     let done = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
     let mut members = Vec::new();
     for _ in 0..b.workers {
-        let mut c = ShareConsumer::builder(bootstrap, group.clone())
+        let mut c = target
+            .share_consumer(group.clone())
             .offset_reset(OffsetReset::Earliest)
             .max_records(b.max_records)
             .max_wait(Duration::from_millis(100))

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use strand_broker::BrokerConfig;
+use strand_broker::config::ClientAuthMode;
 
 #[derive(Debug, Args)]
 pub struct BrokerArgs {
@@ -37,6 +38,23 @@ pub struct BrokerArgs {
     /// [default: off].
     #[arg(long, env = "STRAND_METRICS_LISTEN")]
     metrics_listen: Option<String>,
+    /// CA bundle (PEM) client and peer certificates chain to; with
+    /// --tls-cert and --tls-key turns TLS on [default: plaintext].
+    #[arg(long, env = "STRAND_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// This broker's certificate (PEM), naming its node id (`strand cert broker`).
+    #[arg(long, env = "STRAND_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "STRAND_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Whether clients must present a certificate [default: required].
+    #[arg(long, env = "STRAND_CLIENT_AUTH", value_parser = ["required", "optional", "none"])]
+    client_auth: Option<String>,
+    /// Serve plaintext or unauthenticated clients on an address other than
+    /// loopback (refused otherwise).
+    #[arg(long, env = "STRAND_ALLOW_INSECURE")]
+    allow_insecure: bool,
 }
 
 impl BrokerArgs {
@@ -66,6 +84,23 @@ impl BrokerArgs {
         if let Some(m) = self.metrics_listen {
             c.metrics_listen = Some(m);
         }
+        let sec = &mut c.security;
+        if let Some(p) = self.tls_ca {
+            sec.tls_ca = Some(p);
+        }
+        if let Some(p) = self.tls_cert {
+            sec.tls_cert = Some(p);
+        }
+        if let Some(p) = self.tls_key {
+            sec.tls_key = Some(p);
+        }
+        sec.client_auth = match self.client_auth.as_deref() {
+            Some("optional") => ClientAuthMode::Optional,
+            Some("none") => ClientAuthMode::None,
+            Some(_) => ClientAuthMode::Required,
+            None => sec.client_auth,
+        };
+        sec.allow_insecure |= self.allow_insecure;
         c.validate()?;
         Ok(c)
     }

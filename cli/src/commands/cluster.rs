@@ -1,11 +1,11 @@
 //! `strand cluster status`.
 
+use super::target::Target;
 use std::process::ExitCode;
 
 use std::collections::BTreeMap;
 
 use clap::Subcommand;
-use strand_client::Admin;
 use strand_client::proto::PartitionStatus;
 
 use super::OutputFormat;
@@ -38,12 +38,12 @@ pub enum ClusterCommand {
     },
 }
 
-pub async fn run(bootstrap: &str, cmd: ClusterCommand) -> anyhow::Result<ExitCode> {
+pub async fn run(target: &Target, cmd: ClusterCommand) -> anyhow::Result<ExitCode> {
     let (format, topic, filter) = match cmd {
         ClusterCommand::Status { format, topic, filter } => (format, topic, filter),
-        ClusterCommand::Rebalance { dry_run, wait } => return rebalance(bootstrap, dry_run, wait).await,
+        ClusterCommand::Rebalance { dry_run, wait } => return rebalance(target, dry_run, wait).await,
     };
-    let s = Admin::connect(bootstrap).await?.cluster_status().await?;
+    let s = target.admin().await?.cluster_status().await?;
     let in_scope = |p: &&PartitionStatus| topic.as_ref().is_none_or(|t| *t == p.topic) && filter.wants(p.partition);
     let partitions: Vec<&PartitionStatus> = s.partitions.iter().filter(in_scope).collect();
     match format {
@@ -148,8 +148,8 @@ fn topic_totals(partitions: &[PartitionStatus]) -> BTreeMap<&str, TopicTotals> {
     out
 }
 
-async fn rebalance(bootstrap: &str, dry_run: bool, wait: bool) -> anyhow::Result<ExitCode> {
-    let admin = Admin::connect(bootstrap).await?;
+async fn rebalance(target: &Target, dry_run: bool, wait: bool) -> anyhow::Result<ExitCode> {
+    let admin = target.admin().await?;
     let moves = admin.plan_rebalance().await?;
     if moves.is_empty() {
         println!("replicas are already spread evenly");

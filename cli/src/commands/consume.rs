@@ -1,6 +1,7 @@
 //! `strand consume TOPIC`: print records from a position until a count is
 //! reached or nothing arrives for a while.
 
+use super::target::Target;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::ExitCode;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use strand_client::{Consumer, ConsumerRecord, Offset, OffsetReset};
+use strand_client::{ConsumerRecord, Offset, OffsetReset};
 
 use super::OutputFormat;
 
@@ -87,13 +88,13 @@ pub(super) fn json(r: &ConsumerRecord) -> serde_json::Value {
     })
 }
 
-pub async fn run(bootstrap: &str, args: ConsumeArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(target: &Target, args: ConsumeArgs) -> anyhow::Result<ExitCode> {
     let reset = if args.from_beginning {
         OffsetReset::Earliest
     } else {
         OffsetReset::Latest
     };
-    let mut builder = Consumer::builder(bootstrap).auto_offset_reset(reset);
+    let mut builder = target.consumer().auto_offset_reset(reset);
     if let Some(ms) = args.timeout_ms {
         // Long polls no longer than the idle limit, so it is honoured promptly.
         builder = builder.max_wait(Duration::from_millis(ms.clamp(1, 500)));

@@ -5,12 +5,13 @@
 //! Progress is committed as the consumer group `strand-dlq-replay` (or
 //! `--group`), so running it again replays only dead letters added since.
 
+use super::target::Target;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use strand_client::OffsetReset;
 use strand_client::dlq;
-use strand_client::{Consumer, OffsetReset, Producer};
 
 #[derive(Debug, Args)]
 pub struct DlqReplayArgs {
@@ -30,10 +31,11 @@ pub enum DlqCommand {
     Replay(DlqReplayArgs),
 }
 
-pub async fn run(bootstrap: &str, cmd: DlqCommand) -> anyhow::Result<ExitCode> {
+pub async fn run(target: &Target, cmd: DlqCommand) -> anyhow::Result<ExitCode> {
     let DlqCommand::Replay(args) = cmd;
-    let producer = Producer::builder(bootstrap).build().await?;
-    let mut consumer = Consumer::builder(bootstrap)
+    let producer = target.producer().build().await?;
+    let mut consumer = target
+        .consumer()
         .group(args.group.clone())
         .auto_commit(None)
         .auto_offset_reset(OffsetReset::Earliest)

@@ -1,9 +1,10 @@
 //! `strand group list|describe|reset-offsets|delete`.
 
+use super::target::Target;
 use std::process::ExitCode;
 
 use clap::{ArgGroup, Subcommand};
-use strand_client::{Admin, ResetTo};
+use strand_client::ResetTo;
 
 use super::OutputFormat;
 
@@ -57,8 +58,8 @@ pub enum GroupCommand {
     },
 }
 
-pub async fn run(bootstrap: &str, cmd: GroupCommand) -> anyhow::Result<ExitCode> {
-    let admin = Admin::connect(bootstrap).await?;
+pub async fn run(target: &Target, cmd: GroupCommand) -> anyhow::Result<ExitCode> {
+    let admin = target.admin().await?;
     match cmd {
         GroupCommand::List { format } => {
             let groups = admin.list_groups().await?;

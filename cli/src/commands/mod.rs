@@ -5,6 +5,7 @@ mod bench;
 mod bench_report;
 mod bench_share;
 mod broker;
+mod cert;
 mod cluster;
 mod consume;
 mod dlq;
@@ -12,6 +13,7 @@ mod group;
 mod listing;
 mod produce;
 mod share_group;
+mod target;
 mod topic;
 
 use std::process::ExitCode;
@@ -25,6 +27,9 @@ pub struct Cli {
     /// Brokers to contact, `HOST:PORT[,HOST:PORT…]`; any reachable one will do.
     #[arg(long, global = true, env = "STRAND_BOOTSTRAP", default_value = "127.0.0.1:9292")]
     pub bootstrap: String,
+    /// TLS to the brokers.
+    #[command(flatten)]
+    pub connect: target::ConnectArgs,
     /// Log output format (level from RUST_LOG).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -77,6 +82,9 @@ pub enum Command {
     /// Dead-letter topics.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// Development certificates: a CA, broker and client certificates.
+    #[command(subcommand)]
+    Cert(cert::CertCommand),
 }
 
 pub fn init_logging(cli: &Cli) {
@@ -101,18 +109,24 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
-    let bootstrap = cli.bootstrap;
-    match cli.command {
-        Command::Broker(args) => rt.block_on(broker::run(args)),
-        Command::Topic(cmd) => rt.block_on(topic::run(&bootstrap, cmd)),
-        Command::Produce(args) => rt.block_on(produce::run(&bootstrap, args)),
-        Command::Consume(args) if args.share_group.is_some() => rt.block_on(share_group::consume(&bootstrap, args)),
-        Command::Consume(args) => rt.block_on(consume::run(&bootstrap, args)),
-        Command::Bench(cmd) => rt.block_on(bench::run(&bootstrap, cmd)),
-        Command::Cluster(cmd) => rt.block_on(cluster::run(&bootstrap, cmd)),
-        Command::Group(cmd) => rt.block_on(group::run(&bootstrap, cmd)),
-        Command::ShareGroup(cmd) => rt.block_on(share_group::run(&bootstrap, cmd)),
-        Command::Dlq(cmd) => rt.block_on(dlq::run(&bootstrap, cmd)),
+    let command = match cli.command {
+        Command::Broker(args) => return rt.block_on(broker::run(args)),
+        Command::Cert(cmd) => return cert::run(cmd),
+        client => client,
+    };
+    let target = &target::Target::new(cli.bootstrap, &cli.connect)?;
+    match command {
+        Command::Topic(cmd) => rt.block_on(topic::run(target, cmd)),
+        Command::Produce(args) => rt.block_on(produce::run(target, args)),
+        Command::Consume(args) if args.share_group.is_some() => rt.block_on(share_group::consume(target, args)),
+        Command::Consume(args) => rt.block_on(consume::run(target, args)),
+        Command::Bench(cmd) => rt.block_on(bench::run(target, cmd)),
+        Command::Cluster(cmd) => rt.block_on(cluster::run(target, cmd)),
+        Command::Group(cmd) => rt.block_on(group::run(target, cmd)),
+        Command::ShareGroup(cmd) => rt.block_on(share_group::run(target, cmd)),
+        Command::Dlq(cmd) => rt.block_on(dlq::run(target, cmd)),
+        // Answered before the target was built.
+        Command::Broker(_) | Command::Cert(_) => Ok(ExitCode::SUCCESS),
     }
 }
 

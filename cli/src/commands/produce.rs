@@ -1,11 +1,12 @@
 //! `strand produce TOPIC`: one record per stdin line, or one from --value.
 
+use super::target::Target;
 use std::io::BufRead;
 use std::process::ExitCode;
 
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
-use strand_client::{Acks, Compression, Producer, ProducerRecord};
+use strand_client::{Acks, Compression, ProducerRecord};
 
 /// Acknowledgement level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -119,8 +120,9 @@ fn record(args: &ProduceArgs, key: Option<String>, value: String) -> ProducerRec
     r
 }
 
-pub async fn run(bootstrap: &str, args: ProduceArgs) -> anyhow::Result<ExitCode> {
-    let mut builder = Producer::builder(bootstrap)
+pub async fn run(target: &Target, args: ProduceArgs) -> anyhow::Result<ExitCode> {
+    let mut builder = target
+        .producer()
         .acks(args.acks.into())
         .compression(args.compression.into());
     if args.no_idempotence {

@@ -1,12 +1,13 @@
 //! `strand consume --share-group` (a member of a queue) and
 //! `strand share-group list|describe`.
 
+use super::target::Target;
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Subcommand;
-use strand_client::{AcknowledgeType, Admin, OffsetReset, ShareConsumer};
+use strand_client::{AcknowledgeType, OffsetReset};
 
 use super::OutputFormat;
 use super::consume::{AckArg, ConsumeArgs, json};
@@ -32,7 +33,7 @@ pub enum ShareGroupCommand {
 
 /// Reads as a member of a share group, printing and acknowledging each
 /// record, until `--max-messages` or `--timeout-ms` of silence.
-pub async fn consume(bootstrap: &str, args: ConsumeArgs) -> anyhow::Result<ExitCode> {
+pub async fn consume(target: &Target, args: ConsumeArgs) -> anyhow::Result<ExitCode> {
     let Some(group) = args.share_group.clone() else {
         anyhow::bail!("--share-group is required");
     };
@@ -41,7 +42,7 @@ pub async fn consume(bootstrap: &str, args: ConsumeArgs) -> anyhow::Result<ExitC
         AckArg::Release => AcknowledgeType::Release,
         AckArg::Reject => AcknowledgeType::Reject,
     };
-    let mut builder = ShareConsumer::builder(bootstrap, group).offset_reset(if args.from_beginning {
+    let mut builder = target.share_consumer(group).offset_reset(if args.from_beginning {
         OffsetReset::Earliest
     } else {
         OffsetReset::Latest
@@ -104,8 +105,8 @@ pub async fn consume(bootstrap: &str, args: ConsumeArgs) -> anyhow::Result<ExitC
     })
 }
 
-pub async fn run(bootstrap: &str, cmd: ShareGroupCommand) -> anyhow::Result<ExitCode> {
-    let admin = Admin::connect(bootstrap).await?;
+pub async fn run(target: &Target, cmd: ShareGroupCommand) -> anyhow::Result<ExitCode> {
+    let admin = target.admin().await?;
     match cmd {
         ShareGroupCommand::List { format } => {
             let groups = admin.list_share_groups().await?;

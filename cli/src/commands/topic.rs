@@ -1,10 +1,10 @@
 //! `strand topic create|list|describe|delete`.
 
+use super::target::Target;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use strand_client::Admin;
 
 use super::listing::PartitionFilter;
 use super::{OutputFormat, parse_key_value};
@@ -76,8 +76,8 @@ pub enum TopicCommand {
     },
 }
 
-pub async fn run(bootstrap: &str, cmd: TopicCommand) -> anyhow::Result<ExitCode> {
-    let admin = Admin::connect(bootstrap).await?;
+pub async fn run(target: &Target, cmd: TopicCommand) -> anyhow::Result<ExitCode> {
+    let admin = target.admin().await?;
     match cmd {
         TopicCommand::Create {
             name,

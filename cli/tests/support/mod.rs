@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use strand_client::Admin;
+use strand_client::{Admin, Security};
+use strand_security::dev_ca::{self, Subject};
 
 pub struct Node {
     pub id: u64,
@@ -39,6 +40,8 @@ pub struct Cluster {
     mounts: Vec<PathBuf>,
     /// One fault proxy per broker, when every connection goes through them.
     proxies: Vec<proxy::FaultProxy>,
+    /// The development CA and certificates, when the brokers serve TLS.
+    certs: Option<PathBuf>,
 }
 
 /// Ports the OS hands out for `n` listeners, released for the brokers.
@@ -58,6 +61,45 @@ impl Cluster {
     /// Starts `n` brokers with extra TOML config lines.
     pub fn start_with(n: usize, extra_config: &str) -> Self {
         Self::start_opts(n, extra_config, false, None, None)
+    }
+
+    /// Starts `n` brokers serving mutual TLS with certificates from a
+    /// development CA (see `certs_dir`, `security`).
+    pub fn start_tls(n: usize, extra_config: &str) -> Self {
+        Self::start_full(n, extra_config, false, None, None, true)
+    }
+
+    /// The directory of the CA (`ca.pem`, `ca-key.pem`) and the brokers'
+    /// certificates, when TLS is on.
+    pub fn certs_dir(&self) -> Option<&Path> {
+        self.certs.as_deref()
+    }
+
+    /// How a client connects: mutual TLS as user `test-admin` when the
+    /// brokers serve TLS, plaintext otherwise.
+    pub fn security(&self) -> Security {
+        let Some(dir) = &self.certs else {
+            return Security::plaintext();
+        };
+        let cert = dir.join("test-admin.pem");
+        if !cert.exists() {
+            dev_ca::issue(
+                dir,
+                &Subject::User {
+                    name: "test-admin".into(),
+                },
+                dir,
+                "test-admin",
+                2,
+            )
+            .expect("client cert");
+        }
+        Security::mutual_tls(dir.join("ca.pem"), cert, dir.join("test-admin-key.pem")).expect("client TLS")
+    }
+
+    /// An admin client of broker `addr` (with the cluster's security).
+    pub async fn admin_of(&self, addr: &str) -> strand_client::Result<Admin> {
+        Admin::connect_with(addr, self.security()).await
     }
 
     /// Starts `n` journaled brokers, each in its own namespace of `mesh`
@@ -96,6 +138,17 @@ impl Cluster {
         mesh: Option<netns::Mesh>,
         proxy_seed: Option<u64>,
     ) -> Self {
+        Self::start_full(n, extra_config, journal, mesh, proxy_seed, false)
+    }
+
+    fn start_full(
+        n: usize,
+        extra_config: &str,
+        journal: bool,
+        mesh: Option<netns::Mesh>,
+        proxy_seed: Option<u64>,
+        tls: bool,
+    ) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let mut addrs: Vec<String> = match &mesh {
             Some(m) => (1..=n).map(|i| format!("{}:9292", m.addr(i))).collect(),
@@ -133,7 +186,13 @@ impl Cluster {
             mesh,
             mounts: Vec::new(),
             proxies,
+            certs: None,
         };
+        if tls {
+            let dir = c.tmp.path().join("certs");
+            dev_ca::create_ca(&dir, 2).expect("CA");
+            c.certs = Some(dir);
+        }
         for (i, addr) in addrs.iter().enumerate() {
             let id = i as u64 + 1;
             let dir = c.tmp.path().join(format!("node-{id}"));
@@ -147,9 +206,29 @@ impl Cluster {
             });
         }
         for id in 1..=n as u64 {
+            c.issue_broker_cert(id);
             c.spawn(id);
         }
         c
+    }
+
+    /// Broker `id`'s certificate, for the hosts of its address (TLS only).
+    fn issue_broker_cert(&self, id: u64) {
+        let Some(dir) = &self.certs else { return };
+        if dir.join(format!("broker-{id}.pem")).exists() {
+            return;
+        }
+        let host = self
+            .node(id)
+            .addr
+            .rsplit_once(':')
+            .map_or("127.0.0.1", |(h, _)| h)
+            .to_string();
+        let subject = Subject::Broker {
+            node_id: id,
+            hosts: vec![host, "127.0.0.1".into(), "localhost".into()],
+        };
+        dev_ca::issue(dir, &subject, dir, &format!("broker-{id}"), 2).expect("broker cert");
     }
 
     fn node(&self, id: u64) -> &Node {
@@ -181,8 +260,21 @@ impl Cluster {
         if let Some(j) = journal {
             cmd.env(strand_storage::JOURNAL_ENV, j);
         }
+        if let Some(dir) = &self.certs {
+            cmd.arg("--log-format")
+                .arg("json")
+                .arg("broker")
+                .arg("--tls-ca")
+                .arg(dir.join("ca.pem"))
+                .arg("--tls-cert")
+                .arg(dir.join(format!("broker-{id}.pem")))
+                .arg("--tls-key")
+                .arg(dir.join(format!("broker-{id}-key.pem")))
+                .arg("--config");
+        } else {
+            cmd.args(["--log-format", "json", "broker", "--config"]);
+        }
         let child = cmd
-            .args(["--log-format", "json", "broker", "--config"])
             .arg(&config)
             .args([
                 "--node-id",
@@ -218,6 +310,7 @@ impl Cluster {
             listen: None,
             child: None,
         });
+        self.issue_broker_cert(id);
         self.spawn(id);
         id
     }
@@ -358,7 +451,7 @@ impl Cluster {
         for n in self.nodes.iter().filter(|n| n.child.is_some()) {
             loop {
                 assert!(Instant::now() < deadline, "node {} not ready", n.id);
-                if let Ok(a) = Admin::connect(n.addr.as_str()).await
+                if let Ok(a) = self.admin_of(&n.addr).await
                     && a.metadata().await.is_ok_and(|m| m.controller_id != 0)
                 {
                     break;
@@ -374,7 +467,7 @@ impl Cluster {
         loop {
             assert!(Instant::now() < deadline, "no leader for {topic}-{partition}");
             for n in self.nodes.iter().filter(|n| n.child.is_some()) {
-                if let Ok(a) = Admin::connect(n.addr.as_str()).await
+                if let Ok(a) = self.admin_of(&n.addr).await
                     && let Ok(t) = a.describe_topic(topic).await
                 {
                     let l = t.partitions[partition as usize].leader;
@@ -393,7 +486,7 @@ impl Cluster {
         loop {
             assert!(Instant::now() < deadline, "no controller");
             for n in self.nodes.iter().filter(|n| n.child.is_some()) {
-                if let Ok(a) = Admin::connect(n.addr.as_str()).await
+                if let Ok(a) = self.admin_of(&n.addr).await
                     && let Ok(m) = a.metadata().await
                     && m.controller_id != 0
                     && self.is_running(m.controller_id)

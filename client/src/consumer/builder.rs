@@ -173,6 +173,13 @@ impl ConsumerBuilder {
         self
     }
 
+    /// TLS (and a client certificate) for every connection. Default:
+    /// plaintext.
+    pub fn security(mut self, security: crate::Security) -> Self {
+        self.connection.security = security;
+        self
+    }
+
     /// How long to wait for an answer beyond `max_wait`. Default 30 s.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.connection.request_timeout = timeout;
@@ -194,7 +201,7 @@ impl ConsumerBuilder {
     pub async fn build(self) -> Result<Consumer> {
         let fetch = self.fetch_config()?;
         let group = self.group_settings()?;
-        let md = Metadata::connect(&self.bootstrap, self.connection).await?;
+        let md = Metadata::connect(&self.bootstrap, self.connection.clone()).await?;
         let group = group.map(|settings| GroupMode {
             coordinator: std::sync::Arc::new(Coordinator::new(
                 md.clone(),

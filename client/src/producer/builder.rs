@@ -169,6 +169,13 @@ impl ProducerBuilder {
         self
     }
 
+    /// TLS (and a client certificate) for every connection. Default:
+    /// plaintext.
+    pub fn security(mut self, security: crate::Security) -> Self {
+        self.connection.security = security;
+        self
+    }
+
     /// How long to wait for the answer to one request (the broker gets the
     /// same limit for its acknowledgement). Default 30 s.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
@@ -206,7 +213,7 @@ impl ProducerBuilder {
     /// [`ClientError::Connect`] if no bootstrap broker answers.
     pub async fn build(self) -> Result<Producer> {
         self.validate()?;
-        let md = Metadata::connect(&self.bootstrap, self.connection).await?;
+        let md = Metadata::connect(&self.bootstrap, self.connection.clone()).await?;
         let idempotent = if self.idempotent() {
             let key = self.producer_id_key.clone();
             // The controller may be electing a leader: retry for as long as

@@ -76,6 +76,13 @@ impl ShareConsumerBuilder {
         self
     }
 
+    /// TLS (and a client certificate) for every connection. Default:
+    /// plaintext.
+    pub fn security(mut self, security: crate::Security) -> Self {
+        self.connection.security = security;
+        self
+    }
+
     /// Deadline of one request to the coordinator. Default 30 s.
     pub fn request_timeout(mut self, d: Duration) -> Self {
         self.connection.request_timeout = d;
@@ -99,7 +106,7 @@ impl ShareConsumerBuilder {
             ));
         }
         let request_timeout = self.connection.request_timeout;
-        let md = Metadata::connect(&self.bootstrap, self.connection).await?;
+        let md = Metadata::connect(&self.bootstrap, self.connection.clone()).await?;
         let member_id = format!("{:032x}", rand::random::<u128>());
         Ok(ShareConsumer {
             coordinator: Arc::new(Coordinator::new(md, self.group, self.backoff, request_timeout)),

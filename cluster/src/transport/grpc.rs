@@ -31,6 +31,7 @@ use parking_lot::Mutex;
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use strand_proto::v1::{CatchUp, FetchLogRequest, GroupMessage, Quiesced, RaftBatch, peer_client::PeerClient};
+use strand_security::Dialer;
 use strand_storage::{RaftIndex, Term};
 use tokio::sync::Notify;
 
@@ -93,6 +94,8 @@ pub struct GrpcTransport {
     peers: Mutex<HashMap<NodeId, Arc<Peer>>>,
     runtime: tokio::runtime::Handle,
     max_message_bytes: usize,
+    /// Plaintext or TLS (with this broker's certificate).
+    dialer: Dialer,
 }
 
 impl std::fmt::Debug for GrpcTransport {
@@ -121,6 +124,7 @@ impl GrpcTransport {
         addrs: HashMap<NodeId, String>,
         runtime: tokio::runtime::Handle,
         max_message_bytes: usize,
+        dialer: Dialer,
     ) -> Arc<Self> {
         Arc::new(GrpcTransport {
             cluster_id,
@@ -128,6 +132,7 @@ impl GrpcTransport {
             peers: Mutex::new(HashMap::new()),
             runtime,
             max_message_bytes,
+            dialer,
         })
     }
 
@@ -167,6 +172,7 @@ impl GrpcTransport {
             addr,
             cluster_id: self.cluster_id.clone(),
             max_message_bytes: self.max_message_bytes,
+            dialer: self.dialer.clone(),
             peer: Arc::clone(&peer),
         };
         self.runtime.spawn(task.run());
@@ -210,22 +216,20 @@ impl Transport for GrpcTransport {
         let addr = self.addrs.lock().get(&leader).cloned();
         let cluster_id = self.cluster_id.clone();
         let max = self.max_message_bytes;
+        let dialer = self.dialer.clone();
         let stream = async move {
             let addr = addr.ok_or_else(|| ClusterError::Malformed {
                 what: "fetch",
                 reason: format!("no address for node {leader}"),
             })?;
-            let channel = endpoint(&addr)
-                .map_err(|e| ClusterError::Malformed {
-                    what: "peer address",
-                    reason: e.to_string(),
-                })?
-                .connect()
-                .await
-                .map_err(|e| ClusterError::Transport {
-                    peer: leader,
-                    reason: e.to_string(),
-                })?;
+            let endpoint = endpoint(&addr).map_err(|e| ClusterError::Malformed {
+                what: "peer address",
+                reason: e.to_string(),
+            })?;
+            let channel = dialer.connect(endpoint).await.map_err(|e| ClusterError::Transport {
+                peer: leader,
+                reason: e.to_string(),
+            })?;
             let request = FetchLogRequest {
                 cluster_id,
                 from: from.get(),
@@ -265,6 +269,7 @@ struct PeerTask {
     addr: String,
     cluster_id: String,
     max_message_bytes: usize,
+    dialer: Dialer,
     peer: Arc<Peer>,
 }
 
@@ -300,7 +305,7 @@ impl PeerTask {
         // fallback. No per-request deadline on it: the stream lives as long
         // as the connection, and HTTP/2 keepalive notices a dead peer.
         let channel = match endpoint(&self.addr) {
-            Ok(e) => e.connect_lazy(),
+            Ok(e) => self.dialer.connect_lazy(e),
             Err(e) => {
                 tracing::error!(node = %from, peer = %to, addr = %self.addr, error = %e, "invalid peer address");
                 return;

@@ -27,6 +27,7 @@ use tonic::transport::Channel;
 
 use crate::error::{BrokerError, Result};
 use crate::node::Node;
+use crate::security::Security;
 use crate::topic::TopicUuid;
 
 /// How many leader hints a read follows before giving up.
@@ -90,13 +91,10 @@ impl PartitionSource {
         let channel = match channels.get(addr) {
             Some(c) => c.clone(),
             None => {
-                let c = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                    .map_err(|e| BrokerError::InvalidRequest {
-                        reason: format!("bad broker address {addr}: {e}"),
-                    })?
+                let endpoint = Security::endpoint(addr)?
                     .connect_timeout(Duration::from_secs(2))
-                    .timeout(Duration::from_secs(10))
-                    .connect_lazy();
+                    .timeout(Duration::from_secs(10));
+                let c = self.node.security().dialer().connect_lazy(endpoint);
                 channels.insert(addr.to_string(), c.clone());
                 c
             }

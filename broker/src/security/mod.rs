@@ -1,0 +1,153 @@
+//! Who may talk to this broker: TLS on the listener and to peers, the
+//! principal of every connection, and the checks peer RPCs make.
+//!
+//! Invariants:
+//! - With TLS on, a connection's principal is read from its client
+//!   certificate once, at the handshake, and carried in [`Connection`]
+//!   (tonic puts it in every request's extensions).
+//! - With TLS on, only a connection whose certificate names broker `n` may
+//!   speak for broker `n` on the peer RPCs (Raft traffic, catch-up,
+//!   metadata submission, joining).
+//! - With TLS off, the broker serves loopback only, unless told otherwise
+//!   (`allow_insecure`), and peers are told apart by the cluster id alone.
+
+pub mod config;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use strand_security::{ClientAuth, Dialer, Principal, TlsContext, TlsFiles};
+use tonic::{Request, Status};
+
+use crate::error::{BrokerError, Result};
+pub use config::{ClientAuthMode, SecurityConfig};
+
+/// What the broker knows about a connection, from its accept.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    /// The client's address.
+    pub remote: Option<SocketAddr>,
+    /// The principal its certificate names (`None` without TLS or without
+    /// a client certificate).
+    pub principal: Option<Principal>,
+}
+
+/// The broker's transport security.
+#[derive(Debug)]
+pub struct Security {
+    config: SecurityConfig,
+    tls: Option<Arc<TlsContext>>,
+    dialer: Dialer,
+}
+
+impl Security {
+    /// Loads the TLS files named by `config` (if any).
+    ///
+    /// # Errors
+    /// `InvalidConfig` naming the file that cannot be used.
+    pub fn load(config: &SecurityConfig) -> Result<Arc<Security>> {
+        let tls = match (&config.tls_ca, &config.tls_cert, &config.tls_key) {
+            (Some(ca), Some(cert), Some(key)) => {
+                let files = TlsFiles {
+                    ca: ca.clone(),
+                    cert: Some(cert.clone()),
+                    key: Some(key.clone()),
+                };
+                let auth = match config.client_auth {
+                    ClientAuthMode::Required => ClientAuth::Required,
+                    ClientAuthMode::Optional => ClientAuth::Optional,
+                    ClientAuthMode::None => ClientAuth::None,
+                };
+                Some(TlsContext::load(files, auth).map_err(|e| BrokerError::InvalidConfig {
+                    key: "security".into(),
+                    reason: e.to_string(),
+                })?)
+            }
+            _ => None,
+        };
+        let dialer = tls.clone().map_or_else(Dialer::plaintext, Dialer::tls);
+        Ok(Arc::new(Security {
+            config: config.clone(),
+            tls,
+            dialer,
+        }))
+    }
+
+    /// Plaintext, no checks (tests of layers below the server).
+    pub fn plaintext() -> Arc<Security> {
+        Arc::new(Security {
+            config: SecurityConfig::default(),
+            tls: None,
+            dialer: Dialer::plaintext(),
+        })
+    }
+
+    /// Starts reloading the certificate files when they change.
+    pub fn spawn_reloader(&self) {
+        if let Some(tls) = &self.tls {
+            tls.spawn_reloader(Duration::from_millis(self.config.tls_reload_interval_ms));
+        }
+    }
+
+    /// The TLS context, when TLS is on.
+    pub fn tls(&self) -> Option<&Arc<TlsContext>> {
+        self.tls.as_ref()
+    }
+
+    /// How this broker connects to its peers.
+    pub fn dialer(&self) -> &Dialer {
+        &self.dialer
+    }
+
+    /// A channel endpoint for `addr` (`host:port`); TLS comes from the
+    /// dialer.
+    ///
+    /// # Errors
+    /// `InvalidRequest` for an address that is no URI authority.
+    pub fn endpoint(addr: &str) -> Result<tonic::transport::Endpoint> {
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}")).map_err(|e| BrokerError::InvalidRequest {
+            reason: format!("bad broker address {addr:?}: {e}"),
+        })
+    }
+
+    /// Refuses a peer request that does not come from broker `claimed`
+    /// (when TLS is on; without it, the caller's cluster id is all there
+    /// is to check). `caller` is the request's [`principal`].
+    pub fn check_peer(&self, caller: &Principal, claimed: u64) -> std::result::Result<(), Status> {
+        if self.tls.is_none() {
+            return Ok(());
+        }
+        match caller {
+            Principal::Broker(id) if *id == claimed => Ok(()),
+            other => {
+                tracing::warn!(principal = %other, claimed, "peer request from a connection that cannot speak for the node it names; refused");
+                Err(Status::permission_denied(format!(
+                    "{other} may not speak for broker {claimed}"
+                )))
+            }
+        }
+    }
+
+    /// Refuses a peer request from a connection that is not a broker's.
+    pub fn check_any_peer<T>(&self, req: &Request<T>) -> std::result::Result<(), Status> {
+        if self.tls.is_none() {
+            return Ok(());
+        }
+        match principal(req) {
+            Principal::Broker(_) => Ok(()),
+            other => {
+                tracing::warn!(principal = %other, "peer request from a connection that is not a broker's; refused");
+                Err(Status::permission_denied(format!("{other} is not a broker")))
+            }
+        }
+    }
+}
+
+/// The principal a request's connection authenticated as.
+pub fn principal<T>(req: &Request<T>) -> Principal {
+    req.extensions()
+        .get::<Connection>()
+        .and_then(|c| c.principal.clone())
+        .unwrap_or(Principal::Anonymous)
+}
