@@ -70,4 +70,19 @@ impl Security {
     pub fn is_tls(&self) -> bool {
         self.dialer.is_tls()
     }
+
+    /// A tonic channel to `endpoint` (an `http://host:port` endpoint, with
+    /// whatever timeouts it sets), secured as this says: for the generated
+    /// clients of [`crate::proto`] when the Rust API is not enough.
+    ///
+    /// # Errors
+    /// [`ClientError::Connect`] if the broker cannot be reached or the
+    /// handshake fails.
+    pub async fn channel(&self, endpoint: tonic::transport::Endpoint) -> Result<tonic::transport::Channel> {
+        let addr = endpoint.uri().to_string();
+        self.dialer.connect(endpoint).await.map_err(|e| ClientError::Connect {
+            addrs: vec![addr],
+            source: std::sync::Arc::new(e),
+        })
+    }
 }

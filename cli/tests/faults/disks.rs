@@ -20,7 +20,7 @@ use super::{PARTITIONS, TOPIC, run};
 use crate::support::Cluster;
 
 async fn admin(c: &Cluster) -> Admin {
-    Admin::connect(c.bootstrap()).await.expect("admin")
+    c.endpoint().admin().await.expect("admin")
 }
 
 /// Waits until every partition of the workload's topic has every replica
@@ -88,7 +88,8 @@ async fn assert_topics_everywhere(c: &Cluster, names: &[String]) {
     let deadline = Instant::now() + Duration::from_secs(60);
     for id in 1..=c.nodes.len() as u64 {
         loop {
-            let known = match AdminClient::connect(format!("http://{}", c.addr(id))).await {
+            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addr(id))).expect("uri");
+            let known = match c.security().channel(endpoint).await.map(AdminClient::new) {
                 Ok(mut a) => a.list_topics(ListTopicsRequest {}).await.is_ok_and(|t| {
                     let t = t.into_inner();
                     names.iter().all(|n| t.topics.iter().any(|x| x.name == *n))
@@ -181,7 +182,7 @@ async fn damage_after_retention_ran() {
             let f = (1..=3).find(|&i| i != l).expect("a follower");
             c.kill(f);
             // The brokers take batches of at most 64 KiB here.
-            write_backlog(c.bootstrap(), 90 + rounds, 0, 1 << 20, 48 << 10, &rec).await;
+            write_backlog(c.endpoint(), 90 + rounds, 0, 1 << 20, 48 << 10, &rec).await;
             tokio::time::sleep(Duration::from_secs(1)).await;
             let oldest = segments(&c.data_dir(f).join(format!("{TOPIC}-0")))
                 .into_iter()
@@ -247,7 +248,7 @@ async fn a_controller_follower_wiped_then_the_controller_leader_killed() {
             let lagging = (1..=3).find(|&i| i != l && i != a).expect("the other follower");
             c.pause(lagging);
             let name = format!("created-during-wipe-{rounds}");
-            let admin = Admin::connect(c.addr(l)).await.expect("admin");
+            let admin = c.admin_of(&c.addr(l)).await.expect("admin");
             admin
                 .create_topic(&name, 1, 1, Default::default())
                 .await

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use strand_checker::{Event, Recorder, check, write_jsonl};
-use strand_client::{Admin, Consumer, OffsetReset};
+use strand_client::OffsetReset;
 use strand_storage::{LogConfig, PartitionLog, batches};
 
 use crate::support::Cluster;
@@ -46,7 +46,7 @@ fn fault_duration() -> Duration {
 
 async fn setup(c: Cluster) -> Cluster {
     c.wait_ready().await;
-    let a = Admin::connect(c.bootstrap()).await.expect("admin");
+    let a = c.endpoint().admin().await.expect("admin");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match a.create_topic(TOPIC, PARTITIONS, 3, BTreeMap::new()).await {
@@ -73,7 +73,7 @@ async fn heal_and_check(mut c: Cluster, rec: Recorder, name: &str) {
         }
     }
     c.wait_ready().await;
-    let a = Admin::connect(c.bootstrap()).await.expect("admin");
+    let a = c.endpoint().admin().await.expect("admin");
     let mut ends = Vec::new();
     for p in 0..PARTITIONS {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -100,7 +100,9 @@ async fn heal_and_check(mut c: Cluster, rec: Recorder, name: &str) {
             }
         };
         ends.push(end);
-        let mut d = Consumer::builder(c.bootstrap())
+        let mut d = c
+            .endpoint()
+            .consumer()
             .auto_offset_reset(OffsetReset::Earliest)
             .max_wait(Duration::from_millis(200))
             .build()

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tonic::transport::Channel;
 
 use super::{PARTITIONS, TOPIC};
+use crate::support::Endpoint;
 
 /// Records per request.
 const PER_REQUEST: usize = 4;
@@ -33,21 +34,13 @@ const KEYS: usize = 2;
 
 /// The native producers, one per partition, as history process `process`.
 pub(super) fn start(
-    bootstrap: String,
+    ep: Endpoint,
     process: u64,
     rec: Recorder,
     stop: watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     (0..PARTITIONS)
-        .map(|p| {
-            tokio::spawn(partition_producer(
-                bootstrap.clone(),
-                process,
-                p,
-                rec.clone(),
-                stop.clone(),
-            ))
-        })
+        .map(|p| tokio::spawn(partition_producer(ep.clone(), process, p, rec.clone(), stop.clone())))
         .collect()
 }
 
@@ -61,11 +54,19 @@ fn keys_of(process: u64, partition: u32) -> Vec<String> {
 }
 
 /// The address of `partition`'s leader, asked of any broker that answers.
-async fn leader_of(bootstrap: &str, partition: u32) -> Option<StrandClient<Channel>> {
-    for addr in bootstrap.split(',') {
-        let Ok(mut c) = StrandClient::connect(format!("http://{addr}")).await else {
+async fn leader_of(ep: &Endpoint, partition: u32) -> Option<StrandClient<Channel>> {
+    let endpoint = |addr: &str| {
+        Channel::from_shared(format!("http://{addr}")).ok().map(|e| {
+            e.connect_timeout(Duration::from_secs(1))
+                .timeout(Duration::from_secs(5))
+        })
+    };
+    for addr in ep.bootstrap.split(',') {
+        let Some(e) = endpoint(addr) else { continue };
+        let Ok(channel) = ep.security.channel(e).await else {
             continue;
         };
+        let mut c = StrandClient::new(channel);
         let Ok(md) = c
             .metadata(MetadataRequest {
                 topics: vec![TOPIC.into()],
@@ -82,20 +83,14 @@ async fn leader_of(bootstrap: &str, partition: u32) -> Option<StrandClient<Chann
             .map(|p| p.leader)
             .filter(|l| *l != 0)?;
         let addr = md.brokers.iter().find(|b| b.node_id == leader)?.addr.clone();
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .ok()?
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .ok()?;
+        let channel = ep.security.channel(endpoint(&addr)?).await.ok()?;
         return Some(StrandClient::new(channel));
     }
     None
 }
 
 async fn partition_producer(
-    bootstrap: String,
+    ep: Endpoint,
     process: u64,
     partition: u32,
     rec: Recorder,
@@ -108,7 +103,7 @@ async fn partition_producer(
     let mut retry: Vec<(String, String)> = Vec::new();
     while !*stop.borrow_and_update() {
         let Some(client) = leader.as_mut() else {
-            leader = leader_of(&bootstrap, partition).await;
+            leader = leader_of(&ep, partition).await;
             if leader.is_none() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

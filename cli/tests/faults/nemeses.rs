@@ -3,8 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use strand_client::Admin;
-
 use super::{PARTITIONS, SERIAL, TOPIC, fault_duration, run, run_in_mesh, run_on};
 use crate::support::Cluster;
 
@@ -251,7 +249,7 @@ async fn disk_full_on_one_follower() {
             c.restart(3);
             c.wait_ready().await;
             // It catches up with the others.
-            let a = Admin::connect(c.bootstrap()).await.expect("admin");
+            let a = c.endpoint().admin().await.expect("admin");
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
                 let lagging: Vec<_> = match a.describe_topic(TOPIC).await {

@@ -103,10 +103,10 @@ async fn a_follower_far_behind_catches_up_under_load() {
         c.kill(follower);
         let bytes = backlog_bytes();
         let started = Instant::now();
-        write_backlog(c.bootstrap(), BACKLOG_PROCESS, 0, bytes, (1 << 20) - 1024, &rec).await;
+        write_backlog(c.endpoint(), BACKLOG_PROCESS, 0, bytes, (1 << 20) - 1024, &rec).await;
         let written_s = started.elapsed().as_secs_f64();
         c.restart(follower);
-        let a = Admin::connect(c.bootstrap()).await.expect("admin");
+        let a = c.endpoint().admin().await.expect("admin");
         // The bound: a minute for 100 MiB, two for 1 GiB, while the
         // workload goes on writing.
         let bound = Duration::from_secs(if bytes > 100 << 20 { 120 } else { 60 });
@@ -132,7 +132,7 @@ async fn a_follower_far_behind_catches_up_under_load() {
 async fn a_partition_moved_to_a_new_broker_and_back_under_load() {
     run("move-and-back", "", |mut c, until, _| async move {
         let newcomer = c.add_joining();
-        let a = Admin::connect(c.bootstrap()).await.expect("admin");
+        let a = c.endpoint().admin().await.expect("admin");
         wait_joined(&a, &[newcomer]).await;
         let original = a.describe_topic(TOPIC).await.expect("describe").partitions[0]
             .replicas
@@ -162,7 +162,7 @@ async fn a_partition_moved_to_a_new_broker_and_back_under_load() {
 async fn a_producer_of_malformed_batches_next_to_the_workload() {
     run("malformed-producer", "", |c: Cluster, until, _| async move {
         let (stop_tx, stop) = watch::channel(false);
-        let task = tokio::spawn(malformed_producer(c.addr(1), stop));
+        let task = tokio::spawn(malformed_producer(c.addr(1), c.security(), stop));
         while Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

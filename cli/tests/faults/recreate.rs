@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use strand_checker::generations::{GenerationRead, GenerationWrite, check_generations};
-use strand_client::{Admin, Consumer, OffsetReset, Producer, ProducerRecord};
+use strand_client::{Admin, OffsetReset, ProducerRecord};
 use tokio::sync::watch;
 
 use super::run;
+use crate::support::Endpoint;
 
 const SIDE: &str = "side";
 const RECORDS: u64 = 200;
@@ -25,8 +26,9 @@ const RECORDS: u64 = 200;
 /// Reads the side topic as a group member until told to stop, recording
 /// every record in the order it was processed and committing after each
 /// poll (commits refused for a deleted topic are expected and ignored).
-async fn reader(bootstrap: String, reads: Arc<Mutex<Vec<GenerationRead>>>, mut stop: watch::Receiver<bool>) {
-    let mut c = Consumer::builder(bootstrap)
+async fn reader(ep: Endpoint, reads: Arc<Mutex<Vec<GenerationRead>>>, mut stop: watch::Receiver<bool>) {
+    let mut c = ep
+        .consumer()
         .group("side-readers")
         .session_timeout(Duration::from_secs(3))
         .auto_commit(None)
@@ -97,8 +99,8 @@ async fn delete_side(a: &Admin) {
 }
 
 /// Writes one generation's records; returns those acknowledged.
-async fn write_generation(bootstrap: String, generation: u32) -> Vec<GenerationWrite> {
-    let p = Producer::builder(bootstrap).build().await.expect("side producer");
+async fn write_generation(ep: Endpoint, generation: u32) -> Vec<GenerationWrite> {
+    let p = ep.producer().build().await.expect("side producer");
     let mut out = Vec::new();
     for seq in 0..RECORDS {
         let value = format!("g{generation}-{seq}");
@@ -122,15 +124,15 @@ async fn write_generation(bootstrap: String, generation: u32) -> Vec<GenerationW
 #[ignore = "slow: the fault suite, run by .ci/run"]
 async fn a_topic_deleted_and_created_again_while_a_group_reads_it() {
     run("recreate", "", |mut c, until, _| async move {
-        let a = Admin::connect(c.bootstrap()).await.expect("admin");
+        let a = c.endpoint().admin().await.expect("admin");
         create_side(&a).await;
         let reads = Arc::new(Mutex::new(Vec::new()));
         let (stop, rx) = watch::channel(false);
-        let task = tokio::spawn(reader(c.bootstrap(), Arc::clone(&reads), rx));
+        let task = tokio::spawn(reader(c.endpoint(), Arc::clone(&reads), rx));
         let mut writes: Vec<GenerationWrite> = Vec::new();
         let mut generation = 0u32;
         loop {
-            let written = write_generation(c.bootstrap(), generation).await;
+            let written = write_generation(c.endpoint(), generation).await;
             // Wait (bounded) until the reader has every acknowledged record
             // of this generation; what it never reads the checker reports.
             let deadline = Instant::now() + Duration::from_secs(60);
@@ -157,7 +159,7 @@ async fn a_topic_deleted_and_created_again_while_a_group_reads_it() {
                 c.kill(d);
             }
             let live = (1..=3).find(|&i| Some(i) != down).expect("a live broker");
-            let a = Admin::connect(c.addr(live)).await.expect("admin");
+            let a = c.admin_of(&c.addr(live)).await.expect("admin");
             delete_side(&a).await;
             if let Some(d) = down {
                 c.restart(d);

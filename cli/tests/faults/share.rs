@@ -12,13 +12,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use strand_checker::{Event, Recorder};
-use strand_client::{
-    AcknowledgeType, AcknowledgementFailure, Admin, Consumer, OffsetReset, ShareConsumer, ShareRecord,
-};
+use strand_client::{AcknowledgeType, AcknowledgementFailure, OffsetReset, ShareConsumer, ShareRecord};
 use tokio::sync::watch;
 
 use super::TOPIC;
-use crate::support::Cluster;
+use crate::support::{Cluster, Endpoint};
 
 const SHARE_GROUP: &str = "fault-workers";
 
@@ -26,8 +24,9 @@ const SHARE_GROUP: &str = "fault-workers";
 /// died come back within the drain.
 const LOCK: Duration = Duration::from_secs(3);
 
-async fn member(bootstrap: &str, lock: Duration, max_records: u32) -> Option<ShareConsumer> {
-    let mut c = ShareConsumer::builder(bootstrap, SHARE_GROUP)
+async fn member(ep: &Endpoint, lock: Duration, max_records: u32) -> Option<ShareConsumer> {
+    let mut c = ep
+        .share_consumer(SHARE_GROUP)
         .offset_reset(OffsetReset::Earliest)
         .max_records(max_records)
         .max_wait(Duration::from_millis(200))
@@ -111,9 +110,9 @@ async fn process(c: &mut ShareConsumer, id: u64, rec: &Recorder, stop: Option<&w
 }
 
 /// A member of the share group until `stop`.
-pub(super) async fn worker(bootstrap: String, id: u64, rec: Recorder, mut stop: watch::Receiver<bool>) {
+pub(super) async fn worker(ep: Endpoint, id: u64, rec: Recorder, mut stop: watch::Receiver<bool>) {
     let mut c = loop {
-        if let Some(c) = member(&bootstrap, LOCK, 50).await {
+        if let Some(c) = member(&ep, LOCK, 50).await {
             break c;
         }
         if *stop.borrow() {
@@ -135,8 +134,8 @@ pub(super) async fn worker(bootstrap: String, id: u64, rec: Recorder, mut stop: 
 /// into the history.
 pub(super) async fn drain(c: &Cluster, rec: &Recorder, ends: &[u64]) {
     const DRAINER: u64 = 100;
-    let a = Admin::connect(c.bootstrap()).await.expect("admin");
-    let mut m = member(&c.bootstrap(), Duration::from_secs(30), 500)
+    let a = c.endpoint().admin().await.expect("admin");
+    let mut m = member(&c.endpoint(), Duration::from_secs(30), 500)
         .await
         .expect("drain member");
     // The catch-up nemeses leave a backlog of 1 GiB.
@@ -178,11 +177,13 @@ pub(super) async fn drain(c: &Cluster, rec: &Recorder, ends: &[u64]) {
 /// Every dead letter of the workload's topic, as `ShareArchived`.
 async fn record_dead_letters(c: &Cluster, rec: &Recorder) {
     let dlq = format!("{TOPIC}.dlq");
-    let a = Admin::connect(c.bootstrap()).await.expect("admin");
+    let a = c.endpoint().admin().await.expect("admin");
     let Ok(t) = a.describe_topic(&dlq).await else {
         return;
     };
-    let mut d = Consumer::builder(c.bootstrap())
+    let mut d = c
+        .endpoint()
+        .consumer()
         .auto_offset_reset(OffsetReset::Earliest)
         .max_wait(Duration::from_millis(200))
         .build()

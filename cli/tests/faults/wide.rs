@@ -11,18 +11,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use strand_client::{Admin, Consumer, OffsetReset, Producer, ProducerRecord};
+use strand_client::{Admin, OffsetReset, ProducerRecord};
 
 use super::{PARTITIONS, TOPIC, run};
-use crate::support::Cluster;
+use crate::support::{Cluster, Endpoint};
 
 const WIDE: &str = "wide";
 const WIDE_PARTITIONS: u32 = 1_000;
 
 /// Writes one record (`round-p`) to every partition; the acknowledged
 /// (partition, offset, value) of each.
-async fn write_round(bootstrap: String, round: u32) -> Vec<(u32, u64, String)> {
-    let p = Producer::builder(bootstrap)
+async fn write_round(ep: Endpoint, round: u32) -> Vec<(u32, u64, String)> {
+    let p = ep
+        .producer()
         .request_timeout(Duration::from_secs(5))
         .build()
         .await
@@ -68,12 +69,12 @@ async fn every_partition_led(a: &Admin, dead: Option<u64>, within: Duration) {
 #[ignore = "slow: the fault suite, run by .ci/run"]
 async fn kill_leaders_beside_a_thousand_idle_partitions() {
     run("kill-leader-wide", "", |mut c: Cluster, until, _| async move {
-        let a = Admin::connect(c.bootstrap()).await.expect("admin");
+        let a = c.endpoint().admin().await.expect("admin");
         a.create_topic(WIDE, WIDE_PARTITIONS, 3, BTreeMap::new())
             .await
             .expect("create the wide topic");
         every_partition_led(&a, None, Duration::from_secs(120)).await;
-        let mut acked = write_round(c.bootstrap(), 0).await;
+        let mut acked = write_round(c.endpoint(), 0).await;
         // Idle long enough for the groups to quiesce before the kills.
         tokio::time::sleep(Duration::from_secs(3)).await;
         let mut p = 0;
@@ -86,9 +87,11 @@ async fn kill_leaders_beside_a_thousand_idle_partitions() {
             tokio::time::sleep(Duration::from_secs(3)).await;
             p += 1;
         }
-        acked.extend(write_round(c.bootstrap(), 1).await);
+        acked.extend(write_round(c.endpoint(), 1).await);
         // Every acknowledged record, exactly once, where it was acknowledged.
-        let mut reader = Consumer::builder(c.bootstrap())
+        let mut reader = c
+            .endpoint()
+            .consumer()
             .auto_offset_reset(OffsetReset::Earliest)
             .max_wait(Duration::from_millis(200))
             .build()

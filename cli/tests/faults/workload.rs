@@ -9,11 +9,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use strand_checker::{Event, Recorder};
-use strand_client::{Admin, Consumer, OffsetReset, Producer, ProducerRecord, RebalanceEvent};
+use strand_client::{OffsetReset, ProducerRecord, RebalanceEvent};
 use tokio::sync::watch;
 
 use super::{GROUP, TOPIC};
-use crate::support::Cluster;
+use crate::support::{Cluster, Endpoint};
 
 /// A producer process: keyed records whose values are unique ids, acks=all,
 /// at most 32 in flight.
@@ -25,13 +25,14 @@ use crate::support::Cluster;
 /// retried send is in the history (the producer's own retries would be
 /// invisible), and the duplicates they make are counted.
 pub(super) async fn producer(
-    bootstrap: String,
+    ep: Endpoint,
     process: u64,
     idempotent: bool,
     rec: Recorder,
     mut stop: watch::Receiver<bool>,
 ) {
-    let builder = Producer::builder(bootstrap)
+    let builder = ep
+        .producer()
         .request_timeout(Duration::from_secs(3))
         .delivery_timeout(Duration::from_secs(10));
     let builder = if idempotent {
@@ -131,9 +132,10 @@ pub(super) fn record_outcome(
 
 /// A group member: polls, records what it processed, commits after
 /// processing.
-pub(super) async fn consumer(bootstrap: String, id: u64, rec: Recorder, mut stop: watch::Receiver<bool>) {
+pub(super) async fn consumer(ep: Endpoint, id: u64, rec: Recorder, mut stop: watch::Receiver<bool>) {
     let r2 = rec.clone();
-    let mut c = Consumer::builder(bootstrap)
+    let mut c = ep
+        .consumer()
         .group(GROUP)
         .session_timeout(Duration::from_secs(3))
         .auto_commit(None)
@@ -194,8 +196,8 @@ pub(super) async fn consumer(bootstrap: String, id: u64, rec: Recorder, mut stop
 }
 
 /// Watches the group's committed offsets as the coordinator reports them.
-pub(super) async fn commit_observer(bootstrap: String, rec: Recorder, mut stop: watch::Receiver<bool>) {
-    let Ok(a) = Admin::connect(bootstrap).await else { return };
+pub(super) async fn commit_observer(ep: Endpoint, rec: Recorder, mut stop: watch::Receiver<bool>) {
+    let Ok(a) = ep.admin().await else { return };
     while !*stop.borrow_and_update() {
         if let Ok(offsets) = a.group_offsets(GROUP).await {
             let time_ms = rec.now();
@@ -224,26 +226,26 @@ pub(super) fn start_workload(c: &Cluster, rec: &Recorder) -> Workload {
     let mut tasks = Vec::new();
     // Process 1 is idempotent, process 2 is not.
     for p in 1..=2 {
-        let t = tokio::spawn(producer(c.bootstrap(), p, p == 1, rec.clone(), rx.clone()));
+        let t = tokio::spawn(producer(c.endpoint(), p, p == 1, rec.clone(), rx.clone()));
         tasks.push((format!("producer {p}"), t));
     }
     // Process 3 sends protobuf-native records (the broker builds the batch).
-    for (i, t) in super::native::start(c.bootstrap(), 3, rec.clone(), rx.clone())
+    for (i, t) in super::native::start(c.endpoint(), 3, rec.clone(), rx.clone())
         .into_iter()
         .enumerate()
     {
         tasks.push((format!("native producer {i}"), t));
     }
     for id in 1..=2 {
-        let t = tokio::spawn(consumer(c.bootstrap(), id, rec.clone(), rx.clone()));
+        let t = tokio::spawn(consumer(c.endpoint(), id, rec.clone(), rx.clone()));
         tasks.push((format!("consumer {id}"), t));
     }
     // Processes 11 and 12 are members of a share group.
     for id in 11..=12 {
-        let t = tokio::spawn(super::share::worker(c.bootstrap(), id, rec.clone(), rx.clone()));
+        let t = tokio::spawn(super::share::worker(c.endpoint(), id, rec.clone(), rx.clone()));
         tasks.push((format!("share member {id}"), t));
     }
-    let t = tokio::spawn(commit_observer(c.bootstrap(), rec.clone(), rx));
+    let t = tokio::spawn(commit_observer(c.endpoint(), rec.clone(), rx));
     tasks.push(("commit observer".to_string(), t));
     Workload { stop, tasks }
 }
@@ -272,14 +274,15 @@ const BACKLOG_RECORD_BYTES: usize = 16 << 10;
 /// acknowledged. Batches stay within `batch_bytes` (at most the brokers'
 /// `max_batch_bytes`, or they are refused as too large).
 pub(super) async fn write_backlog(
-    bootstrap: String,
+    ep: Endpoint,
     process: u64,
     partition: u32,
     bytes: u64,
     batch_bytes: usize,
     rec: &Recorder,
 ) {
-    let p = Producer::builder(bootstrap)
+    let p = ep
+        .producer()
         .request_timeout(Duration::from_secs(10))
         .delivery_timeout(Duration::from_secs(30))
         .batch_bytes(batch_bytes)
@@ -322,13 +325,20 @@ pub(super) async fn write_backlog(
 /// Sends every kind of malformed batch to every partition, over and over,
 /// until `stop`; each must be refused with `CORRUPT_BATCH`. Returns how
 /// many were sent; panics at the first one that was not refused that way.
-pub(super) async fn malformed_producer(addr: String, mut stop: watch::Receiver<bool>) -> u64 {
+pub(super) async fn malformed_producer(
+    addr: String,
+    security: strand_client::Security,
+    mut stop: watch::Receiver<bool>,
+) -> u64 {
     use strand_client::proto::{Acks, ErrorCode, PartitionBatch, ProduceRequest, strand_client::StrandClient};
     let mut sent = 0;
     let mut client: Option<StrandClient<tonic::transport::Channel>> = None;
     while !*stop.borrow_and_update() {
         let Some(c) = client.as_mut() else {
-            client = StrandClient::connect(format!("http://{addr}")).await.ok();
+            client = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
+                Ok(e) => security.channel(e).await.ok().map(StrandClient::new),
+                Err(_) => None,
+            };
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };

@@ -44,6 +44,32 @@ pub struct Cluster {
     certs: Option<PathBuf>,
 }
 
+/// The cluster's bootstrap list and how to connect to it, for clients on
+/// other tasks.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub bootstrap: String,
+    pub security: Security,
+}
+
+impl Endpoint {
+    pub async fn admin(&self) -> strand_client::Result<Admin> {
+        Admin::connect_with(self.bootstrap.clone(), self.security.clone()).await
+    }
+
+    pub fn producer(&self) -> strand_client::ProducerBuilder {
+        strand_client::Producer::builder(self.bootstrap.clone()).security(self.security.clone())
+    }
+
+    pub fn consumer(&self) -> strand_client::ConsumerBuilder {
+        strand_client::Consumer::builder(self.bootstrap.clone()).security(self.security.clone())
+    }
+
+    pub fn share_consumer(&self, group: &str) -> strand_client::ShareConsumerBuilder {
+        strand_client::ShareConsumer::builder(self.bootstrap.clone(), group).security(self.security.clone())
+    }
+}
+
 /// Ports the OS hands out for `n` listeners, released for the brokers.
 fn free_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<std::net::TcpListener> = (0..n)
@@ -97,6 +123,14 @@ impl Cluster {
         Security::mutual_tls(dir.join("ca.pem"), cert, dir.join("test-admin-key.pem")).expect("client TLS")
     }
 
+    /// Where and how clients connect.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            bootstrap: self.bootstrap(),
+            security: self.security(),
+        }
+    }
+
     /// An admin client of broker `addr` (with the cluster's security).
     pub async fn admin_of(&self, addr: &str) -> strand_client::Result<Admin> {
         Admin::connect_with(addr, self.security()).await
@@ -105,14 +139,14 @@ impl Cluster {
     /// Starts `n` journaled brokers, each in its own namespace of `mesh`
     /// (so links between them can be cut).
     pub fn start_in_mesh(mesh: netns::Mesh, n: usize, extra_config: &str) -> Self {
-        Self::start_opts(n, extra_config, true, Some(mesh), None)
+        Self::start_full(n, extra_config, true, Some(mesh), None, true)
     }
 
     /// Starts `n` journaled brokers, every connection to each (from clients
     /// and peers alike) through a seeded fault proxy (see `proxies`). Call
     /// inside a Tokio runtime.
     pub fn start_proxied(n: usize, extra_config: &str, seed: u64) -> Self {
-        Self::start_opts(n, extra_config, true, None, Some(seed))
+        Self::start_full(n, extra_config, true, None, Some(seed), true)
     }
 
     /// The fault proxies, when started with `start_proxied`.
@@ -128,7 +162,7 @@ impl Cluster {
     /// Like `start_with`, each broker recording the bytes of every segment
     /// it fsynced (`STRAND_TEST_FSYNC_JOURNAL`), for power-loss tests.
     pub fn start_journaled(n: usize, extra_config: &str) -> Self {
-        Self::start_opts(n, extra_config, true, None, None)
+        Self::start_full(n, extra_config, true, None, None, true)
     }
 
     fn start_opts(
