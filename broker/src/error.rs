@@ -156,6 +156,16 @@ pub enum BrokerError {
         /// Last offset of the range.
         last: u64,
     },
+    /// No ACL allows the caller the operation (or one denies it).
+    #[error("{principal} may not {operation} {resource}")]
+    AuthorizationFailed {
+        /// Who asked.
+        principal: String,
+        /// What it asked to do (`read`, `write`, ...).
+        operation: &'static str,
+        /// On what (`topic orders`, `group g`, `the cluster`).
+        resource: String,
+    },
     /// The broker a request was forwarded to refused it.
     #[error("{message}")]
     Forwarded {
@@ -262,6 +272,7 @@ impl BrokerError {
             BrokerError::GroupNotEmpty { .. } => ErrorCode::GroupNotEmpty,
             BrokerError::ProducerFenced { .. } => ErrorCode::ProducerFenced,
             BrokerError::InvalidRecordState { .. } => ErrorCode::InvalidRecordState,
+            BrokerError::AuthorizationFailed { .. } => ErrorCode::AuthorizationFailed,
             BrokerError::FetchSessionNotFound { .. } => ErrorCode::FetchSessionNotFound,
             BrokerError::InvalidFetchSessionEpoch { .. } => ErrorCode::InvalidFetchSessionEpoch,
             BrokerError::Forwarded { code, .. } => *code,
@@ -313,6 +324,7 @@ impl BrokerError {
             | ErrorCode::InvalidFetchSessionEpoch
             | ErrorCode::InvalidRecordState => tonic::Code::FailedPrecondition,
             ErrorCode::StorageFailed => tonic::Code::Internal,
+            ErrorCode::AuthorizationFailed => tonic::Code::PermissionDenied,
             _ => tonic::Code::InvalidArgument,
         }
     }

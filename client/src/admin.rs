@@ -234,7 +234,7 @@ impl Admin {
 
     /// Runs an `Admin` RPC on the first broker that answers, within the
     /// request timeout.
-    async fn admin_call<T, F, Fut>(&self, what: &'static str, call: F) -> Result<T>
+    pub(crate) async fn admin_call<T, F, Fut>(&self, what: &'static str, call: F) -> Result<T>
     where
         F: Fn(AdminClient<Channel>) -> Fut + Clone,
         Fut: Future<Output = Result<T>>,

@@ -74,6 +74,7 @@
 //! duplicate a batch), transactions, TLS.
 #![deny(missing_docs)]
 
+mod acl_admin;
 mod admin;
 mod connection;
 mod consumer;

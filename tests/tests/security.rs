@@ -5,8 +5,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use strand_broker::BrokerConfig;
-use strand_client::{Admin, Security};
+use strand_client::proto as pb;
+use strand_client::{Admin, Consumer, OffsetReset, Producer, ProducerRecord, Security};
 use strand_security::dev_ca::{self, Subject};
 
 use crate::harness::{TestBroker, test_config};
@@ -114,4 +116,232 @@ async fn a_broker_refuses_to_serve_unauthenticated_clients_beyond_loopback() {
         .await
         .expect("allowed when told");
     b.stop().await.expect("stop");
+}
+
+/// A TLS broker enforcing ACLs, `admin` its super user; the CA in `pki`
+/// with certificates for `admin`, `alice` and `mallory`.
+async fn acl_broker(pki_dir: &Path) -> TestBroker {
+    pki(pki_dir, "admin");
+    for user in ["alice", "mallory"] {
+        dev_ca::issue(pki_dir, &Subject::User { name: user.into() }, pki_dir, user, 1).expect("user cert");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.metrics_listen = Some("127.0.0.1:0".into());
+    config.security.tls_ca = Some(pki_dir.join("ca.pem"));
+    config.security.tls_cert = Some(pki_dir.join("broker.pem"));
+    config.security.tls_key = Some(pki_dir.join("broker-key.pem"));
+    config.security.authorization = true;
+    config.security.super_users = vec!["User:admin".into()];
+    TestBroker::start_with(dir, config).await
+}
+
+fn acl(
+    principal: &str,
+    kind: pb::AclResourceType,
+    name: &str,
+    prefixed: bool,
+    op: pb::AclOperation,
+    deny: bool,
+) -> pb::AclBinding {
+    pb::AclBinding {
+        principal: principal.into(),
+        resource_type: kind as i32,
+        resource_name: name.into(),
+        pattern_type: if prefixed {
+            pb::AclPatternType::Prefixed
+        } else {
+            pb::AclPatternType::Literal
+        } as i32,
+        operation: op as i32,
+        permission: if deny {
+            pb::AclPermission::Deny
+        } else {
+            pb::AclPermission::Allow
+        } as i32,
+    }
+}
+
+fn denied<T: std::fmt::Debug>(r: strand_client::Result<T>, what: &str) {
+    let e = r.expect_err(what);
+    assert_eq!(e.reason(), "AUTHORIZATION_FAILED", "{what}: {e}");
+}
+
+async fn send(p: &Producer, topic: &str, value: &str) -> strand_client::Result<()> {
+    p.send(ProducerRecord::new(topic, Bytes::from(value.to_string())))
+        .await?
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acls_decide_what_each_principal_may_do() {
+    use pb::AclOperation as Op;
+    use pb::AclResourceType as Kind;
+    let pki_dir = tempfile::tempdir().expect("tempdir");
+    let pki_dir = pki_dir.path();
+    let b = acl_broker(pki_dir).await;
+    let addr = b.addr();
+    let admin = Admin::connect_with(addr.clone(), client(pki_dir, "admin"))
+        .await
+        .expect("admin");
+    for t in ["orders.eu", "orders.us", "payroll"] {
+        admin.create_topic(t, 1, 1, Default::default()).await.expect("create");
+    }
+    let alice_sec = client(pki_dir, "alice");
+    let alice = Admin::connect_with(addr.clone(), alice_sec.clone())
+        .await
+        .expect("alice connects");
+
+    // Without an ACL alice may do nothing and sees nothing.
+    assert!(
+        alice.list_topics().await.expect("list").is_empty(),
+        "no topic is visible"
+    );
+    denied(
+        alice.create_topic("mine", 1, 1, Default::default()).await,
+        "create topic",
+    );
+    denied(alice.describe_topic("payroll").await, "describe topic");
+    denied(alice.delete_topic("payroll").await, "delete topic");
+    denied(alice.cluster_status().await, "cluster status");
+    denied(
+        alice
+            .create_acls(vec![acl("User:alice", Kind::Cluster, "cluster", false, Op::All, false)])
+            .await,
+        "grant herself",
+    );
+    denied(
+        Producer::builder(addr.clone())
+            .security(alice_sec.clone())
+            .build()
+            .await,
+        "idempotent producer id",
+    );
+    let mut consumer = Consumer::builder(addr.clone())
+        .security(alice_sec.clone())
+        .auto_offset_reset(OffsetReset::Earliest)
+        .max_wait(Duration::from_millis(100))
+        .build()
+        .await
+        .expect("consumer");
+    denied(consumer.assign("orders.eu", &[0]).await, "assign (describe the topic)");
+    let mut member = Consumer::builder(addr.clone())
+        .security(alice_sec.clone())
+        .group("billing")
+        .max_wait(Duration::from_millis(100))
+        .build()
+        .await
+        .expect("group consumer");
+    member.subscribe(&["orders.eu"]).await.expect("subscribe");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match member.poll().await {
+            Err(e) => {
+                assert_eq!(e.reason(), "AUTHORIZATION_FAILED", "group join: {e}");
+                break;
+            }
+            Ok(_) => assert!(Instant::now() < deadline, "the group join was never refused"),
+        }
+    }
+
+    // Grants: write and read every `orders.` topic, read group billing.
+    admin
+        .create_acls(vec![
+            acl("User:alice", Kind::Topic, "orders.", true, Op::Write, false),
+            acl("User:alice", Kind::Topic, "orders.", true, Op::Read, false),
+            acl("User:alice", Kind::Group, "billing", false, Op::Read, false),
+        ])
+        .await
+        .expect("grant");
+    let listed = admin
+        .describe_acls(pb::AclFilter {
+            principal: "User:alice".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 3);
+    let topics: Vec<String> = alice
+        .list_topics()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(topics, ["orders.eu", "orders.us"], "only what she may describe");
+    let p = Producer::builder(addr.clone())
+        .security(alice_sec.clone())
+        .build()
+        .await
+        .expect("producer");
+    send(&p, "orders.eu", "o1").await.expect("write orders.eu");
+    send(&p, "orders.us", "o2").await.expect("write orders.us (prefix)");
+    denied(send(&p, "payroll", "raise").await, "write payroll");
+    p.close().await.expect("close");
+    consumer.assign("orders.eu", &[0]).await.expect("assign");
+    let got = consumer.poll().await.expect("fetch orders.eu");
+    assert_eq!(got.len(), 1);
+    let mut member = Consumer::builder(addr.clone())
+        .security(alice_sec.clone())
+        .group("billing")
+        .auto_offset_reset(OffsetReset::Earliest)
+        .max_wait(Duration::from_millis(100))
+        .build()
+        .await
+        .expect("group consumer");
+    member.subscribe(&["orders.eu"]).await.expect("subscribe");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut consumed = Vec::new();
+    while consumed.is_empty() {
+        assert!(Instant::now() < deadline, "the group never delivered");
+        consumed.extend(member.poll().await.expect("group poll"));
+    }
+    member.close().await.expect("leave");
+
+    // A deny wins over the prefix allow.
+    admin
+        .create_acls(vec![acl("User:alice", Kind::Topic, "orders.eu", false, Op::Read, true)])
+        .await
+        .expect("deny");
+    consumer
+        .seek("orders.eu", 0, strand_client::Offset::Beginning)
+        .await
+        .expect("seek");
+    denied(consumer.poll().await, "read after the deny");
+
+    // Removal.
+    let removed = admin
+        .delete_acls(pb::AclFilter {
+            principal: "User:alice".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("remove");
+    assert_eq!(removed.len(), 4);
+    denied(
+        Producer::builder(addr.clone()).security(alice_sec).build().await,
+        "producer after removal",
+    );
+
+    // Denials are counted per principal.
+    let metrics = scrape(b.broker.as_ref().and_then(|r| r.metrics_addr).expect("metrics")).await;
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with(r#"strand_authorization_denied_total{principal="User:alice"}"#))
+        .unwrap_or_else(|| panic!("no denial count in\n{metrics}"));
+    let n: u64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("count");
+    assert!(n >= 8, "{line}");
+    b.stop().await;
+}
+
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("metrics connect");
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out
 }

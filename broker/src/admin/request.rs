@@ -94,6 +94,16 @@ pub enum MetadataRequest {
         #[serde(default)]
         expected: Option<(i64, i16)>,
     },
+    /// Add access control entries.
+    AddAcls {
+        /// The entries.
+        bindings: Vec<crate::controller::acl::AclBinding>,
+    },
+    /// Remove the access control entries a filter matches.
+    RemoveAcls {
+        /// Which.
+        filter: crate::controller::acl::AclFilter,
+    },
 }
 
 /// What planning needs besides the metadata.
@@ -201,6 +211,19 @@ impl MetadataRequest {
                         "a joining broker needs a node id > 0 and a host:port address, got {id} at {addr:?}"
                     ),
                 })
+            }
+            MetadataRequest::AddAcls { bindings } => {
+                if bindings.is_empty() {
+                    return Err(BrokerError::InvalidRequest {
+                        reason: "no ACL to add".into(),
+                    });
+                }
+                match bindings.iter().find_map(|b| b.problem().map(|p| (b, p))) {
+                    Some((b, problem)) => Err(BrokerError::InvalidRequest {
+                        reason: format!("ACL {b}: {problem}"),
+                    }),
+                    None => Ok(()),
+                }
             }
             _ => Ok(()),
         }
@@ -348,6 +371,10 @@ impl MetadataRequest {
                     },
                 })
             }
+            MetadataRequest::AddAcls { bindings } => Ok(MetadataCommand::AddAcls {
+                bindings: bindings.clone(),
+            }),
+            MetadataRequest::RemoveAcls { filter } => Ok(MetadataCommand::RemoveAcls { filter: filter.clone() }),
         }
     }
 }

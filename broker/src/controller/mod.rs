@@ -11,6 +11,7 @@
 //! This module is pure data: no I/O, no Raft. The broker's node folds the
 //! log into it (`node::metadata`); admin operations plan commands from it.
 
+pub mod acl;
 pub mod placement;
 pub mod producer_ids;
 
@@ -171,6 +172,16 @@ pub enum MetadataCommand {
         /// What it gets.
         producer: producer_ids::KeyedProducer,
     },
+    /// Add access control entries.
+    AddAcls {
+        /// The entries (checked when planned).
+        bindings: Vec<acl::AclBinding>,
+    },
+    /// Remove every access control entry the filter matches.
+    RemoveAcls {
+        /// Which.
+        filter: acl::AclFilter,
+    },
 }
 
 /// The metadata every broker derives from the controller log.
@@ -191,6 +202,8 @@ pub struct MetadataState {
     pub deleted: BTreeSet<TopicUuid>,
     /// Producer ids handed out (see [`producer_ids`]).
     pub producer_ids: producer_ids::ProducerIdState,
+    /// Access control lists (see [`acl`]).
+    pub acls: acl::AclSet,
 }
 
 /// A broker's data directory as the cluster recorded it.
@@ -300,6 +313,8 @@ impl MetadataState {
                 self.producer_ids.apply_block(*broker, *first, *count)
             }
             MetadataCommand::InitProducerKey { key, producer } => self.producer_ids.apply_key(key, *producer),
+            MetadataCommand::AddAcls { bindings } => self.acls.add(bindings),
+            MetadataCommand::RemoveAcls { filter } => self.acls.remove(filter),
         }
     }
 

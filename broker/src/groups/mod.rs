@@ -135,6 +135,11 @@ impl GroupCoordinator {
         })
     }
 
+    /// The node this coordinator runs on.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
     /// This broker's node id.
     pub fn node_id(&self) -> u64 {
         self.node.id().get()

@@ -87,6 +87,10 @@ pub struct Snapshot {
     pub share_members: Vec<(String, usize)>,
     /// Counts per share-partition of those groups.
     pub share_partitions: Vec<ShareMetricsRow>,
+    /// TLS handshakes that failed (see `security::audit`).
+    pub tls_handshake_failures: u64,
+    /// Authorization denials per principal.
+    pub authorization_denials: Vec<(String, u64)>,
 }
 
 impl Snapshot {
@@ -118,6 +122,8 @@ impl Snapshot {
             open_connections,
             share_members,
             share_partitions,
+            tls_handshake_failures: node.security().audit().handshake_failures(),
+            authorization_denials: node.security().audit().denials(),
         }
     }
 }
@@ -267,6 +273,7 @@ pub fn encode_snapshot(s: &Snapshot, mut encoder: DescriptorEncoder) -> Result<(
         &lag,
     )?;
     encode_shares(e, s)?;
+    super::security::encode(e, s.tls_handshake_failures, &s.authorization_denials)?;
     let m = e.encode_descriptor(
         "strand_open_connections",
         "Client connections open now",
@@ -465,6 +472,8 @@ mod tests {
                     redelivered: 6,
                 },
             }],
+            tls_handshake_failures: 4,
+            authorization_denials: vec![("User:eve".into(), 2)],
         };
         let mut registry = Registry::default();
         registry.register_collector(Box::new(Fixed(snapshot)));
@@ -489,6 +498,8 @@ mod tests {
             r#"strand_share_partition_delayed{group="workers",topic="orders",partition="2"} 2"#,
             r#"strand_share_partition_archived_total{group="workers",topic="orders",partition="2"} 1"#,
             r#"strand_share_partition_redelivered_total{group="workers",topic="orders",partition="2"} 6"#,
+            "strand_tls_handshake_failures_total 4",
+            r#"strand_authorization_denied_total{principal="User:eve"} 2"#,
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
         }

@@ -8,6 +8,7 @@
 
 pub mod collector;
 pub mod http;
+mod security;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;

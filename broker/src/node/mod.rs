@@ -104,6 +104,47 @@ impl Node {
         &self.security
     }
 
+    /// Refuses `op` on resource `name` of kind `kind` unless an ACL allows
+    /// it to `who` (see `Security::authorize`).
+    ///
+    /// # Errors
+    /// `AuthorizationFailed`.
+    pub fn authorize(
+        &self,
+        who: &strand_security::Principal,
+        op: crate::controller::acl::AclOperation,
+        kind: crate::controller::acl::ResourceType,
+        name: &str,
+    ) -> Result<()> {
+        if !self.security.authorization_enabled() {
+            return Ok(());
+        }
+        self.security.authorize(&self.metadata.read().acls, who, op, kind, name)
+    }
+
+    /// Whether `who` may do `op` on `name` (for filtering listings).
+    pub fn permits(
+        &self,
+        who: &strand_security::Principal,
+        op: crate::controller::acl::AclOperation,
+        kind: crate::controller::acl::ResourceType,
+        name: &str,
+    ) -> bool {
+        !self.security.authorization_enabled() || self.security.permits(&self.metadata.read().acls, who, op, kind, name)
+    }
+
+    /// Whether `who` is allowed `op` on some resource of kind `kind`.
+    pub fn permits_any(
+        &self,
+        who: &strand_security::Principal,
+        op: crate::controller::acl::AclOperation,
+        kind: crate::controller::acl::ResourceType,
+    ) -> bool {
+        !self.security.authorization_enabled()
+            || self.security.is_super_user(who)
+            || self.metadata.read().acls.allows_any(&who.to_string(), op, kind)
+    }
+
     /// The next producer id of this broker's granted block, if one is left.
     pub(crate) fn take_producer_id(&self) -> Option<i64> {
         let mut ids = self.producer_ids.lock();

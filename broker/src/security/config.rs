@@ -41,6 +41,13 @@ pub struct SecurityConfig {
     /// Serve without TLS or without client authentication on an address
     /// other than loopback. Default false: such a broker refuses to start.
     pub allow_insecure: bool,
+    /// Enforce ACLs on every request (`strand acl`): a principal may do
+    /// only what an ACL allows. Default false: every authenticated client
+    /// may do anything.
+    pub authorization: bool,
+    /// Principals allowed everything whatever the ACLs say, as
+    /// `User:<name>`. Brokers (`Broker:<id>`) always are.
+    pub super_users: Vec<String>,
 }
 
 impl Default for SecurityConfig {
@@ -52,6 +59,8 @@ impl Default for SecurityConfig {
             client_auth: ClientAuthMode::Required,
             tls_reload_interval_ms: 10_000,
             allow_insecure: false,
+            authorization: false,
+            super_users: Vec::new(),
         }
     }
 }
@@ -72,6 +81,14 @@ impl SecurityConfig {
     pub fn problem(&self, listen: &str) -> Option<(&'static str, String)> {
         if self.tls_enabled() && (self.tls_ca.is_none() || self.tls_cert.is_none() || self.tls_key.is_none()) {
             return Some(("security", "TLS needs all of tls_ca, tls_cert and tls_key".into()));
+        }
+        if let Some(bad) = self.super_users.iter().find(|u| {
+            !matches!(
+                strand_security::Principal::parse(u),
+                Some(strand_security::Principal::User(_))
+            )
+        }) {
+            return Some(("security.super_users", format!("{bad:?} is not User:<name>")));
         }
         if self.tls_reload_interval_ms == 0 {
             return Some(("security.tls_reload_interval_ms", "must be positive".into()));

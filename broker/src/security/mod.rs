@@ -11,11 +11,14 @@
 //! - With TLS off, the broker serves loopback only, unless told otherwise
 //!   (`allow_insecure`), and peers are told apart by the cluster id alone.
 
+pub mod audit;
 pub mod config;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+use crate::controller::acl::{AclOperation, AclSet, ResourceType};
 
 use strand_security::{ClientAuth, Dialer, Principal, TlsContext, TlsFiles};
 use tonic::{Request, Status};
@@ -39,6 +42,7 @@ pub struct Security {
     config: SecurityConfig,
     tls: Option<Arc<TlsContext>>,
     dialer: Dialer,
+    audit: audit::Audit,
 }
 
 impl Security {
@@ -71,6 +75,7 @@ impl Security {
             config: config.clone(),
             tls,
             dialer,
+            audit: audit::Audit::default(),
         }))
     }
 
@@ -80,6 +85,7 @@ impl Security {
             config: SecurityConfig::default(),
             tls: None,
             dialer: Dialer::plaintext(),
+            audit: audit::Audit::default(),
         })
     }
 
@@ -88,6 +94,51 @@ impl Security {
         if let Some(tls) = &self.tls {
             tls.spawn_reloader(Duration::from_millis(self.config.tls_reload_interval_ms));
         }
+    }
+
+    /// Authentication failures and authorization denials so far.
+    pub fn audit(&self) -> &audit::Audit {
+        &self.audit
+    }
+
+    /// Whether ACLs are enforced.
+    pub fn authorization_enabled(&self) -> bool {
+        self.config.authorization
+    }
+
+    /// Whether `who` may do anything: a broker, or a configured super user.
+    pub fn is_super_user(&self, who: &Principal) -> bool {
+        match who {
+            Principal::Broker(_) => true,
+            Principal::User(_) => self.config.super_users.iter().any(|u| *u == who.to_string()),
+            Principal::Anonymous => false,
+        }
+    }
+
+    /// Whether `who` may do `op` on resource `name` of kind `kind` under
+    /// `acls` (always, with authorization off).
+    pub fn permits(&self, acls: &AclSet, who: &Principal, op: AclOperation, kind: ResourceType, name: &str) -> bool {
+        !self.config.authorization || self.is_super_user(who) || acls.authorizes(&who.to_string(), op, kind, name)
+    }
+
+    /// As [`Security::permits`], as a typed refusal, counted and logged.
+    ///
+    /// # Errors
+    /// `AuthorizationFailed`.
+    pub fn authorize(
+        &self,
+        acls: &AclSet,
+        who: &Principal,
+        op: AclOperation,
+        kind: ResourceType,
+        name: &str,
+    ) -> Result<()> {
+        if self.permits(acls, who, op, kind, name) {
+            return Ok(());
+        }
+        let err = denial(who, op, kind, name);
+        self.audit.denied(who, &err);
+        Err(err)
     }
 
     /// The TLS context, when TLS is on.
@@ -141,6 +192,29 @@ impl Security {
                 Err(Status::permission_denied(format!("{other} is not a broker")))
             }
         }
+    }
+}
+
+/// The refusal of `op` on `name` to `who`.
+pub fn denial(who: &Principal, op: AclOperation, kind: ResourceType, name: &str) -> BrokerError {
+    let operation = match op {
+        AclOperation::All => "do everything to",
+        AclOperation::Read => "read",
+        AclOperation::Write => "write to",
+        AclOperation::Create => "create",
+        AclOperation::Delete => "delete",
+        AclOperation::Alter => "alter",
+        AclOperation::Describe => "describe",
+    };
+    let resource = match kind {
+        ResourceType::Topic => format!("topic {name:?}"),
+        ResourceType::Group => format!("group {name:?}"),
+        ResourceType::Cluster => "the cluster".to_string(),
+    };
+    BrokerError::AuthorizationFailed {
+        principal: who.to_string(),
+        operation,
+        resource,
     }
 }
 

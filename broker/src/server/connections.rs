@@ -130,7 +130,7 @@ pub(super) fn limited_incoming(
                         }
                         continue;
                     };
-                    let (tx, open) = (tx.clone(), Arc::clone(&open));
+                    let (tx, open, security) = (tx.clone(), Arc::clone(&open), Arc::clone(&security));
                     tokio::spawn(async move {
                         match strand_security::tls::accept(stream, server_config, HANDSHAKE_LIMIT).await {
                             Ok((tls, principal)) => {
@@ -147,6 +147,7 @@ pub(super) fn limited_incoming(
                             }
                             Err(e) => {
                                 open.fetch_sub(1, Ordering::Relaxed);
+                                security.audit().handshake_failed();
                                 tracing::info!(%peer, error = %e, "TLS connection refused");
                             }
                         }

@@ -8,9 +8,12 @@ use strand_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use super::access::{self, caller};
+use super::acls;
 use crate::admin::Admin;
 use crate::admin::status::ClusterView;
 use crate::admin::topics::TopicView;
+use crate::controller::acl::{AclOperation as Op, ResourceType};
 use crate::error::{BrokerError, Result};
 use crate::topic::TopicMeta;
 
@@ -149,7 +152,18 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::CreateTopicRequest>,
     ) -> Result<Response<pb::CreateTopicResponse>, Status> {
+        let who = caller(&req);
         let req = req.into_inner();
+        // `create` on the cluster covers every topic; else on this name.
+        let node = self.admin.node();
+        if !node.permits(
+            &who,
+            Op::Create,
+            ResourceType::Cluster,
+            crate::controller::acl::CLUSTER_RESOURCE,
+        ) {
+            node.authorize(&who, Op::Create, ResourceType::Topic, &req.name)?;
+        }
         let span = self.span("create_topic", &req.name);
         let topic = self.create_topic(req).instrument(span).await?;
         Ok(Response::new(pb::CreateTopicResponse { topic: Some(topic) }))
@@ -159,7 +173,9 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::DeleteTopicRequest>,
     ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        let who = caller(&req);
         let name = req.into_inner().name;
+        access::topics(self.admin.node(), &who, Op::Delete, [name.as_str()])?;
         let span = self.span("delete_topic", &name);
         self.admin.delete_topic(name).instrument(span).await?;
         Ok(Response::new(pb::DeleteTopicResponse {}))
@@ -169,7 +185,9 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::CreatePartitionsRequest>,
     ) -> Result<Response<pb::CreateTopicResponse>, Status> {
+        let who = caller(&req);
         let r = req.into_inner();
+        access::topics(self.admin.node(), &who, Op::Alter, [r.name.as_str()])?;
         let span = self.span("create_partitions", &r.name);
         let view = self
             .admin
@@ -185,6 +203,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::ReassignPartitionRequest>,
     ) -> Result<Response<pb::ReassignPartitionResponse>, Status> {
+        access::cluster(self.admin.node(), &caller(&req), Op::Alter)?;
         let r = req.into_inner();
         if r.finish {
             // A move is finished by the partition's leader once its Raft
@@ -216,15 +235,17 @@ impl pb::admin_server::Admin for AdminService {
 
     async fn list_topics(
         &self,
-        _req: Request<pb::ListTopicsRequest>,
+        req: Request<pb::ListTopicsRequest>,
     ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        let who = caller(&req);
+        let node = self.admin.node();
         Ok(Response::new(pb::ListTopicsResponse {
-            topics: self
-                .admin
-                .node()
+            // Only the topics the caller may describe.
+            topics: node
                 .metadata()
                 .topics
                 .values()
+                .filter(|t| node.permits(&who, Op::Describe, ResourceType::Topic, &t.meta.name))
                 .map(|t| pb::TopicSummary {
                     name: t.meta.name.clone(),
                     partitions: t.meta.partitions,
@@ -239,7 +260,9 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::DescribeTopicRequest>,
     ) -> Result<Response<pb::TopicDescription>, Status> {
+        let who = caller(&req);
         let name = req.into_inner().name;
+        access::topics(self.admin.node(), &who, Op::Describe, [name.as_str()])?;
         let view = self
             .admin
             .describe(&name)
@@ -250,11 +273,45 @@ impl pb::admin_server::Admin for AdminService {
 
     async fn cluster_status(
         &self,
-        _req: Request<pb::ClusterStatusRequest>,
+        req: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        access::cluster(self.admin.node(), &caller(&req), Op::Describe)?;
         let span = self.span("cluster_status", "");
         Ok(Response::new(cluster_status(
             &self.admin.cluster_status().instrument(span).await,
         )))
+    }
+
+    async fn create_acls(
+        &self,
+        req: Request<pb::CreateAclsRequest>,
+    ) -> Result<Response<pb::CreateAclsResponse>, Status> {
+        let who = caller(&req);
+        let span = self.span("create_acls", "");
+        acls::create(&self.admin, &who, req.into_inner())
+            .instrument(span)
+            .await?;
+        Ok(Response::new(pb::CreateAclsResponse {}))
+    }
+
+    async fn delete_acls(
+        &self,
+        req: Request<pb::DeleteAclsRequest>,
+    ) -> Result<Response<pb::DeleteAclsResponse>, Status> {
+        let who = caller(&req);
+        let span = self.span("delete_acls", "");
+        let deleted = acls::delete(&self.admin, &who, req.into_inner())
+            .instrument(span)
+            .await?;
+        Ok(Response::new(pb::DeleteAclsResponse { deleted }))
+    }
+
+    async fn describe_acls(
+        &self,
+        req: Request<pb::DescribeAclsRequest>,
+    ) -> Result<Response<pb::DescribeAclsResponse>, Status> {
+        let who = caller(&req);
+        let acls = acls::describe(&self.admin, &who, req.get_ref())?;
+        Ok(Response::new(pb::DescribeAclsResponse { acls }))
     }
 }

@@ -10,6 +10,8 @@ use strand_storage::Offset;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use super::access::{self, caller};
+use crate::controller::acl::{AclOperation as Op, ResourceType};
 use crate::error::{BrokerError, Result};
 use crate::groups::GroupCoordinator;
 use crate::groups::assignor::{Assignor, TopicPartition};
@@ -192,7 +194,9 @@ impl pb::groups_server::Groups for GroupsService {
         &self,
         req: Request<pb::FindCoordinatorRequest>,
     ) -> Result<Response<pb::FindCoordinatorResponse>, Status> {
+        let who = caller(&req);
         let group = req.into_inner().group;
+        access::group(self.groups.node(), &who, Op::Describe, &group)?;
         let (node, addr) = self
             .groups
             .find(&group)
@@ -209,7 +213,13 @@ impl pb::groups_server::Groups for GroupsService {
         req: Request<pb::GroupHeartbeatRequest>,
     ) -> Result<Response<pb::GroupHeartbeatResponse>, Status> {
         let _t = self.metrics.time("group_heartbeat");
+        let who = caller(&req);
         let req = req.into_inner();
+        // Joining (and staying) needs `read` on the group and on every
+        // topic subscribed to.
+        let node = self.groups.node();
+        access::group(node, &who, Op::Read, &req.group)?;
+        access::topics(node, &who, Op::Read, req.topics.iter().map(String::as_str))?;
         let span = span("heartbeat", &req.group);
         Ok(Response::new(self.heartbeat(req).instrument(span).await?))
     }
@@ -219,7 +229,11 @@ impl pb::groups_server::Groups for GroupsService {
         req: Request<pb::CommitOffsetsRequest>,
     ) -> Result<Response<pb::CommitOffsetsResponse>, Status> {
         let _t = self.metrics.time("commit_offsets");
+        let who = caller(&req);
         let r = req.into_inner();
+        let node = self.groups.node();
+        access::group(node, &who, Op::Read, &r.group)?;
+        access::topics(node, &who, Op::Read, r.offsets.iter().map(|o| o.topic.as_str()))?;
         let span = span("commit_offsets", &r.group);
         let committed = self
             .groups
@@ -240,7 +254,9 @@ impl pb::groups_server::Groups for GroupsService {
         &self,
         req: Request<pb::FetchOffsetsRequest>,
     ) -> Result<Response<pb::FetchOffsetsResponse>, Status> {
+        let who = caller(&req);
         let r = req.into_inner();
+        access::group(self.groups.node(), &who, Op::Describe, &r.group)?;
         let offsets = self
             .groups
             .fetch_offsets(&r.group, &from_topic_partitions(&r.partitions))
@@ -253,12 +269,16 @@ impl pb::groups_server::Groups for GroupsService {
 
     async fn list_groups(
         &self,
-        _req: Request<pb::ListGroupsRequest>,
+        req: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        let who = caller(&req);
         let groups = self.groups.list().await?;
+        let node = self.groups.node();
         Ok(Response::new(pb::ListGroupsResponse {
+            // Only the groups the caller may describe.
             groups: groups
                 .into_iter()
+                .filter(|g| node.permits(&who, Op::Describe, ResourceType::Group, &g.group))
                 .map(|g| pb::GroupSummary {
                     group: g.group,
                     state: g.state.into(),
@@ -273,7 +293,9 @@ impl pb::groups_server::Groups for GroupsService {
         &self,
         req: Request<pb::DescribeGroupRequest>,
     ) -> Result<Response<pb::GroupDescription>, Status> {
+        let who = caller(&req);
         let group = req.into_inner().group;
+        access::group(self.groups.node(), &who, Op::Describe, &group)?;
         Ok(Response::new(
             self.describe(&group).instrument(span("describe_group", &group)).await?,
         ))
@@ -283,7 +305,11 @@ impl pb::groups_server::Groups for GroupsService {
         &self,
         req: Request<pb::ResetOffsetsRequest>,
     ) -> Result<Response<pb::ResetOffsetsResponse>, Status> {
+        let who = caller(&req);
         let r = req.into_inner();
+        let node = self.groups.node();
+        access::group(node, &who, Op::Read, &r.group)?;
+        access::topics(node, &who, Op::Read, r.offsets.iter().map(|o| o.topic.as_str()))?;
         self.groups
             .reset(&r.group, r.force, &from_offset_commits(r.offsets.clone())?)
             .instrument(span("reset_offsets", &r.group))
@@ -295,7 +321,9 @@ impl pb::groups_server::Groups for GroupsService {
         &self,
         req: Request<pb::DeleteGroupRequest>,
     ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
+        let who = caller(&req);
         let group = req.into_inner().group;
+        access::group(self.groups.node(), &who, Op::Delete, &group)?;
         self.groups
             .delete(&group)
             .instrument(span("delete_group", &group))

@@ -2,6 +2,8 @@
 //! domain modules (`data_path`, `admin`, `groups`, `groups::share`) and their results back to
 //! protobuf; none holds logic of its own.
 
+mod access;
+mod acls;
 pub mod admin;
 pub mod groups;
 pub mod peer;

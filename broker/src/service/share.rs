@@ -8,6 +8,8 @@ use strand_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use super::access::{self, caller};
+use crate::controller::acl::{AclOperation as Op, ResourceType};
 use crate::error::{BrokerError, Result};
 use crate::groups::GroupCoordinator;
 use crate::groups::share::{AckKind, AckResult, ShareAck, ShareFetch, ShareReset};
@@ -96,7 +98,11 @@ impl pb::share_groups_server::ShareGroups for ShareGroupsService {
         req: Request<pb::ShareFetchRequest>,
     ) -> Result<Response<pb::ShareFetchResponse>, Status> {
         let _t = self.metrics.time("share_fetch");
+        let who = caller(&req);
         let r = req.into_inner();
+        let node = self.groups.node();
+        access::group(node, &who, Op::Read, &r.group)?;
+        access::topics(node, &who, Op::Read, r.topics.iter().map(String::as_str))?;
         let span = span("share_fetch", &r.group);
         if r.max_records > MAX_RECORDS_PER_FETCH {
             return Err(BrokerError::InvalidRequest {
@@ -148,7 +154,9 @@ impl pb::share_groups_server::ShareGroups for ShareGroupsService {
         req: Request<pb::ShareAcknowledgeRequest>,
     ) -> Result<Response<pb::ShareAcknowledgeResponse>, Status> {
         let _t = self.metrics.time("share_acknowledge");
+        let who = caller(&req);
         let r = req.into_inner();
+        access::group(self.groups.node(), &who, Op::Read, &r.group)?;
         let span = span("share_acknowledge", &r.group);
         crate::groups::validate_group(&r.group)?;
         let acks = from_acks(r.acknowledgements)?;
@@ -166,7 +174,9 @@ impl pb::share_groups_server::ShareGroups for ShareGroupsService {
         &self,
         req: Request<pb::ShareLeaveRequest>,
     ) -> Result<Response<pb::ShareLeaveResponse>, Status> {
+        let who = caller(&req);
         let r = req.into_inner();
+        access::group(self.groups.node(), &who, Op::Read, &r.group)?;
         let span = span("share_leave", &r.group);
         crate::groups::validate_group(&r.group)?;
         let released = self.groups.share_leave(&r.group, &r.member_id).instrument(span).await?;
@@ -175,18 +185,22 @@ impl pb::share_groups_server::ShareGroups for ShareGroupsService {
 
     async fn list_share_groups(
         &self,
-        _req: Request<pb::ListShareGroupsRequest>,
+        req: Request<pb::ListShareGroupsRequest>,
     ) -> Result<Response<pb::ListShareGroupsResponse>, Status> {
-        Ok(Response::new(pb::ListShareGroupsResponse {
-            groups: self.groups.list_share_groups(),
-        }))
+        let who = caller(&req);
+        let node = self.groups.node();
+        let mut groups = self.groups.list_share_groups();
+        groups.retain(|g| node.permits(&who, Op::Describe, ResourceType::Group, g));
+        Ok(Response::new(pb::ListShareGroupsResponse { groups }))
     }
 
     async fn describe_share_group(
         &self,
         req: Request<pb::DescribeShareGroupRequest>,
     ) -> Result<Response<pb::ShareGroupDescription>, Status> {
+        let who = caller(&req);
         let group = req.into_inner().group;
+        access::group(self.groups.node(), &who, Op::Describe, &group)?;
         let v = self
             .groups
             .describe_share_group(&group)

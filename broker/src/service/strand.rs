@@ -15,7 +15,9 @@ use strand_storage::Offset;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use super::access::{self, caller};
 use crate::controller::TopicState;
+use crate::controller::acl::{AclOperation as Op, ResourceType};
 use crate::data_path::fetch::{self, DEFAULT_PARTITION_MAX_BYTES, FetchPartition, PartitionRead};
 use crate::data_path::fetch_session::FetchSessions;
 use crate::data_path::offsets::{OffsetSpec, list_offsets};
@@ -24,6 +26,7 @@ use crate::error::{BrokerError, Result};
 use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::topic::requested_topic_id;
+use strand_security::Principal;
 
 use super::records::{self, Placement};
 
@@ -138,7 +141,14 @@ fn answer_bytes(d: &pb::PartitionData) -> usize {
 }
 
 impl StrandService {
-    async fn produce(&self, req: pb::ProduceRequest) -> Result<pb::ProduceResponse> {
+    async fn produce(&self, who: &Principal, req: pb::ProduceRequest) -> Result<pb::ProduceResponse> {
+        let named = req.batches.iter().map(|b| b.topic.as_str());
+        access::topics(
+            &self.node,
+            who,
+            Op::Write,
+            named.chain(req.records.iter().map(|t| t.topic.as_str())),
+        )?;
         let acks = match pb::Acks::try_from(req.acks) {
             Ok(pb::Acks::All) => Acks::All,
             Ok(pb::Acks::Leader) => Acks::Leader,
@@ -242,7 +252,15 @@ impl StrandService {
         })
     }
 
-    async fn fetch(&self, req: pb::FetchRequest) -> Result<pb::FetchResponse> {
+    async fn fetch(&self, who: &Principal, req: pb::FetchRequest) -> Result<pb::FetchResponse> {
+        // What a session already holds is checked below, on every fetch: an
+        // ACL removed mid-session takes effect at once.
+        access::topics(
+            &self.node,
+            who,
+            Op::Read,
+            req.partitions.iter().map(|p| p.topic.as_str()),
+        )?;
         let protobuf = wants_protobuf(req.record_format)?;
         let limits = &self.node.config().limits;
         let max_wait = Duration::from_millis(u64::from(req.max_wait_ms).min(limits.max_fetch_wait_ms));
@@ -312,6 +330,7 @@ impl StrandService {
                     .flat_map(|t| t.partitions.iter().map(|p| (t.topic.clone(), *p)))
                     .collect();
                 let mut session = self.fetch_sessions.resume(id, epoch, named, &forgotten)?;
+                access::topics(&self.node, who, Op::Read, session.partitions().iter().map(|p| p.topic.as_str()))?;
                 let first = session.next_first();
                 let reads = fetch::fetch(&self.node, session.partitions(), first, total, max_wait).await?;
                 let keep = session.news(&reads);
@@ -385,7 +404,8 @@ impl StrandService {
             .collect()
     }
 
-    fn list_offsets(&self, req: pb::ListOffsetsRequest) -> Result<pb::ListOffsetsResponse> {
+    fn list_offsets(&self, who: &Principal, req: pb::ListOffsetsRequest) -> Result<pb::ListOffsetsResponse> {
+        access::topics(&self.node, who, Op::Describe, [req.topic.as_str()])?;
         use pb::list_offsets_request::Spec;
         let spec = match req.spec {
             Some(Spec::Earliest(_)) => OffsetSpec::Earliest,
@@ -410,8 +430,9 @@ impl StrandService {
     /// knows them: the live leader of a hosted replica, else the preferred
     /// replica as a hint that answers `NOT_LEADER` with the leader if it is
     /// wrong).
-    fn metadata(&self, req: pb::MetadataRequest) -> pb::MetadataResponse {
+    fn metadata(&self, who: &Principal, req: pb::MetadataRequest) -> pb::MetadataResponse {
         let node = &self.node;
+        let may_describe = |name: &str| node.permits(who, Op::Describe, ResourceType::Topic, name);
         let topic_meta = |t: &TopicState| pb::TopicMetadata {
             name: t.meta.name.clone(),
             partitions: t
@@ -433,11 +454,22 @@ impl StrandService {
         };
         let meta = node.metadata();
         let topics = if req.topics.is_empty() {
-            meta.topics.values().map(topic_meta).collect()
+            // Every topic the caller may describe.
+            meta.topics
+                .values()
+                .filter(|t| may_describe(&t.meta.name))
+                .map(topic_meta)
+                .collect()
         } else {
             req.topics
                 .iter()
                 .map(|name| match meta.topics.get(name) {
+                    _ if !may_describe(name) => pb::TopicMetadata {
+                        name: name.clone(),
+                        partitions: Vec::new(),
+                        error: Some(crate::security::denial(who, Op::Describe, ResourceType::Topic, name).to_proto()),
+                        topic_id: String::new(),
+                    },
                     Some(t) => topic_meta(t),
                     None => pb::TopicMetadata {
                         name: name.clone(),
@@ -478,8 +510,9 @@ fn request_span(node: &Node, rpc: &'static str) -> tracing::Span {
 impl pb::strand_server::Strand for StrandService {
     async fn produce(&self, req: Request<pb::ProduceRequest>) -> Result<Response<pb::ProduceResponse>, Status> {
         let _t = self.metrics.time("produce");
+        let who = caller(&req);
         let answer = self
-            .produce(req.into_inner())
+            .produce(&who, req.into_inner())
             .instrument(request_span(&self.node, "produce"))
             .await?;
         Ok(Response::new(answer))
@@ -487,8 +520,9 @@ impl pb::strand_server::Strand for StrandService {
 
     async fn fetch(&self, req: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
         let _t = self.metrics.time("fetch");
+        let who = caller(&req);
         let answer = self
-            .fetch(req.into_inner())
+            .fetch(&who, req.into_inner())
             .instrument(request_span(&self.node, "fetch"))
             .await?;
         Ok(Response::new(answer))
@@ -497,7 +531,9 @@ impl pb::strand_server::Strand for StrandService {
     type SubscribeStream = Pin<Box<dyn Stream<Item = Result<pb::PartitionData, Status>> + Send>>;
 
     async fn subscribe(&self, req: Request<pb::SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+        let who = caller(&req);
         let req = req.into_inner();
+        access::topics(&self.node, &who, Op::Read, [req.topic.as_str()])?;
         let protobuf = wants_protobuf(req.record_format)?;
         let max_bytes = match req.max_bytes {
             0 => DEFAULT_PARTITION_MAX_BYTES,
@@ -553,17 +589,27 @@ impl pb::strand_server::Strand for StrandService {
         &self,
         req: Request<pb::ListOffsetsRequest>,
     ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
-        Ok(Response::new(self.list_offsets(req.into_inner())?))
+        let who = caller(&req);
+        Ok(Response::new(self.list_offsets(&who, req.into_inner())?))
     }
 
     async fn metadata(&self, req: Request<pb::MetadataRequest>) -> Result<Response<pb::MetadataResponse>, Status> {
-        Ok(Response::new(self.metadata(req.into_inner())))
+        let who = caller(&req);
+        Ok(Response::new(self.metadata(&who, req.into_inner())))
     }
 
     async fn init_producer_id(
         &self,
         req: Request<pb::InitProducerIdRequest>,
     ) -> Result<Response<pb::InitProducerIdResponse>, Status> {
+        // An idempotent producer id goes to anyone who may write somewhere
+        // (as in Kafka); each batch is checked against its topic anyway.
+        let who = caller(&req);
+        if !self.node.permits_any(&who, Op::Write, ResourceType::Topic) {
+            let err = crate::security::denial(&who, Op::Write, ResourceType::Topic, "*");
+            self.node.security().audit().denied(&who, &err);
+            return Err(err.into());
+        }
         let req = req.into_inner();
         let key = (!req.producer_id_key.is_empty()).then_some(req.producer_id_key.as_str());
         let current = if req.producer_id > 0 {

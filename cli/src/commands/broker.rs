@@ -55,6 +55,12 @@ pub struct BrokerArgs {
     /// loopback (refused otherwise).
     #[arg(long, env = "STRAND_ALLOW_INSECURE")]
     allow_insecure: bool,
+    /// Enforce ACLs (`strand acl`) on every request.
+    #[arg(long, env = "STRAND_AUTHORIZATION")]
+    authorization: bool,
+    /// Principals allowed everything, `User:<name>[,User:<name>…]`.
+    #[arg(long, env = "STRAND_SUPER_USERS", value_delimiter = ',')]
+    super_users: Vec<String>,
 }
 
 impl BrokerArgs {
@@ -101,6 +107,8 @@ impl BrokerArgs {
             None => sec.client_auth,
         };
         sec.allow_insecure |= self.allow_insecure;
+        sec.authorization |= self.authorization;
+        sec.super_users.extend(self.super_users);
         c.validate()?;
         Ok(c)
     }

@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch. Flags become validated settings in
 //! two steps: clap parses, each command builds its config and validates it.
 
+mod acl;
 mod bench;
 mod bench_report;
 mod bench_share;
@@ -82,6 +83,9 @@ pub enum Command {
     /// Dead-letter topics.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// Access control lists: who may do what.
+    #[command(subcommand)]
+    Acl(acl::AclCommand),
     /// Development certificates: a CA, broker and client certificates.
     #[command(subcommand)]
     Cert(cert::CertCommand),
@@ -125,6 +129,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Group(cmd) => rt.block_on(group::run(target, cmd)),
         Command::ShareGroup(cmd) => rt.block_on(share_group::run(target, cmd)),
         Command::Dlq(cmd) => rt.block_on(dlq::run(target, cmd)),
+        Command::Acl(cmd) => rt.block_on(acl::run(target, cmd)),
         // Answered before the target was built.
         Command::Broker(_) | Command::Cert(_) => Ok(ExitCode::SUCCESS),
     }

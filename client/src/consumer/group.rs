@@ -82,6 +82,9 @@ impl Consumer {
         m.changed.borrow_and_update();
         let Some(g) = self.group.as_ref() else { return Ok(()) };
         let Some(m) = g.membership.as_ref() else { return Ok(()) };
+        if let Some(refused) = m.shared().refused.take() {
+            return Err(refused);
+        }
         let listener = g.listener.clone();
         let auto_commit = g.settings.auto_commit.is_some();
         let emit = |e: RebalanceEvent| {

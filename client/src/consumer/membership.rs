@@ -70,6 +70,9 @@ pub(crate) struct Shared {
     pub(crate) last_poll: Instant,
     interval: Duration,
     leaving: bool,
+    /// The coordinator refused this member for good (no ACL lets it read
+    /// the group or a topic): the next poll returns it.
+    pub(crate) refused: Option<crate::error::ClientError>,
 }
 
 /// A running membership.
@@ -131,6 +134,7 @@ impl Membership {
             last_poll: now,
             interval: Duration::from_secs(1).min(settings.session_timeout / 3),
             leaving: false,
+            refused: None,
         }));
         let wake = Arc::new(Notify::new());
         let (tx, changed) = watch::channel(0u64);
@@ -249,6 +253,7 @@ async fn heartbeat_loop(
             match result {
                 Ok(resp) => {
                     failures = 0;
+                    s.refused = None;
                     s.last_ok = Instant::now();
                     let allowed = from_wire(&resp.assignment);
                     if s.member_id != resp.member_id || s.epoch != resp.member_epoch || s.allowed != allowed {
@@ -259,6 +264,15 @@ async fn heartbeat_loop(
                     }
                     s.interval = Duration::from_millis(u64::from(resp.heartbeat_interval_ms.max(50)));
                     s.interval
+                }
+                Err(e) if e.code() == Some(ErrorCode::AuthorizationFailed) => {
+                    // Retrying cannot help until an ACL changes; the
+                    // consumer learns it at its next poll, and the loop
+                    // keeps asking slowly in case one does.
+                    tracing::warn!(group = %settings.group, error = %e, "the group refused this consumer");
+                    s.refused = Some(e);
+                    changed.send_modify(|n| *n += 1);
+                    Duration::from_secs(1)
                 }
                 Err(e) if !idle => {
                     failures += 1;

@@ -1,0 +1,79 @@
+//! ACLs through [`Admin`]: who may do what (Kafka's model; see the
+//! `AclBinding` message of the protobuf API). Adding and removing need
+//! `alter` on the cluster, listing `describe` on the cluster (or a super
+//! user).
+//!
+//! ```no_run
+//! # async fn f(admin: strand_client::Admin) -> strand_client::Result<()> {
+//! use strand_client::proto::{AclBinding, AclFilter, AclOperation, AclPatternType, AclPermission, AclResourceType};
+//! // alice may read every topic whose name starts with "orders.".
+//! admin
+//!     .create_acls(vec![AclBinding {
+//!         principal: "User:alice".into(),
+//!         resource_type: AclResourceType::Topic as i32,
+//!         resource_name: "orders.".into(),
+//!         pattern_type: AclPatternType::Prefixed as i32,
+//!         operation: AclOperation::Read as i32,
+//!         permission: AclPermission::Allow as i32,
+//!     }])
+//!     .await?;
+//! let alices = admin.describe_acls(AclFilter { principal: "User:alice".into(), ..Default::default() }).await?;
+//! # Ok(()) }
+//! ```
+
+use strand_proto::v1::{AclBinding, AclFilter, CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest};
+
+use crate::admin::Admin;
+use crate::error::Result;
+
+impl Admin {
+    /// Adds ACLs (adding one that exists changes nothing).
+    ///
+    /// # Errors
+    /// `AUTHORIZATION_FAILED` without `alter` on the cluster;
+    /// `INVALID_REQUEST` for a malformed binding (the message names it).
+    pub async fn create_acls(&self, acls: Vec<AclBinding>) -> Result<()> {
+        self.admin_call("create ACLs", |mut c| {
+            let acls = acls.clone();
+            async move {
+                c.create_acls(CreateAclsRequest { acls }).await?;
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    /// Removes every ACL `filter` matches; returns them.
+    ///
+    /// # Errors
+    /// `AUTHORIZATION_FAILED` without `alter` on the cluster.
+    pub async fn delete_acls(&self, filter: AclFilter) -> Result<Vec<AclBinding>> {
+        self.admin_call("delete ACLs", |mut c| {
+            let filter = filter.clone();
+            async move {
+                Ok(c.delete_acls(DeleteAclsRequest { filter: Some(filter) })
+                    .await?
+                    .into_inner()
+                    .deleted)
+            }
+        })
+        .await
+    }
+
+    /// The ACLs `filter` matches.
+    ///
+    /// # Errors
+    /// `AUTHORIZATION_FAILED` without `describe` on the cluster.
+    pub async fn describe_acls(&self, filter: AclFilter) -> Result<Vec<AclBinding>> {
+        self.admin_call("describe ACLs", |mut c| {
+            let filter = filter.clone();
+            async move {
+                Ok(c.describe_acls(DescribeAclsRequest { filter: Some(filter) })
+                    .await?
+                    .into_inner()
+                    .acls)
+            }
+        })
+        .await
+    }
+}
