@@ -1,4 +1,4 @@
-//! ACLs through [`Admin`]: who may do what (Kafka's model; see the
+//! ACLs and quotas through [`Admin`]: who may do what, and how fast (Kafka's model; see the
 //! `AclBinding` message of the protobuf API). Adding and removing need
 //! `alter` on the cluster, listing `describe` on the cluster (or a super
 //! user).
@@ -21,7 +21,10 @@
 //! # Ok(()) }
 //! ```
 
-use strand_proto::v1::{AclBinding, AclFilter, CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest};
+use strand_proto::v1::{
+    AclBinding, AclFilter, AlterQuotaRequest, CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest,
+    DescribeQuotasRequest, QuotaEntry,
+};
 
 use crate::admin::Admin;
 use crate::error::Result;
@@ -73,6 +76,35 @@ impl Admin {
                     .into_inner()
                     .acls)
             }
+        })
+        .await
+    }
+
+    /// Sets a quota: `entity` is `User:<name>`, `ANONYMOUS` or `<default>`;
+    /// rates of 0 are unlimited (all 0 removes the entity's quota). A
+    /// principal over a rate gets its answers delayed, not refused.
+    ///
+    /// # Errors
+    /// `AUTHORIZATION_FAILED` without `alter` on the cluster;
+    /// `INVALID_REQUEST` for an entity that is no principal.
+    pub async fn alter_quota(&self, quota: QuotaEntry) -> Result<()> {
+        self.admin_call("alter quota", |mut c| {
+            let quota = quota.clone();
+            async move {
+                c.alter_quota(AlterQuotaRequest { quota: Some(quota) }).await?;
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    /// Every quota.
+    ///
+    /// # Errors
+    /// `AUTHORIZATION_FAILED` without `describe` on the cluster.
+    pub async fn describe_quotas(&self) -> Result<Vec<QuotaEntry>> {
+        self.admin_call("describe quotas", |mut c| async move {
+            Ok(c.describe_quotas(DescribeQuotasRequest {}).await?.into_inner().quotas)
         })
         .await
     }

@@ -345,3 +345,108 @@ async fn scrape(addr: std::net::SocketAddr) -> String {
     s.read_to_string(&mut out).await.expect("read");
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_throttles_a_greedy_producer_while_another_keeps_its_pace() {
+    let pki_dir = tempfile::tempdir().expect("tempdir");
+    let pki_dir = pki_dir.path();
+    pki(pki_dir, "admin");
+    for user in ["greedy", "calm"] {
+        dev_ca::issue(pki_dir, &Subject::User { name: user.into() }, pki_dir, user, 1).expect("user cert");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.metrics_listen = Some("127.0.0.1:0".into());
+    config.security.tls_ca = Some(pki_dir.join("ca.pem"));
+    config.security.tls_cert = Some(pki_dir.join("broker.pem"));
+    config.security.tls_key = Some(pki_dir.join("broker-key.pem"));
+    let b = TestBroker::start_with(dir, config).await;
+    let addr = b.addr();
+    let admin = Admin::connect_with(addr.clone(), client(pki_dir, "admin"))
+        .await
+        .expect("admin");
+    admin
+        .create_topic("bulk", 1, 1, Default::default())
+        .await
+        .expect("create");
+    const RATE: u64 = 256 << 10;
+    admin
+        .alter_quota(pb::QuotaEntry {
+            entity: "User:greedy".into(),
+            produce_bytes_per_sec: RATE,
+            ..Default::default()
+        })
+        .await
+        .expect("quota");
+    let quotas = admin.describe_quotas().await.expect("list");
+    assert_eq!(quotas.len(), 1, "{quotas:?}");
+    assert!(
+        admin
+            .alter_quota(pb::QuotaEntry {
+                entity: "greedy".into(),
+                produce_bytes_per_sec: 1,
+                ..Default::default()
+            })
+            .await
+            .is_err_and(|e| e.reason() == "INVALID_REQUEST")
+    );
+
+    // The greedy producer writes 1.25 MiB as fast as it can: at 256 KiB/s
+    // after a one-second burst, that takes at least 4 s of delayed answers.
+    let greedy = Producer::builder(addr.clone())
+        .security(client(pki_dir, "greedy"))
+        .build()
+        .await
+        .expect("greedy producer");
+    let calm = Producer::builder(addr.clone())
+        .security(client(pki_dir, "calm"))
+        .linger(Duration::ZERO)
+        .build()
+        .await
+        .expect("calm producer");
+    let value = Bytes::from(vec![b'x'; 16 << 10]);
+    let started = Instant::now();
+    let flood = tokio::spawn(async move {
+        let mut pending = Vec::new();
+        for _ in 0..80 {
+            pending.push(
+                greedy
+                    .send(ProducerRecord::new("bulk", value.clone()))
+                    .await
+                    .expect("send"),
+            );
+        }
+        for d in pending {
+            d.await.expect("acknowledged: throttled, never refused");
+        }
+        greedy.close().await.expect("close");
+    });
+    // Meanwhile the calm producer's records are answered at their own pace.
+    let mut slowest = Duration::ZERO;
+    while !flood.is_finished() {
+        let t = Instant::now();
+        send(&calm, "bulk", "small").await.expect("calm send");
+        slowest = slowest.max(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    flood.await.expect("flood");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(4),
+        "1.25 MiB at 256 KiB/s finished in {took:?}"
+    );
+    assert!(
+        slowest < Duration::from_secs(1),
+        "the calm producer waited {slowest:?} while the greedy one was throttled"
+    );
+    let metrics = scrape(b.broker.as_ref().and_then(|r| r.metrics_addr).expect("metrics")).await;
+    assert!(
+        metrics.lines().any(|l| l.starts_with(r#"strand_quota_throttled_responses_total{principal="User:greedy",kind="produce"}"#)),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(r#"principal="User:calm""#),
+        "the calm producer was never throttled"
+    );
+    b.stop().await;
+}

@@ -104,6 +104,13 @@ pub enum MetadataRequest {
         /// Which.
         filter: crate::controller::acl::AclFilter,
     },
+    /// Set an entity's quota.
+    SetQuota {
+        /// `User:<name>`, `ANONYMOUS` or `<default>`.
+        entity: String,
+        /// The limits (all unlimited removes the entity's quota).
+        limits: crate::controller::quota::QuotaLimits,
+    },
 }
 
 /// What planning needs besides the metadata.
@@ -211,6 +218,30 @@ impl MetadataRequest {
                         "a joining broker needs a node id > 0 and a host:port address, got {id} at {addr:?}"
                     ),
                 })
+            }
+            MetadataRequest::SetQuota { entity, limits } => {
+                let named = entity == crate::controller::quota::DEFAULT_ENTITY
+                    || matches!(
+                        strand_security::Principal::parse(entity),
+                        Some(strand_security::Principal::User(_) | strand_security::Principal::Anonymous)
+                    );
+                if !named {
+                    return Err(BrokerError::InvalidRequest {
+                        reason: format!("a quota is for User:<name>, ANONYMOUS or the default, not {entity:?}"),
+                    });
+                }
+                let zero = [
+                    limits.produce_bytes_per_sec,
+                    limits.fetch_bytes_per_sec,
+                    limits.requests_per_sec,
+                ]
+                .contains(&Some(0));
+                if zero {
+                    return Err(BrokerError::InvalidRequest {
+                        reason: "a quota's rate must be positive (leave it out for no limit)".into(),
+                    });
+                }
+                Ok(())
             }
             MetadataRequest::AddAcls { bindings } => {
                 if bindings.is_empty() {
@@ -375,6 +406,10 @@ impl MetadataRequest {
                 bindings: bindings.clone(),
             }),
             MetadataRequest::RemoveAcls { filter } => Ok(MetadataCommand::RemoveAcls { filter: filter.clone() }),
+            MetadataRequest::SetQuota { entity, limits } => Ok(MetadataCommand::SetQuota {
+                entity: entity.clone(),
+                limits: *limits,
+            }),
         }
     }
 }

@@ -14,6 +14,7 @@
 pub mod acl;
 pub mod placement;
 pub mod producer_ids;
+pub mod quota;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -182,6 +183,13 @@ pub enum MetadataCommand {
         /// Which.
         filter: acl::AclFilter,
     },
+    /// Set a principal's (or the default) quota; unlimited removes it.
+    SetQuota {
+        /// `User:<name>`, or `<default>`.
+        entity: String,
+        /// The limits.
+        limits: quota::QuotaLimits,
+    },
 }
 
 /// The metadata every broker derives from the controller log.
@@ -204,6 +212,8 @@ pub struct MetadataState {
     pub producer_ids: producer_ids::ProducerIdState,
     /// Access control lists (see [`acl`]).
     pub acls: acl::AclSet,
+    /// Client quotas (see [`quota`]).
+    pub quotas: quota::QuotaSet,
 }
 
 /// A broker's data directory as the cluster recorded it.
@@ -315,6 +325,7 @@ impl MetadataState {
             MetadataCommand::InitProducerKey { key, producer } => self.producer_ids.apply_key(key, *producer),
             MetadataCommand::AddAcls { bindings } => self.acls.add(bindings),
             MetadataCommand::RemoveAcls { filter } => self.acls.remove(filter),
+            MetadataCommand::SetQuota { entity, limits } => self.quotas.set(entity, *limits),
         }
     }
 

@@ -91,6 +91,12 @@ pub struct Snapshot {
     pub tls_handshake_failures: u64,
     /// Authorization denials per principal.
     pub authorization_denials: Vec<(String, u64)>,
+    /// Quota throttling per principal and kind.
+    pub throttled: Vec<(
+        String,
+        crate::security::quota::QuotaKind,
+        crate::security::quota::Throttled,
+    )>,
 }
 
 impl Snapshot {
@@ -124,6 +130,7 @@ impl Snapshot {
             share_partitions,
             tls_handshake_failures: node.security().audit().handshake_failures(),
             authorization_denials: node.security().audit().denials(),
+            throttled: node.security().throttle().throttled(),
         }
     }
 }
@@ -273,7 +280,7 @@ pub fn encode_snapshot(s: &Snapshot, mut encoder: DescriptorEncoder) -> Result<(
         &lag,
     )?;
     encode_shares(e, s)?;
-    super::security::encode(e, s.tls_handshake_failures, &s.authorization_denials)?;
+    super::security::encode(e, s.tls_handshake_failures, &s.authorization_denials, &s.throttled)?;
     let m = e.encode_descriptor(
         "strand_open_connections",
         "Client connections open now",
@@ -474,6 +481,14 @@ mod tests {
             }],
             tls_handshake_failures: 4,
             authorization_denials: vec![("User:eve".into(), 2)],
+            throttled: vec![(
+                "User:greedy".into(),
+                crate::security::quota::QuotaKind::Produce,
+                crate::security::quota::Throttled {
+                    responses: 3,
+                    seconds: 1.5,
+                },
+            )],
         };
         let mut registry = Registry::default();
         registry.register_collector(Box::new(Fixed(snapshot)));
@@ -500,6 +515,8 @@ mod tests {
             r#"strand_share_partition_redelivered_total{group="workers",topic="orders",partition="2"} 6"#,
             "strand_tls_handshake_failures_total 4",
             r#"strand_authorization_denied_total{principal="User:eve"} 2"#,
+            r#"strand_quota_throttled_responses_total{principal="User:greedy",kind="produce"} 3"#,
+            r#"strand_quota_throttle_seconds_total{principal="User:greedy",kind="produce"} 1.5"#,
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
         }

@@ -6,17 +6,28 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 
+use crate::security::quota::{QuotaKind, Throttled};
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PrincipalLabel {
     principal: String,
 }
 
-/// Encodes `strand_tls_handshake_failures_total` and
-/// `strand_authorization_denied_total{principal}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QuotaLabel {
+    principal: String,
+    kind: &'static str,
+}
+
+/// Encodes `strand_tls_handshake_failures_total`,
+/// `strand_authorization_denied_total{principal}` and the quota counters
+/// `strand_quota_throttled_responses_total{principal,kind}` and
+/// `strand_quota_throttle_seconds_total{principal,kind}`.
 pub(super) fn encode(
     e: &mut DescriptorEncoder,
     handshake_failures: u64,
     denials: &[(String, u64)],
+    throttled: &[(String, QuotaKind, Throttled)],
 ) -> Result<(), std::fmt::Error> {
     let m = e.encode_descriptor(
         "strand_tls_handshake_failures",
@@ -36,6 +47,28 @@ pub(super) fn encode(
             principal: principal.clone(),
         };
         ConstCounter::new(*n).encode(m.encode_family(&label)?)?;
+    }
+    let label = |p: &str, k: QuotaKind| QuotaLabel {
+        principal: p.to_string(),
+        kind: k.as_str(),
+    };
+    let mut m = e.encode_descriptor(
+        "strand_quota_throttled_responses",
+        "Answers delayed because their principal was over a quota, per principal and kind",
+        None,
+        MetricType::Counter,
+    )?;
+    for (p, k, t) in throttled {
+        ConstCounter::new(t.responses).encode(m.encode_family(&label(p, *k))?)?;
+    }
+    let mut m = e.encode_descriptor(
+        "strand_quota_throttle_seconds",
+        "Time answers were delayed by quotas, per principal and kind",
+        None,
+        MetricType::Counter,
+    )?;
+    for (p, k, t) in throttled {
+        ConstCounter::new(t.seconds).encode(m.encode_family(&label(p, *k))?)?;
     }
     Ok(())
 }

@@ -133,6 +133,36 @@ impl Node {
         !self.security.authorization_enabled() || self.security.permits(&self.metadata.read().acls, who, op, kind, name)
     }
 
+    /// How long the answer to a request of `who` that did `amount` of
+    /// `kind` waits, under the quotas of the metadata (zero without one,
+    /// and for brokers and super users).
+    pub fn quota_delay(
+        &self,
+        who: &strand_security::Principal,
+        kind: crate::security::quota::QuotaKind,
+        amount: u64,
+    ) -> std::time::Duration {
+        use crate::security::quota::QuotaKind;
+        let rate = {
+            let meta = self.metadata.read();
+            if meta.quotas.is_empty() {
+                return std::time::Duration::ZERO;
+            }
+            let limits = meta.quotas.for_principal(&who.to_string());
+            match kind {
+                QuotaKind::Produce => limits.produce_bytes_per_sec,
+                QuotaKind::Fetch => limits.fetch_bytes_per_sec,
+                QuotaKind::Requests => limits.requests_per_sec,
+            }
+        };
+        match rate {
+            Some(rate) if !self.security.is_super_user(who) => {
+                self.security.throttle().charge(&who.to_string(), kind, amount, rate)
+            }
+            _ => std::time::Duration::ZERO,
+        }
+    }
+
     /// Whether `who` is allowed `op` on some resource of kind `kind`.
     pub fn permits_any(
         &self,

@@ -13,6 +13,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod quota;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,6 +44,7 @@ pub struct Security {
     tls: Option<Arc<TlsContext>>,
     dialer: Dialer,
     audit: audit::Audit,
+    throttle: quota::Throttle,
 }
 
 impl Security {
@@ -76,6 +78,7 @@ impl Security {
             tls,
             dialer,
             audit: audit::Audit::default(),
+            throttle: quota::Throttle::default(),
         }))
     }
 
@@ -86,6 +89,7 @@ impl Security {
             tls: None,
             dialer: Dialer::plaintext(),
             audit: audit::Audit::default(),
+            throttle: quota::Throttle::default(),
         })
     }
 
@@ -99,6 +103,11 @@ impl Security {
     /// Authentication failures and authorization denials so far.
     pub fn audit(&self) -> &audit::Audit {
         &self.audit
+    }
+
+    /// Quota buckets and what they throttled.
+    pub fn throttle(&self) -> &quota::Throttle {
+        &self.throttle
     }
 
     /// Whether ACLs are enforced.

@@ -9,6 +9,7 @@
 mod connections;
 mod health;
 mod oversize;
+mod request_quota;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -283,6 +284,9 @@ async fn serve(
         .initial_stream_window_size(strand_cluster::STREAM_WINDOW_BYTES)
         .initial_connection_window_size(strand_cluster::CONNECTION_WINDOW_BYTES)
         .layer(oversize::OversizeReasonLayer)
+        .layer(request_quota::RequestQuotaLayer {
+            node: Arc::clone(&node),
+        })
         .add_service(strand)
         .add_service(admin)
         .add_service(groups)

@@ -1,5 +1,6 @@
-//! The ACL calls of the `Admin` service: protobuf ↔ `controller::acl`, and
-//! the metadata changes that add and remove entries.
+//! The ACL and quota calls of the `Admin` service: protobuf ↔
+//! `controller::acl` and `controller::quota`, and the metadata changes that
+//! add and remove entries.
 
 use strand_proto::v1 as pb;
 use strand_security::Principal;
@@ -7,6 +8,7 @@ use strand_security::Principal;
 use super::access;
 use crate::admin::{Admin, MetadataRequest};
 use crate::controller::acl::{AclBinding, AclFilter, AclOperation, PatternType, Permission, ResourceType};
+use crate::controller::quota::QuotaLimits;
 use crate::error::{BrokerError, Result};
 
 fn invalid(what: &str, value: i32) -> BrokerError {
@@ -150,5 +152,43 @@ pub(super) fn describe(admin: &Admin, who: &Principal, req: &pb::DescribeAclsReq
         .list(&filter)
         .iter()
         .map(to_proto)
+        .collect())
+}
+
+/// Sets an entity's quota (needs `alter` on the cluster).
+pub(super) async fn alter_quota(admin: &Admin, who: &Principal, req: pb::AlterQuotaRequest) -> Result<()> {
+    access::cluster(admin.node(), who, AclOperation::Alter)?;
+    let q = req.quota.ok_or_else(|| BrokerError::InvalidRequest {
+        reason: "AlterQuota needs a quota".into(),
+    })?;
+    let rate = |v: u64| (v > 0).then_some(v);
+    let limits = QuotaLimits {
+        produce_bytes_per_sec: rate(q.produce_bytes_per_sec),
+        fetch_bytes_per_sec: rate(q.fetch_bytes_per_sec),
+        requests_per_sec: rate(q.requests_per_sec),
+    };
+    admin
+        .submit(MetadataRequest::SetQuota {
+            entity: q.entity,
+            limits,
+        })
+        .await
+}
+
+/// Every quota (needs `describe` on the cluster).
+pub(super) fn describe_quotas(admin: &Admin, who: &Principal) -> Result<Vec<pb::QuotaEntry>> {
+    access::cluster(admin.node(), who, AclOperation::Describe)?;
+    Ok(admin
+        .node()
+        .metadata()
+        .quotas
+        .list()
+        .into_iter()
+        .map(|(entity, l)| pb::QuotaEntry {
+            entity,
+            produce_bytes_per_sec: l.produce_bytes_per_sec.unwrap_or(0),
+            fetch_bytes_per_sec: l.fetch_bytes_per_sec.unwrap_or(0),
+            requests_per_sec: l.requests_per_sec.unwrap_or(0),
+        })
         .collect())
 }

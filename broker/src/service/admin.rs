@@ -314,4 +314,24 @@ impl pb::admin_server::Admin for AdminService {
         let acls = acls::describe(&self.admin, &who, req.get_ref())?;
         Ok(Response::new(pb::DescribeAclsResponse { acls }))
     }
+
+    async fn alter_quota(
+        &self,
+        req: Request<pb::AlterQuotaRequest>,
+    ) -> Result<Response<pb::AlterQuotaResponse>, Status> {
+        let who = caller(&req);
+        let span = self.span("alter_quota", "");
+        acls::alter_quota(&self.admin, &who, req.into_inner())
+            .instrument(span)
+            .await?;
+        Ok(Response::new(pb::AlterQuotaResponse {}))
+    }
+
+    async fn describe_quotas(
+        &self,
+        req: Request<pb::DescribeQuotasRequest>,
+    ) -> Result<Response<pb::DescribeQuotasResponse>, Status> {
+        let quotas = acls::describe_quotas(&self.admin, &caller(&req))?;
+        Ok(Response::new(pb::DescribeQuotasResponse { quotas }))
+    }
 }

@@ -25,6 +25,7 @@ use crate::data_path::produce::{self, Acks, ProduceBatch};
 use crate::error::{BrokerError, Result};
 use crate::metrics::Metrics;
 use crate::node::Node;
+use crate::security::quota::QuotaKind;
 use crate::topic::requested_topic_id;
 use strand_security::Principal;
 
@@ -330,7 +331,12 @@ impl StrandService {
                     .flat_map(|t| t.partitions.iter().map(|p| (t.topic.clone(), *p)))
                     .collect();
                 let mut session = self.fetch_sessions.resume(id, epoch, named, &forgotten)?;
-                access::topics(&self.node, who, Op::Read, session.partitions().iter().map(|p| p.topic.as_str()))?;
+                access::topics(
+                    &self.node,
+                    who,
+                    Op::Read,
+                    session.partitions().iter().map(|p| p.topic.as_str()),
+                )?;
                 let first = session.next_first();
                 let reads = fetch::fetch(&self.node, session.partitions(), first, total, max_wait).await?;
                 let keep = session.news(&reads);
@@ -502,6 +508,28 @@ impl StrandService {
     }
 }
 
+/// Bytes a produce request carries (batches as stored, records by key and
+/// value), what the produce quota counts.
+fn produced_bytes(r: &pb::ProduceRequest) -> usize {
+    let batches: usize = r.batches.iter().map(|b| b.batch.len()).sum();
+    let records: usize = r
+        .records
+        .iter()
+        .flat_map(|t| t.records.iter())
+        .map(|rec| rec.key.as_ref().map_or(0, Bytes::len) + rec.value.as_ref().map_or(0, Bytes::len))
+        .sum();
+    batches + records
+}
+
+/// Delays the answer of a principal over its quota (see `security::quota`).
+async fn throttle(node: &Node, who: &Principal, kind: QuotaKind, amount: usize) {
+    let delay = node.quota_delay(who, kind, amount as u64);
+    if !delay.is_zero() {
+        tracing::debug!(principal = %who, kind = kind.as_str(), delay_ms = delay.as_millis() as u64, "quota: response delayed");
+        tokio::time::sleep(delay).await;
+    }
+}
+
 fn request_span(node: &Node, rpc: &'static str) -> tracing::Span {
     tracing::debug_span!("request", node = %node.id(), rpc)
 }
@@ -511,10 +539,13 @@ impl pb::strand_server::Strand for StrandService {
     async fn produce(&self, req: Request<pb::ProduceRequest>) -> Result<Response<pb::ProduceResponse>, Status> {
         let _t = self.metrics.time("produce");
         let who = caller(&req);
+        let r = req.into_inner();
+        let bytes = produced_bytes(&r);
         let answer = self
-            .produce(&who, req.into_inner())
+            .produce(&who, r)
             .instrument(request_span(&self.node, "produce"))
             .await?;
+        throttle(&self.node, &who, QuotaKind::Produce, bytes).await;
         Ok(Response::new(answer))
     }
 
@@ -525,6 +556,8 @@ impl pb::strand_server::Strand for StrandService {
             .fetch(&who, req.into_inner())
             .instrument(request_span(&self.node, "fetch"))
             .await?;
+        let bytes: usize = answer.partitions.iter().map(answer_bytes).sum();
+        throttle(&self.node, &who, QuotaKind::Fetch, bytes).await;
         Ok(Response::new(answer))
     }
 

@@ -13,6 +13,7 @@ mod dlq;
 mod group;
 mod listing;
 mod produce;
+mod quota;
 mod share_group;
 mod target;
 mod topic;
@@ -86,6 +87,9 @@ pub enum Command {
     /// Access control lists: who may do what.
     #[command(subcommand)]
     Acl(acl::AclCommand),
+    /// Client quotas: produce and fetch byte rates, request rates.
+    #[command(subcommand)]
+    Quota(quota::QuotaCommand),
     /// Development certificates: a CA, broker and client certificates.
     #[command(subcommand)]
     Cert(cert::CertCommand),
@@ -130,6 +134,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ShareGroup(cmd) => rt.block_on(share_group::run(target, cmd)),
         Command::Dlq(cmd) => rt.block_on(dlq::run(target, cmd)),
         Command::Acl(cmd) => rt.block_on(acl::run(target, cmd)),
+        Command::Quota(cmd) => rt.block_on(quota::run(target, cmd)),
         // Answered before the target was built.
         Command::Broker(_) | Command::Cert(_) => Ok(ExitCode::SUCCESS),
     }
