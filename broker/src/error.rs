@@ -166,6 +166,13 @@ pub enum BrokerError {
         /// On what (`topic orders`, `group g`, `the cluster`).
         resource: String,
     },
+    /// Authentication failed: a password exchange, a token, or none where
+    /// one is required.
+    #[error("authentication failed: {reason}")]
+    AuthenticationFailed {
+        /// Why (never whether the user exists).
+        reason: String,
+    },
     /// The broker a request was forwarded to refused it.
     #[error("{message}")]
     Forwarded {
@@ -273,6 +280,7 @@ impl BrokerError {
             BrokerError::ProducerFenced { .. } => ErrorCode::ProducerFenced,
             BrokerError::InvalidRecordState { .. } => ErrorCode::InvalidRecordState,
             BrokerError::AuthorizationFailed { .. } => ErrorCode::AuthorizationFailed,
+            BrokerError::AuthenticationFailed { .. } => ErrorCode::AuthenticationFailed,
             BrokerError::FetchSessionNotFound { .. } => ErrorCode::FetchSessionNotFound,
             BrokerError::InvalidFetchSessionEpoch { .. } => ErrorCode::InvalidFetchSessionEpoch,
             BrokerError::Forwarded { code, .. } => *code,
@@ -325,6 +333,7 @@ impl BrokerError {
             | ErrorCode::InvalidRecordState => tonic::Code::FailedPrecondition,
             ErrorCode::StorageFailed => tonic::Code::Internal,
             ErrorCode::AuthorizationFailed => tonic::Code::PermissionDenied,
+            ErrorCode::AuthenticationFailed => tonic::Code::Unauthenticated,
             _ => tonic::Code::InvalidArgument,
         }
     }

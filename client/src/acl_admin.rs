@@ -22,9 +22,10 @@
 //! ```
 
 use strand_proto::v1::{
-    AclBinding, AclFilter, AlterQuotaRequest, CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest,
-    DescribeQuotasRequest, QuotaEntry,
+    AclBinding, AclFilter, AlterQuotaRequest, CreateAclsRequest, DeleteAclsRequest, DeleteUserRequest,
+    DescribeAclsRequest, DescribeQuotasRequest, ListUsersRequest, QuotaEntry, UpsertUserRequest,
 };
+use strand_security::scram::{DEFAULT_ITERATIONS, ScramCredential};
 
 use crate::admin::Admin;
 use crate::error::Result;
@@ -105,6 +106,58 @@ impl Admin {
     pub async fn describe_quotas(&self) -> Result<Vec<QuotaEntry>> {
         self.admin_call("describe quotas", |mut c| async move {
             Ok(c.describe_quotas(DescribeQuotasRequest {}).await?.into_inner().quotas)
+        })
+        .await
+    }
+
+    /// Creates user `name` with `password`, or changes its password. The
+    /// client derives the stored keys (SCRAM-SHA-256, random salt, 4,096
+    /// iterations): the password is not sent.
+    ///
+    /// # Errors
+    /// `AUTHORIZATION_FAILED` without `alter` on the cluster;
+    /// `INVALID_REQUEST` for a name that is not letters, digits and -_.@.
+    pub async fn upsert_user(&self, name: &str, password: &str) -> Result<()> {
+        if password.is_empty() {
+            return Err(crate::ClientError::invalid("an empty password"));
+        }
+        let c = ScramCredential::new(password, DEFAULT_ITERATIONS);
+        let req = UpsertUserRequest {
+            name: name.to_string(),
+            salt: c.salt.into(),
+            iterations: c.iterations,
+            stored_key: c.stored_key.to_vec().into(),
+            server_key: c.server_key.to_vec().into(),
+        };
+        self.admin_call("upsert user", |mut cl| {
+            let req = req.clone();
+            async move {
+                cl.upsert_user(req).await?;
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    /// Deletes user `name`; tokens it holds stop working at once.
+    ///
+    /// # Errors
+    /// `AUTHORIZATION_FAILED`; `INVALID_REQUEST` for an unknown user.
+    pub async fn delete_user(&self, name: &str) -> Result<()> {
+        self.admin_call("delete user", |mut c| async move {
+            c.delete_user(DeleteUserRequest { name: name.to_string() }).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Every user's name.
+    ///
+    /// # Errors
+    /// `AUTHORIZATION_FAILED` without `describe` on the cluster.
+    pub async fn list_users(&self) -> Result<Vec<String>> {
+        self.admin_call("list users", |mut c| async move {
+            Ok(c.list_users(ListUsersRequest {}).await?.into_inner().names)
         })
         .await
     }

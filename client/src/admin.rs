@@ -15,7 +15,7 @@ use strand_proto::v1::{
     TopicDescription, TopicSummary,
 };
 
-use tonic::transport::Channel;
+use crate::connection::Link as Channel;
 
 use crate::connection::{ConnectionConfig, with_timeout};
 use crate::error::{ClientError, Result};

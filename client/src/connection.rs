@@ -16,7 +16,7 @@ use strand_proto::v1::strand_client::StrandClient;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{ClientError, Result};
-use crate::security::Security;
+use crate::security::{Credentials, Security};
 
 /// HTTP/2 stream window of a client connection (bytes).
 const STREAM_WINDOW_BYTES: u32 = 8 << 20;
@@ -92,7 +92,22 @@ impl Connections {
     /// # Errors
     /// [`ClientError::Connect`] if the broker cannot be reached within the
     /// connect timeout; [`ClientError::InvalidArgument`] for a malformed address.
-    pub(crate) async fn channel(&self, addr: &str) -> Result<Channel> {
+    pub(crate) async fn channel(&self, addr: &str) -> Result<Link> {
+        let channel = self.transport(addr).await?;
+        let credentials = self.config.security.credentials.clone();
+        if let Some(c) = &credentials
+            && let Err(e) = c.ensure_login(&channel, self.config.request_timeout).await
+        {
+            if e.reason() != "AUTHENTICATION_FAILED" {
+                self.invalidate(addr);
+            }
+            return Err(e);
+        }
+        Ok(Link { channel, credentials })
+    }
+
+    /// The connection to `addr`, connecting first if there is none.
+    async fn transport(&self, addr: &str) -> Result<Channel> {
         if let Some(ch) = self.lock().get(addr) {
             return Ok(ch.clone());
         }
@@ -133,7 +148,7 @@ impl Connections {
     }
 
     /// A `Strand` service client for `addr`.
-    pub(crate) async fn strand(&self, addr: &str) -> Result<StrandClient<Channel>> {
+    pub(crate) async fn strand(&self, addr: &str) -> Result<StrandClient<Link>> {
         let ch = self.channel(addr).await?;
         Ok(StrandClient::new(ch)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -141,7 +156,7 @@ impl Connections {
     }
 
     /// An `Admin` service client for `addr`.
-    pub(crate) async fn admin(&self, addr: &str) -> Result<AdminClient<Channel>> {
+    pub(crate) async fn admin(&self, addr: &str) -> Result<AdminClient<Link>> {
         let ch = self.channel(addr).await?;
         Ok(AdminClient::new(ch)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -149,7 +164,7 @@ impl Connections {
     }
 
     /// A `Groups` service client for `addr`.
-    pub(crate) async fn groups(&self, addr: &str) -> Result<GroupsClient<Channel>> {
+    pub(crate) async fn groups(&self, addr: &str) -> Result<GroupsClient<Link>> {
         let ch = self.channel(addr).await?;
         Ok(GroupsClient::new(ch)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -159,6 +174,31 @@ impl Connections {
     fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Channel>> {
         // The map stays consistent even if a holder panicked: every update is one call.
         self.channels.lock()
+    }
+}
+
+/// A connection as requests use it: the channel, and the password token
+/// (if the client logs in with one) added to every request.
+#[derive(Clone, Debug)]
+pub(crate) struct Link {
+    channel: Channel,
+    credentials: Option<Arc<Credentials>>,
+}
+
+impl tower_service::Service<http::Request<tonic::body::Body>> for Link {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = <Channel as tower_service::Service<http::Request<tonic::body::Body>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::result::Result<(), Self::Error>> {
+        tower_service::Service::poll_ready(&mut self.channel, cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
+        if let Some(h) = self.credentials.as_ref().and_then(|c| c.header()) {
+            req.headers_mut().insert(http::header::AUTHORIZATION, h);
+        }
+        self.channel.call(req)
     }
 }
 

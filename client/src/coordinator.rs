@@ -10,10 +10,10 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::connection::Link as Channel;
 use strand_proto::v1::groups_client::GroupsClient;
 use strand_proto::v1::share_groups_client::ShareGroupsClient;
 use strand_proto::v1::{FetchOffsetsRequest, FindCoordinatorRequest, OffsetCommit, TopicPartitions};
-use tonic::transport::Channel;
 
 use crate::connection::{MAX_MESSAGE_BYTES, with_timeout};
 use crate::error::Result;

@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
+use crate::connection::Link as Channel;
 use strand_proto::v1::ErrorCode;
 use strand_proto::v1::strand_client::StrandClient;
-use tonic::transport::Channel;
 
 use crate::error::{ClientError, Result};
 use crate::metadata::Metadata;

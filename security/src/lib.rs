@@ -15,6 +15,7 @@
 pub mod dev_ca;
 mod error;
 pub mod principal;
+pub mod scram;
 pub mod tls;
 
 pub use error::{Result, SecurityError};

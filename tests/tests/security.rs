@@ -450,3 +450,132 @@ async fn a_quota_throttles_a_greedy_producer_while_another_keeps_its_pace() {
     );
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_log_in_with_passwords_that_are_never_sent_or_stored() {
+    let pki_dir = tempfile::tempdir().expect("tempdir");
+    let pki_dir = pki_dir.path();
+    pki(pki_dir, "admin");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().to_path_buf();
+    let mut config = test_config(dir.path());
+    config.metrics_listen = Some("127.0.0.1:0".into());
+    config.security.tls_ca = Some(pki_dir.join("ca.pem"));
+    config.security.tls_cert = Some(pki_dir.join("broker.pem"));
+    config.security.tls_key = Some(pki_dir.join("broker-key.pem"));
+    config.security.client_auth = strand_broker::config::ClientAuthMode::Optional;
+    config.security.require_authentication = true;
+    config.security.authorization = true;
+    config.security.super_users = vec!["User:admin".into()];
+    let b = TestBroker::start_with(dir, config).await;
+    let addr = b.addr();
+    let admin = Admin::connect_with(addr.clone(), client(pki_dir, "admin"))
+        .await
+        .expect("admin");
+    admin.create_topic("t", 1, 1, Default::default()).await.expect("create");
+    const PASSWORD: &str = "correct horse battery staple";
+    admin.upsert_user("carol", PASSWORD).await.expect("create user");
+    assert_eq!(admin.list_users().await.expect("users"), ["carol"]);
+    admin
+        .create_acls(vec![
+            acl(
+                "User:carol",
+                pb::AclResourceType::Topic,
+                "t",
+                false,
+                pb::AclOperation::Write,
+                false,
+            ),
+            acl(
+                "User:carol",
+                pb::AclResourceType::Topic,
+                "t",
+                false,
+                pb::AclOperation::Read,
+                false,
+            ),
+        ])
+        .await
+        .expect("grant");
+    let tls_only = || Security::tls(pki_dir.join("ca.pem")).expect("tls");
+
+    // No certificate and no password: refused.
+    let anonymous = Admin::connect_with(addr.clone(), tls_only()).await;
+    assert_eq!(anonymous.expect_err("anonymous").reason(), "AUTHENTICATION_FAILED");
+    // A wrong password and an unknown user are refused alike.
+    for (user, password) in [("carol", "guess"), ("nobody", PASSWORD)] {
+        let e = Admin::connect_with(addr.clone(), tls_only().with_user(user, password))
+            .await
+            .expect_err("refused");
+        assert_eq!(e.reason(), "AUTHENTICATION_FAILED", "{user}: {e}");
+        assert!(e.to_string().contains("unknown user or wrong password"), "{e}");
+    }
+    // The right password: carol acts as User:carol (her ACLs apply).
+    let carol_sec = tls_only().with_user("carol", PASSWORD);
+    let p = Producer::builder(addr.clone())
+        .security(carol_sec.clone())
+        .build()
+        .await
+        .expect("carol's producer");
+    send(&p, "t", "hello").await.expect("carol writes t");
+    let carol = Admin::connect_with(addr.clone(), carol_sec.clone())
+        .await
+        .expect("carol");
+    denied(
+        carol.create_topic("u", 1, 1, Default::default()).await,
+        "carol creates a topic",
+    );
+    // A forged token is refused.
+    let mut raw = pb::admin_client::AdminClient::new(
+        tls_only()
+            .channel(tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("uri"))
+            .await
+            .expect("channel"),
+    );
+    let mut forged = tonic::Request::new(pb::ListTopicsRequest {});
+    forged.metadata_mut().insert(
+        "authorization",
+        "Bearer Y2Fyb2w6OTk5OTk5OTk5OTk5OQ.AAAA".parse().expect("ascii"),
+    );
+    let status = raw.list_topics(forged).await.expect_err("forged token");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+
+    // Deleting carol ends her session at once.
+    admin.delete_user("carol").await.expect("delete");
+    let e = send(&p, "t", "after").await.expect_err("deleted user");
+    assert_eq!(e.reason(), "AUTHENTICATION_FAILED", "{e}");
+    drop(p);
+
+    let metrics = scrape(b.broker.as_ref().and_then(|r| r.metrics_addr).expect("metrics")).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with(r#"strand_authentication_failures_total{principal="User:carol"}"#)),
+        "{metrics}"
+    );
+    // Nothing the broker wrote holds the password.
+    let files = walk(&data_dir);
+    assert!(files.iter().any(|f| f.to_string_lossy().contains("__controller")), "{files:?}");
+    for entry in files {
+        let bytes = std::fs::read(&entry).unwrap_or_default();
+        assert!(
+            !bytes.windows(PASSWORD.len()).any(|w| w == PASSWORD.as_bytes()),
+            "{} holds the password",
+            entry.display()
+        );
+    }
+    b.stop().await;
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

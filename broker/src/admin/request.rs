@@ -104,6 +104,20 @@ pub enum MetadataRequest {
         /// Which.
         filter: crate::controller::acl::AclFilter,
     },
+    /// Create a user or change its password.
+    UpsertUser {
+        /// Its name.
+        name: String,
+        /// What the server keeps of its password.
+        credential: crate::controller::users::StoredCredential,
+        /// A token signing key for the cluster, used if it has none.
+        token_key: crate::controller::users::Secret,
+    },
+    /// Delete a user.
+    DeleteUser {
+        /// Its name.
+        name: String,
+    },
     /// Set an entity's quota.
     SetQuota {
         /// `User:<name>`, `ANONYMOUS` or `<default>`.
@@ -218,6 +232,22 @@ impl MetadataRequest {
                         "a joining broker needs a node id > 0 and a host:port address, got {id} at {addr:?}"
                     ),
                 })
+            }
+            MetadataRequest::UpsertUser { name, credential, .. } => {
+                let valid = !name.is_empty()
+                    && name.len() <= 128
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
+                if !valid {
+                    return Err(BrokerError::InvalidRequest {
+                        reason: format!("user names are 1 to 128 of letters, digits and -_.@, not {name:?}"),
+                    });
+                }
+                match credential.problem() {
+                    Some(p) => Err(BrokerError::InvalidRequest {
+                        reason: format!("user {name}: {p}"),
+                    }),
+                    None => Ok(()),
+                }
             }
             MetadataRequest::SetQuota { entity, limits } => {
                 let named = entity == crate::controller::quota::DEFAULT_ENTITY
@@ -406,6 +436,23 @@ impl MetadataRequest {
                 bindings: bindings.clone(),
             }),
             MetadataRequest::RemoveAcls { filter } => Ok(MetadataCommand::RemoveAcls { filter: filter.clone() }),
+            MetadataRequest::UpsertUser {
+                name,
+                credential,
+                token_key,
+            } => Ok(MetadataCommand::UpsertUser {
+                name: name.clone(),
+                credential: credential.clone(),
+                token_key: meta.users.token_key().is_none().then(|| token_key.clone()),
+            }),
+            MetadataRequest::DeleteUser { name } => {
+                if !meta.users.contains(name) {
+                    return Err(BrokerError::InvalidRequest {
+                        reason: format!("there is no user {name:?}"),
+                    });
+                }
+                Ok(MetadataCommand::DeleteUser { name: name.clone() })
+            }
             MetadataRequest::SetQuota { entity, limits } => Ok(MetadataCommand::SetQuota {
                 entity: entity.clone(),
                 limits: *limits,

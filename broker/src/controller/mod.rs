@@ -15,6 +15,7 @@ pub mod acl;
 pub mod placement;
 pub mod producer_ids;
 pub mod quota;
+pub mod users;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -183,6 +184,22 @@ pub enum MetadataCommand {
         /// Which.
         filter: acl::AclFilter,
     },
+    /// Create a user or change its password.
+    UpsertUser {
+        /// Its name.
+        name: String,
+        /// What the server keeps of its password.
+        credential: users::StoredCredential,
+        /// The cluster's token signing key, if it has none yet (made by
+        /// the broker that took the request).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token_key: Option<users::Secret>,
+    },
+    /// Delete a user (its tokens stop working).
+    DeleteUser {
+        /// Its name.
+        name: String,
+    },
     /// Set a principal's (or the default) quota; unlimited removes it.
     SetQuota {
         /// `User:<name>`, or `<default>`.
@@ -214,6 +231,8 @@ pub struct MetadataState {
     pub acls: acl::AclSet,
     /// Client quotas (see [`quota`]).
     pub quotas: quota::QuotaSet,
+    /// Users who authenticate with a password (see [`users`]).
+    pub users: users::Users,
 }
 
 /// A broker's data directory as the cluster recorded it.
@@ -326,6 +345,12 @@ impl MetadataState {
             MetadataCommand::AddAcls { bindings } => self.acls.add(bindings),
             MetadataCommand::RemoveAcls { filter } => self.acls.remove(filter),
             MetadataCommand::SetQuota { entity, limits } => self.quotas.set(entity, *limits),
+            MetadataCommand::UpsertUser {
+                name,
+                credential,
+                token_key,
+            } => self.users.upsert(name, credential, token_key.as_ref()),
+            MetadataCommand::DeleteUser { name } => self.users.delete(name),
         }
     }
 

@@ -91,6 +91,8 @@ pub struct Snapshot {
     pub tls_handshake_failures: u64,
     /// Authorization denials per principal.
     pub authorization_denials: Vec<(String, u64)>,
+    /// Failed logins and bad tokens per claimed principal.
+    pub authentication_failures: Vec<(String, u64)>,
     /// Quota throttling per principal and kind.
     pub throttled: Vec<(
         String,
@@ -130,6 +132,7 @@ impl Snapshot {
             share_partitions,
             tls_handshake_failures: node.security().audit().handshake_failures(),
             authorization_denials: node.security().audit().denials(),
+            authentication_failures: node.security().audit().authentication_failures(),
             throttled: node.security().throttle().throttled(),
         }
     }
@@ -280,7 +283,7 @@ pub fn encode_snapshot(s: &Snapshot, mut encoder: DescriptorEncoder) -> Result<(
         &lag,
     )?;
     encode_shares(e, s)?;
-    super::security::encode(e, s.tls_handshake_failures, &s.authorization_denials, &s.throttled)?;
+    super::security::encode(e, s, &s.throttled)?;
     let m = e.encode_descriptor(
         "strand_open_connections",
         "Client connections open now",
@@ -481,6 +484,7 @@ mod tests {
             }],
             tls_handshake_failures: 4,
             authorization_denials: vec![("User:eve".into(), 2)],
+            authentication_failures: vec![("User:mallory".into(), 7)],
             throttled: vec![(
                 "User:greedy".into(),
                 crate::security::quota::QuotaKind::Produce,
@@ -515,6 +519,7 @@ mod tests {
             r#"strand_share_partition_redelivered_total{group="workers",topic="orders",partition="2"} 6"#,
             "strand_tls_handshake_failures_total 4",
             r#"strand_authorization_denied_total{principal="User:eve"} 2"#,
+            r#"strand_authentication_failures_total{principal="User:mallory"} 7"#,
             r#"strand_quota_throttled_responses_total{principal="User:greedy",kind="produce"} 3"#,
             r#"strand_quota_throttle_seconds_total{principal="User:greedy",kind="produce"} 1.5"#,
         ] {

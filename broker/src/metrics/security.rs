@@ -20,15 +20,16 @@ struct QuotaLabel {
 }
 
 /// Encodes `strand_tls_handshake_failures_total`,
+/// `strand_authentication_failures_total{principal}`,
 /// `strand_authorization_denied_total{principal}` and the quota counters
 /// `strand_quota_throttled_responses_total{principal,kind}` and
 /// `strand_quota_throttle_seconds_total{principal,kind}`.
 pub(super) fn encode(
     e: &mut DescriptorEncoder,
-    handshake_failures: u64,
-    denials: &[(String, u64)],
+    s: &super::collector::Snapshot,
     throttled: &[(String, QuotaKind, Throttled)],
 ) -> Result<(), std::fmt::Error> {
+    let (handshake_failures, denials) = (s.tls_handshake_failures, &s.authorization_denials);
     let m = e.encode_descriptor(
         "strand_tls_handshake_failures",
         "TLS handshakes that failed: no or an untrusted client certificate, a plaintext client",
@@ -43,6 +44,18 @@ pub(super) fn encode(
         MetricType::Counter,
     )?;
     for (principal, n) in denials {
+        let label = PrincipalLabel {
+            principal: principal.clone(),
+        };
+        ConstCounter::new(*n).encode(m.encode_family(&label)?)?;
+    }
+    let mut m = e.encode_descriptor(
+        "strand_authentication_failures",
+        "Failed password logins and rejected tokens, per claimed principal",
+        None,
+        MetricType::Counter,
+    )?;
+    for (principal, n) in &s.authentication_failures {
         let label = PrincipalLabel {
             principal: principal.clone(),
         };

@@ -163,6 +163,15 @@ impl Node {
         }
     }
 
+    /// The user a password token names, if the token verifies with the
+    /// cluster's key, has not expired and its user still exists.
+    pub fn verify_token(&self, token: &str) -> Option<String> {
+        let meta = self.metadata.read();
+        let key = meta.users.token_key()?;
+        let (user, _) = strand_security::scram::verify_token(key, token, strand_storage::now_ms())?;
+        meta.users.contains(&user).then_some(user)
+    }
+
     /// Whether `who` is allowed `op` on some resource of kind `kind`.
     pub fn permits_any(
         &self,

@@ -28,6 +28,8 @@ struct Denials {
 pub struct Audit {
     handshake_failures: AtomicU64,
     denials: Mutex<HashMap<String, Denials>>,
+    /// Failed password exchanges and bad tokens, per claimed user.
+    failures: Mutex<HashMap<String, Denials>>,
 }
 
 impl Audit {
@@ -53,6 +55,25 @@ impl Audit {
             d.logged_at = Some(now);
             d.unlogged = 0;
         }
+    }
+
+    /// Authentication as `claimed` failed for `reason`.
+    pub fn authentication_failed(&self, claimed: &str, reason: &str) {
+        let mut failures = self.failures.lock();
+        let d = failures.entry(claimed.to_string()).or_default();
+        d.count += 1;
+        d.unlogged += 1;
+        let now = Instant::now();
+        if d.logged_at.is_none_or(|at| now.duration_since(at) >= LOG_EVERY) {
+            tracing::warn!(principal = %claimed, failed = d.unlogged, reason, "authentication failed");
+            d.logged_at = Some(now);
+            d.unlogged = 0;
+        }
+    }
+
+    /// Failed authentications so far per claimed principal.
+    pub fn authentication_failures(&self) -> Vec<(String, u64)> {
+        self.failures.lock().iter().map(|(p, d)| (p.clone(), d.count)).collect()
     }
 
     /// Denials so far per principal.

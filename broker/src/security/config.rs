@@ -48,6 +48,14 @@ pub struct SecurityConfig {
     /// Principals allowed everything whatever the ACLs say, as
     /// `User:<name>`. Brokers (`Broker:<id>`) always are.
     pub super_users: Vec<String>,
+    /// Refuse requests from clients that proved no identity (neither a
+    /// client certificate nor a password token): with `client_auth =
+    /// "optional"`, clients log in with a certificate or a password.
+    /// Default false.
+    pub require_authentication: bool,
+    /// How long a token from a password exchange is valid (ms); the client
+    /// logs in again before it expires. Default 1 hour.
+    pub token_lifetime_ms: u64,
 }
 
 impl Default for SecurityConfig {
@@ -61,6 +69,8 @@ impl Default for SecurityConfig {
             allow_insecure: false,
             authorization: false,
             super_users: Vec::new(),
+            require_authentication: false,
+            token_lifetime_ms: 3_600_000,
         }
     }
 }
@@ -71,9 +81,10 @@ impl SecurityConfig {
         self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_key.is_some()
     }
 
-    /// Whether every client is authenticated.
+    /// Whether every client is authenticated (by certificate, or by
+    /// certificate or password).
     pub fn clients_authenticated(&self) -> bool {
-        self.tls_enabled() && self.client_auth == ClientAuthMode::Required
+        self.tls_enabled() && (self.client_auth == ClientAuthMode::Required || self.require_authentication)
     }
 
     /// Why these settings are refused for a broker listening on `listen`,
@@ -89,6 +100,9 @@ impl SecurityConfig {
             )
         }) {
             return Some(("security.super_users", format!("{bad:?} is not User:<name>")));
+        }
+        if self.token_lifetime_ms < 60_000 {
+            return Some(("security.token_lifetime_ms", "must be at least a minute".into()));
         }
         if self.tls_reload_interval_ms == 0 {
             return Some(("security.tls_reload_interval_ms", "must be positive".into()));
@@ -109,7 +123,8 @@ impl SecurityConfig {
                     "security.client_auth",
                     format!(
                         "refusing to serve unauthenticated clients on {listen}, which is not a \
-                         loopback address: set client_auth = \"required\" or allow_insecure"
+                         loopback address: set client_auth = \"required\", or \
+                         require_authentication (certificates or passwords), or allow_insecure"
                     ),
                 ));
             }

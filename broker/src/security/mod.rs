@@ -37,6 +37,11 @@ pub struct Connection {
     pub principal: Option<Principal>,
 }
 
+/// The principal a request proved with a password token (set by the
+/// server's token check, read by [`principal`]).
+#[derive(Clone, Debug)]
+pub struct Authenticated(pub Principal);
+
 /// The broker's transport security.
 #[derive(Debug)]
 pub struct Security {
@@ -45,6 +50,9 @@ pub struct Security {
     dialer: Dialer,
     audit: audit::Audit,
     throttle: quota::Throttle,
+    /// Makes the salt an unknown user's password exchange gets (see
+    /// `strand_security::scram::ScramServer::start`).
+    decoy_key: Vec<u8>,
 }
 
 impl Security {
@@ -79,6 +87,7 @@ impl Security {
             dialer,
             audit: audit::Audit::default(),
             throttle: quota::Throttle::default(),
+            decoy_key: strand_security::scram::new_key(),
         }))
     }
 
@@ -90,6 +99,7 @@ impl Security {
             dialer: Dialer::plaintext(),
             audit: audit::Audit::default(),
             throttle: quota::Throttle::default(),
+            decoy_key: strand_security::scram::new_key(),
         })
     }
 
@@ -103,6 +113,16 @@ impl Security {
     /// Authentication failures and authorization denials so far.
     pub fn audit(&self) -> &audit::Audit {
         &self.audit
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &SecurityConfig {
+        &self.config
+    }
+
+    /// See [`Security::decoy_key`]'s field.
+    pub fn decoy_key(&self) -> &[u8] {
+        &self.decoy_key
     }
 
     /// Quota buckets and what they throttled.
@@ -227,10 +247,18 @@ pub fn denial(who: &Principal, op: AclOperation, kind: ResourceType, name: &str)
     }
 }
 
-/// The principal a request's connection authenticated as.
+/// The principal a request authenticated as: its password token's user,
+/// else its connection's certificate, else anonymous.
 pub fn principal<T>(req: &Request<T>) -> Principal {
-    req.extensions()
-        .get::<Connection>()
+    principal_of(req.extensions())
+}
+
+/// As [`principal`], from the request's extensions.
+pub fn principal_of(ext: &http::Extensions) -> Principal {
+    if let Some(Authenticated(p)) = ext.get::<Authenticated>() {
+        return p.clone();
+    }
+    ext.get::<Connection>()
         .and_then(|c| c.principal.clone())
         .unwrap_or(Principal::Anonymous)
 }

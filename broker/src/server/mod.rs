@@ -6,6 +6,7 @@
 //! coordinator and the metrics, and hands each service what it needs. No
 //! layer below holds a reference back up.
 
+mod authenticate;
 mod connections;
 mod health;
 mod oversize;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strand_proto::v1::{
-    admin_server::AdminServer, groups_server::GroupsServer, peer_server::PeerServer,
+    admin_server::AdminServer, auth_server::AuthServer, groups_server::GroupsServer, peer_server::PeerServer,
     share_groups_server::ShareGroupsServer, strand_server::StrandServer,
 };
 use tokio::net::TcpListener;
@@ -30,7 +31,7 @@ use crate::groups::GroupCoordinator;
 use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::security::Security;
-use crate::service::{AdminService, GroupsService, PeerService, ShareGroupsService, StrandService};
+use crate::service::{AdminService, AuthService, GroupsService, PeerService, ShareGroupsService, StrandService};
 use connections::limited_incoming;
 
 /// How long a stopping broker waits for open connections to finish.
@@ -258,6 +259,7 @@ async fn serve(
     ))
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);
+    let auth = AuthServer::new(AuthService::new(Arc::clone(&node)));
     let peer = PeerServer::new(PeerService::new(broker.admin.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
@@ -284,6 +286,9 @@ async fn serve(
         .initial_stream_window_size(strand_cluster::STREAM_WINDOW_BYTES)
         .initial_connection_window_size(strand_cluster::CONNECTION_WINDOW_BYTES)
         .layer(oversize::OversizeReasonLayer)
+        .layer(authenticate::AuthenticateLayer {
+            node: Arc::clone(&node),
+        })
         .layer(request_quota::RequestQuotaLayer {
             node: Arc::clone(&node),
         })
@@ -292,6 +297,7 @@ async fn serve(
         .add_service(groups)
         .add_service(share)
         .add_service(peer)
+        .add_service(auth)
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_v1alpha)

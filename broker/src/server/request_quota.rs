@@ -11,7 +11,6 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::node::Node;
-use crate::security::Connection;
 use crate::security::quota::QuotaKind;
 
 #[derive(Clone, Debug)]
@@ -60,11 +59,7 @@ where
         let delay = if exempt(req.uri().path()) {
             std::time::Duration::ZERO
         } else {
-            let who = req
-                .extensions()
-                .get::<Connection>()
-                .and_then(|c| c.principal.clone())
-                .unwrap_or(strand_security::Principal::Anonymous);
+            let who = crate::security::principal_of(req.extensions());
             self.node.quota_delay(&who, QuotaKind::Requests, 1)
         };
         let answer = self.inner.call(req);

@@ -10,6 +10,7 @@ use tracing::Instrument;
 
 use super::access::{self, caller};
 use super::acls;
+use super::users;
 use crate::admin::Admin;
 use crate::admin::status::ClusterView;
 use crate::admin::topics::TopicView;
@@ -333,5 +334,34 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::DescribeQuotasResponse>, Status> {
         let quotas = acls::describe_quotas(&self.admin, &caller(&req))?;
         Ok(Response::new(pb::DescribeQuotasResponse { quotas }))
+    }
+
+    async fn upsert_user(
+        &self,
+        req: Request<pb::UpsertUserRequest>,
+    ) -> Result<Response<pb::UpsertUserResponse>, Status> {
+        let who = caller(&req);
+        let span = self.span("upsert_user", "");
+        users::upsert(&self.admin, &who, req.into_inner())
+            .instrument(span)
+            .await?;
+        Ok(Response::new(pb::UpsertUserResponse {}))
+    }
+
+    async fn delete_user(
+        &self,
+        req: Request<pb::DeleteUserRequest>,
+    ) -> Result<Response<pb::DeleteUserResponse>, Status> {
+        let who = caller(&req);
+        let span = self.span("delete_user", "");
+        users::delete(&self.admin, &who, req.into_inner().name)
+            .instrument(span)
+            .await?;
+        Ok(Response::new(pb::DeleteUserResponse {}))
+    }
+
+    async fn list_users(&self, req: Request<pb::ListUsersRequest>) -> Result<Response<pb::ListUsersResponse>, Status> {
+        let names = users::list(&self.admin, &caller(&req))?;
+        Ok(Response::new(pb::ListUsersResponse { names }))
     }
 }

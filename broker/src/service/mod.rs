@@ -5,13 +5,16 @@
 mod access;
 mod acls;
 pub mod admin;
+pub mod auth;
 pub mod groups;
 pub mod peer;
 mod records;
 pub mod share;
 pub mod strand;
+mod users;
 
 pub use admin::AdminService;
+pub use auth::AuthService;
 pub use groups::GroupsService;
 pub use peer::PeerService;
 pub use share::ShareGroupsService;

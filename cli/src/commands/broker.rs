@@ -58,6 +58,10 @@ pub struct BrokerArgs {
     /// Enforce ACLs (`strand acl`) on every request.
     #[arg(long, env = "STRAND_AUTHORIZATION")]
     authorization: bool,
+    /// Refuse clients that proved no identity (no certificate, no password
+    /// login); with --client-auth optional, clients use either.
+    #[arg(long, env = "STRAND_REQUIRE_AUTHENTICATION")]
+    require_authentication: bool,
     /// Principals allowed everything, `User:<name>[,User:<name>…]`.
     #[arg(long, env = "STRAND_SUPER_USERS", value_delimiter = ',')]
     super_users: Vec<String>,
@@ -108,6 +112,7 @@ impl BrokerArgs {
         };
         sec.allow_insecure |= self.allow_insecure;
         sec.authorization |= self.authorization;
+        sec.require_authentication |= self.require_authentication;
         sec.super_users.extend(self.super_users);
         c.validate()?;
         Ok(c)

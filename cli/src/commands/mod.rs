@@ -17,6 +17,7 @@ mod quota;
 mod share_group;
 mod target;
 mod topic;
+mod user;
 
 use std::process::ExitCode;
 
@@ -87,6 +88,9 @@ pub enum Command {
     /// Access control lists: who may do what.
     #[command(subcommand)]
     Acl(acl::AclCommand),
+    /// Users who log in with a password (SCRAM-SHA-256).
+    #[command(subcommand)]
+    User(user::UserCommand),
     /// Client quotas: produce and fetch byte rates, request rates.
     #[command(subcommand)]
     Quota(quota::QuotaCommand),
@@ -135,6 +139,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dlq(cmd) => rt.block_on(dlq::run(target, cmd)),
         Command::Acl(cmd) => rt.block_on(acl::run(target, cmd)),
         Command::Quota(cmd) => rt.block_on(quota::run(target, cmd)),
+        Command::User(cmd) => rt.block_on(user::run(target, cmd)),
         // Answered before the target was built.
         Command::Broker(_) | Command::Cert(_) => Ok(ExitCode::SUCCESS),
     }

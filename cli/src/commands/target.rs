@@ -18,6 +18,14 @@ pub struct ConnectArgs {
     /// Private key (PEM) of --tls-cert.
     #[arg(long, global = true, env = "STRAND_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Log in as this user with a password (SCRAM-SHA-256; the password is
+    /// never sent). Use with TLS.
+    #[arg(long, global = true, env = "STRAND_USER", requires = "password")]
+    pub user: Option<String>,
+    /// The password of --user (prefer the STRAND_PASSWORD variable: a flag
+    /// shows in the process list).
+    #[arg(long, global = true, env = "STRAND_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
 }
 
 /// Where and how to connect.
@@ -36,6 +44,10 @@ impl Target {
             (Some(ca), None, None) => Security::tls(ca)?,
             (None, _, _) => anyhow::bail!("--tls-cert needs --tls-ca (the CA that signed the brokers' certificates)"),
             _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        };
+        let security = match (&args.user, &args.password) {
+            (Some(user), Some(password)) => security.with_user(user, password),
+            _ => security,
         };
         Ok(Target { bootstrap, security })
     }

@@ -2,9 +2,9 @@
 
 use std::collections::BTreeSet;
 
+use crate::connection::Link as Channel;
 use strand_proto::v1::share_groups_client::ShareGroupsClient;
 use strand_proto::v1::{DescribeShareGroupRequest, ListShareGroupsRequest, ShareGroupDescription};
-use tonic::transport::Channel;
 
 use crate::admin::Admin;
 use crate::coordinator::CoordinatorClient;

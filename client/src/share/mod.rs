@@ -26,9 +26,9 @@ mod builder;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::connection::Link as Channel;
 use strand_proto::v1 as pb;
 use strand_proto::v1::share_groups_client::ShareGroupsClient;
-use tonic::transport::Channel;
 
 pub use builder::ShareConsumerBuilder;
 
