@@ -212,6 +212,10 @@ def check_tls(where: str, sts_name: str, replicas, env: dict, volumes: dict, con
     for key, value in want.items():
         if get(env.get(key) or {}, "value") != value:
             err(where, f"{key} must be {value} (TLS is on by default; one certificate per pod)")
+    if get(env.get("STRAND_AUTHORIZATION") or {}, "value") != "true":
+        err(where, "STRAND_AUTHORIZATION must be \"true\" (ACLs on by default)")
+    if not (get(env.get("STRAND_SUPER_USERS") or {}, "value") or "").startswith("User:"):
+        err(where, "STRAND_SUPER_USERS must name the administrator (User:<name>)")
     mount = next((m for m in container.get("volumeMounts") or [] if m.get("mountPath") == tls_dir), None)
     if mount is None:
         err(where, f"nothing is mounted at {tls_dir}")
@@ -499,6 +503,8 @@ def check_compose() -> None:
             err(swhere, f"STRAND_TLS_CERT/KEY must be /certs/broker-{node_id}(-key).pem (TLS is on by default)")
         if tls["STRAND_TLS_CA"] != "/certs/ca.pem":
             err(swhere, "STRAND_TLS_CA must be /certs/ca.pem")
+        if env.get("STRAND_AUTHORIZATION") != "true":
+            err(swhere, "STRAND_AUTHORIZATION must be \"true\" (ACLs on by default)")
         if not any(subst(str(v)).endswith(":/certs:ro") for v in s.get("volumes") or []):
             err(swhere, "the certificates must be mounted read-only at /certs")
     if len(peers_values) != 1:
