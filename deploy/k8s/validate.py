@@ -104,6 +104,9 @@ KNOWN_METRICS = {
     "strand_share_partition_archived_total",
     "strand_tls_handshake_failures_total",
     "strand_authorization_denied_total",
+    "strand_authentication_failures_total",
+    "strand_quota_throttled_responses_total",
+    "strand_quota_throttle_seconds_total",
     "strand_share_partition_redelivered_total",
 }
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")

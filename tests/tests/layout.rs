@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Crates whose sources are checked (folder → source root).
-const CRATES: [&str; 7] = ["storage", "cluster", "broker", "client", "cli", "checker", "proto"];
+const CRATES: [&str; 8] = [
+    "storage", "security", "cluster", "broker", "client", "cli", "checker", "proto",
+];
 
 type Module = Vec<String>;
 

@@ -24,6 +24,17 @@ fn pki(dir: &Path, user: &str) {
     dev_ca::issue(dir, &Subject::User { name: user.into() }, dir, user, 1).expect("user cert");
 }
 
+/// A broker config serving TLS with the broker certificate of `pki` (see
+/// [`pki`]), with metrics.
+fn tls_config(data: &Path, pki: &Path) -> BrokerConfig {
+    let mut config = test_config(data);
+    config.metrics_listen = Some("127.0.0.1:0".into());
+    config.security.tls_ca = Some(pki.join("ca.pem"));
+    config.security.tls_cert = Some(pki.join("broker.pem"));
+    config.security.tls_key = Some(pki.join("broker-key.pem"));
+    config
+}
+
 fn client(dir: &Path, user: &str) -> Security {
     Security::mutual_tls(
         dir.join("ca.pem"),
@@ -126,11 +137,7 @@ async fn acl_broker(pki_dir: &Path) -> TestBroker {
         dev_ca::issue(pki_dir, &Subject::User { name: user.into() }, pki_dir, user, 1).expect("user cert");
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = test_config(dir.path());
-    config.metrics_listen = Some("127.0.0.1:0".into());
-    config.security.tls_ca = Some(pki_dir.join("ca.pem"));
-    config.security.tls_cert = Some(pki_dir.join("broker.pem"));
-    config.security.tls_key = Some(pki_dir.join("broker-key.pem"));
+    let mut config = tls_config(dir.path(), pki_dir);
     config.security.authorization = true;
     config.security.super_users = vec!["User:admin".into()];
     TestBroker::start_with(dir, config).await
@@ -355,11 +362,7 @@ async fn a_quota_throttles_a_greedy_producer_while_another_keeps_its_pace() {
         dev_ca::issue(pki_dir, &Subject::User { name: user.into() }, pki_dir, user, 1).expect("user cert");
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = test_config(dir.path());
-    config.metrics_listen = Some("127.0.0.1:0".into());
-    config.security.tls_ca = Some(pki_dir.join("ca.pem"));
-    config.security.tls_cert = Some(pki_dir.join("broker.pem"));
-    config.security.tls_key = Some(pki_dir.join("broker-key.pem"));
+    let config = tls_config(dir.path(), pki_dir);
     let b = TestBroker::start_with(dir, config).await;
     let addr = b.addr();
     let admin = Admin::connect_with(addr.clone(), client(pki_dir, "admin"))
@@ -458,11 +461,7 @@ async fn users_log_in_with_passwords_that_are_never_sent_or_stored() {
     pki(pki_dir, "admin");
     let dir = tempfile::tempdir().expect("tempdir");
     let data_dir = dir.path().to_path_buf();
-    let mut config = test_config(dir.path());
-    config.metrics_listen = Some("127.0.0.1:0".into());
-    config.security.tls_ca = Some(pki_dir.join("ca.pem"));
-    config.security.tls_cert = Some(pki_dir.join("broker.pem"));
-    config.security.tls_key = Some(pki_dir.join("broker-key.pem"));
+    let mut config = tls_config(dir.path(), pki_dir);
     config.security.client_auth = strand_broker::config::ClientAuthMode::Optional;
     config.security.require_authentication = true;
     config.security.authorization = true;
@@ -555,7 +554,10 @@ async fn users_log_in_with_passwords_that_are_never_sent_or_stored() {
     );
     // Nothing the broker wrote holds the password.
     let files = walk(&data_dir);
-    assert!(files.iter().any(|f| f.to_string_lossy().contains("__controller")), "{files:?}");
+    assert!(
+        files.iter().any(|f| f.to_string_lossy().contains("__controller")),
+        "{files:?}"
+    );
     for entry in files {
         let bytes = std::fs::read(&entry).unwrap_or_default();
         assert!(

@@ -101,6 +101,12 @@ impl SecurityConfig {
         }) {
             return Some(("security.super_users", format!("{bad:?} is not User:<name>")));
         }
+        if self.authorization && !self.tls_enabled() {
+            return Some((
+                "security.authorization",
+                "ACLs need TLS: brokers prove who they are to each other with their certificates".into(),
+            ));
+        }
         if self.token_lifetime_ms < 60_000 {
             return Some(("security.token_lifetime_ms", "must be at least a minute".into()));
         }

@@ -28,8 +28,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[command(name = "strand", version, about, propagate_version = true)]
 pub struct Cli {
     /// Brokers to contact, `HOST:PORT[,HOST:PORT…]`; any reachable one will do.
-    #[arg(long, global = true, env = "STRAND_BOOTSTRAP", default_value = "127.0.0.1:9292")]
-    pub bootstrap: String,
+    /// [default: the client config's, else 127.0.0.1:9292]
+    #[arg(long, global = true, env = "STRAND_BOOTSTRAP")]
+    pub bootstrap: Option<String>,
     /// TLS to the brokers.
     #[command(flatten)]
     pub connect: target::ConnectArgs,

@@ -145,3 +145,124 @@ async fn a_process_cannot_speak_for_a_broker_its_certificate_does_not_name() {
         "no broker 4 was admitted"
     );
 }
+
+/// Runs `strand` against the cluster with `args` (after the TLS CA flag) and
+/// `stdin`; returns stdout, panicking with stderr on failure.
+fn strand(c: &Cluster, client: &[&str], args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Result<String, String> {
+    use std::io::Write;
+    let dir = c.certs_dir().expect("certs");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_strand"));
+    cmd.args(["--bootstrap", &c.bootstrap(), "--tls-ca"])
+        .arg(dir.join("ca.pem"))
+        .args(client.iter().map(|a| a.replace("{certs}", &dir.display().to_string())))
+        .args(args)
+        .env_remove("STRAND_USER")
+        .env_remove("STRAND_PASSWORD")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("strand");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("strand runs");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_manages_users_acls_and_quotas_of_a_secured_cluster() {
+    let c = Cluster::start_tls(
+        3,
+        "[security]\nauthorization = true\nrequire_authentication = true\nclient_auth = \"optional\"\nsuper_users = [\"User:test-admin\"]\n",
+    );
+    c.wait_ready().await;
+    create(&c, "orders.eu", 1).await;
+    create(&c, "payroll", 1).await;
+    let admin = [
+        "--tls-cert",
+        "{certs}/test-admin.pem",
+        "--tls-key",
+        "{certs}/test-admin-key.pem",
+    ];
+    let ok = |r: Result<String, String>| r.unwrap_or_else(|e| panic!("strand failed: {e}"));
+    ok(strand(&c, &admin, &["user", "create", "bob"], "hunter22\n", &[]));
+    assert_eq!(ok(strand(&c, &admin, &["user", "list"], "", &[])).trim(), "bob");
+    ok(strand(
+        &c,
+        &admin,
+        &[
+            "acl",
+            "add",
+            "--principal",
+            "User:bob",
+            "--operation",
+            "write",
+            "--topic",
+            "orders.",
+            "--prefixed",
+        ],
+        "",
+        &[],
+    ));
+    let listed = ok(strand(&c, &admin, &["acl", "list", "--principal", "User:bob"], "", &[]));
+    assert!(
+        listed.contains("ALLOW User:bob WRITE topic orders. (prefixed)"),
+        "{listed}"
+    );
+    ok(strand(
+        &c,
+        &admin,
+        &[
+            "quota",
+            "set",
+            "--principal",
+            "User:bob",
+            "--produce-bytes-per-sec",
+            "1048576",
+        ],
+        "",
+        &[],
+    ));
+    let quotas = ok(strand(&c, &admin, &["quota", "list"], "", &[]));
+    assert!(quotas.contains("User:bob") && quotas.contains("1048576"), "{quotas}");
+
+    // Bob logs in with his password (environment, as a script would).
+    let bob = [("STRAND_USER", "bob"), ("STRAND_PASSWORD", "hunter22")];
+    let topics = ok(strand(&c, &[], &["topic", "list"], "", &bob));
+    assert!(
+        topics.contains("orders.eu") && !topics.contains("payroll"),
+        "bob sees only his topics: {topics}"
+    );
+    let produced = ok(strand(&c, &[], &["produce", "orders.eu"], "one\ntwo\n", &bob));
+    assert!(produced.contains("2 of 2"), "{produced}");
+    let refused = strand(&c, &[], &["produce", "payroll"], "raise\n", &bob).expect_err("payroll refused");
+    assert!(refused.contains("AUTHORIZATION_FAILED"), "{refused}");
+    let wrong = strand(
+        &c,
+        &[],
+        &["topic", "list"],
+        "",
+        &[("STRAND_USER", "bob"), ("STRAND_PASSWORD", "nope")],
+    )
+    .expect_err("wrong password");
+    assert!(wrong.contains("AUTHENTICATION_FAILED"), "{wrong}");
+    let anonymous = strand(&c, &[], &["topic", "list"], "", &[]).expect_err("anonymous");
+    assert!(anonymous.contains("AUTHENTICATION_FAILED"), "{anonymous}");
+    ok(strand(
+        &c,
+        &admin,
+        &["acl", "remove", "--principal", "User:bob"],
+        "",
+        &[],
+    ));
+    let refused = strand(&c, &[], &["produce", "orders.eu"], "three\n", &bob).expect_err("after removal");
+    assert!(refused.contains("AUTHORIZATION_FAILED"), "{refused}");
+}
