@@ -14,6 +14,7 @@ mod native;
 mod nemeses;
 mod recovery;
 mod recreate;
+mod rotation;
 mod share;
 mod wide;
 mod workload;

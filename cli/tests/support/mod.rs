@@ -246,6 +246,15 @@ impl Cluster {
         c
     }
 
+    /// Issues broker `id` a new certificate (same CA, new key) in place of
+    /// its files, as an operator's rotation does; the running broker picks
+    /// it up at its next reload check.
+    pub fn rotate_broker_cert(&self, id: u64) {
+        let Some(dir) = &self.certs else { return };
+        let _ = std::fs::remove_file(dir.join(format!("broker-{id}.pem")));
+        self.issue_broker_cert(id);
+    }
+
     /// Broker `id`'s certificate, for the hosts of its address (TLS only).
     fn issue_broker_cert(&self, id: u64) {
         let Some(dir) = &self.certs else { return };
