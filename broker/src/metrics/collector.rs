@@ -9,6 +9,8 @@ use std::sync::{Arc, Weak};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+
+use super::security::SecurityCounts;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -87,18 +89,8 @@ pub struct Snapshot {
     pub share_members: Vec<(String, usize)>,
     /// Counts per share-partition of those groups.
     pub share_partitions: Vec<ShareMetricsRow>,
-    /// TLS handshakes that failed (see `security::audit`).
-    pub tls_handshake_failures: u64,
-    /// Authorization denials per principal.
-    pub authorization_denials: Vec<(String, u64)>,
-    /// Failed logins and bad tokens per claimed principal.
-    pub authentication_failures: Vec<(String, u64)>,
-    /// Quota throttling per principal and kind.
-    pub throttled: Vec<(
-        String,
-        crate::security::quota::QuotaKind,
-        crate::security::quota::Throttled,
-    )>,
+    /// Authentication, authorization and quota counters.
+    pub security: SecurityCounts,
 }
 
 impl Snapshot {
@@ -130,10 +122,12 @@ impl Snapshot {
             open_connections,
             share_members,
             share_partitions,
-            tls_handshake_failures: node.security().audit().handshake_failures(),
-            authorization_denials: node.security().audit().denials(),
-            authentication_failures: node.security().audit().authentication_failures(),
-            throttled: node.security().throttle().throttled(),
+            security: SecurityCounts {
+                tls_handshake_failures: node.security().audit().handshake_failures(),
+                authentication_failures: node.security().audit().authentication_failures(),
+                authorization_denials: node.security().audit().denials(),
+                throttled: node.security().throttle().throttled(),
+            },
         }
     }
 }
@@ -283,7 +277,7 @@ pub fn encode_snapshot(s: &Snapshot, mut encoder: DescriptorEncoder) -> Result<(
         &lag,
     )?;
     encode_shares(e, s)?;
-    super::security::encode(e, s, &s.throttled)?;
+    super::security::encode(e, &s.security)?;
     let m = e.encode_descriptor(
         "strand_open_connections",
         "Client connections open now",
@@ -482,17 +476,19 @@ mod tests {
                     redelivered: 6,
                 },
             }],
-            tls_handshake_failures: 4,
-            authorization_denials: vec![("User:eve".into(), 2)],
-            authentication_failures: vec![("User:mallory".into(), 7)],
-            throttled: vec![(
-                "User:greedy".into(),
-                crate::security::quota::QuotaKind::Produce,
-                crate::security::quota::Throttled {
-                    responses: 3,
-                    seconds: 1.5,
-                },
-            )],
+            security: SecurityCounts {
+                tls_handshake_failures: 4,
+                authorization_denials: vec![("User:eve".into(), 2)],
+                authentication_failures: vec![("User:mallory".into(), 7)],
+                throttled: vec![(
+                    "User:greedy".into(),
+                    crate::security::quota::QuotaKind::Produce,
+                    crate::security::quota::Throttled {
+                        responses: 3,
+                        seconds: 1.5,
+                    },
+                )],
+            },
         };
         let mut registry = Registry::default();
         registry.register_collector(Box::new(Fixed(snapshot)));

@@ -8,7 +8,7 @@
 
 pub mod collector;
 pub mod http;
-mod security;
+pub mod security;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;

@@ -8,6 +8,19 @@ use prometheus_client::metrics::counter::ConstCounter;
 
 use crate::security::quota::{QuotaKind, Throttled};
 
+/// The security counters of a scrape.
+#[derive(Clone, Debug, Default)]
+pub struct SecurityCounts {
+    /// TLS handshakes that failed (see `security::audit`).
+    pub tls_handshake_failures: u64,
+    /// Failed logins and bad tokens per claimed principal.
+    pub authentication_failures: Vec<(String, u64)>,
+    /// Authorization denials per principal.
+    pub authorization_denials: Vec<(String, u64)>,
+    /// Quota throttling per principal and kind.
+    pub throttled: Vec<(String, QuotaKind, Throttled)>,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PrincipalLabel {
     principal: String,
@@ -24,12 +37,8 @@ struct QuotaLabel {
 /// `strand_authorization_denied_total{principal}` and the quota counters
 /// `strand_quota_throttled_responses_total{principal,kind}` and
 /// `strand_quota_throttle_seconds_total{principal,kind}`.
-pub(super) fn encode(
-    e: &mut DescriptorEncoder,
-    s: &super::collector::Snapshot,
-    throttled: &[(String, QuotaKind, Throttled)],
-) -> Result<(), std::fmt::Error> {
-    let (handshake_failures, denials) = (s.tls_handshake_failures, &s.authorization_denials);
+pub(super) fn encode(e: &mut DescriptorEncoder, s: &SecurityCounts) -> Result<(), std::fmt::Error> {
+    let (handshake_failures, denials, throttled) = (s.tls_handshake_failures, &s.authorization_denials, &s.throttled);
     let m = e.encode_descriptor(
         "strand_tls_handshake_failures",
         "TLS handshakes that failed: no or an untrusted client certificate, a plaintext client",

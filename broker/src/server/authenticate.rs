@@ -3,7 +3,8 @@
 //! key, not expired, the user still exists), and is refused with
 //! `AUTHENTICATION_FAILED` otherwise. With `require_authentication`, a
 //! request that proved nothing (no token, no client certificate) is refused
-//! too. The login itself (`Auth`), health checks and reflection pass.
+//! too. The login itself (`Auth`), health checks, reflection and the
+//! brokers' own `Peer` service (which checks its callers itself) pass.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -41,7 +42,14 @@ pub(super) struct Authenticate<S> {
 }
 
 fn open_path(path: &str) -> bool {
-    path.starts_with("/strand.v1.Auth/") || path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.")
+    [
+        "/strand.v1.Auth/",
+        "/strand.v1.Peer/",
+        "/grpc.health.",
+        "/grpc.reflection.",
+    ]
+    .iter()
+    .any(|p| path.starts_with(p))
 }
 
 type Body = tonic::body::Body;
