@@ -287,7 +287,7 @@ async fn damage_in_the_controller_log_then_the_controller_leader_killed() {
         while rounds == 0 || Instant::now() < until {
             let l = c.controller().await;
             let name = format!("created-before-damage-{rounds}");
-            Admin::connect(c.addr(l))
+            c.admin_of(&c.addr(l))
                 .await
                 .expect("admin")
                 .create_topic(&name, 1, 1, Default::default())
